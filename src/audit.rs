@@ -1,0 +1,191 @@
+//! Decision records: one JSON line per policy decision.
+//!
+//! Records go through a bounded channel to a writer thread so a slow disk never stalls a request;
+//! if the channel is full the record is dropped, logged and counted (`errors_total{kind="audit_drop"}`)
+//! rather than blocking traffic. Records never contain request headers, so credentials cannot leak
+//! here; the rationale is kept for reviewers and is never sent to clients.
+
+use serde::Serialize;
+use std::io::Write;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{AuditSection, AuditSink, Direction, FailMode};
+use crate::decide::Outcome;
+use crate::metrics::Metrics;
+
+#[derive(Debug, Serialize, Clone, PartialEq)]
+pub struct AuditRecord {
+    pub ts: String,
+    pub request_id: String,
+    pub route: String,
+    pub api: String,
+    pub direction: Direction,
+    pub policy_id: String,
+    pub policy_version: String,
+    pub policy_hash: String,
+    /// violation | allow | error
+    pub verdict: &'static str,
+    pub code: Option<String>,
+    pub rule_id: Option<String>,
+    pub severity: Option<&'static str>,
+    pub backend: Option<&'static str>,
+    pub latency_us: u64,
+    /// The action the route binds to this policy: block | annotate | shadow.
+    pub action: &'static str,
+    /// What actually happened: blocked | annotated | recorded | allowed | below_threshold |
+    /// fail_open | fail_closed | shadow_error.
+    pub effect: &'static str,
+    pub error: Option<String>,
+    pub location: Option<String>,
+    pub confidence: Option<f32>,
+    pub rationale: Option<String>,
+    pub policy_generation: u64,
+}
+
+pub struct RecordContext<'a> {
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub api: &'a str,
+    pub direction: Direction,
+    pub fail_mode: FailMode,
+    pub generation: u64,
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+pub struct Auditor {
+    tx: Option<SyncSender<Vec<u8>>>,
+    max_rationale: usize,
+    metrics: Arc<Metrics>,
+}
+
+impl Auditor {
+    pub fn new(
+        cfg: &AuditSection,
+        base: &std::path::Path,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<Auditor> {
+        let writer: Option<Box<dyn Write + Send>> = match cfg.sink {
+            AuditSink::Off => None,
+            AuditSink::Stdout => Some(Box::new(std::io::stdout())),
+            AuditSink::File => {
+                let p = cfg.path.as_ref().map(|p| base.join(p)).unwrap_or_default();
+                if let Some(dir) = p.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&p)?;
+                Some(Box::new(f))
+            }
+        };
+        let tx = writer.map(|w| {
+            let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
+            let m = metrics.clone();
+            std::thread::Builder::new()
+                .name("guardgate-audit".into())
+                .spawn(move || write_loop(rx, w, m))
+                .map(|_| tx)
+        });
+        let tx = match tx {
+            Some(Ok(tx)) => Some(tx),
+            Some(Err(e)) => return Err(e),
+            None => None,
+        };
+        Ok(Auditor {
+            tx,
+            max_rationale: cfg.max_rationale_chars,
+            metrics,
+        })
+    }
+
+    pub fn build(&self, ctx: &RecordContext<'_>, o: &Outcome) -> AuditRecord {
+        let (verdict, v, error) = match &o.result {
+            Ok(v) if v.violation => ("violation", Some(v), None),
+            Ok(v) => ("allow", Some(v), None),
+            Err(e) => ("error", None, Some(e.to_string())),
+        };
+        AuditRecord {
+            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            request_id: ctx.request_id.to_string(),
+            route: ctx.route.to_string(),
+            api: ctx.api.to_string(),
+            direction: ctx.direction,
+            policy_id: o.policy.id.clone(),
+            policy_version: o.policy.version.clone(),
+            policy_hash: o.policy.content_hash.clone(),
+            verdict,
+            code: v.and_then(|v| v.code.clone()),
+            rule_id: v.and_then(|v| v.rule_id.clone()),
+            severity: o.severity().map(|s| s.as_str()),
+            backend: v.map(|v| v.backend),
+            latency_us: o.latency.as_micros() as u64,
+            action: o.action.as_str(),
+            effect: o.effect(ctx.fail_mode),
+            error,
+            location: v.and_then(|v| v.location.clone()),
+            confidence: v.and_then(|v| v.confidence),
+            rationale: v
+                .and_then(|v| v.rationale.as_deref())
+                .map(|r| truncate(r, self.max_rationale)),
+            policy_generation: ctx.generation,
+        }
+    }
+
+    pub fn record(&self, rec: &AuditRecord) {
+        let Some(tx) = &self.tx else { return };
+        let mut line = match serde_json::to_vec(rec) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialise audit record");
+                self.metrics
+                    .errors
+                    .with_label_values(&["audit_serialize"])
+                    .inc();
+                return;
+            }
+        };
+        line.push(b'\n');
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                tracing::error!(request_id = %rec.request_id, "audit record dropped: writer is behind or gone");
+                self.metrics.errors.with_label_values(&["audit_drop"]).inc();
+            }
+        }
+    }
+}
+
+fn write_loop(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>, metrics: Arc<Metrics>) {
+    while let Ok(line) = rx.recv() {
+        let mut ok = w.write_all(&line).is_ok();
+        // Drain what is queued, then flush once: one syscall per burst, not per record.
+        while let Ok(more) = rx.try_recv() {
+            ok &= w.write_all(&more).is_ok();
+        }
+        ok &= w.flush().is_ok();
+        if !ok {
+            metrics.errors.with_label_values(&["audit_write"]).inc();
+            tracing::error!("audit sink write failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::truncate;
+
+    #[test]
+    fn truncates_on_char_boundaries() {
+        assert_eq!(truncate("héllo", 2), "hé…");
+        assert_eq!(truncate("hi", 5), "hi");
+    }
+}

@@ -1,0 +1,150 @@
+//! Classifiers: the seam between the proxy and whatever judges content against a policy.
+//!
+//! The proxy only sees [`Classifier`] and [`Cascade`]; a new backend (the in-process model, a
+//! remote serving engine) is one new implementation, with no change to the proxy.
+
+pub mod cascade;
+pub mod normalize;
+pub mod rules;
+
+use async_trait::async_trait;
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use crate::policy::Policy;
+use crate::wire::{Segment, Source};
+
+pub use cascade::Cascade;
+
+/// One piece of text to classify, with its normalised forms computed once and shared by every
+/// policy that looks at it.
+#[derive(Debug)]
+pub struct Item {
+    pub source: Source,
+    pub location: String,
+    pub raw: String,
+    pub norm: String,
+    leet: OnceLock<String>,
+}
+
+impl Item {
+    pub fn leet(&self) -> &str {
+        self.leet.get_or_init(|| normalize::fold_leet(&self.norm))
+    }
+}
+
+/// Everything one direction of one exchange asks the classifiers to judge (for input: the whole
+/// conversation, instructions and tools included).
+#[derive(Debug, Default)]
+pub struct Content {
+    pub items: Vec<Item>,
+}
+
+impl Content {
+    pub fn from_segments(segments: Vec<Segment>) -> Content {
+        Content {
+            items: segments
+                .into_iter()
+                .map(|s| Item {
+                    source: s.source,
+                    norm: normalize::normalize(&s.text),
+                    raw: s.text,
+                    location: s.location,
+                    leet: OnceLock::new(),
+                })
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The conversation as one transcript, for backends that read text rather than items.
+    pub fn transcript(&self) -> String {
+        let mut s = String::new();
+        for it in &self.items {
+            s.push_str(&format!("[{:?}] {}\n", it.source, it.raw));
+        }
+        s
+    }
+}
+
+/// A backend's judgement of content against one policy.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Verdict {
+    pub violation: bool,
+    /// The policy code (category) that applies, e.g. `SH1.a`.
+    pub code: Option<String>,
+    /// The deterministic rule that fired, when a rule decided.
+    pub rule_id: Option<String>,
+    pub confidence: Option<f32>,
+    /// The backend's explanation, for the audit log only: never sent to clients.
+    pub rationale: Option<String>,
+    /// Where in the content the violation was found (e.g. `messages[3].content`).
+    pub location: Option<String>,
+    pub backend: &'static str,
+}
+
+impl Verdict {
+    pub fn allow(backend: &'static str) -> Verdict {
+        Verdict {
+            violation: false,
+            code: None,
+            rule_id: None,
+            confidence: None,
+            rationale: None,
+            location: None,
+            backend,
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum ClassifyError {
+    #[error("classifier missed its deadline")]
+    Deadline,
+    #[error("classifier is overloaded")]
+    Overloaded,
+    #[error("no configured backend can classify this policy")]
+    NoBackend,
+    #[error("classifier failed: {0}")]
+    Backend(String),
+}
+
+impl ClassifyError {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ClassifyError::Deadline => "deadline",
+            ClassifyError::Overloaded => "overloaded",
+            ClassifyError::NoBackend => "no_backend",
+            ClassifyError::Backend(_) => "backend",
+        }
+    }
+}
+
+/// A backend that judges content against a policy.
+///
+/// Implementations must be cancellation-safe: the caller drops the future when `deadline` passes,
+/// and a dropped call must leave the backend usable. `deadline` is given so a backend can also
+/// budget its own work (e.g. cap generated tokens).
+#[async_trait]
+pub trait Classifier: Send + Sync {
+    /// Stable name recorded in audit records and metrics.
+    fn name(&self) -> &'static str;
+
+    /// Whether this backend has anything to say about `policy` (the rules backend needs rules; a
+    /// model backend can read any policy text).
+    fn supports(&self, policy: &Policy) -> bool;
+
+    /// Whether a "no violation" from this backend settles the question, or later stages must
+    /// still look (a keyword miss proves little; a model's judgement is final).
+    fn allow_is_final(&self) -> bool;
+
+    async fn classify(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        deadline: Instant,
+    ) -> Result<Verdict, ClassifyError>;
+}

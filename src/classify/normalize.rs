@@ -1,0 +1,74 @@
+//! Text normalisation applied before deterministic rules: the cheapest defence against obfuscated
+//! spellings (full-width letters, ligatures, zero-width joiners, bidi overrides, case games).
+
+use unicode_normalization::UnicodeNormalization;
+
+/// Characters that render as nothing (or reorder text) and are used to split words so that a
+/// keyword no longer matches: zero-width space/joiners, word joiner, BOM, soft hyphen, bidi controls.
+fn is_invisible(c: char) -> bool {
+    matches!(c,
+        '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
+        | '\u{180B}'..='\u{180F}'
+        | '\u{200B}'..='\u{200F}'
+        | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{206F}'
+        | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
+        | '\u{E0000}'..='\u{E007F}')
+}
+
+/// NFKC, invisible characters removed, lower-cased, whitespace runs collapsed to one space.
+pub fn normalize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last_space = false;
+    for c in text.nfkc().filter(|c| !is_invisible(*c)) {
+        if c.is_whitespace() {
+            if !last_space {
+                out.push(' ');
+            }
+            last_space = true;
+            continue;
+        }
+        last_space = false;
+        // to_lowercase can expand (e.g. 'İ'); push every char it yields.
+        for l in c.to_lowercase() {
+            out.push(l);
+        }
+    }
+    out
+}
+
+/// Folds common digit/symbol-for-letter substitutions ("k1ll", "$ex") for keyword rules that opt in.
+pub fn fold_leet(norm: &str) -> String {
+    norm.chars()
+        .map(|c| match c {
+            '0' => 'o',
+            '1' | '!' | '|' => 'i',
+            '3' => 'e',
+            '4' | '@' => 'a',
+            '5' | '$' => 's',
+            '7' => 't',
+            '8' => 'b',
+            c => c,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defeats_common_obfuscation() {
+        assert_eq!(normalize("ＫＩＬＬ"), "kill"); // full-width
+        assert_eq!(normalize("ki\u{200B}ll"), "kill"); // zero-width space
+        assert_eq!(normalize("k\u{202E}ill"), "kill"); // bidi override
+        assert_eq!(normalize("ﬁre"), "fire"); // ligature
+        assert_eq!(normalize("a \t\n b"), "a b");
+        assert_eq!(normalize("K\u{00AD}ILL"), "kill"); // soft hyphen
+    }
+
+    #[test]
+    fn leet_folding() {
+        assert_eq!(fold_leet("k1ll 4ll th3m"), "kill all them");
+    }
+}

@@ -1,0 +1,14 @@
+//! guardgate: a reverse proxy that classifies LLM API traffic against natural-language safety
+//! policies before it reaches (and after it leaves) the model.
+//!
+//! Data flows request → [`wire`] parse → [`classify`] per policy → [`decide`] → forward or block
+//! ([`proxy`]) → [`audit`]. Policies live in files ([`policy`]) and reload without a restart.
+
+pub mod audit;
+pub mod classify;
+pub mod config;
+pub mod decide;
+pub mod metrics;
+pub mod policy;
+pub mod proxy;
+pub mod wire;

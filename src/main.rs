@@ -1,0 +1,110 @@
+//! The `guardgate` command line: wiring only; the logic lives in the library.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use guardgate::config::Config;
+use guardgate::proxy::{server, Gateway};
+
+#[derive(Parser)]
+#[command(
+    name = "guardgate",
+    version,
+    about = "Policy-following safety gateway for LLM APIs"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway.
+    Serve {
+        #[arg(
+            short,
+            long,
+            default_value = "config/guardgate.toml",
+            env = "GUARDGATE_CONFIG"
+        )]
+        config: PathBuf,
+        /// Take over the listeners of a running gateway (graceful upgrade; send it SIGQUIT).
+        #[arg(short = 'u', long)]
+        upgrade: bool,
+    },
+    /// Validate the config and the policies it selects, then exit.
+    CheckConfig {
+        #[arg(
+            short,
+            long,
+            default_value = "config/guardgate.toml",
+            env = "GUARDGATE_CONFIG"
+        )]
+        config: PathBuf,
+    },
+}
+
+fn init_tracing(json: bool, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    // Logs go to stderr so that an audit sink on stdout stays clean JSONL.
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn load(config: &PathBuf) -> Result<Gateway, String> {
+    let cfg = Config::load(config).map_err(|e| format!("config error: {e}"))?;
+    Gateway::build(cfg, Vec::new()).map_err(|e| format!("{e:#}"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Serve { config, upgrade } => {
+            let level = Config::load(&config)
+                .map(|c| (c.logging.json, c.logging.level))
+                .unwrap_or((false, "info".into()));
+            init_tracing(level.0, &level.1);
+            match load(&config) {
+                Ok(gw) => {
+                    if let Err(e) = server::run(gw, upgrade) {
+                        eprintln!("guardgate: {e:#}");
+                        return ExitCode::from(1);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("guardgate: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Cmd::CheckConfig { config } => match load(&config) {
+            Ok(gw) => {
+                let snap = gw.registry.snapshot();
+                println!(
+                    "ok: {} routes, {} upstreams, {} policies",
+                    gw.routes.len(),
+                    gw.config.upstreams.len(),
+                    snap.policies.len()
+                );
+                for (route, b) in &snap.routes {
+                    let ids: Vec<&str> = b.input.iter().map(|x| x.policy.id.as_str()).collect();
+                    println!("  route {route}: input policies [{}]", ids.join(", "));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("guardgate: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}

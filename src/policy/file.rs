@@ -1,0 +1,393 @@
+//! One policy file: TOML front matter between `+++` lines, then the natural-language policy text
+//! the model reads. Parsing here is pure (text in, `Policy` out) so lint, tests and the registry
+//! share it.
+
+use regex::{Regex, RegexSet};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+
+use crate::classify::normalize::normalize;
+use crate::config::{Action, Direction};
+
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FrontMatter {
+    id: String,
+    title: String,
+    version: String,
+    #[serde(default = "default_directions")]
+    directions: Vec<Direction>,
+    #[serde(default = "default_action")]
+    action: Action,
+    #[serde(default = "default_threshold")]
+    severity_threshold: Severity,
+    #[serde(default)]
+    codes: Vec<CodeDef>,
+    #[serde(default)]
+    rules: Vec<RuleDef>,
+}
+
+fn default_directions() -> Vec<Direction> {
+    vec![Direction::Input, Direction::Output]
+}
+fn default_action() -> Action {
+    Action::Block
+}
+fn default_threshold() -> Severity {
+    Severity::Low
+}
+
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CodeDef {
+    pub code: String,
+    pub title: String,
+    #[serde(default = "default_code_severity")]
+    pub severity: Severity,
+}
+
+fn default_code_severity() -> Severity {
+    Severity::High
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleDef {
+    id: String,
+    code: String,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    keywords: Vec<String>,
+    /// Also match digit/symbol-for-letter spellings ("k1ll").
+    #[serde(default)]
+    leet: bool,
+}
+
+/// A deterministic rule, compiled.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub id: String,
+    pub code: String,
+    pub leet: bool,
+    pub regex: Regex,
+}
+
+/// The rules of one policy, compiled into one `RegexSet` so a text is scanned once per policy
+/// (two sets: plain and leet-folded input).
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    pub rules: Vec<Rule>,
+    plain: RegexSet,
+    plain_idx: Vec<usize>,
+    leet: RegexSet,
+    leet_idx: Vec<usize>,
+}
+
+impl RuleSet {
+    fn new(rules: Vec<Rule>) -> Result<RuleSet, regex::Error> {
+        let (mut p, mut pi, mut l, mut li) = (vec![], vec![], vec![], vec![]);
+        for (i, r) in rules.iter().enumerate() {
+            if r.leet {
+                l.push(r.regex.as_str().to_string());
+                li.push(i);
+            } else {
+                p.push(r.regex.as_str().to_string());
+                pi.push(i);
+            }
+        }
+        Ok(RuleSet {
+            plain: RegexSet::new(&p)?,
+            plain_idx: pi,
+            leet: RegexSet::new(&l)?,
+            leet_idx: li,
+            rules,
+        })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Indices of rules matching `norm` (already normalised) or its leet folding `leet`.
+    pub fn matches(&self, norm: &str, leet: Option<&str>) -> Vec<usize> {
+        let mut out: Vec<usize> = self
+            .plain
+            .matches(norm)
+            .iter()
+            .map(|i| self.plain_idx[i])
+            .collect();
+        if let Some(l) = leet {
+            out.extend(self.leet.matches(l).iter().map(|i| self.leet_idx[i]));
+        }
+        out.sort_unstable();
+        out
+    }
+
+    pub fn has_leet(&self) -> bool {
+        !self.leet_idx.is_empty()
+    }
+}
+
+/// A parsed, validated, compiled policy. Immutable once built; shared by `Arc` from snapshots.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub id: String,
+    pub title: String,
+    pub version: String,
+    /// sha256 of the file's bytes (hex, 16 chars): changes with any edit, even without a version bump.
+    pub content_hash: String,
+    pub directions: Vec<Direction>,
+    pub action: Action,
+    pub severity_threshold: Severity,
+    pub codes: Vec<CodeDef>,
+    pub rules: RuleSet,
+    /// The natural-language policy: what a model backend reads.
+    pub body: String,
+    pub path: PathBuf,
+}
+
+impl Policy {
+    pub fn code(&self, code: &str) -> Option<&CodeDef> {
+        self.codes.iter().find(|c| c.code == code)
+    }
+
+    pub fn severity_of(&self, code: Option<&str>) -> Severity {
+        code.and_then(|c| self.code(c))
+            .map(|c| c.severity)
+            .unwrap_or(Severity::High)
+    }
+
+    pub fn applies_to(&self, d: Direction) -> bool {
+        self.directions.contains(&d)
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{path}: {reason}")]
+pub struct PolicyError {
+    pub path: String,
+    pub reason: String,
+}
+
+pub fn content_hash(bytes: &[u8]) -> String {
+    let d = Sha256::digest(bytes);
+    hex::encode(&d[..8])
+}
+
+/// Splits `+++\n<toml>\n+++\n<body>`.
+fn split_front_matter(text: &str) -> Option<(&str, &str)> {
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let rest = text
+        .strip_prefix("+++\n")
+        .or_else(|| text.strip_prefix("+++\r\n"))?;
+    let mut offset = 0;
+    for line in rest.split_inclusive('\n') {
+        if line.trim_end() == "+++" {
+            return Some((&rest[..offset], &rest[offset + line.len()..]));
+        }
+        offset += line.len();
+    }
+    None
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.split('/').all(|part| {
+            !part.is_empty()
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        })
+}
+
+pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
+    let p = path.display().to_string();
+    let err = |reason: String| PolicyError {
+        path: p.clone(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
+    let (fm, body) = split_front_matter(text).ok_or_else(|| {
+        err("missing TOML front matter: the file must start with a '+++' line and close it with another".into())
+    })?;
+    let fm: FrontMatter = toml::from_str(fm).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| fm[..s.start.min(fm.len())].lines().count().max(1) + 1)
+            .unwrap_or(1);
+        err(format!("front matter line {line}: {}", e.message().trim()))
+    })?;
+    if !valid_id(&fm.id) {
+        return Err(err(format!(
+            "id {:?}: use lowercase letters, digits, '-', '_' and '/' between parts",
+            fm.id
+        )));
+    }
+    if fm.version.trim().is_empty() {
+        return Err(err("version: empty".into()));
+    }
+    if fm.directions.is_empty() {
+        return Err(err("directions: name at least one of input, output".into()));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for c in &fm.codes {
+        if c.code.trim().is_empty() {
+            return Err(err("codes: a code is empty".into()));
+        }
+        if !seen.insert(c.code.as_str()) {
+            return Err(err(format!("codes: duplicate code {:?}", c.code)));
+        }
+    }
+    let mut rules = Vec::with_capacity(fm.rules.len());
+    let mut rule_ids = std::collections::HashSet::new();
+    for r in &fm.rules {
+        if !rule_ids.insert(r.id.as_str()) {
+            return Err(err(format!("rules: duplicate rule id {:?}", r.id)));
+        }
+        if !seen.contains(r.code.as_str()) {
+            return Err(err(format!(
+                "rules.{}: code {:?} is not declared in [[codes]]",
+                r.id, r.code
+            )));
+        }
+        let pattern = match (&r.regex, r.keywords.is_empty()) {
+            (Some(re), true) => format!("(?i){re}"),
+            (None, false) => {
+                // Keywords are compared with normalised text, so normalise them the same way.
+                let alts: Vec<String> = r
+                    .keywords
+                    .iter()
+                    .map(|k| normalize(k))
+                    .filter(|k| !k.is_empty())
+                    .map(|k| regex::escape(&k))
+                    .collect();
+                if alts.is_empty() {
+                    return Err(err(format!("rules.{}: keywords are all empty", r.id)));
+                }
+                format!(r"(?i)\b(?:{})\b", alts.join("|"))
+            }
+            (Some(_), false) => {
+                return Err(err(format!(
+                    "rules.{}: give either regex or keywords, not both",
+                    r.id
+                )))
+            }
+            (None, true) => {
+                return Err(err(format!(
+                    "rules.{}: needs a regex or a keywords list",
+                    r.id
+                )))
+            }
+        };
+        let regex = regex::RegexBuilder::new(&pattern)
+            .size_limit(1 << 22)
+            .build()
+            .map_err(|e| err(format!("rules.{}: bad regex: {e}", r.id)))?;
+        rules.push(Rule {
+            id: r.id.clone(),
+            code: r.code.clone(),
+            leet: r.leet,
+            regex,
+        });
+    }
+    let rules = RuleSet::new(rules).map_err(|e| err(format!("rules: {e}")))?;
+    Ok(Policy {
+        id: fm.id,
+        title: fm.title,
+        version: fm.version,
+        content_hash: content_hash(bytes),
+        directions: fm.directions,
+        action: fm.action,
+        severity_threshold: fm.severity_threshold,
+        codes: fm.codes,
+        rules,
+        body: body.trim().to_string(),
+        path: path.to_path_buf(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"+++
+id = "test/weapons"
+title = "Weapons"
+version = "1.0.0"
+[[codes]]
+code = "W1"
+title = "Instructions to build weapons"
+severity = "high"
+[[rules]]
+id = "pipe-bomb"
+code = "W1"
+keywords = ["pipe bomb", "Nail Bomb"]
+[[rules]]
+id = "ghost-gun"
+code = "W1"
+regex = 'ghost\s+gun'
++++
+# Weapons policy
+Text for the model.
+"#;
+
+    #[test]
+    fn parses_front_matter_and_body() {
+        let p = parse_policy(Path::new("w.md"), GOOD.as_bytes()).unwrap();
+        assert_eq!(p.id, "test/weapons");
+        assert_eq!(p.rules.rules.len(), 2);
+        assert!(p.body.starts_with("# Weapons policy"));
+        assert_eq!(p.content_hash.len(), 16);
+        assert_eq!(p.rules.matches("how to make a nail bomb", None), vec![0]);
+        assert_eq!(p.rules.matches("a ghost   gun kit", None), vec![1]);
+        assert!(p.rules.matches("bombastic pipes", None).is_empty());
+    }
+
+    #[test]
+    fn errors_are_specific() {
+        let cases = [
+            ("no front matter", "missing TOML front matter"),
+            (
+                &GOOD.replace("code = \"W1\"\nkeywords", "code = \"W9\"\nkeywords"),
+                "not declared",
+            ),
+            (&GOOD.replace("ghost\\s+gun", "ghost(gun"), "bad regex"),
+            (
+                &GOOD.replace("id = \"test/weapons\"", "id = \"Test Weapons\""),
+                "id \"Test Weapons\"",
+            ),
+            (
+                &GOOD.replace("version = \"1.0.0\"", "versio = \"1\""),
+                "front matter line",
+            ),
+        ];
+        for (text, want) in cases {
+            let e = parse_policy(Path::new("w.md"), text.as_bytes()).unwrap_err();
+            assert!(e.reason.contains(want), "{} lacks {want}", e.reason);
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Policies: files on disk (`file`), the live snapshot (`registry`) and what reloads it (`watch`).
+
+pub mod file;
+pub mod registry;
+pub mod watch;
+
+pub use file::{parse_policy, Policy, PolicyError, Severity};
+pub use registry::{Bound, Registry, RouteBinding, Snapshot};

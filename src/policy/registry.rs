@@ -1,0 +1,317 @@
+//! The live set of policies: an immutable `Snapshot` behind an `ArcSwap`.
+//!
+//! A request loads the snapshot once and uses it to the end, so a reload in the middle of a request
+//! never mixes two policy versions. A reload builds a whole new snapshot off to the side; only if
+//! every file parses and every route's selection resolves does it replace the live one.
+
+use arc_swap::ArcSwap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use super::file::{parse_policy, Policy, PolicyError};
+use crate::config::{Action, Direction, RouteConfig};
+use crate::metrics::Metrics;
+
+/// A policy bound to a route with the action the route gives it.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub policy: Arc<Policy>,
+    pub action: Action,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct RouteBinding {
+    pub input: Vec<Bound>,
+    pub output: Vec<Bound>,
+}
+
+impl RouteBinding {
+    pub fn for_direction(&self, d: Direction) -> &[Bound] {
+        match d {
+            Direction::Input => &self.input,
+            Direction::Output => &self.output,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Snapshot {
+    /// Increases by one with every successful reload.
+    pub generation: u64,
+    pub loaded_at: SystemTime,
+    pub policies: BTreeMap<String, Arc<Policy>>,
+    pub routes: HashMap<String, RouteBinding>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadFailure {
+    pub at: String,
+    pub errors: Vec<String>,
+}
+
+/// What a loaded policy needs from the classifier stack to be enforceable.
+pub trait Capability: Send + Sync {
+    /// Why this policy cannot be classified with the configured backends, if it cannot.
+    fn unsupported(&self, policy: &Policy) -> Option<String>;
+}
+
+pub struct Registry {
+    live: ArcSwap<Snapshot>,
+    dirs: Vec<PathBuf>,
+    routes: Vec<RouteConfig>,
+    last_error: Mutex<Option<ReloadFailure>>,
+    reload_lock: tokio::sync::Mutex<()>,
+    capability: Arc<dyn Capability>,
+    metrics: Arc<Metrics>,
+}
+
+/// `general/*` selects the pack, `*` everything, anything else one id.
+fn selects(select: &str, id: &str) -> bool {
+    match select.strip_suffix('*') {
+        Some("") => true,
+        Some(prefix) => id.starts_with(prefix),
+        None => select == id,
+    }
+}
+
+/// Every `*.md` file under `dir`, skipping hidden entries: Kubernetes ConfigMap volumes keep the
+/// real files under `..data/` and `..<timestamp>/` and expose them through symlinks at the top.
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| format!("{}: cannot list: {e}", d.display()))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| format!("{}: {e}", d.display()))?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') {
+                continue;
+            }
+            let path = entry.path();
+            // metadata() follows symlinks, which is what ConfigMap layouts need.
+            let meta = match std::fs::metadata(&path) {
+                Ok(m) => m,
+                Err(_) => continue, // dangling symlink mid-swap; the next event reloads again
+            };
+            if meta.is_dir() {
+                stack.push(path);
+            } else if name.ends_with(".md") && !name.eq_ignore_ascii_case("README.md") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl Registry {
+    /// Loads the initial snapshot; fails (and the gateway does not start) if it is invalid.
+    pub fn load(
+        dirs: Vec<PathBuf>,
+        routes: Vec<RouteConfig>,
+        capability: Arc<dyn Capability>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Registry, Vec<String>> {
+        let snap = build_snapshot(&dirs, &routes, capability.as_ref(), 1)?;
+        metrics.policy_generation.set(snap.generation as i64);
+        Ok(Registry {
+            live: ArcSwap::from_pointee(snap),
+            dirs,
+            routes,
+            last_error: Mutex::new(None),
+            reload_lock: tokio::sync::Mutex::new(()),
+            capability,
+            metrics,
+        })
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.live.load_full()
+    }
+
+    pub fn last_error(&self) -> Option<ReloadFailure> {
+        self.last_error.lock().map(|g| g.clone()).unwrap_or(None)
+    }
+
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// Rebuilds the snapshot from disk. Returns `Ok(None)` when nothing changed (same hashes), so a
+    /// burst of file events does not bump the generation needlessly.
+    pub async fn reload(&self, trigger: &str) -> Result<Option<u64>, Vec<String>> {
+        let _guard = self.reload_lock.lock().await;
+        let current = self.live.load();
+        let next_gen = current.generation + 1;
+        let dirs = self.dirs.clone();
+        let routes = self.routes.clone();
+        let cap = self.capability.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            build_snapshot(&dirs, &routes, cap.as_ref(), next_gen)
+        })
+        .await
+        .map_err(|e| vec![format!("reload task failed: {e}")])?;
+        match built {
+            Ok(snap) => {
+                if let Ok(mut g) = self.last_error.lock() {
+                    *g = None;
+                }
+                if same_policies(&current, &snap) {
+                    return Ok(None);
+                }
+                let gen = snap.generation;
+                tracing::info!(
+                    trigger,
+                    generation = gen,
+                    policies = snap.policies.len(),
+                    "policies reloaded"
+                );
+                self.live.store(Arc::new(snap));
+                self.metrics.reloads.with_label_values(&["success"]).inc();
+                self.metrics.policy_generation.set(gen as i64);
+                Ok(Some(gen))
+            }
+            Err(errors) => {
+                tracing::error!(
+                    trigger,
+                    ?errors,
+                    "policy reload rejected; the previous snapshot stays live"
+                );
+                self.metrics.reloads.with_label_values(&["failure"]).inc();
+                if let Ok(mut g) = self.last_error.lock() {
+                    *g = Some(ReloadFailure {
+                        at: humantime_now(),
+                        errors: errors.clone(),
+                    });
+                }
+                Err(errors)
+            }
+        }
+    }
+}
+
+fn same_policies(a: &Snapshot, b: &Snapshot) -> bool {
+    a.policies.len() == b.policies.len()
+        && a.policies
+            .iter()
+            .zip(b.policies.iter())
+            .all(|((ka, pa), (kb, pb))| ka == kb && pa.content_hash == pb.content_hash)
+}
+
+fn humantime_now() -> String {
+    let d = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!("{}.{:03}", d.as_secs(), d.subsec_millis())
+}
+
+/// Reads, parses and binds every policy. Collects all errors rather than stopping at the first, so
+/// one reload report shows everything that is wrong.
+pub fn build_snapshot(
+    dirs: &[PathBuf],
+    routes: &[RouteConfig],
+    capability: &dyn Capability,
+    generation: u64,
+) -> Result<Snapshot, Vec<String>> {
+    let mut errors = Vec::new();
+    let mut policies: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
+    for dir in dirs {
+        let files = match policy_files(dir) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
+        for path in files {
+            let parsed = std::fs::read(&path)
+                .map_err(|e| PolicyError {
+                    path: path.display().to_string(),
+                    reason: format!("cannot read: {e}"),
+                })
+                .and_then(|bytes| parse_policy(&path, &bytes));
+            match parsed {
+                Ok(p) => {
+                    if let Some(prev) = policies.get(&p.id) {
+                        errors.push(format!(
+                            "{}: id {:?} is already used by {}",
+                            path.display(),
+                            p.id,
+                            prev.path.display()
+                        ));
+                    } else {
+                        policies.insert(p.id.clone(), Arc::new(p));
+                    }
+                }
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    let mut bindings = HashMap::new();
+    for r in routes {
+        let mut b = RouteBinding::default();
+        for sel in &r.policies {
+            let matched: Vec<&Arc<Policy>> = policies
+                .values()
+                .filter(|p| selects(&sel.select, &p.id))
+                .collect();
+            if matched.is_empty() {
+                errors.push(format!(
+                    "route {:?}: policy selection {:?} matches no loaded policy",
+                    r.name, sel.select
+                ));
+            }
+            for p in matched {
+                if let Some(why) = capability.unsupported(p) {
+                    errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
+                    continue;
+                }
+                let action = sel.action.unwrap_or(p.action);
+                for d in &sel.directions {
+                    if !p.applies_to(*d) {
+                        continue;
+                    }
+                    let list = match d {
+                        Direction::Input => &mut b.input,
+                        Direction::Output => &mut b.output,
+                    };
+                    // A policy selected twice keeps its first binding.
+                    if !list.iter().any(|x| x.policy.id == p.id) {
+                        list.push(Bound {
+                            policy: p.clone(),
+                            action,
+                        });
+                    }
+                }
+            }
+        }
+        bindings.insert(r.name.clone(), b);
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        generation,
+        loaded_at: SystemTime::now(),
+        policies,
+        routes: bindings,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_globs() {
+        assert!(selects("*", "a/b"));
+        assert!(selects("general/*", "general/self-harm"));
+        assert!(!selects("general/*", "teen-safety/x"));
+        assert!(selects("a/b", "a/b"));
+        assert!(!selects("a/b", "a/bc"));
+    }
+}

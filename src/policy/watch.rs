@@ -1,0 +1,110 @@
+//! Reload triggers: file-system events (debounced), a periodic fingerprint check as a safety net,
+//! and SIGHUP. All of them funnel into `Registry::reload`, which is serialised and validating.
+
+use notify::{RecursiveMode, Watcher};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use super::registry::{policy_files, Registry};
+
+/// (path, modified, len) of every policy file: changes whenever a reload could matter.
+fn fingerprint(dirs: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let mut out = Vec::new();
+    for d in dirs {
+        for p in policy_files(d).unwrap_or_default() {
+            let meta = std::fs::metadata(&p).ok();
+            out.push((
+                p,
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map(|m| m.len()).unwrap_or(0),
+            ));
+        }
+    }
+    out
+}
+
+pub struct WatchOptions {
+    pub watch: bool,
+    pub debounce: Duration,
+    pub poll: Option<Duration>,
+}
+
+/// Runs until `shutdown` flips. Spawned as a pingora background service.
+pub async fn run(
+    registry: Arc<Registry>,
+    opts: WatchOptions,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(64);
+    let _watcher = if opts.watch {
+        let ev_tx = tx.clone();
+        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+            if let Ok(ev) = res {
+                if !ev.kind.is_access() {
+                    // Full channel means a reload is already pending: dropping is fine.
+                    let _ = ev_tx.try_send("watch");
+                }
+            }
+        });
+        match watcher {
+            Ok(mut w) => {
+                for d in registry.dirs() {
+                    if let Err(e) = w.watch(d, RecursiveMode::Recursive) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot watch policy dir; relying on polling");
+                    }
+                }
+                Some(w)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "file watching unavailable; relying on polling");
+                None
+            }
+        }
+    } else {
+        None
+    };
+
+    #[cfg(unix)]
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+
+    let dirs = registry.dirs().to_vec();
+    let mut last_fp = fingerprint(&dirs);
+    let mut poll = tokio::time::interval(opts.poll.unwrap_or(Duration::from_secs(3600)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+
+    loop {
+        #[cfg(unix)]
+        let hup_fut = async {
+            match hup.as_mut() {
+                Some(h) => h.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup_fut = std::future::pending::<Option<()>>();
+
+        let trigger: &'static str = tokio::select! {
+            _ = shutdown.changed() => return,
+            Some(t) = rx.recv() => {
+                // Let the burst of events of one save/swap settle, then reload once.
+                tokio::time::sleep(opts.debounce).await;
+                while rx.try_recv().is_ok() {}
+                t
+            }
+            _ = hup_fut => "sighup",
+            _ = poll.tick(), if opts.poll.is_some() => {
+                let d = dirs.clone();
+                let fp = tokio::task::spawn_blocking(move || fingerprint(&d)).await.unwrap_or_default();
+                if fp == last_fp { continue; }
+                "poll"
+            }
+        };
+        let _ = registry.reload(trigger).await;
+        let d = dirs.clone();
+        last_fp = tokio::task::spawn_blocking(move || fingerprint(&d))
+            .await
+            .unwrap_or_default();
+    }
+}

@@ -1,0 +1,156 @@
+//! The admin listener: health, readiness, metrics, the live policies and manual reload.
+//! Separate from the traffic listener and bound to loopback by default; when a token is configured
+//! every endpoint but the probes requires `Authorization: Bearer <token>`.
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+
+use super::gateway::Gateway;
+
+pub struct AdminApp {
+    pub gw: Arc<Gateway>,
+}
+
+fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn json_reply(status: u16, v: serde_json::Value) -> Response<Vec<u8>> {
+    reply(
+        status,
+        "application/json",
+        serde_json::to_vec_pretty(&v).unwrap_or_default(),
+    )
+}
+
+/// Constant-time comparison so the token cannot be guessed byte by byte from response timing.
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+impl AdminApp {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(want) = &self.gw.admin_token else {
+            return true;
+        };
+        session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|t| token_matches(t.as_bytes(), want.as_bytes()))
+    }
+
+    fn policies(&self) -> serde_json::Value {
+        let snap = self.gw.registry.snapshot();
+        let policies: Vec<_> = snap
+            .policies
+            .values()
+            .map(|p| {
+                json!({
+                    "id": p.id,
+                    "title": p.title,
+                    "version": p.version,
+                    "hash": p.content_hash,
+                    "path": p.path.display().to_string(),
+                    "directions": p.directions,
+                    "action": p.action,
+                    "severity_threshold": p.severity_threshold,
+                    "codes": p.codes,
+                    "rules": p.rules.rules.len(),
+                })
+            })
+            .collect();
+        let routes: serde_json::Map<String, serde_json::Value> = snap
+            .routes
+            .iter()
+            .map(|(name, b)| {
+                let ids = |v: &[crate::policy::Bound]| -> Vec<serde_json::Value> {
+                    v.iter()
+                        .map(|x| json!({"id": x.policy.id, "action": x.action}))
+                        .collect()
+                };
+                (
+                    name.clone(),
+                    json!({"input": ids(&b.input), "output": ids(&b.output)}),
+                )
+            })
+            .collect();
+        json!({
+            "generation": snap.generation,
+            "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
+            "policies": policies,
+            "routes": routes,
+            "last_reload_error": self.gw.registry.last_error(),
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/healthz") => return reply(200, "text/plain", b"ok\n".to_vec()),
+            ("GET", "/readyz") => {
+                return if self.gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
+                    reply(503, "text/plain", b"shutting down\n".to_vec())
+                } else {
+                    reply(200, "text/plain", b"ready\n".to_vec())
+                };
+            }
+            _ => {}
+        }
+        if !self.authorized(session) {
+            return json_reply(401, json!({"error": "missing or wrong admin bearer token"}));
+        }
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/metrics") => {
+                reply(200, "text/plain; version=0.0.4", self.gw.metrics.render())
+            }
+            ("GET", "/admin/policies") => json_reply(200, self.policies()),
+            ("POST", "/admin/reload") => match self.gw.registry.reload("admin").await {
+                Ok(changed) => json_reply(
+                    200,
+                    json!({"reloaded": changed.is_some(), "generation": self.gw.registry.snapshot().generation}),
+                ),
+                Err(errors) => json_reply(
+                    422,
+                    json!({"reloaded": false, "generation": self.gw.registry.snapshot().generation, "errors": errors}),
+                ),
+            },
+            _ => json_reply(
+                404,
+                json!({"error": format!("no admin endpoint {method} {path}")}),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_compare() {
+        assert!(super::token_matches(b"abc", b"abc"));
+        assert!(!super::token_matches(b"abd", b"abc"));
+        assert!(!super::token_matches(b"ab", b"abc"));
+    }
+}

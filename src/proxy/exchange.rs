@@ -1,0 +1,351 @@
+//! A guarded exchange: read the whole request, parse it in its wire format, classify the
+//! conversation against the route's input policies, then block, or forward the original bytes and
+//! relay the reply. The upstream sees nothing until the verdict is in.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::body::{decode, read_body, BodyError};
+use super::gateway::{Gateway, Route};
+use super::respond;
+use super::service::Ctx;
+use super::upstream::HOP_BY_HOP;
+use crate::audit::RecordContext;
+use crate::classify::Content;
+use crate::config::Direction;
+use crate::decide::{decide, Final};
+use crate::wire::{self, ErrorKind};
+
+/// Handles the whole exchange; on return the response has been written (or the connection is
+/// being dropped because the client or upstream failed mid-response, signalled by `Err`).
+pub async fn guarded(
+    gw: &Gateway,
+    route: &Arc<Route>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+) -> pingora::Result<()> {
+    let api = route.api;
+    let reject = |ctx: &mut Ctx, reason: &'static str| {
+        ctx.outcome = "rejected";
+        gw.metrics.bad_requests.with_label_values(&[reason]).inc();
+    };
+
+    if session.req_header().method != http::Method::POST {
+        reject(ctx, "method");
+        let msg = format!("{} accepts POST only", session.req_header().uri.path());
+        return respond::error(
+            session,
+            api,
+            ErrorKind::MethodNotAllowed,
+            &msg,
+            &ctx.request_id,
+            true,
+        )
+        .await;
+    }
+    if let Some(ct) = session.req_header().headers.get(http::header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            reject(ctx, "content_type");
+            let msg = format!("Content-Type must be application/json, not {essence:?}");
+            return respond::error(
+                session,
+                api,
+                ErrorKind::UnsupportedMediaType,
+                &msg,
+                &ctx.request_id,
+                true,
+            )
+            .await;
+        }
+    }
+
+    let limits = &gw.config.limits;
+    let raw = match read_body(
+        session,
+        limits.max_body_bytes,
+        Duration::from_millis(limits.body_read_timeout_ms),
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => return body_error(gw, session, api, ctx, e).await,
+    };
+    let encoding = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .map(|v| v.to_str().unwrap_or("\u{FFFD}").to_string());
+    let decoded = match decode(&raw, encoding.as_deref(), limits.max_decoded_body_bytes) {
+        Ok(b) => b,
+        Err(e) => return body_error(gw, session, api, ctx, e).await,
+    };
+    let parsed = match wire::parse_request(api, &decoded) {
+        Ok(p) => p,
+        Err(e) => {
+            reject(ctx, "invalid_body");
+            return respond::error(
+                session,
+                api,
+                ErrorKind::InvalidRequest {
+                    param: e.param.clone(),
+                },
+                &e.message,
+                &ctx.request_id,
+                false,
+            )
+            .await;
+        }
+    };
+
+    let content = Content::from_segments(parsed.segments);
+    let snap = gw.registry.snapshot();
+    let bound = snap
+        .routes
+        .get(&route.name)
+        .map(|b| b.for_direction(Direction::Input))
+        .unwrap_or(&[]);
+    let mut annotations = Vec::new();
+    if !bound.is_empty() {
+        let deadline = Instant::now() + route.deadline;
+        let decision = decide(&gw.cascade, bound, &content, deadline, route.fail_mode).await;
+        let rctx = RecordContext {
+            request_id: &ctx.request_id,
+            route: &route.name,
+            api: api.name(),
+            direction: Direction::Input,
+            fail_mode: route.fail_mode,
+            generation: snap.generation,
+        };
+        for o in &decision.outcomes {
+            let rec = gw.auditor.build(&rctx, o);
+            gw.metrics
+                .decisions
+                .with_label_values(&[&o.policy.id, "input", rec.verdict, rec.effect])
+                .inc();
+            if let Err(e) = &o.result {
+                gw.metrics.errors.with_label_values(&["classifier"]).inc();
+                tracing::warn!(request_id = %ctx.request_id, policy = %o.policy.id, error = %e, "classifier failed");
+            }
+            gw.auditor.record(&rec);
+        }
+        match decision.verdict {
+            Final::Block { policy_id, code } => {
+                ctx.outcome = "blocked";
+                let msg = match &code {
+                    Some(c) => {
+                        format!("Request blocked by guardgate: policy {policy_id} (code {c})")
+                    }
+                    None => format!("Request blocked by guardgate: policy {policy_id}"),
+                };
+                let kind = ErrorKind::PolicyViolation {
+                    policy: policy_id,
+                    code,
+                };
+                return respond::error(session, api, kind, &msg, &ctx.request_id, false).await;
+            }
+            Final::FailClosed { policy_id, reason } => {
+                ctx.outcome = "fail_closed";
+                let msg = format!(
+                    "guardgate could not classify the request against policy {policy_id} ({reason}); the route is fail-closed"
+                );
+                return respond::error(
+                    session,
+                    api,
+                    ErrorKind::Unavailable,
+                    &msg,
+                    &ctx.request_id,
+                    false,
+                )
+                .await;
+            }
+            Final::Allow => annotations = decision.annotations,
+        }
+    }
+    forward(gw, route, session, ctx, raw, &annotations).await
+}
+
+async fn body_error(
+    gw: &Gateway,
+    session: &mut Session,
+    api: wire::Api,
+    ctx: &mut Ctx,
+    e: BodyError,
+) -> pingora::Result<()> {
+    ctx.outcome = "rejected";
+    gw.metrics
+        .bad_requests
+        .with_label_values(&[e.reason()])
+        .inc();
+    let kind = match &e {
+        BodyError::TooLarge { .. } | BodyError::DecodedTooLarge { .. } => {
+            ErrorKind::PayloadTooLarge
+        }
+        BodyError::Timeout => ErrorKind::RequestTimeout,
+        BodyError::UnsupportedEncoding(_) => ErrorKind::UnsupportedMediaType,
+        BodyError::BadEncoding(_) | BodyError::Io(_) => ErrorKind::InvalidRequest { param: None },
+    };
+    // The body may be partly unread: close rather than misread the rest as a new request.
+    let close = !matches!(
+        e,
+        BodyError::UnsupportedEncoding(_)
+            | BodyError::BadEncoding(_)
+            | BodyError::DecodedTooLarge { .. }
+    );
+    respond::error(session, api, kind, &e.message(), &ctx.request_id, close).await
+}
+
+/// Sends the original request bytes upstream and streams the reply back as it arrives.
+async fn forward(
+    gw: &Gateway,
+    route: &Route,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    body: Bytes,
+    annotations: &[(String, Option<String>)],
+) -> pingora::Result<()> {
+    let up = &route.upstream;
+    let mut req = session.req_header().clone();
+    up.prepare_request(&mut req)?;
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::EXPECT);
+    req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+
+    let sent = Instant::now();
+    let mut attempt = 0;
+    let mut http = loop {
+        attempt += 1;
+        let (mut http, reused) = match gw.connector.get_http_session(&up.peer).await {
+            Ok(x) => x,
+            Err(e) => {
+                return upstream_failed(gw, session, route, ctx, "upstream_connect", &e).await;
+            }
+        };
+        let res: pingora::Result<()> = async {
+            http.write_request_header(Box::new(req.clone())).await?;
+            http.write_request_body(body.clone(), true).await?;
+            http.finish_request_body().await?;
+            http.read_response_header().await?;
+            Ok(())
+        }
+        .await;
+        match res {
+            Ok(()) => break http,
+            Err(e) => {
+                http.shutdown().await;
+                // A pooled connection the upstream had already closed: the request never reached
+                // it, so one retry on a fresh connection is safe.
+                if reused && e.retry() && attempt == 1 {
+                    continue;
+                }
+                return upstream_failed(gw, session, route, ctx, "upstream_io", &e).await;
+            }
+        }
+    };
+    gw.metrics
+        .upstream_latency
+        .with_label_values(&[&up.name])
+        .observe(sent.elapsed().as_secs_f64());
+
+    let mut resp: ResponseHeader = match http.response_header() {
+        Some(r) => r.clone(),
+        None => {
+            let e = pingora::Error::explain(
+                pingora::ErrorType::InvalidHTTPHeader,
+                "no response header",
+            );
+            return upstream_failed(gw, session, route, ctx, "upstream_io", &e).await;
+        }
+    };
+    for h in HOP_BY_HOP {
+        resp.remove_header(*h);
+    }
+    resp.insert_header("x-guardgate-request-id", ctx.request_id.as_str())?;
+    if !annotations.is_empty() {
+        let ids: Vec<&str> = annotations.iter().map(|(p, _)| p.as_str()).collect();
+        let codes: Vec<&str> = annotations
+            .iter()
+            .filter_map(|(_, c)| c.as_deref())
+            .collect();
+        resp.insert_header("x-guardgate-policies", ids.join(","))?;
+        if !codes.is_empty() {
+            resp.insert_header("x-guardgate-codes", codes.join(","))?;
+        }
+        ctx.outcome = "annotated";
+    } else {
+        ctx.outcome = "forwarded";
+    }
+    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+        http.shutdown().await;
+        ctx.outcome = "client_gone";
+        return Err(e);
+    }
+    loop {
+        match http.read_response_body().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                    // Client went away: close upstream so generation (and billing) stops.
+                    http.shutdown().await;
+                    ctx.outcome = "client_gone";
+                    return Err(e);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                http.shutdown().await;
+                gw.metrics
+                    .errors
+                    .with_label_values(&["upstream_body"])
+                    .inc();
+                ctx.outcome = "upstream_error";
+                tracing::warn!(request_id = %ctx.request_id, route = %route.name, error = %e, "upstream failed mid-response");
+                // The header is out; dropping the connection is the only honest signal left.
+                return Err(e);
+            }
+        }
+    }
+    session.write_response_body(None, true).await?;
+    if http.response_done() {
+        gw.connector
+            .release_http_session(http, &up.peer, up.peer.options.idle_timeout)
+            .await;
+    } else {
+        http.shutdown().await;
+    }
+    Ok(())
+}
+
+async fn upstream_failed(
+    gw: &Gateway,
+    session: &mut Session,
+    route: &Route,
+    ctx: &mut Ctx,
+    kind: &'static str,
+    e: &pingora::Error,
+) -> pingora::Result<()> {
+    gw.metrics.errors.with_label_values(&[kind]).inc();
+    ctx.outcome = "upstream_error";
+    tracing::warn!(request_id = %ctx.request_id, route = %route.name, upstream = %route.upstream.name, error = %e, "upstream request failed");
+    let timeout = matches!(
+        e.etype(),
+        pingora::ErrorType::ConnectTimedout
+            | pingora::ErrorType::ReadTimedout
+            | pingora::ErrorType::WriteTimedout
+    );
+    let (k, msg) = if timeout {
+        (
+            ErrorKind::GatewayTimeout,
+            format!("upstream {} timed out", route.upstream.name),
+        )
+    } else {
+        (
+            ErrorKind::BadGateway,
+            format!("upstream {} is unreachable or failed", route.upstream.name),
+        )
+    };
+    respond::error(session, route.api, k, &msg, &ctx.request_id, false).await
+}

@@ -1,0 +1,186 @@
+//! The gateway's shared state, built once from the config: routes, upstreams, the policy registry,
+//! the classifier cascade, the auditor and the metrics.
+
+use pingora::connectors::http::Connector;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::upstream::Upstream;
+use crate::audit::Auditor;
+use crate::classify::rules::RulesClassifier;
+use crate::classify::{Cascade, Classifier};
+use crate::config::{Config, FailMode, UnmatchedAction};
+use crate::metrics::Metrics;
+use crate::policy::Registry;
+use crate::wire::Api;
+
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub api: Api,
+    pub upstream: Arc<Upstream>,
+    pub fail_mode: FailMode,
+    pub deadline: Duration,
+}
+
+pub struct Gateway {
+    pub config: Config,
+    /// Keyed by canonical path (see `canonical_path`).
+    pub routes: HashMap<String, Arc<Route>>,
+    pub passthrough: Option<Arc<Upstream>>,
+    pub registry: Arc<Registry>,
+    pub cascade: Arc<Cascade>,
+    pub auditor: Arc<Auditor>,
+    pub metrics: Arc<Metrics>,
+    pub connector: Connector,
+    pub admin_token: Option<String>,
+    /// Set once shutdown begins, so `/readyz` turns away new traffic while requests drain.
+    pub draining: std::sync::atomic::AtomicBool,
+}
+
+/// The path a route is matched on. Upstream servers commonly treat `/v1//chat/completions/`,
+/// `/v1/chat/completions/` or `/v1/%63hat/completions` as the chat endpoint; matching on the raw
+/// path would let such spellings skip the guard, so percent-decoding, empty and dot segments and
+/// trailing slashes are all normalised away before matching.
+pub fn canonical_path(path: &str) -> String {
+    let decoded = percent_decode(path);
+    let mut parts: Vec<&str> = Vec::new();
+    for seg in decoded.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
+    format!("/{}", parts.join("/")).to_ascii_lowercase()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Gateway {
+    /// Builds everything the proxy needs; any error here stops the gateway at start.
+    pub fn build(
+        config: Config,
+        extra_stages: Vec<Arc<dyn Classifier>>,
+    ) -> anyhow::Result<Gateway> {
+        let metrics = Arc::new(Metrics::new());
+        let mut upstreams = HashMap::new();
+        for u in &config.upstreams {
+            upstreams.insert(
+                u.name.clone(),
+                Arc::new(Upstream::from_config(u).map_err(anyhow::Error::msg)?),
+            );
+        }
+        let mut routes = HashMap::new();
+        for r in &config.routes {
+            let api = Api::from_name(&r.api)
+                .ok_or_else(|| anyhow::anyhow!("route {}: unknown api {}", r.name, r.api))?;
+            let upstream = upstreams.get(&r.upstream).cloned().ok_or_else(|| {
+                anyhow::anyhow!("route {}: unknown upstream {}", r.name, r.upstream)
+            })?;
+            let key = canonical_path(&r.path);
+            if routes.contains_key(&key) {
+                anyhow::bail!(
+                    "route {}: path {} collides with another route after normalisation",
+                    r.name,
+                    r.path
+                );
+            }
+            routes.insert(
+                key,
+                Arc::new(Route {
+                    name: r.name.clone(),
+                    path: r.path.clone(),
+                    api,
+                    upstream,
+                    fail_mode: r.fail_mode,
+                    deadline: Duration::from_millis(r.classifier_deadline_ms),
+                }),
+            );
+        }
+        let passthrough = match config.unmatched.action {
+            UnmatchedAction::Passthrough => config
+                .unmatched
+                .upstream
+                .as_ref()
+                .and_then(|u| upstreams.get(u).cloned()),
+            UnmatchedAction::Refuse => None,
+        };
+        let mut stages: Vec<Arc<dyn Classifier>> = vec![Arc::new(RulesClassifier)];
+        stages.extend(extra_stages);
+        let cascade = Arc::new(Cascade::new(stages, metrics.clone()));
+        let registry = Registry::load(
+            config.policy_dirs(),
+            config.routes.clone(),
+            cascade.clone(),
+            metrics.clone(),
+        )
+        .map_err(|errs| anyhow::anyhow!("policies are invalid:\n  {}", errs.join("\n  ")))?;
+        let auditor = Auditor::new(&config.audit, &config.base_dir, metrics.clone())
+            .map_err(|e| anyhow::anyhow!("audit sink: {e}"))?;
+        let admin_token = config
+            .admin
+            .token_env
+            .as_ref()
+            .and_then(|v| std::env::var(v).ok());
+        Ok(Gateway {
+            config,
+            routes,
+            passthrough,
+            registry: Arc::new(registry),
+            cascade,
+            auditor: Arc::new(auditor),
+            metrics,
+            connector: Connector::new(None),
+            admin_token,
+            draining: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    pub fn route_for(&self, path: &str) -> Option<&Arc<Route>> {
+        self.routes.get(&canonical_path(path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_path;
+
+    #[test]
+    fn path_spellings_collapse() {
+        for p in [
+            "/v1/chat/completions",
+            "/v1/chat/completions/",
+            "//v1//chat/completions",
+            "/v1/./chat/completions",
+            "/v1/x/../chat/completions",
+            "/v1/%63hat/completions",
+            "/V1/Chat/Completions",
+        ] {
+            assert_eq!(canonical_path(p), "/v1/chat/completions", "{p}");
+        }
+        assert_eq!(canonical_path("/v1/models"), "/v1/models");
+        assert_eq!(canonical_path("/%zz"), "/%zz");
+    }
+}

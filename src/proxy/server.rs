@@ -1,0 +1,93 @@
+//! Assembles the pingora server: the traffic listener, the admin listener, and background services
+//! for policy reloads and shutdown bookkeeping.
+
+use async_trait::async_trait;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::listening::Service;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::admin::AdminApp;
+use super::gateway::Gateway;
+use super::service::GuardProxy;
+use crate::policy::watch::{self, WatchOptions};
+
+struct PolicyWatcher {
+    gw: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for PolicyWatcher {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let p = &self.gw.config.policies;
+        let opts = WatchOptions {
+            watch: p.watch,
+            debounce: Duration::from_millis(p.debounce_ms),
+            poll: (p.poll_interval_ms > 0).then(|| Duration::from_millis(p.poll_interval_ms)),
+        };
+        watch::run(self.gw.registry.clone(), opts, shutdown).await;
+    }
+}
+
+struct Lifecycle {
+    gw: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for Lifecycle {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let _ = shutdown.changed().await;
+        self.gw.draining.store(true, Ordering::Relaxed);
+        tracing::info!("shutdown requested: readiness now fails, in-flight requests drain");
+    }
+}
+
+/// Runs the gateway until a signal stops it. Never returns normally: pingora exits the process.
+pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
+    let opt = Opt {
+        upgrade,
+        ..Default::default()
+    };
+    let s = &gw.config.server;
+    let conf = ServerConf {
+        threads: s.threads,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
+        ..Default::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let listen = gw.config.server.listen.clone();
+    let admin_listen = gw.config.admin.listen.clone();
+    let gw = Arc::new(gw);
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+        &server.configuration,
+        GuardProxy { gw: gw.clone() },
+        "guardgate proxy",
+    );
+    proxy.add_tcp(&listen);
+
+    let mut admin = Service::new("guardgate admin".to_string(), AdminApp { gw: gw.clone() });
+    admin.add_tcp(&admin_listen);
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(background_service(
+        "policy watcher",
+        PolicyWatcher { gw: gw.clone() },
+    ));
+    server.add_service(background_service(
+        "lifecycle",
+        Lifecycle { gw: gw.clone() },
+    ));
+
+    tracing::info!(%listen, admin = %admin_listen, routes = gw.routes.len(), policies = gw.registry.snapshot().policies.len(), "guardgate serving");
+    server.run_forever()
+}

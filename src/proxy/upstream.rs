@@ -1,0 +1,176 @@
+//! Upstreams: where guarded and passed-through requests go, and how to build the outgoing request
+//! header so that the client's own headers (credentials included) pass unchanged.
+
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::{HttpPeer, ALPN};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::config::UpstreamConfig;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Prefix added in front of the request path; "" or "/something" (no trailing slash).
+    pub base_path: String,
+}
+
+impl UpstreamUrl {
+    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
+        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("{s:?}: scheme must be http or https")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{s:?}: no host"))?
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        if uri.query().is_some() {
+            return Err(format!("{s:?}: a base URL cannot carry a query string"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(UpstreamUrl {
+            tls,
+            host,
+            port,
+            base_path,
+        })
+    }
+
+    /// The Host header value: the port only when it is not the scheme's default.
+    pub fn authority(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        match (self.tls, self.port) {
+            (true, 443) | (false, 80) => host,
+            (_, p) => format!("{host}:{p}"),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: String,
+    pub url: UpstreamUrl,
+    pub api_key: Option<String>,
+    pub auth_header: String,
+    pub peer: HttpPeer,
+}
+
+/// Headers that describe one hop, not the message: never forwarded (RFC 9110 §7.6.1).
+pub const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+impl Upstream {
+    pub fn from_config(c: &UpstreamConfig) -> Result<Upstream, String> {
+        let url = UpstreamUrl::parse(&c.base_url)?;
+        // Resolved once at start; DNS changes need a restart (Kubernetes Service IPs are stable).
+        let addr: SocketAddr = (url.host.as_str(), url.port)
+            .to_socket_addrs()
+            .map_err(|e| format!("upstream {}: cannot resolve {}: {e}", c.name, url.host))?
+            .next()
+            .ok_or_else(|| format!("upstream {}: {} resolves to nothing", c.name, url.host))?;
+        let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
+        peer.options.connection_timeout = Some(Duration::from_millis(c.connect_timeout_ms));
+        peer.options.read_timeout = Some(Duration::from_millis(c.read_timeout_ms));
+        peer.options.write_timeout = Some(Duration::from_millis(c.read_timeout_ms));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        peer.options.verify_cert = c.verify_tls;
+        peer.options.verify_hostname = c.verify_tls;
+        peer.options.alpn = if url.tls && c.http2 {
+            ALPN::H2H1
+        } else {
+            ALPN::H1
+        };
+        let api_key = match &c.api_key_env {
+            Some(var) => Some(std::env::var(var).map_err(|_| {
+                format!("upstream {}: environment variable {var} is not set", c.name)
+            })?),
+            None => None,
+        };
+        Ok(Upstream {
+            name: c.name.clone(),
+            url,
+            api_key,
+            auth_header: c.auth_header.clone(),
+            peer,
+        })
+    }
+
+    /// Rewrites `req` (a copy of the client's header) for this upstream: path prefix, Host,
+    /// hop-by-hop headers removed, the gateway's key added only if the client sent no credential.
+    pub fn prepare_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        if !self.url.base_path.is_empty() {
+            let pq = req
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str().to_string())
+                .unwrap_or_else(|| "/".into());
+            let uri: http::Uri = format!("{}{}", self.url.base_path, pq)
+                .parse()
+                .map_err(|e| {
+                    pingora::Error::because(
+                        pingora::ErrorType::InvalidHTTPHeader,
+                        "rewrite path",
+                        e,
+                    )
+                })?;
+            req.set_uri(uri);
+        }
+        req.insert_header(http::header::HOST, self.url.authority())?;
+        for h in HOP_BY_HOP {
+            req.remove_header(*h);
+        }
+        if let Some(key) = &self.api_key {
+            let has_credential =
+                req.headers.contains_key("authorization") || req.headers.contains_key("x-api-key");
+            if !has_credential {
+                let value = if self.auth_header == "authorization" {
+                    format!("Bearer {key}")
+                } else {
+                    key.clone()
+                };
+                req.insert_header(self.auth_header.clone(), value)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let u = UpstreamUrl::parse("https://api.openai.com").unwrap();
+        assert_eq!((u.tls, u.port, u.base_path.as_str()), (true, 443, ""));
+        assert_eq!(u.authority(), "api.openai.com");
+        let u = UpstreamUrl::parse("http://127.0.0.1:8000/proxy/").unwrap();
+        assert_eq!(
+            (u.tls, u.port, u.base_path.as_str()),
+            (false, 8000, "/proxy")
+        );
+        assert_eq!(u.authority(), "127.0.0.1:8000");
+        assert!(UpstreamUrl::parse("ftp://x").is_err());
+        assert!(UpstreamUrl::parse("http://x/?a=1").is_err());
+    }
+}

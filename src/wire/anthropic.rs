@@ -1,0 +1,536 @@
+//! Anthropic Messages (`/v1/messages`).
+
+use super::{
+    as_object, collect_descriptions, expected, field, index, missing, model_field, opt_str,
+    present, quoted, req_str, stream_flag, tool_definitions, Extractor, ParsedRequest, Source,
+    WireError,
+};
+use serde_json::{Map, Value};
+
+type Obj = Map<String, Value>;
+
+pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
+    let model = model_field(obj, true)?;
+    match present(obj, "max_tokens") {
+        None => return Err(missing("max_tokens")),
+        Some(Value::Number(n)) if n.is_u64() || n.is_i64() => {}
+        Some(v) => return Err(expected("max_tokens", "an integer", v)),
+    }
+    let stream = stream_flag(obj)?;
+    let mut out = Extractor::default();
+
+    match present(obj, "system") {
+        None => {}
+        Some(Value::String(s)) => out.text(Source::Instructions, s, "system".to_string()),
+        Some(Value::Array(blocks)) => {
+            for (i, block) in blocks.iter().enumerate() {
+                let path = index("system", i);
+                let b = as_object(block, &path)?;
+                match req_str(b, "type", &path)? {
+                    "text" => out.text(
+                        Source::Instructions,
+                        req_str(b, "text", &path)?,
+                        field(&path, "text"),
+                    ),
+                    other => {
+                        return Err(WireError::at(
+                            &field(&path, "type"),
+                            format!(
+                                "unknown system block type {}; expected \"text\"",
+                                quoted(other)
+                            ),
+                        ))
+                    }
+                }
+            }
+        }
+        Some(v) => return Err(expected("system", "a string or an array of text blocks", v)),
+    }
+
+    let messages = match present(obj, "messages") {
+        None => return Err(missing("messages")),
+        Some(Value::Array(messages)) => messages,
+        Some(v) => return Err(expected("messages", "an array of messages", v)),
+    };
+    if messages.is_empty() {
+        return Err(WireError::at(
+            "messages",
+            "must contain at least one message",
+        ));
+    }
+    for (i, message) in messages.iter().enumerate() {
+        let path = index("messages", i);
+        let msg = as_object(message, &path)?;
+        let source = match req_str(msg, "role", &path)? {
+            "user" => Source::User,
+            "assistant" => Source::Assistant,
+            other => {
+                return Err(WireError::at(
+                    &field(&path, "role"),
+                    format!("unknown role {}", quoted(other)),
+                ))
+            }
+        };
+        let content_path = field(&path, "content");
+        match present(msg, "content") {
+            None => return Err(missing(&content_path)),
+            Some(Value::String(s)) => out.text(source, s, content_path),
+            Some(Value::Array(blocks)) => {
+                for (j, block) in blocks.iter().enumerate() {
+                    content_block(block, &index(&content_path, j), source, &mut out)?;
+                }
+            }
+            Some(v) => {
+                return Err(expected(
+                    &content_path,
+                    "a string or an array of content blocks",
+                    v,
+                ))
+            }
+        }
+    }
+
+    tool_definitions(obj, "tools", &mut out)?;
+
+    // Structured-output schemas are shown to the model, descriptions and all.
+    if let Some(format) = present(obj, "output_format") {
+        as_object(format, "output_format")?;
+        collect_descriptions(format, "output_format", Source::Other, &mut out);
+    }
+
+    Ok(out.finish(model, stream))
+}
+
+fn content_block(
+    block: &Value,
+    path: &str,
+    source: Source,
+    out: &mut Extractor,
+) -> Result<(), WireError> {
+    let b = as_object(block, path)?;
+    match req_str(b, "type", path)? {
+        "text" => out.text(source, req_str(b, "text", path)?, field(path, "text")),
+        "image" => out.unclassified(),
+        "document" => document(b, path, source, out)?,
+        "search_result" => {
+            if let Some(title) = opt_str(b, "title", path)? {
+                out.text(source, title, field(path, "title"));
+            }
+            nested_blocks(b, path, source, out)?;
+        }
+        "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+            let name = opt_str(b, "name", path)?.unwrap_or("");
+            let input = match present(b, "input") {
+                None => String::new(),
+                Some(v @ Value::Object(_)) => v.to_string(),
+                Some(v) => return Err(expected(&field(path, "input"), "an object", v)),
+            };
+            let text = match (name.is_empty(), input.is_empty()) {
+                (true, true) => String::new(),
+                (false, true) => name.to_string(),
+                _ => format!("{name} {input}"),
+            };
+            out.text(Source::ToolCall, &text, path.to_string());
+        }
+        "tool_result" | "mcp_tool_result" => {
+            nested_blocks(b, path, Source::ToolResult, out)?;
+        }
+        "thinking" => {
+            if let Some(thinking) = opt_str(b, "thinking", path)? {
+                out.text(Source::Assistant, thinking, field(path, "thinking"));
+            }
+        }
+        // Encrypted; nothing readable to classify.
+        "redacted_thinking" | "container_upload" => {}
+        other if other.ends_with("_tool_result") => {
+            server_tool_result(block, path, out);
+        }
+        other => {
+            return Err(WireError::at(
+                &field(path, "type"),
+                format!("unknown content block type {}", quoted(other)),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// `content` of a tool_result / search_result: string or array of blocks.
+fn nested_blocks(
+    b: &Obj,
+    path: &str,
+    source: Source,
+    out: &mut Extractor,
+) -> Result<(), WireError> {
+    let content_path = field(path, "content");
+    match present(b, "content") {
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            out.text(source, s, content_path);
+            Ok(())
+        }
+        Some(Value::Array(blocks)) => {
+            for (i, block) in blocks.iter().enumerate() {
+                content_block(block, &index(&content_path, i), source, out)?;
+            }
+            Ok(())
+        }
+        Some(v) => Err(expected(
+            &content_path,
+            "a string or an array of content blocks",
+            v,
+        )),
+    }
+}
+
+fn document(b: &Obj, path: &str, source: Source, out: &mut Extractor) -> Result<(), WireError> {
+    // Title and context are shown to the model alongside the document.
+    if let Some(title) = opt_str(b, "title", path)? {
+        out.text(source, title, field(path, "title"));
+    }
+    if let Some(context) = opt_str(b, "context", path)? {
+        out.text(source, context, field(path, "context"));
+    }
+    let src_path = field(path, "source");
+    let src = match present(b, "source") {
+        None => return Err(missing(&src_path)),
+        Some(v) => as_object(v, &src_path)?,
+    };
+    match req_str(src, "type", &src_path)? {
+        "text" => out.text(
+            source,
+            req_str(src, "data", &src_path)?,
+            field(&src_path, "data"),
+        ),
+        "content" => nested_blocks(src, &src_path, source, out)?,
+        "base64" | "url" | "file" => out.unclassified(),
+        other => {
+            return Err(WireError::at(
+                &field(&src_path, "type"),
+                format!("unknown document source type {}", quoted(other)),
+            ))
+        }
+    }
+    Ok(())
+}
+
+/// Results of server tools (web search, web fetch, code execution, ...)
+/// replayed by the client. Their shapes evolve quickly, so this reads the
+/// text it recognises and ignores the rest instead of refusing.
+fn server_tool_result(v: &Value, path: &str, out: &mut Extractor) {
+    match v {
+        Value::Object(obj) => {
+            let ty = obj.get("type").and_then(Value::as_str);
+            if matches!(ty, Some("base64" | "image")) {
+                out.unclassified();
+                return;
+            }
+            for (key, child) in obj {
+                let child_path = field(path, key);
+                match (key.as_str(), child) {
+                    ("text" | "stdout" | "stderr" | "title" | "content", Value::String(s)) => {
+                        out.text(Source::ToolResult, s, child_path)
+                    }
+                    ("data", Value::String(s)) if ty == Some("text") => {
+                        out.text(Source::ToolResult, s, child_path)
+                    }
+                    _ => server_tool_result(child, &child_path, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                server_tool_result(item, &index(path, i), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_request, Api, Segment};
+    use super::*;
+
+    fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
+        parse_request(Api::AnthropicMessages, body.as_bytes())
+    }
+
+    fn seg(source: Source, text: &str, location: &str) -> Segment {
+        Segment {
+            source,
+            text: text.to_string(),
+            location: location.to_string(),
+        }
+    }
+
+    #[test]
+    fn minimal() {
+        let req = parse_body(
+            r#"{"model":"claude-sonnet-4-5","max_tokens":1024,"messages":[{"role":"user","content":"Hello, world"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(req.model.as_deref(), Some("claude-sonnet-4-5"));
+        assert!(!req.stream);
+        assert_eq!(req.unclassified_parts, 0);
+        assert_eq!(
+            req.segments,
+            vec![seg(Source::User, "Hello, world", "messages[0].content")]
+        );
+    }
+
+    #[test]
+    fn happy_path() {
+        let body = r#"{
+          "model": "claude-opus-4-1",
+          "max_tokens": 2048,
+          "stream": true,
+          "system": [{"type": "text", "text": "You are a careful assistant.", "cache_control": {"type": "ephemeral"}}],
+          "messages": [
+            {"role": "user", "content": [
+              {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}},
+              {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+              {"type": "document", "title": "Notes", "context": "meeting", "source": {"type": "text", "media_type": "text/plain", "data": "The sky is blue."}},
+              {"type": "document", "source": {"type": "content", "content": [{"type": "text", "text": "chunk one"}, {"type": "image", "source": {"type": "url", "url": "u"}}]}},
+              {"type": "text", "text": "What is the weather in SF?"}
+            ]},
+            {"role": "assistant", "content": [
+              {"type": "thinking", "thinking": "User wants weather.", "signature": "sig"},
+              {"type": "redacted_thinking", "data": "abc"},
+              {"type": "text", "text": "Checking."},
+              {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"location": "San Francisco, CA"}}
+            ]},
+            {"role": "user", "content": [
+              {"type": "tool_result", "tool_use_id": "toolu_1", "content": "65 degrees"},
+              {"type": "tool_result", "tool_use_id": "toolu_2", "is_error": true, "content": [
+                {"type": "text", "text": "error: timeout"},
+                {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg", "data": "/9j"}}
+              ]}
+            ]},
+            {"role": "assistant", "content": "The weather is"}
+          ],
+          "tools": [{
+            "name": "get_weather",
+            "description": "Get the current weather in a given location",
+            "input_schema": {"type": "object", "properties": {
+              "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"}
+            }, "required": ["location"]}
+          }, {"type": "web_search_20250305", "name": "web_search", "max_uses": 5}]
+        }"#;
+        let req = parse_body(body).unwrap();
+        assert!(req.stream);
+        assert_eq!(req.unclassified_parts, 4);
+        assert_eq!(
+            req.segments,
+            vec![
+                seg(
+                    Source::Instructions,
+                    "You are a careful assistant.",
+                    "system[0].text"
+                ),
+                seg(Source::User, "Notes", "messages[0].content[2].title"),
+                seg(Source::User, "meeting", "messages[0].content[2].context"),
+                seg(
+                    Source::User,
+                    "The sky is blue.",
+                    "messages[0].content[2].source.data"
+                ),
+                seg(
+                    Source::User,
+                    "chunk one",
+                    "messages[0].content[3].source.content[0].text"
+                ),
+                seg(
+                    Source::User,
+                    "What is the weather in SF?",
+                    "messages[0].content[4].text"
+                ),
+                seg(
+                    Source::Assistant,
+                    "User wants weather.",
+                    "messages[1].content[0].thinking"
+                ),
+                seg(
+                    Source::Assistant,
+                    "Checking.",
+                    "messages[1].content[2].text"
+                ),
+                seg(
+                    Source::ToolCall,
+                    "get_weather {\"location\":\"San Francisco, CA\"}",
+                    "messages[1].content[3]"
+                ),
+                seg(
+                    Source::ToolResult,
+                    "65 degrees",
+                    "messages[2].content[0].content"
+                ),
+                seg(
+                    Source::ToolResult,
+                    "error: timeout",
+                    "messages[2].content[1].content[0].text"
+                ),
+                seg(Source::Assistant, "The weather is", "messages[3].content"),
+                seg(
+                    Source::ToolDefinition,
+                    "Get the current weather in a given location",
+                    "tools[0].description"
+                ),
+                seg(
+                    Source::ToolDefinition,
+                    "The city and state, e.g. San Francisco, CA",
+                    "tools[0].input_schema.properties.location.description"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn system_string_and_server_tools() {
+        let body = r#"{"model":"m","max_tokens":10,"system":"Be brief.","messages":[
+          {"role":"user","content":"search cats"},
+          {"role":"assistant","content":[
+            {"type":"server_tool_use","id":"srvtoolu_1","name":"web_search","input":{"query":"cats"}},
+            {"type":"web_search_tool_result","tool_use_id":"srvtoolu_1","content":[
+              {"type":"web_search_result","url":"https://cats.example","title":"All about cats","encrypted_content":"EqQ","page_age":"1 day"}]},
+            {"type":"text","text":"Cats are great.","citations":[{"type":"web_search_result_location","cited_text":"cats"}]}
+          ]}]}"#;
+        let req = parse_body(body).unwrap();
+        let texts: Vec<(&str, Source)> = req
+            .segments
+            .iter()
+            .map(|s| (s.text.as_str(), s.source))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("Be brief.", Source::Instructions),
+                ("search cats", Source::User),
+                ("web_search {\"query\":\"cats\"}", Source::ToolCall),
+                ("All about cats", Source::ToolResult),
+                ("Cats are great.", Source::Assistant),
+            ]
+        );
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        let m = r#""messages":[{"role":"user","content":"hi"}]"#;
+        let cases = [
+            (format!(r#"{{"max_tokens":1,{m}}}"#), "model: required field is missing"),
+            (format!(r#"{{"model":"x",{m}}}"#), "max_tokens: required field is missing"),
+            (
+                format!(r#"{{"model":"x","max_tokens":1.5,{m}}}"#),
+                "max_tokens: expected an integer, got number",
+            ),
+            (
+                format!(r#"{{"model":"x","max_tokens":"10",{m}}}"#),
+                "max_tokens: expected an integer, got string",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[]}"#.to_string(),
+                "messages: must contain at least one message",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1}"#.to_string(),
+                "messages: required field is missing",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"system","content":"hi"}]}"#
+                    .to_string(),
+                "messages[0].role: unknown role \"system\"",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user"}]}"#.to_string(),
+                "messages[0].content: required field is missing",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":1}]}"#
+                    .to_string(),
+                "messages[0].content: expected a string or an array of content blocks, got number",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"video"}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].type: unknown content block type \"video\"",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"text","text":["a"]}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].text: expected a string, got array",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"assistant","content":[{"type":"tool_use","name":"f","input":"{}"}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].input: expected an object, got string",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":{"text":"x"}}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].content: expected a string or an array of content blocks, got object",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"tool_result","content":[{"type":"text","text":2}]}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].content[0].text: expected a string, got number",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"text"}}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].source.data: required field is missing",
+            ),
+            (
+                r#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":[{"type":"document","source":{"type":"zip"}}]}]}"#
+                    .to_string(),
+                "messages[0].content[0].source.type: unknown document source type \"zip\"",
+            ),
+            (
+                format!(r#"{{"model":"x","max_tokens":1,"system":5,{m}}}"#),
+                "system: expected a string or an array of text blocks, got number",
+            ),
+            (
+                format!(r#"{{"model":"x","max_tokens":1,"system":[{{"type":"image"}}],{m}}}"#),
+                "system[0].type: unknown system block type \"image\"; expected \"text\"",
+            ),
+            (
+                format!(r#"{{"model":"x","max_tokens":1,"stream":0,{m}}}"#),
+                "stream: expected a boolean, got number",
+            ),
+            (
+                format!(r#"{{"model":"x","max_tokens":1,"tools":[[]],{m}}}"#),
+                "tools[0]: expected an object, got array",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse_body(&body).unwrap_err();
+            assert_eq!(e.message, want, "body: {body}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_refused() {
+        let e = parse_body(
+            r#"{"model":"x","max_tokens":1,"system":"a","system":"b","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap_err();
+        assert!(
+            e.message.contains("duplicate key \"system\""),
+            "{}",
+            e.message
+        );
+        let e = parse_body(
+            r#"{"model":"x","max_tokens":1,"messages":[{"role":"assistant","content":[{"type":"tool_use","name":"f","input":{"cmd":"ls","cmd":"rm -rf /"}}]}]}"#,
+        )
+        .unwrap_err();
+        assert!(e.message.contains("duplicate key \"cmd\""), "{}", e.message);
+    }
+
+    #[test]
+    fn invalid_utf8_refused() {
+        let mut body =
+            br#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"hi "#.to_vec();
+        body.extend_from_slice(b"\xed\xa0\x80\"}]}");
+        let e = parse_request(Api::AnthropicMessages, &body).unwrap_err();
+        assert!(e.message.contains("UTF-8"), "{}", e.message);
+    }
+}

@@ -1,0 +1,550 @@
+//! OpenAI Responses (`/v1/responses`).
+
+use super::{
+    as_object, collect_descriptions, expected, field, index, missing, model_field, opt_array,
+    opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
+    ParsedRequest, Source, WireError,
+};
+use serde_json::{Map, Value};
+
+type Obj = Map<String, Value>;
+
+pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
+    // `model` may be omitted when a stored prompt supplies it.
+    let model = model_field(obj, false)?;
+    let stream = stream_flag(obj)?;
+    let mut out = Extractor::default();
+
+    if let Some(instructions) = opt_str(obj, "instructions", "")? {
+        out.text(
+            Source::Instructions,
+            instructions,
+            "instructions".to_string(),
+        );
+    }
+    match present(obj, "input") {
+        None => {}
+        Some(Value::String(s)) => out.text(Source::User, s, "input".to_string()),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                input_item(item, &index("input", i), &mut out)?;
+            }
+        }
+        Some(v) => return Err(expected("input", "a string or an array of input items", v)),
+    }
+
+    tool_definitions(obj, "tools", &mut out)?;
+
+    // Structured-output schemas are shown to the model, descriptions and all.
+    if let Some(text) = opt_object(obj, "text", "")? {
+        if let Some(format) = present(text, "format") {
+            as_object(format, "text.format")?;
+            collect_descriptions(format, "text.format", Source::Other, &mut out);
+        }
+    }
+
+    // Variables are substituted into a stored prompt we cannot see; they are
+    // still client text that reaches the model.
+    if let Some(prompt) = opt_object(obj, "prompt", "")? {
+        if let Some(vars) = opt_object(prompt, "variables", "prompt")? {
+            for (name, value) in vars {
+                let path = field("prompt.variables", name);
+                match value {
+                    Value::String(s) => out.text(Source::User, s, path),
+                    Value::Object(_) => content_part(value, &path, Source::User, &mut out)?,
+                    v => return Err(expected(&path, "a string or an input content part", v)),
+                }
+            }
+        }
+    }
+
+    Ok(out.finish(model, stream))
+}
+
+fn input_item(item: &Value, path: &str, out: &mut Extractor) -> Result<(), WireError> {
+    let it = as_object(item, path)?;
+    match opt_str(it, "type", path)? {
+        // Easy input messages omit the type.
+        None | Some("message") => message(it, path, out),
+        Some("function_call") => {
+            let name = opt_str(it, "name", path)?.unwrap_or("");
+            let arguments = opt_str(it, "arguments", path)?.unwrap_or("");
+            push_call(name, arguments, path, out);
+            Ok(())
+        }
+        Some("custom_tool_call") => {
+            let name = opt_str(it, "name", path)?.unwrap_or("");
+            let input = opt_str(it, "input", path)?.unwrap_or("");
+            push_call(name, input, path, out);
+            Ok(())
+        }
+        Some("function_call_output") | Some("custom_tool_call_output") => {
+            tool_output(it, path, out)
+        }
+        Some("reasoning") => {
+            reasoning_texts(it, "summary", path, out)?;
+            reasoning_texts(it, "content", path, out)
+        }
+        // A reference to a stored item: nothing in this request to classify.
+        Some("item_reference") => Ok(()),
+        Some(other) => {
+            hosted_tool_item(other, it, path, out);
+            Ok(())
+        }
+    }
+}
+
+fn message(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
+    let role = req_str(it, "role", path)?;
+    let source = match role {
+        "user" => Source::User,
+        "system" | "developer" => Source::Instructions,
+        "assistant" => Source::Assistant,
+        other => {
+            return Err(WireError::at(
+                &field(path, "role"),
+                format!("unknown role {}", quoted(other)),
+            ))
+        }
+    };
+    let content_path = field(path, "content");
+    match present(it, "content") {
+        None => Err(missing(&content_path)),
+        Some(Value::String(s)) => {
+            out.text(source, s, content_path);
+            Ok(())
+        }
+        Some(Value::Array(parts)) => {
+            for (i, part) in parts.iter().enumerate() {
+                content_part(part, &index(&content_path, i), source, out)?;
+            }
+            Ok(())
+        }
+        Some(v) => Err(expected(
+            &content_path,
+            "a string or an array of content parts",
+            v,
+        )),
+    }
+}
+
+fn content_part(
+    part: &Value,
+    path: &str,
+    source: Source,
+    out: &mut Extractor,
+) -> Result<(), WireError> {
+    let p = as_object(part, path)?;
+    match req_str(p, "type", path)? {
+        "input_text" | "output_text" => {
+            out.text(source, req_str(p, "text", path)?, field(path, "text"))
+        }
+        "refusal" => out.text(source, req_str(p, "refusal", path)?, field(path, "refusal")),
+        "input_image" | "input_file" | "input_audio" => out.unclassified(),
+        other => {
+            return Err(WireError::at(
+                &field(path, "type"),
+                format!("unknown content part type {}", quoted(other)),
+            ))
+        }
+    }
+    Ok(())
+}
+
+fn tool_output(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
+    let output_path = field(path, "output");
+    match present(it, "output") {
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            out.text(Source::ToolResult, s, output_path);
+            Ok(())
+        }
+        Some(Value::Array(parts)) => {
+            for (i, part) in parts.iter().enumerate() {
+                content_part(part, &index(&output_path, i), Source::ToolResult, out)?;
+            }
+            Ok(())
+        }
+        Some(v) => Err(expected(
+            &output_path,
+            "a string or an array of content parts",
+            v,
+        )),
+    }
+}
+
+/// `summary` / `content` of a reasoning item: `[{type, text}]`.
+fn reasoning_texts(it: &Obj, key: &str, path: &str, out: &mut Extractor) -> Result<(), WireError> {
+    if let Some(parts) = opt_array(it, key, path)? {
+        let list_path = field(path, key);
+        for (i, part) in parts.iter().enumerate() {
+            let part_path = index(&list_path, i);
+            let p = as_object(part, &part_path)?;
+            if let Some(text) = opt_str(p, "text", &part_path)? {
+                out.text(Source::Assistant, text, field(&part_path, "text"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn push_call(name: &str, arguments: &str, path: &str, out: &mut Extractor) {
+    if !name.is_empty() || !arguments.is_empty() {
+        out.text(
+            Source::ToolCall,
+            &format!("{name}({arguments})"),
+            path.to_string(),
+        );
+    }
+}
+
+/// Items replayed from hosted tools (shell, MCP, code interpreter, ...).
+/// Their shapes evolve quickly, so this reads the text it recognises and
+/// ignores the rest instead of refusing; the upstream validates them.
+fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
+    let s = |key: &str| it.get(key).and_then(Value::as_str).unwrap_or("");
+    match ty {
+        "mcp_call" | "mcp_approval_request" => {
+            push_call(s("name"), s("arguments"), path, out);
+            out.text(Source::ToolResult, s("output"), field(path, "output"));
+            out.text(Source::ToolResult, s("error"), field(path, "error"));
+        }
+        "mcp_list_tools" => {
+            if let Some(tools) = it.get("tools") {
+                collect_descriptions(tools, &field(path, "tools"), Source::ToolDefinition, out);
+            }
+        }
+        "local_shell_call" | "shell_call" => {
+            let action = it.get("action");
+            for key in ["command", "commands"] {
+                if let Some(cmd) = action.and_then(|a| a.get(key)).and_then(Value::as_array) {
+                    let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+                    let location = field(&field(path, "action"), key);
+                    out.text(Source::ToolCall, &words.join(" "), location);
+                }
+            }
+        }
+        "code_interpreter_call" => {
+            out.text(Source::ToolCall, s("code"), field(path, "code"));
+            if let Some(outputs) = it.get("outputs").and_then(Value::as_array) {
+                for (i, o) in outputs.iter().enumerate() {
+                    let o_path = index(&field(path, "outputs"), i);
+                    match o.get("type").and_then(Value::as_str) {
+                        Some("image") => out.unclassified(),
+                        _ => {
+                            let logs = o.get("logs").and_then(Value::as_str).unwrap_or("");
+                            out.text(Source::ToolResult, logs, field(&o_path, "logs"));
+                        }
+                    }
+                }
+            }
+        }
+        "apply_patch_call" => {
+            let diff = it
+                .get("operation")
+                .and_then(|o| o.get("diff"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            out.text(Source::ToolCall, diff, field(path, "operation.diff"));
+        }
+        "local_shell_call_output" | "shell_call_output" | "apply_patch_call_output" => {
+            match it.get("output") {
+                Some(Value::String(o)) => out.text(Source::ToolResult, o, field(path, "output")),
+                Some(Value::Array(chunks)) => {
+                    for (i, chunk) in chunks.iter().enumerate() {
+                        let c_path = index(&field(path, "output"), i);
+                        for key in ["stdout", "stderr"] {
+                            let text = chunk.get(key).and_then(Value::as_str).unwrap_or("");
+                            out.text(Source::ToolResult, text, field(&c_path, key));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        "computer_call_output" => out.unclassified(),
+        "file_search_call" => {
+            if let Some(queries) = it.get("queries").and_then(Value::as_array) {
+                for (i, q) in queries.iter().enumerate() {
+                    let q = q.as_str().unwrap_or("");
+                    out.text(Source::ToolCall, q, index(&field(path, "queries"), i));
+                }
+            }
+            if let Some(results) = it.get("results").and_then(Value::as_array) {
+                for (i, r) in results.iter().enumerate() {
+                    let text = r.get("text").and_then(Value::as_str).unwrap_or("");
+                    let r_path = index(&field(path, "results"), i);
+                    out.text(Source::ToolResult, text, field(&r_path, "text"));
+                }
+            }
+        }
+        // web_search_call, image_generation_call, ...: no text we can read.
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{parse_request, Api, Segment};
+    use super::*;
+
+    fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
+        parse_request(Api::OpenAiResponses, body.as_bytes())
+    }
+
+    fn seg(source: Source, text: &str, location: &str) -> Segment {
+        Segment {
+            source,
+            text: text.to_string(),
+            location: location.to_string(),
+        }
+    }
+
+    #[test]
+    fn string_input() {
+        let req = parse_body(
+            r#"{"model":"gpt-4.1","instructions":"Talk like a pirate.","input":"Are semicolons optional in JavaScript?"}"#,
+        )
+        .unwrap();
+        assert_eq!(req.model.as_deref(), Some("gpt-4.1"));
+        assert!(!req.stream);
+        assert_eq!(
+            req.segments,
+            vec![
+                seg(Source::Instructions, "Talk like a pirate.", "instructions"),
+                seg(
+                    Source::User,
+                    "Are semicolons optional in JavaScript?",
+                    "input"
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn model_is_optional() {
+        let req = parse_body(r#"{"prompt":{"id":"pmpt_1","variables":{"city":"Paris"}}}"#).unwrap();
+        assert_eq!(req.model, None);
+        assert_eq!(
+            req.segments,
+            vec![seg(Source::User, "Paris", "prompt.variables.city")]
+        );
+        let e = parse_body(r#"{"model":1}"#).unwrap_err();
+        assert_eq!(e.message, "model: expected a string, got number");
+    }
+
+    #[test]
+    fn item_array_happy_path() {
+        let body = r#"{
+          "model": "gpt-5",
+          "stream": true,
+          "input": [
+            {"role": "developer", "content": "Only answer about weather."},
+            {"role": "user", "content": [
+              {"type": "input_text", "text": "what is in this image?"},
+              {"type": "input_image", "image_url": "https://example.com/x.jpg"},
+              {"type": "input_file", "file_id": "file-1"},
+              {"type": "input_audio", "input_audio": {"data": "AA", "format": "mp3"}}
+            ]},
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "Thinking about weather"}],
+             "encrypted_content": "gAAA"},
+            {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [
+              {"type": "output_text", "text": "Let me check.", "annotations": []},
+              {"type": "refusal", "refusal": "Cannot share that."}
+            ]},
+            {"type": "function_call", "id": "fc_1", "call_id": "call_1", "name": "get_weather",
+             "arguments": "{\"city\":\"Paris\"}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "18C"},
+            {"type": "function_call_output", "call_id": "call_2", "output": [
+              {"type": "input_text", "text": "see chart"}, {"type": "input_image", "image_url": "data:..."}]},
+            {"type": "custom_tool_call", "call_id": "call_3", "name": "code_exec", "input": "print(1)"},
+            {"type": "custom_tool_call_output", "call_id": "call_3", "output": "1"},
+            {"type": "item_reference", "id": "msg_old"},
+            {"type": "web_search_call", "id": "ws_1", "status": "completed"}
+          ],
+          "tools": [{"type": "function", "name": "get_weather", "description": "Get weather",
+                     "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}}},
+                    {"type": "web_search"}],
+          "text": {"format": {"type": "json_schema", "name": "out", "description": "Answer schema",
+                              "schema": {"type": "object"}, "strict": true}}
+        }"#;
+        let req = parse_body(body).unwrap();
+        assert!(req.stream);
+        assert_eq!(req.unclassified_parts, 4);
+        assert_eq!(
+            req.segments,
+            vec![
+                seg(
+                    Source::Instructions,
+                    "Only answer about weather.",
+                    "input[0].content"
+                ),
+                seg(
+                    Source::User,
+                    "what is in this image?",
+                    "input[1].content[0].text"
+                ),
+                seg(
+                    Source::Assistant,
+                    "Thinking about weather",
+                    "input[2].summary[0].text"
+                ),
+                seg(
+                    Source::Assistant,
+                    "Let me check.",
+                    "input[3].content[0].text"
+                ),
+                seg(
+                    Source::Assistant,
+                    "Cannot share that.",
+                    "input[3].content[1].refusal"
+                ),
+                seg(
+                    Source::ToolCall,
+                    "get_weather({\"city\":\"Paris\"})",
+                    "input[4]"
+                ),
+                seg(Source::ToolResult, "18C", "input[5].output"),
+                seg(Source::ToolResult, "see chart", "input[6].output[0].text"),
+                seg(Source::ToolCall, "code_exec(print(1))", "input[7]"),
+                seg(Source::ToolResult, "1", "input[8].output"),
+                seg(
+                    Source::ToolDefinition,
+                    "Get weather",
+                    "tools[0].description"
+                ),
+                seg(
+                    Source::ToolDefinition,
+                    "City name",
+                    "tools[0].parameters.properties.city.description"
+                ),
+                seg(Source::Other, "Answer schema", "text.format.description"),
+            ]
+        );
+    }
+
+    #[test]
+    fn hosted_tool_items_are_read() {
+        let body = r#"{"model":"m","input":[
+          {"type":"local_shell_call","call_id":"c","action":{"type":"exec","command":["rm","-rf","/"]}},
+          {"type":"local_shell_call_output","call_id":"c","output":"done"},
+          {"type":"mcp_call","id":"m","server_label":"s","name":"fetch","arguments":"{}","output":"page"},
+          {"type":"mcp_list_tools","id":"l","server_label":"s","tools":[{"name":"t","description":"mcp tool",
+             "input_schema":{"properties":{"a":{"description":"mcp arg"}}}}]},
+          {"type":"code_interpreter_call","id":"ci","code":"import os","outputs":[{"type":"logs","logs":"ok"},{"type":"image","url":"u"}]},
+          {"type":"computer_call_output","call_id":"cc","output":{"type":"computer_screenshot","image_url":"data:"}}
+        ]}"#;
+        let req = parse_body(body).unwrap();
+        let texts: Vec<(&str, Source)> = req
+            .segments
+            .iter()
+            .map(|s| (s.text.as_str(), s.source))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("rm -rf /", Source::ToolCall),
+                ("done", Source::ToolResult),
+                ("fetch({})", Source::ToolCall),
+                ("page", Source::ToolResult),
+                ("mcp tool", Source::ToolDefinition),
+                ("mcp arg", Source::ToolDefinition),
+                ("import os", Source::ToolCall),
+                ("ok", Source::ToolResult),
+            ]
+        );
+        assert_eq!(req.unclassified_parts, 2);
+    }
+
+    #[test]
+    fn wrong_types_name_the_path() {
+        let cases = [
+            (
+                r#"{"model":"m","input":5}"#,
+                "input: expected a string or an array of input items, got number",
+            ),
+            (
+                r#"{"model":"m","input":["hi"]}"#,
+                "input[0]: expected an object, got string",
+            ),
+            (
+                r#"{"model":"m","input":[{"content":"hi"}]}"#,
+                "input[0].role: required field is missing",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"tool","content":"hi"}]}"#,
+                "input[0].role: unknown role \"tool\"",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user"}]}"#,
+                "input[0].content: required field is missing",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user","content":"a"},{"role":"user","content":7}]}"#,
+                "input[1].content: expected a string or an array of content parts, got number",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user","content":[{"type":"text","text":"x"}]}]}"#,
+                "input[0].content[0].type: unknown content part type \"text\"",
+            ),
+            (
+                r#"{"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":null}]}]}"#,
+                "input[0].content[0].text: required field is missing",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"function_call","name":"f","arguments":{}}]}"#,
+                "input[0].arguments: expected a string, got object",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"function_call_output","call_id":"c","output":{"a":1}}]}"#,
+                "input[0].output: expected a string or an array of content parts, got object",
+            ),
+            (
+                r#"{"model":"m","input":[{"type":"reasoning","summary":[{"type":"summary_text","text":3}]}]}"#,
+                "input[0].summary[0].text: expected a string, got number",
+            ),
+            (
+                r#"{"model":"m","instructions":["x"]}"#,
+                "instructions: expected a string, got array",
+            ),
+            (
+                r#"{"model":"m","stream":"true"}"#,
+                "stream: expected a boolean, got string",
+            ),
+            (
+                r#"{"model":"m","text":{"format":"json"}}"#,
+                "text.format: expected an object, got string",
+            ),
+            (
+                r#"{"model":"m","tools":[1]}"#,
+                "tools[0]: expected an object, got number",
+            ),
+            (
+                r#"{"prompt":{"id":"p","variables":{"x":1}}}"#,
+                "prompt.variables.x: expected a string or an input content part, got number",
+            ),
+        ];
+        for (body, want) in cases {
+            let e = parse_body(body).unwrap_err();
+            assert_eq!(e.message, want, "body: {body}");
+        }
+    }
+
+    #[test]
+    fn duplicate_keys_refused() {
+        let e = parse_body(r#"{"model":"m","input":"a","input":"b"}"#).unwrap_err();
+        assert!(
+            e.message.contains("duplicate key \"input\""),
+            "{}",
+            e.message
+        );
+        let e =
+            parse_body(r#"{"model":"m","input":[{"role":"user","role":"system","content":"x"}]}"#)
+                .unwrap_err();
+        assert!(
+            e.message.contains("duplicate key \"role\""),
+            "{}",
+            e.message
+        );
+    }
+}
