@@ -20,10 +20,9 @@ fn openai(kind: &ErrorKind, message: &str) -> Value {
     };
     let (param, code): (Option<&str>, Option<&str>) = match kind {
         ErrorKind::InvalidRequest { param } => (param.as_deref(), None),
-        ErrorKind::PolicyViolation { code, .. } => (
-            None,
-            Some(code.as_deref().unwrap_or("content_policy_violation")),
-        ),
+        // One stable code for every policy block, so clients can branch on it; the policy id and
+        // rule code are in the message and the x-guardgate-* headers.
+        ErrorKind::PolicyViolation { .. } => (None, Some("content_policy_violation")),
         ErrorKind::PayloadTooLarge => (None, Some("request_too_large")),
         _ => (None, None),
     };
@@ -140,7 +139,7 @@ mod tests {
             },
             "blocked",
         ));
-        assert_eq!(v["error"]["code"], "custom_code");
+        assert_eq!(v["error"]["code"], "content_policy_violation");
 
         let v = parse(api.error_body(&ErrorKind::PayloadTooLarge, "big"));
         assert_eq!(v["error"]["code"], "request_too_large");

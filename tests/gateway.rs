@@ -1,0 +1,772 @@
+//! End-to-end behaviour of the gateway over real HTTP on loopback, with the mock upstream.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::io::Write;
+use support::*;
+
+async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        extra,
+    );
+    let gw = start_gateway(
+        &cfg,
+        &[
+            ("weapons.md", WEAPONS),
+            ("profanity.md", PROFANITY),
+            ("shadowed.md", SHADOWED),
+        ],
+    )
+    .await;
+    (m, gw)
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_gzip().build().unwrap()
+}
+
+/// Bodies for each API, with the text to classify in the main user position.
+fn body(api: &str, text: &str) -> Value {
+    match api {
+        "/v1/chat/completions" => {
+            json!({"model": "m", "messages": [{"role": "user", "content": text}]})
+        }
+        "/v1/completions" => json!({"model": "m", "prompt": text}),
+        "/v1/responses" => json!({"model": "m", "input": text}),
+        "/v1/messages" => {
+            json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": text}]})
+        }
+        _ => unreachable!(),
+    }
+}
+
+const APIS: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/completions",
+    "/v1/responses",
+    "/v1/messages",
+];
+
+fn is_anthropic_error(v: &Value) -> bool {
+    v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string()
+}
+
+fn is_openai_error(v: &Value) -> bool {
+    v["error"]["message"].is_string() && v["error"]["type"].is_string()
+}
+
+#[tokio::test]
+async fn allowed_requests_arrive_byte_identical() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    for api in APIS {
+        // Odd spacing, key order, escapes and number spellings: any re-serialisation would show.
+        let text = r"Tell me about the history of the caf\u00e9 — ☕ please";
+        let raw = match api {
+            "/v1/chat/completions" => format!(
+                "{{ \"messages\" : [ {{\"content\":\"{text}\", \"role\":\"user\"}} ],\n\t\"model\":\"m\", \"x\": [1, 2.50, {{}}] }}"
+            ),
+            "/v1/completions" => format!("{{\"prompt\":  \"{text}\" , \"model\":\"m\",\"max_tokens\":1e2}}"),
+            "/v1/responses" => format!(
+                "{{\"input\":[{{\"role\":\"user\",\"content\":[{{\"type\":\"input_text\",\"text\":\"{text}\"}}]}}],\"model\":\"m\"}}  "
+            ),
+            _ => format!(
+                "{{\"max_tokens\":16,\"messages\":[{{\"role\":\"user\",\"content\":\"{text}\"}}],\r\n\"model\":\"m\"}}"
+            ),
+        };
+        let mut req = c
+            .post(gw.url(api))
+            .header("content-type", "application/json")
+            .header("x-custom-header", "kept");
+        req = if api == "/v1/messages" {
+            req.header("x-api-key", "sk-ant-secret-123")
+                .header("anthropic-version", "2023-06-01")
+        } else {
+            req.header("authorization", "Bearer sk-secret-123")
+                .header("openai-organization", "org-1")
+        };
+        let resp = req.body(raw.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{api}: {}", resp.text().await.unwrap());
+        assert!(resp.headers().get("x-guardgate-request-id").is_some());
+        assert!(resp.headers().get("x-guardgate-policies").is_none());
+        let v: Value = resp.json().await.unwrap();
+        assert!(
+            v.to_string().contains("Hello from the mock upstream."),
+            "{api}: {v}"
+        );
+        let got = m.state.last().unwrap();
+        assert_eq!(got.path, api);
+        assert_eq!(got.body, raw.as_bytes(), "{api}: body changed on the way");
+        assert_eq!(got.header("x-custom-header"), Some(&b"kept"[..]));
+        if api == "/v1/messages" {
+            assert_eq!(got.header("x-api-key"), Some(&b"sk-ant-secret-123"[..]));
+            assert_eq!(got.header("anthropic-version"), Some(&b"2023-06-01"[..]));
+        } else {
+            assert_eq!(
+                got.header("authorization"),
+                Some(&b"Bearer sk-secret-123"[..])
+            );
+            assert_eq!(got.header("openai-organization"), Some(&b"org-1"[..]));
+        }
+    }
+    assert_eq!(m.state.count(), 4);
+    // Credentials never reach the audit trail.
+    let audit = gw.audit_raw();
+    assert!(!audit.contains("sk-secret-123") && !audit.contains("sk-ant-secret-123"));
+}
+
+#[tokio::test]
+async fn blocked_requests_never_reach_upstream() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    for api in APIS {
+        let resp = c
+            .post(gw.url(api))
+            .header("content-type", "application/json")
+            .body(body(api, "how do I build a pipe bomb").to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{api}");
+        assert_eq!(resp.headers()["x-guardgate-blocked-by"], "test/weapons");
+        assert_eq!(resp.headers()["x-guardgate-code"], "W1");
+        let v: Value = resp.json().await.unwrap();
+        let msg = if api == "/v1/messages" {
+            assert!(is_anthropic_error(&v), "{v}");
+            assert_eq!(v["error"]["type"], "invalid_request_error");
+            v["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert!(is_openai_error(&v), "{v}");
+            assert_eq!(v["error"]["code"], "content_policy_violation");
+            v["error"]["message"].as_str().unwrap().to_string()
+        };
+        assert!(msg.contains("test/weapons") && msg.contains("W1"), "{msg}");
+    }
+    assert_eq!(m.state.count(), 0, "a blocked request reached the upstream");
+    let audit = gw.audit_wait(12).await;
+    let blocked: Vec<&Value> = audit.iter().filter(|r| r["effect"] == "blocked").collect();
+    assert_eq!(blocked.len(), 4);
+    for r in blocked {
+        assert_eq!(r["policy_id"], "test/weapons");
+        assert_eq!(r["policy_version"], "1.0.0");
+        assert_eq!(r["policy_hash"].as_str().unwrap().len(), 16);
+        assert_eq!(r["verdict"], "violation");
+        assert_eq!(r["code"], "W1");
+        assert_eq!(r["rule_id"], "bomb-recipe");
+        assert_eq!(r["backend"], "rules");
+        assert_eq!(r["direction"], "input");
+        assert!(r["latency_us"].is_u64() && r["request_id"].is_string());
+    }
+}
+
+/// The guard reads the whole conversation, not just the last user turn.
+#[tokio::test]
+async fn violations_anywhere_in_the_conversation_are_found() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    let bad = "a nail bomb";
+    let cases: Vec<(&str, Value)> = vec![
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"system","content":bad},{"role":"user","content":"hi"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":[{"type":"text","text":bad}]},{"role":"assistant","content":"ok"},{"role":"user","content":"go on"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":null,"tool_calls":[{"id":"c1","type":"function","function":{"name":"search","arguments":"{\"q\":\"nail bomb\"}"}}]},{"role":"tool","tool_call_id":"c1","content":"ok"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"hi"},{"role":"tool","tool_call_id":"c1","content":bad}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","description":bad,"parameters":{"type":"object"}}}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"type":"object","properties":{"x":{"type":"string","description":bad}}}}}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model":"m","instructions":bad,"input":"hi"}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model":"m","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]},{"type":"function_call","call_id":"c","name":"f","arguments":"{\"a\":\"nail bomb\"}"}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model":"m","input":[{"type":"function_call_output","call_id":"c","output":bad}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model":"m","max_tokens":5,"system":bad,"messages":[{"role":"user","content":"hi"}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model":"m","max_tokens":5,"system":[{"type":"text","text":"be nice"}],"messages":[{"role":"user","content":[{"type":"tool_result","tool_use_id":"t","content":[{"type":"text","text":bad}]}]}]}),
+        ),
+        (
+            "/v1/messages",
+            json!({"model":"m","max_tokens":5,"messages":[{"role":"assistant","content":[{"type":"tool_use","id":"t","name":"f","input":{"q":bad}}]},{"role":"user","content":"ok"}]}),
+        ),
+        (
+            "/v1/completions",
+            json!({"model":"m","prompt":["fine", bad]}),
+        ),
+        // Obfuscated spellings: zero-width joiners, full-width letters, digits for letters.
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"a na\u{200B}il b\u{200D}omb"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"ＮＡＩＬ ＢＯＭＢ"}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"p1pe b0mb"}]}),
+        ),
+    ];
+    for (i, (api, b)) in cases.iter().enumerate() {
+        let resp = c.post(gw.url(api)).json(b).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "case {i} ({api}) was not blocked: {b}");
+    }
+    assert_eq!(m.state.count(), 0);
+}
+
+#[tokio::test]
+async fn annotate_and_shadow() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    // Annotate: forwarded, with headers naming the policy and code.
+    let resp = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "darn it, my code broke"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-guardgate-policies"], "test/profanity");
+    assert_eq!(resp.headers()["x-guardgate-codes"], "P1");
+    assert_eq!(m.state.count(), 1);
+    // Shadow: forwarded untouched, no header, but recorded.
+    let resp = c
+        .post(gw.url("/v1/messages"))
+        .json(&body("/v1/messages", "I love pineapple pizza"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("x-guardgate-policies").is_none());
+    assert_eq!(m.state.count(), 2);
+    let audit = gw.audit_wait(6).await;
+    let ann = audit
+        .iter()
+        .find(|r| r["policy_id"] == "test/profanity" && r["verdict"] == "violation")
+        .unwrap();
+    assert_eq!(ann["effect"], "annotated");
+    let sh = audit
+        .iter()
+        .find(|r| r["policy_id"] == "test/shadowed" && r["verdict"] == "violation")
+        .unwrap();
+    assert_eq!(sh["effect"], "recorded");
+    assert_eq!(sh["action"], "shadow");
+}
+
+#[tokio::test]
+async fn route_action_override_and_severity_threshold() {
+    let m = mock::start().await;
+    // The route turns the block policy into annotate-only; W2 (low) is below a high threshold.
+    let sel = "[[routes.policies]]\nselect = \"test/weapons\"\naction = \"annotate\"\n";
+    let cfg = config(&m.base_url(), free_port(), free_port(), sel, "");
+    let weapons = WEAPONS.replace(
+        "action = \"block\"",
+        "action = \"block\"\nseverity_threshold = \"high\"",
+    );
+    let gw = start_gateway(&cfg, &[("weapons.md", &weapons)]).await;
+    let c = client();
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "pipe bomb"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-guardgate-policies"], "test/weapons");
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "a ghost gun"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-guardgate-policies").is_none());
+    let audit = gw.audit_wait(2).await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["code"] == "W2" && r["effect"] == "below_threshold"),
+        "{audit:?}"
+    );
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_4xx_in_the_api_shape() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    let chat = "/v1/chat/completions";
+    let msgs = "/v1/messages";
+    let big = format!(
+        "{{\"model\":\"m\",\"messages\":[{{\"role\":\"user\",\"content\":\"{}\"}}]}}",
+        "a".repeat(70_000)
+    );
+    let bomb = gzip(
+        format!(
+            "{{\"model\":\"m\",\"prompt\":\"{}\"}}",
+            "a".repeat(1_000_000)
+        )
+        .as_bytes(),
+    );
+    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+        (chat, b"{not json".to_vec(), vec![], 400, "invalid JSON"),
+        (msgs, b"{not json".to_vec(), vec![], 400, "invalid JSON"),
+        (chat, b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec(), vec![], 400, "UTF-8"),
+        (chat, br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"messages":[{"role":"user","content":"pipe bomb"}]}"#.to_vec(), vec![], 400, "duplicate key"),
+        (msgs, br#"{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi","content":"pipe bomb"}]}"#.to_vec(), vec![], 400, "duplicate key"),
+        (chat, br#"{"model":"m","messages":"hi"}"#.to_vec(), vec![], 400, "messages"),
+        (chat, br#"{"model":"m","messages":[{"role":"user","content":42}]}"#.to_vec(), vec![], 400, "messages[0].content"),
+        (msgs, br#"{"model":"m","max_tokens":"5","messages":[{"role":"user","content":"hi"}]}"#.to_vec(), vec![], 400, "max_tokens"),
+        ("/v1/completions", br#"{"model":"m","prompt":[1,2,3]}"#.to_vec(), vec![], 400, "token"),
+        (chat, b"[]".to_vec(), vec![], 400, "JSON object"),
+        (chat, big.into_bytes(), vec![], 413, "limit"),
+        ("/v1/completions", bomb, vec![("content-encoding", "gzip")], 413, "decoded"),
+        (chat, b"{}".to_vec(), vec![("content-encoding", "compress")], 415, "Content-Encoding"),
+        (chat, b"not gzip".to_vec(), vec![("content-encoding", "gzip")], 400, "decoded"),
+        (chat, b"model=m".to_vec(), vec![("content-type", "application/x-www-form-urlencoded")], 415, "application/json"),
+    ];
+    for (i, (path, bytes, headers, status, needle)) in cases.into_iter().enumerate() {
+        let mut req = c.post(gw.url(path)).body(bytes);
+        let mut has_ct = false;
+        for (k, v) in &headers {
+            has_ct |= *k == "content-type";
+            req = req.header(*k, *v);
+        }
+        if !has_ct {
+            req = req.header("content-type", "application/json");
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "case {i}");
+        let v: Value = resp.json().await.unwrap();
+        let msg = if path == msgs {
+            assert!(is_anthropic_error(&v), "case {i}: {v}");
+            v["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            assert!(is_openai_error(&v), "case {i}: {v}");
+            v["error"]["message"].as_str().unwrap().to_string()
+        };
+        assert!(msg.contains(needle), "case {i}: {msg:?} lacks {needle:?}");
+    }
+    // Wrong method on a guarded path.
+    let r = c.get(gw.url(chat)).send().await.unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(m.state.count(), 0, "bad input reached the upstream");
+
+    // The gateway is still healthy and counted every refusal.
+    let metrics = c
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("guardgate_bad_requests_total{reason=\"invalid_body\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("guardgate_bad_requests_total{reason=\"too_large\"}"));
+    let ok = c
+        .post(gw.url(chat))
+        .json(&body(chat, "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn compressed_bodies_are_classified_then_forwarded_as_sent() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    let chat = "/v1/chat/completions";
+    let bad = gzip(body(chat, "pipe bomb please").to_string().as_bytes());
+    let r = c
+        .post(gw.url(chat))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(bad)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(m.state.count(), 0);
+    let good = gzip(body(chat, "hello there").to_string().as_bytes());
+    let r = c
+        .post(gw.url(chat))
+        .header("content-type", "application/json")
+        .header("content-encoding", "gzip")
+        .body(good.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = m.state.last().unwrap();
+    assert_eq!(got.body, good);
+    assert_eq!(got.header("content-encoding"), Some(&b"gzip"[..]));
+    let zs = zstd::encode_all(body(chat, "nail bomb").to_string().as_bytes(), 3).unwrap();
+    let r = c
+        .post(gw.url(chat))
+        .header("content-type", "application/json")
+        .header("content-encoding", "zstd")
+        .body(zs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn path_spellings_cannot_skip_the_guard() {
+    let (m, gw) = setup("[unmatched]\naction = \"passthrough\"\nupstream = \"mock\"\n").await;
+    let c = client();
+    for p in [
+        "/v1/chat/completions/",
+        "//v1//chat/completions",
+        "/v1/%63hat/completions",
+        "/v1/x/../chat/completions",
+        "/V1/chat/completions?x=1",
+    ] {
+        let r = c
+            .post(gw.url(p))
+            .json(&body("/v1/chat/completions", "pipe bomb"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{p} skipped the guard");
+    }
+    assert_eq!(m.state.count(), 0);
+    // Unmatched paths pass through untouched when configured so.
+    let r = c
+        .get(gw.url("/v1/models"))
+        .header("authorization", "Bearer k")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["object"], "list");
+    assert_eq!(
+        m.state.last().unwrap().header("authorization"),
+        Some(&b"Bearer k"[..])
+    );
+}
+
+#[tokio::test]
+async fn unmatched_paths_are_refused_by_default() {
+    let (m, gw) = setup("").await;
+    let r = client()
+        .post(gw.url("/v1/embeddings"))
+        .json(&json!({"input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert!(is_openai_error(&v));
+    assert_eq!(m.state.count(), 0);
+}
+
+#[tokio::test]
+async fn streaming_replies_pass_through_byte_for_byte() {
+    let (m, gw) = setup("").await;
+    let c = client();
+    for (api, expected) in [
+        (
+            "/v1/chat/completions",
+            mock::chat_sse("m", "Hello from the mock upstream."),
+        ),
+        (
+            "/v1/messages",
+            mock::anthropic_sse("m", "Hello from the mock upstream."),
+        ),
+        (
+            "/v1/responses",
+            mock::responses_sse("m", "Hello from the mock upstream."),
+        ),
+    ] {
+        let mut b = body(api, "stream please");
+        b["stream"] = json!(true);
+        let r = c
+            .post(gw.url(api))
+            .header("x-mock-chunk-bytes", "7")
+            .json(&b)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["content-type"], "text/event-stream");
+        let got = r.bytes().await.unwrap();
+        assert_eq!(&got[..], &expected[..], "{api}");
+    }
+    assert_eq!(m.state.count(), 3);
+}
+
+#[tokio::test]
+async fn upstream_failures_are_explicit() {
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let cfg = config(&dead, free_port(), free_port(), ALL_TEST_POLICIES, "");
+    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let c = client();
+    let r = c
+        .post(gw.url("/v1/messages"))
+        .json(&body("/v1/messages", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let v: Value = r.json().await.unwrap();
+    assert!(is_anthropic_error(&v), "{v}");
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "hello"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let metrics = c
+        .get(gw.admin("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("guardgate_errors_total{kind=\"upstream_connect\"} 2"),
+        "{metrics}"
+    );
+    // Upstream errors (status codes) are relayed as they are.
+    let (m, gw) = setup("").await;
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-status", "429")
+        .json(&body("/v1/chat/completions", "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(m.state.count(), 1);
+}
+
+#[tokio::test]
+async fn admin_endpoints() {
+    let (_m, gw) = setup("").await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    let p: Value = c
+        .get(gw.admin("/admin/policies"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(p["generation"], 1);
+    let ids: Vec<&str> = p["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec!["test/profanity", "test/shadowed", "test/weapons"]);
+    for x in p["policies"].as_array().unwrap() {
+        assert_eq!(x["version"], "1.0.0");
+        assert_eq!(x["hash"].as_str().unwrap().len(), 16);
+    }
+    assert!(p["last_reload_error"].is_null());
+    let r: Value = c
+        .post(gw.admin("/admin/reload"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["reloaded"], false, "nothing changed on disk");
+    // The traffic listener does not serve admin endpoints.
+    assert_eq!(
+        c.get(gw.url("/admin/policies"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    let _ = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "pipe bomb"))
+        .send()
+        .await
+        .unwrap();
+    // The request counter is bumped in pingora's logging phase, just after the reply is sent.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = c
+            .get(gw.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("guardgate_requests_total{outcome=\"blocked\"") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for needle in [
+        "guardgate_requests_total{outcome=\"blocked\",route=\"chat\"} 1",
+        "guardgate_decisions_total{action=\"blocked\",direction=\"input\",policy=\"test/weapons\",verdict=\"violation\"} 1",
+        "guardgate_classifier_latency_seconds_bucket{backend=\"rules\"",
+        "guardgate_policy_reloads_total{result=\"failure\"} 0",
+        "guardgate_policy_generation 1",
+    ] {
+        assert!(metrics.contains(needle), "metrics lack {needle}:\n{metrics}");
+    }
+}
+
+#[tokio::test]
+async fn admin_token_protects_exposed_admin() {
+    std::env::set_var("GG_TEST_ADMIN_TOKEN", "s3cret");
+    let m = mock::start().await;
+    let admin_port = free_port();
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        admin_port,
+        ALL_TEST_POLICIES,
+        "",
+    )
+    .replace(
+        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"GG_TEST_ADMIN_TOKEN\""
+        ),
+    );
+    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin("/admin/policies"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(gw.admin("/metrics"))
+            .bearer_auth("wrong")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        c.get(gw.admin("/admin/policies"))
+            .bearer_auth("s3cret")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        c.get(gw.admin("/healthz")).send().await.unwrap().status(),
+        200,
+        "probes stay open"
+    );
+}
+
+#[tokio::test]
+async fn bad_config_and_policies_stop_the_start_with_reasons() {
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    ) + "\n[bogus_section]\nx = 1\n";
+    let e = try_start_gateway(&cfg, &[("weapons.md", WEAPONS)])
+        .await
+        .err()
+        .expect("must fail");
+    assert!(e.contains("guardgate.toml"), "{e}");
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    );
+    let broken = WEAPONS.replace("ghost\\s+gun", "ghost(gun");
+    let e = try_start_gateway(&cfg, &[("weapons.md", &broken)])
+        .await
+        .err()
+        .expect("must fail");
+    assert!(e.contains("weapons.md") && e.contains("bad regex"), "{e}");
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        "[[routes.policies]]\nselect = \"nope/*\"\n",
+        "",
+    );
+    let e = try_start_gateway(&cfg, &[("weapons.md", WEAPONS)])
+        .await
+        .err()
+        .expect("must fail");
+    assert!(e.contains("matches no loaded policy"), "{e}");
+    // A policy without rules needs a model backend, which this build does not configure.
+    let no_rules = "+++\nid = \"test/nl\"\ntitle = \"NL\"\nversion = \"1\"\n+++\nText only.\n";
+    let e = try_start_gateway(&cfg.replace("nope/*", "test/*"), &[("nl.md", no_rules)])
+        .await
+        .err()
+        .expect("must fail");
+    assert!(e.contains("no configured backend"), "{e}");
+}

@@ -1,0 +1,292 @@
+//! Test harness: runs the real `guardgate` binary against the mock upstream over loopback.
+#![allow(dead_code)]
+
+pub mod mock;
+
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A policy that blocks weapon-building requests with two deterministic rules.
+pub const WEAPONS: &str = r#"+++
+id = "test/weapons"
+title = "Weapons"
+version = "1.0.0"
+directions = ["input", "output"]
+action = "block"
+[[codes]]
+code = "W1"
+title = "Instructions to build weapons"
+severity = "high"
+[[codes]]
+code = "W2"
+title = "Weapon purchase without checks"
+severity = "low"
+[[rules]]
+id = "bomb-recipe"
+code = "W1"
+keywords = ["pipe bomb", "nail bomb"]
+leet = true
+[[rules]]
+id = "ghost-gun"
+code = "W2"
+regex = 'ghost\s+gun'
++++
+# Weapons
+Content that explains how to build weapons violates this policy.
+"#;
+
+/// Annotates (does not block) mild profanity.
+pub const PROFANITY: &str = r#"+++
+id = "test/profanity"
+title = "Profanity"
+version = "1.0.0"
+action = "annotate"
+[[codes]]
+code = "P1"
+title = "Profanity"
+severity = "low"
+[[rules]]
+id = "darn"
+code = "P1"
+keywords = ["darn"]
++++
+# Profanity
+Mild profanity is annotated.
+"#;
+
+/// Shadow policy: decides and records only.
+pub const SHADOWED: &str = r#"+++
+id = "test/shadowed"
+title = "Shadowed"
+version = "1.0.0"
+action = "shadow"
+[[codes]]
+code = "S1"
+title = "Mentions of pineapples"
+severity = "high"
+[[rules]]
+id = "pineapple"
+code = "S1"
+keywords = ["pineapple"]
++++
+# Shadowed
+Pineapple talk, recorded only.
+"#;
+
+pub struct GatewayProc {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl GatewayProc {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.admin_port, path)
+    }
+    pub fn policies_dir(&self) -> PathBuf {
+        self.dir.path().join("policies")
+    }
+    pub fn audit(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+    pub fn audit_raw(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("audit.jsonl")).unwrap_or_default()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+    /// Waits until the audit log holds at least `n` records (the writer is asynchronous).
+    pub async fn audit_wait(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let a = self.audit();
+            if a.len() >= n || Instant::now() > deadline {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The standard test config: the four API routes to `upstream`, each with the given policy
+/// selection lines appended (TOML for `[[routes.policies]]`).
+pub fn config(
+    upstream: &str,
+    port: u16,
+    admin_port: u16,
+    route_policies: &str,
+    extra: &str,
+) -> String {
+    let mut s = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+threads = 2
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+upgrade_sock = "upgrade.sock"
+pid_file = "guardgate.pid"
+
+[admin]
+listen = "127.0.0.1:{admin_port}"
+
+[limits]
+max_body_bytes = 65536
+max_decoded_body_bytes = 262144
+body_read_timeout_ms = 2000
+
+[policies]
+dirs = ["policies"]
+debounce_ms = 50
+poll_interval_ms = 500
+
+[audit]
+sink = "file"
+path = "audit.jsonl"
+
+[[upstreams]]
+name = "mock"
+base_url = "{upstream}"
+connect_timeout_ms = 1000
+read_timeout_ms = 5000
+"#
+    );
+    for (name, path, api) in [
+        ("chat", "/v1/chat/completions", "openai-chat"),
+        ("completions", "/v1/completions", "openai-completions"),
+        ("responses", "/v1/responses", "openai-responses"),
+        ("messages", "/v1/messages", "anthropic-messages"),
+    ] {
+        s += &format!(
+            "\n[[routes]]\nname = \"{name}\"\npath = \"{path}\"\napi = \"{api}\"\nupstream = \"mock\"\nfail_mode = \"closed\"\n{route_policies}\n"
+        );
+    }
+    s += extra;
+    s
+}
+
+pub const ALL_TEST_POLICIES: &str = "[[routes.policies]]\nselect = \"test/*\"\n";
+
+pub fn write_policies(dir: &Path, files: &[(&str, &str)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+}
+
+/// Starts the gateway binary with `config_text` in a fresh temp dir holding `policies`.
+pub async fn start_gateway(config_text: &str, policies: &[(&str, &str)]) -> GatewayProc {
+    try_start_gateway(config_text, policies)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub async fn try_start_gateway(
+    config_text: &str,
+    policies: &[(&str, &str)],
+) -> Result<GatewayProc, String> {
+    let dir = tempfile::tempdir().unwrap();
+    write_policies(&dir.path().join("policies"), policies);
+    let cfg = dir.path().join("guardgate.toml");
+    std::fs::write(&cfg, config_text).unwrap();
+    let port = toml::from_str::<toml::Value>(config_text).unwrap()["server"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let admin_port = toml::from_str::<toml::Value>(config_text).unwrap()["admin"]["listen"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_guardgate"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&cfg)
+        .current_dir(dir.path())
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn guardgate");
+    let mut gw = GatewayProc {
+        child,
+        port,
+        admin_port,
+        dir,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let client = reqwest::Client::new();
+    loop {
+        if let Ok(Some(status)) = gw.child.try_wait() {
+            return Err(format!("guardgate exited with {status}:\n{}", gw.log()));
+        }
+        if let Ok(r) = client.get(gw.admin("/readyz")).send().await {
+            if r.status() == 200 {
+                // The traffic listener starts with the admin one; make sure it accepts too.
+                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .is_ok()
+                {
+                    return Ok(gw);
+                }
+            }
+        }
+        if Instant::now() > deadline {
+            let log = gw.log();
+            let _ = gw.child.kill();
+            return Err(format!("guardgate did not become ready:\n{log}"));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs the binary with arguments and returns (exit code, stdout, stderr).
+pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_guardgate"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run guardgate");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
