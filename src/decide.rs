@@ -139,3 +139,216 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
         annotations,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Classifier, Content};
+    use crate::metrics::Metrics;
+    use crate::policy::parse_policy;
+    use crate::wire::{Segment, Source};
+    use async_trait::async_trait;
+    use std::path::Path;
+
+    /// A model stand-in whose behaviour each test picks.
+    enum Stub {
+        Slow,
+        Fails,
+        Says(bool),
+    }
+
+    #[async_trait]
+    impl Classifier for Stub {
+        fn name(&self) -> &'static str {
+            "stub"
+        }
+        fn supports(&self, _p: &Policy) -> bool {
+            true
+        }
+        fn allow_is_final(&self) -> bool {
+            true
+        }
+        async fn classify(
+            &self,
+            _p: &Policy,
+            _c: &Content,
+            _d: Instant,
+        ) -> Result<Verdict, ClassifyError> {
+            match self {
+                Stub::Slow => {
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok(Verdict::allow("stub"))
+                }
+                Stub::Fails => Err(ClassifyError::Backend("boom".into())),
+                Stub::Says(v) => Ok(Verdict {
+                    violation: *v,
+                    code: v.then(|| "X1".to_string()),
+                    ..Verdict::allow("stub")
+                }),
+            }
+        }
+    }
+
+    fn policy(id: &str, rules: bool) -> Arc<Policy> {
+        let rule = if rules {
+            "[[rules]]\nid = \"r\"\ncode = \"X1\"\nkeywords = [\"forbidden\"]\n"
+        } else {
+            ""
+        };
+        let text = format!(
+            "+++\nid = \"{id}\"\ntitle = \"t\"\nversion = \"1\"\n[[codes]]\ncode = \"X1\"\ntitle = \"x\"\n{rule}+++\nbody\n"
+        );
+        Arc::new(parse_policy(Path::new("p.md"), text.as_bytes()).unwrap())
+    }
+
+    fn content(text: &str) -> Content {
+        Content::from_segments(vec![Segment {
+            source: Source::User,
+            text: text.into(),
+            location: "messages[0].content".into(),
+        }])
+    }
+
+    fn cascade(stub: Stub) -> Cascade {
+        Cascade::new(
+            vec![
+                Arc::new(crate::classify::rules::RulesClassifier),
+                Arc::new(stub),
+            ],
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn bound(id: &str, rules: bool, action: Action) -> Bound {
+        Bound {
+            policy: policy(id, rules),
+            action,
+        }
+    }
+
+    #[tokio::test]
+    async fn deadline_applies_the_fail_mode() {
+        let c = cascade(Stub::Slow);
+        let b = [bound("a", false, Action::Block)];
+        let started = Instant::now();
+        let d = decide(
+            &c,
+            &b,
+            &content("hi"),
+            Instant::now() + Duration::from_millis(50),
+            FailMode::Closed,
+        )
+        .await;
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the slow backend was not cancelled"
+        );
+        assert_eq!(d.outcomes[0].result, Err(ClassifyError::Deadline));
+        assert!(matches!(d.verdict, Final::FailClosed { .. }));
+        let d = decide(
+            &c,
+            &b,
+            &content("hi"),
+            Instant::now() + Duration::from_millis(50),
+            FailMode::Open,
+        )
+        .await;
+        assert_eq!(d.verdict, Final::Allow);
+        assert_eq!(d.outcomes[0].effect(FailMode::Open), "fail_open");
+    }
+
+    #[tokio::test]
+    async fn backend_errors_apply_the_fail_mode_but_shadow_never_blocks() {
+        let c = cascade(Stub::Fails);
+        let dl = || Instant::now() + Duration::from_secs(1);
+        let d = decide(
+            &c,
+            &[bound("a", false, Action::Block)],
+            &content("hi"),
+            dl(),
+            FailMode::Closed,
+        )
+        .await;
+        assert!(
+            matches!(d.verdict, Final::FailClosed { ref reason, .. } if reason.contains("boom"))
+        );
+        let d = decide(
+            &c,
+            &[bound("a", false, Action::Shadow)],
+            &content("hi"),
+            dl(),
+            FailMode::Closed,
+        )
+        .await;
+        assert_eq!(d.verdict, Final::Allow);
+        assert_eq!(d.outcomes[0].effect(FailMode::Closed), "shadow_error");
+    }
+
+    #[tokio::test]
+    async fn rules_settle_hits_and_the_next_stage_settles_misses() {
+        let c = cascade(Stub::Says(false));
+        let dl = || Instant::now() + Duration::from_secs(1);
+        let b = [bound("a", true, Action::Block)];
+        let d = decide(
+            &c,
+            &b,
+            &content("this is FORBIDDEN"),
+            dl(),
+            FailMode::Closed,
+        )
+        .await;
+        assert_eq!(
+            d.verdict,
+            Final::Block {
+                policy_id: "a".into(),
+                code: Some("X1".into())
+            }
+        );
+        assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "rules");
+        let d = decide(&c, &b, &content("harmless"), dl(), FailMode::Closed).await;
+        assert_eq!(d.verdict, Final::Allow);
+        assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "stub");
+        let c = cascade(Stub::Says(true));
+        let d = decide(&c, &b, &content("harmless"), dl(), FailMode::Closed).await;
+        assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "stub");
+        assert!(matches!(d.verdict, Final::Block { .. }));
+    }
+
+    #[tokio::test]
+    async fn several_policies_each_get_a_decision() {
+        let c = cascade(Stub::Says(true));
+        let dl = Instant::now() + Duration::from_secs(1);
+        let b = [
+            bound("a", false, Action::Annotate),
+            bound("b", false, Action::Shadow),
+            bound("c", false, Action::Block),
+        ];
+        let d = decide(&c, &b, &content("x"), dl, FailMode::Open).await;
+        assert_eq!(d.outcomes.len(), 3);
+        assert_eq!(
+            d.annotations,
+            vec![("a".to_string(), Some("X1".to_string()))]
+        );
+        assert_eq!(
+            d.verdict,
+            Final::Block {
+                policy_id: "c".into(),
+                code: Some("X1".into())
+            }
+        );
+        // A definite block outranks another policy's classifier failure.
+        let fails = cascade(Stub::Fails);
+        let b2 = [
+            bound("e", false, Action::Block),
+            bound("f", true, Action::Block),
+        ];
+        let d = decide(&fails, &b2, &content("forbidden"), dl, FailMode::Closed).await;
+        assert_eq!(
+            d.verdict,
+            Final::Block {
+                policy_id: "f".into(),
+                code: Some("X1".into())
+            }
+        );
+    }
+}

@@ -215,6 +215,11 @@ pub async fn try_start_gateway(
 ) -> Result<GatewayProc, String> {
     let dir = tempfile::tempdir().unwrap();
     write_policies(&dir.path().join("policies"), policies);
+    launch(dir, config_text).await
+}
+
+/// Starts the gateway in `dir`, whose `policies/` the caller has laid out.
+pub async fn launch(dir: tempfile::TempDir, config_text: &str) -> Result<GatewayProc, String> {
     let cfg = dir.path().join("guardgate.toml");
     std::fs::write(&cfg, config_text).unwrap();
     let port = toml::from_str::<toml::Value>(config_text).unwrap()["server"]["listen"]
