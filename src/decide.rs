@@ -97,11 +97,7 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
     for o in &outcomes {
         match (&o.result, o.action) {
             (_, Action::Shadow) => {}
-            (Err(_), _) => {
-                if fail_mode == FailMode::Closed && failed.is_none() {
-                    failed = Some(o);
-                }
-            }
+            (Err(_), _) if fail_mode == FailMode::Closed && failed.is_none() => failed = Some(o),
             (Ok(v), Action::Block) if o.fires() => {
                 let sev = o.policy.severity_of(v.code.as_deref());
                 if block.is_none_or(|(_, s)| sev > s) {

@@ -59,7 +59,7 @@ fn init_tracing(json: bool, level: &str) {
     }
 }
 
-fn load(config: &PathBuf) -> Result<Gateway, String> {
+fn load(config: &std::path::Path) -> Result<Gateway, String> {
     let cfg = Config::load(config).map_err(|e| format!("config error: {e}"))?;
     Gateway::build(cfg, Vec::new()).map_err(|e| format!("{e:#}"))
 }

@@ -4,6 +4,7 @@ mod support;
 
 use serde_json::{json, Value};
 use std::io::Write;
+use std::path::Path;
 use support::*;
 
 async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
@@ -344,7 +345,9 @@ async fn bad_input_gets_a_clear_4xx_in_the_api_shape() {
         )
         .as_bytes(),
     );
-    let cases: Vec<(&str, Vec<u8>, Vec<(&str, &str)>, u16, &str)> = vec![
+    // (path, body, extra headers, expected status, text the error message must contain)
+    type Case<'a> = (&'a str, Vec<u8>, Vec<(&'a str, &'a str)>, u16, &'a str);
+    let cases: Vec<Case> = vec![
         (chat, b"{not json".to_vec(), vec![], 400, "invalid JSON"),
         (msgs, b"{not json".to_vec(), vec![], 400, "invalid JSON"),
         (chat, b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\xfe\"}]}".to_vec(), vec![], 400, "UTF-8"),
@@ -769,4 +772,80 @@ async fn bad_config_and_policies_stop_the_start_with_reasons() {
         .err()
         .expect("must fail");
     assert!(e.contains("no configured backend"), "{e}");
+}
+
+#[tokio::test]
+async fn gateway_key_from_env_is_added_only_without_client_credentials() {
+    std::env::set_var("GG_TEST_UPSTREAM_KEY", "sk-from-env");
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    )
+    .replace(
+        "connect_timeout_ms = 1000",
+        "connect_timeout_ms = 1000\napi_key_env = \"GG_TEST_UPSTREAM_KEY\"",
+    );
+    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let c = client();
+    let chat = "/v1/chat/completions";
+    c.post(gw.url(chat))
+        .json(&body(chat, "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        m.state.last().unwrap().header("authorization"),
+        Some(&b"Bearer sk-from-env"[..])
+    );
+    c.post(gw.url(chat))
+        .bearer_auth("sk-client")
+        .json(&body(chat, "hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        m.state.last().unwrap().header("authorization"),
+        Some(&b"Bearer sk-client"[..])
+    );
+    assert!(!gw.audit_raw().contains("sk-from-env") && !gw.log().contains("sk-from-env"));
+}
+
+#[tokio::test]
+async fn check_config_command() {
+    let m = mock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    write_policies(&dir.path().join("policies"), &[("weapons.md", WEAPONS)]);
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    );
+    std::fs::write(dir.path().join("g.toml"), &cfg).unwrap();
+    let (code, out, _) = run_cli(&["check-config", "--config", "g.toml"], dir.path());
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("ok: 4 routes") && out.contains("test/weapons"),
+        "{out}"
+    );
+    std::fs::write(
+        dir.path().join("g.toml"),
+        cfg.replace("openai-chat", "openai-chat2"),
+    )
+    .unwrap();
+    let (code, _, err) = run_cli(&["check-config", "--config", "g.toml"], dir.path());
+    assert_eq!(code, 2);
+    assert!(err.contains("g.toml: routes[0].api: unknown api"), "{err}");
+    // The shipped default config validates as it is.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let (code, out, err) = run_cli(
+        &["check-config", "--config", "config/guardgate.toml"],
+        Path::new(root),
+    );
+    assert_eq!(code, 0, "{out}{err}");
 }

@@ -215,11 +215,18 @@ async fn forward(
     req.remove_header(&http::header::EXPECT);
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
 
+    let peer = match up.peer().await {
+        Ok(p) => p,
+        Err(e) => {
+            let e = pingora::Error::explain(pingora::ErrorType::ConnectNoRoute, e);
+            return upstream_failed(gw, session, route, ctx, "upstream_dns", &e).await;
+        }
+    };
     let sent = Instant::now();
     let mut attempt = 0;
     let mut http = loop {
         attempt += 1;
-        let (mut http, reused) = match gw.connector.get_http_session(&up.peer).await {
+        let (mut http, reused) = match gw.connector.get_http_session(&peer).await {
             Ok(x) => x,
             Err(e) => {
                 return upstream_failed(gw, session, route, ctx, "upstream_connect", &e).await;
@@ -311,7 +318,7 @@ async fn forward(
     session.write_response_body(None, true).await?;
     if http.response_done() {
         gw.connector
-            .release_http_session(http, &up.peer, up.peer.options.idle_timeout)
+            .release_http_session(http, &peer, peer.options.idle_timeout)
             .await;
     } else {
         http.shutdown().await;

@@ -67,7 +67,11 @@ impl ProxyHttp for GuardProxy {
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         match &self.gw.passthrough {
-            Some(up) => Ok(Box::new(up.peer.clone())),
+            Some(up) => up
+                .peer()
+                .await
+                .map(Box::new)
+                .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, e)),
             None => Err(Error::explain(
                 ErrorType::InternalError,
                 "no passthrough upstream configured",

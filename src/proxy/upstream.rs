@@ -1,10 +1,12 @@
 //! Upstreams: where guarded and passed-through requests go, and how to build the outgoing request
 //! header so that the client's own headers (credentials included) pass unchanged.
 
+use arc_swap::ArcSwapOption;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::{HttpPeer, ALPN};
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::time::Duration;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::config::UpstreamConfig;
 
@@ -58,13 +60,26 @@ impl UpstreamUrl {
     }
 }
 
-#[derive(Debug)]
+/// How long a DNS answer is reused before the next request looks the name up again.
+const DNS_TTL: Duration = Duration::from_secs(30);
+
 pub struct Upstream {
     pub name: String,
     pub url: UpstreamUrl,
     pub api_key: Option<String>,
     pub auth_header: String,
-    pub peer: HttpPeer,
+    /// Peer settings with a placeholder address; `peer()` fills in the resolved one.
+    template: HttpPeer,
+    resolved: ArcSwapOption<(Instant, HttpPeer)>,
+}
+
+impl std::fmt::Debug for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Headers that describe one hop, not the message: never forwarded (RFC 9110 §7.6.1).
@@ -82,12 +97,10 @@ pub const HOP_BY_HOP: &[&str] = &[
 impl Upstream {
     pub fn from_config(c: &UpstreamConfig) -> Result<Upstream, String> {
         let url = UpstreamUrl::parse(&c.base_url)?;
-        // Resolved once at start; DNS changes need a restart (Kubernetes Service IPs are stable).
-        let addr: SocketAddr = (url.host.as_str(), url.port)
-            .to_socket_addrs()
-            .map_err(|e| format!("upstream {}: cannot resolve {}: {e}", c.name, url.host))?
-            .next()
-            .ok_or_else(|| format!("upstream {}: {} resolves to nothing", c.name, url.host))?;
+        // Names are resolved when first used and every DNS_TTL after, so a gateway can start while
+        // DNS is unavailable and follows address changes; IP literals never need a lookup.
+        let literal = url.host.parse::<IpAddr>().ok();
+        let addr = SocketAddr::new(literal.unwrap_or(IpAddr::from([0, 0, 0, 0])), url.port);
         let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
         peer.options.connection_timeout = Some(Duration::from_millis(c.connect_timeout_ms));
         peer.options.read_timeout = Some(Duration::from_millis(c.read_timeout_ms));
@@ -106,13 +119,55 @@ impl Upstream {
             })?),
             None => None,
         };
+        let resolved = ArcSwapOption::empty();
+        if literal.is_some() {
+            resolved.store(Some(Arc::new((Instant::now(), peer.clone()))));
+        }
         Ok(Upstream {
             name: c.name.clone(),
             url,
             api_key,
             auth_header: c.auth_header.clone(),
-            peer,
+            template: peer,
+            resolved,
         })
+    }
+
+    fn is_literal(&self) -> bool {
+        self.url.host.parse::<IpAddr>().is_ok()
+    }
+
+    /// The peer to connect to, with a fresh enough address.
+    pub async fn peer(&self) -> Result<HttpPeer, String> {
+        if let Some(r) = self.resolved.load_full() {
+            if self.is_literal() || r.0.elapsed() < DNS_TTL {
+                return Ok(r.1.clone());
+            }
+        }
+        let found = tokio::net::lookup_host((self.url.host.as_str(), self.url.port))
+            .await
+            .map_err(|e| format!("cannot resolve {}: {e}", self.url.host))
+            .and_then(|mut it| {
+                it.next()
+                    .ok_or_else(|| format!("{} resolves to no address", self.url.host))
+            });
+        match found {
+            Ok(addr) => {
+                let mut p = self.template.clone();
+                p._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
+                self.resolved
+                    .store(Some(Arc::new((Instant::now(), p.clone()))));
+                Ok(p)
+            }
+            // A failed lookup keeps using the last good address rather than failing traffic.
+            Err(e) => match self.resolved.load_full() {
+                Some(r) => {
+                    tracing::warn!(upstream = %self.name, error = %e, "DNS refresh failed; using the last address");
+                    Ok(r.1.clone())
+                }
+                None => Err(e),
+            },
+        }
     }
 
     /// Rewrites `req` (a copy of the client's header) for this upstream: path prefix, Host,
