@@ -42,6 +42,9 @@ pub struct AuditRecord {
     pub confidence: Option<f32>,
     pub rationale: Option<String>,
     pub policy_generation: u64,
+    /// For streamed replies: how many hold-back windows were judged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub windows: Option<u32>,
 }
 
 pub struct RecordContext<'a> {
@@ -137,6 +140,7 @@ impl Auditor {
                 .and_then(|v| v.rationale.as_deref())
                 .map(|r| truncate(r, self.max_rationale)),
             policy_generation: ctx.generation,
+            windows: None,
         }
     }
 

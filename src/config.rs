@@ -321,6 +321,63 @@ pub struct RouteConfig {
     pub classifier_deadline_ms: u64,
     #[serde(default)]
     pub policies: Vec<RoutePolicy>,
+    /// How replies are guarded when output policies are bound to this route.
+    #[serde(default)]
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockStyle {
+    /// A well-formed reply (or stream end) with the API's "content filtered" stop reason.
+    Replace,
+    /// The API's error shape (a 400 for plain replies, an `error` event for streams).
+    Error,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputConfig {
+    /// Streamed text is held back until a window of this many characters has been judged safe.
+    #[serde(default = "default_window")]
+    pub window_chars: usize,
+    /// Characters of already-judged text repeated at the start of the next window, so that a
+    /// violation spanning two windows is still seen whole.
+    #[serde(default = "default_overlap")]
+    pub overlap_chars: usize,
+    /// Longest time text waits for its window to fill before it is judged anyway (slow streams).
+    #[serde(default = "default_max_hold")]
+    pub max_hold_ms: u64,
+    /// Largest non-streamed reply that is buffered for classification.
+    #[serde(default = "default_max_reply")]
+    pub max_reply_bytes: usize,
+    #[serde(default = "default_block_style")]
+    pub on_block: BlockStyle,
+    /// In annotate-only streams, append a final `event: guardgate` with the verdicts.
+    #[serde(default)]
+    pub annotate_event: bool,
+}
+
+fn default_window() -> usize {
+    200
+}
+fn default_overlap() -> usize {
+    50
+}
+fn default_max_hold() -> u64 {
+    1_000
+}
+fn default_max_reply() -> usize {
+    8 * 1024 * 1024
+}
+fn default_block_style() -> BlockStyle {
+    BlockStyle::Replace
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
 }
 
 fn default_fail_mode() -> FailMode {
@@ -536,6 +593,15 @@ impl Config {
             }
             if r.classifier_deadline_ms == 0 {
                 return Err(self.err(format!("{key}.classifier_deadline_ms"), "must be positive"));
+            }
+            if r.output.window_chars == 0 {
+                return Err(self.err(format!("{key}.output.window_chars"), "must be positive"));
+            }
+            if r.output.overlap_chars >= r.output.window_chars {
+                return Err(self.err(
+                    format!("{key}.output.overlap_chars"),
+                    "must be smaller than window_chars",
+                ));
             }
             for (j, p) in r.policies.iter().enumerate() {
                 if p.select.trim().is_empty() {

@@ -8,6 +8,7 @@ pub mod audit;
 pub mod classify;
 pub mod config;
 pub mod decide;
+pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 
 use super::body::{decode, read_body, BodyError};
 use super::gateway::{Gateway, Route};
+use super::output::{relay_buffered, relay_stream, OutputCtx};
 use super::respond;
 use super::service::Ctx;
 use super::upstream::HOP_BY_HOP;
 use crate::audit::RecordContext;
 use crate::classify::Content;
 use crate::config::Direction;
-use crate::decide::{decide, Final};
+use crate::decide::{decide, Decision, Final};
 use crate::wire::{self, ErrorKind};
 
 /// Handles the whole exchange; on return the response has been written (or the connection is
@@ -121,18 +122,7 @@ pub async fn guarded(
             fail_mode: route.fail_mode,
             generation: snap.generation,
         };
-        for o in &decision.outcomes {
-            let rec = gw.auditor.build(&rctx, o);
-            gw.metrics
-                .decisions
-                .with_label_values(&[&o.policy.id, "input", rec.verdict, rec.effect])
-                .inc();
-            if let Err(e) = &o.result {
-                gw.metrics.errors.with_label_values(&["classifier"]).inc();
-                tracing::warn!(request_id = %ctx.request_id, policy = %o.policy.id, error = %e, "classifier failed");
-            }
-            gw.auditor.record(&rec);
-        }
+        record(gw, &rctx, &decision, None);
         match decision.verdict {
             Final::Block { policy_id, code } => {
                 ctx.outcome = "blocked";
@@ -166,7 +156,44 @@ pub async fn guarded(
             Final::Allow => annotations = decision.annotations,
         }
     }
-    forward(gw, route, session, ctx, raw, &annotations).await
+    let output = snap
+        .routes
+        .get(&route.name)
+        .map(|b| b.for_direction(Direction::Output))
+        .unwrap_or(&[]);
+    let oc = OutputCtx {
+        gw,
+        route,
+        bound: output,
+        generation: snap.generation,
+    };
+    forward(&oc, session, ctx, raw, &annotations).await
+}
+
+/// Writes one audit record per policy outcome and counts the decisions.
+pub(crate) fn record(
+    gw: &Gateway,
+    rctx: &RecordContext<'_>,
+    decision: &Decision,
+    windows: Option<u32>,
+) {
+    let dir = match rctx.direction {
+        Direction::Input => "input",
+        Direction::Output => "output",
+    };
+    for o in &decision.outcomes {
+        let mut rec = gw.auditor.build(rctx, o);
+        rec.windows = windows;
+        gw.metrics
+            .decisions
+            .with_label_values(&[&o.policy.id, dir, rec.verdict, rec.effect])
+            .inc();
+        if let Err(e) = &o.result {
+            gw.metrics.errors.with_label_values(&["classifier"]).inc();
+            tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+        }
+        gw.auditor.record(&rec);
+    }
 }
 
 async fn body_error(
@@ -201,16 +228,21 @@ async fn body_error(
 
 /// Sends the original request bytes upstream and streams the reply back as it arrives.
 async fn forward(
-    gw: &Gateway,
-    route: &Route,
+    oc: &OutputCtx<'_>,
     session: &mut Session,
     ctx: &mut Ctx,
     body: Bytes,
     annotations: &[(String, Option<String>)],
 ) -> pingora::Result<()> {
+    let (gw, route) = (oc.gw, oc.route);
     let up = &route.upstream;
     let mut req = session.req_header().clone();
     up.prepare_request(&mut req)?;
+    let guard_output = !oc.bound.is_empty();
+    if guard_output {
+        // The reply must be read to be judged: ask for it uncompressed.
+        req.remove_header(&http::header::ACCEPT_ENCODING);
+    }
     req.remove_header(&http::header::TRANSFER_ENCODING);
     req.remove_header(&http::header::EXPECT);
     req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
@@ -285,6 +317,23 @@ async fn forward(
         ctx.outcome = "annotated";
     } else {
         ctx.outcome = "forwarded";
+    }
+    let is_sse = resp
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("text/event-stream")
+        });
+    // Upstream errors carry no model output: they are relayed as they are.
+    if guard_output && resp.status.is_success() {
+        return if is_sse {
+            relay_stream(oc, session, ctx, http, &peer, resp).await
+        } else {
+            relay_buffered(oc, session, ctx, http, &peer, resp).await
+        };
     }
     if let Err(e) = session.write_response_header(Box::new(resp), false).await {
         http.shutdown().await;

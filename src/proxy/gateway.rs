@@ -10,7 +10,7 @@ use super::upstream::Upstream;
 use crate::audit::Auditor;
 use crate::classify::rules::RulesClassifier;
 use crate::classify::{Cascade, Classifier};
-use crate::config::{Config, FailMode, UnmatchedAction};
+use crate::config::{Config, FailMode, OutputConfig, UnmatchedAction};
 use crate::metrics::Metrics;
 use crate::policy::Registry;
 use crate::wire::Api;
@@ -23,6 +23,7 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub fail_mode: FailMode,
     pub deadline: Duration,
+    pub output: OutputConfig,
 }
 
 pub struct Gateway {
@@ -116,6 +117,7 @@ impl Gateway {
                     upstream,
                     fail_mode: r.fail_mode,
                     deadline: Duration::from_millis(r.classifier_deadline_ms),
+                    output: r.output.clone(),
                 }),
             );
         }

@@ -1,4 +1,4 @@
-//! Request wire formats of the LLM APIs the gateway fronts.
+//! Wire formats of the LLM APIs the gateway fronts: requests (strict), replies (`output`) and SSE.
 //!
 //! The gateway must classify *everything the upstream model will read*, so
 //! extraction is deliberately strict: a field with an unexpected type is a
@@ -9,7 +9,9 @@ mod anthropic;
 mod errors;
 pub mod json;
 mod openai;
+pub mod output;
 mod responses;
+pub mod sse;
 
 use serde_json::{Map, Value};
 use std::fmt;

@@ -6,6 +6,7 @@
 //! - `x-mock-status: 500`      answer with that status and an error body
 //! - `x-mock-delay-ms: 200`    wait before answering
 //! - `x-mock-chunk-bytes: 1`   stream the body in pieces of this many bytes (SSE split anywhere)
+//! - `x-mock-gap-ms: 5`        pause between those pieces (default 1 ms)
 //! - `x-mock-reply: text`      the assistant text to return (default "Hello from the mock upstream.")
 //!
 //! `GET /__mock/requests` returns the recorded requests as JSON (for tests in other languages).
@@ -44,6 +45,10 @@ impl Recorded {
 #[derive(Clone, Default)]
 pub struct MockState {
     pub requests: Arc<Mutex<Vec<Recorded>>>,
+    /// Streamed replies whose client went away before the end (the gateway cut the stream).
+    pub aborted: Arc<std::sync::atomic::AtomicUsize>,
+    /// Streamed replies sent to the end.
+    pub completed: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl MockState {
@@ -107,21 +112,35 @@ fn full(status: u16, ct: &str, body: Vec<u8>) -> Response<BoxBody> {
         .unwrap()
 }
 
-fn chunked(status: u16, ct: &str, body: Vec<u8>, piece: usize, gap: Duration) -> Response<BoxBody> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+fn chunked(
+    st: &MockState,
+    status: u16,
+    ct: &str,
+    body: Vec<u8>,
+    piece: usize,
+    gap: Duration,
+) -> Response<BoxBody> {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let st = st.clone();
     tokio::spawn(async move {
         for c in body.chunks(piece.max(1)) {
-            if tx
-                .send(Ok(Frame::data(Bytes::copy_from_slice(c))))
-                .await
-                .is_err()
-            {
+            let frame = Ok(Frame::data(Bytes::copy_from_slice(c)));
+            if tx.send(frame).await.is_err() {
+                st.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return;
             }
             if !gap.is_zero() {
                 tokio::time::sleep(gap).await;
             }
         }
+        // With capacity 1, a free slot means hyper has taken the last frame: count delivery then.
+        if tx.reserve().await.is_err() {
+            st.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            return;
+        }
+        drop(tx);
+        st.completed
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     });
     let stream = tokio_stream_from(rx);
     Response::builder()
@@ -140,10 +159,10 @@ fn tokio_stream_from(
 }
 
 fn hdr(req: &Request<Incoming>, name: &str) -> Option<String> {
+    // Lossy UTF-8 rather than to_str(): tests send non-ASCII replies through this header.
     req.headers()
         .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
 async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBody>, Infallible> {
@@ -160,7 +179,11 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
     let delay = hdr(&req, "x-mock-delay-ms")
         .and_then(|s| s.parse().ok())
         .unwrap_or(0u64);
-    let piece = hdr(&req, "x-mock-chunk-bytes").and_then(|s| s.parse().ok());
+    let piece: Option<usize> = hdr(&req, "x-mock-chunk-bytes").and_then(|s| s.parse().ok());
+    let gap_ms: u64 = hdr(&req, "x-mock-gap-ms")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1);
+    let gap = Duration::from_millis(gap_ms);
     let reply = hdr(&req, "x-mock-reply").unwrap_or_else(|| "Hello from the mock upstream.".into());
 
     if path == "/__mock/requests" {
@@ -245,8 +268,8 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         _ => return Ok(full(404, "application/json", br#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}"#.to_vec())),
     };
     Ok(match piece {
-        Some(n) => chunked(200, ct, out, n, Duration::from_millis(1)),
-        None if ct == "text/event-stream" => chunked(200, ct, out, 64, Duration::ZERO),
+        Some(n) => chunked(&st, 200, ct, out, n, gap),
+        None if ct == "text/event-stream" => chunked(&st, 200, ct, out, 64, Duration::ZERO),
         None => full(200, ct, out),
     })
 }

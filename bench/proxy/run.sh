@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# Benchmark of the allow path (issue #2): the same POST, side by side, in one run, on 127.0.0.1.
+#
+#   (a) direct   wrk -> mock upstream (nginx `return 200 <chat.completion JSON>`)
+#   (b) nginx    wrk -> nginx reverse proxy (upstream keepalive) -> mock
+#   (c) gg-pass  wrk -> guardgate, route without policies -> mock
+#   (d) gg-rules wrk -> guardgate, 4 policies x 5 deterministic rules (none match) -> mock
+#   (e) gg-rules-noaudit  as (d) with audit sink "off" (isolates the audit-record cost; SKIP_E=1 drops it)
+#
+# Each scenario: a short warm-up, then a measured wrk run, at high load (-c$CONNS) and at low load
+# (-c1, where p99 added latency is meaningful). Prints one table per load level.
+#
+# Environment (all optional):
+#   GUARDGATE_BIN  guardgate binary (default $CARGO_TARGET_DIR/release/guardgate, built if missing)
+#   THREADS        guardgate server.threads and nginx proxy worker_processes (default 1)
+#   PIN            1 (default, needs >= 2 CPUs): proxy under test + mock on SERVER_CPUS, wrk on WRK_CPUS
+#   SERVER_CPUS    taskset list for nginx/guardgate (default 0)     WRK_CPUS  for wrk (default 1)
+#   CONNS          connections for the high-load run (default 32)
+#   DURATION       seconds of each measured high-load run (default 10); LOW_DURATION (default 5)
+#   WARMUP         seconds of warm-up before each measured run (default 2)
+#   BASE_PORT      first of 8 consecutive loopback ports (default 18400)
+#   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
+#   SKIP_E=1       skip scenario (e)
+#
+# Bounded: with the defaults the run takes about 100 s (plus the build when the binary is missing).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
+GUARDGATE_BIN="${GUARDGATE_BIN:-$CARGO_TARGET_DIR/release/guardgate}"
+THREADS="${THREADS:-1}"
+CONNS="${CONNS:-32}"
+DURATION="${DURATION:-10}"
+LOW_DURATION="${LOW_DURATION:-5}"
+WARMUP="${WARMUP:-2}"
+BASE_PORT="${BASE_PORT:-18400}"
+PIN="${PIN:-1}"
+SERVER_CPUS="${SERVER_CPUS:-0}"
+WRK_CPUS="${WRK_CPUS:-1}"
+NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
+
+command -v wrk >/dev/null || die "wrk not found (apt-get install -y wrk)"
+[ -x "$NGINX" ] || die "nginx not found (apt-get install -y nginx-light)"
+command -v curl >/dev/null || die "curl not found"
+
+if [ ! -x "$GUARDGATE_BIN" ]; then
+    log "building $GUARDGATE_BIN (release; several minutes on a small machine)"
+    (cd "$ROOT" && cargo build --release --bin guardgate) >&2
+    [ -x "$GUARDGATE_BIN" ] || die "no binary at $GUARDGATE_BIN after the build"
+fi
+
+NCPU="$(nproc)"
+if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
+    ON_SERVER=(taskset -c "$SERVER_CPUS")
+    ON_WRK=(taskset -c "$WRK_CPUS")
+    PINNING="servers (mock + proxy under test) on CPU $SERVER_CPUS, wrk on CPU $WRK_CPUS"
+else
+    ON_SERVER=()
+    ON_WRK=()
+    PINNING="none"
+fi
+
+P_MOCK=$BASE_PORT
+P_NGINX=$((BASE_PORT + 1))
+P_PASS=$((BASE_PORT + 2))
+P_PASS_ADMIN=$((BASE_PORT + 3))
+P_RULES=$((BASE_PORT + 4))
+P_RULES_ADMIN=$((BASE_PORT + 5))
+P_NOAUD=$((BASE_PORT + 6))
+P_NOAUD_ADMIN=$((BASE_PORT + 7))
+for p in $(seq "$BASE_PORT" $((BASE_PORT + 7))); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+        die "port $p is already in use on 127.0.0.1 (set BASE_PORT)"
+    fi
+done
+
+WORK="$(mktemp -d /tmp/guardgate-bench.XXXXXX)"
+PIDS=()
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    if [ "${KEEP:-0}" = 1 ]; then
+        log "kept $WORK"
+    else
+        rm -rf "$WORK"
+    fi
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# ---- mock upstream: nginx returning a fixed chat.completion ----------------------------------
+nginx_common() { # $1 = prefix dir
+    cat <<EOF
+daemon off;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+EOF
+}
+nginx_http_common() { # $1 = prefix dir
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $1/client_body;
+    proxy_temp_path $1/proxy;
+    fastcgi_temp_path $1/fastcgi;
+    uwsgi_temp_path $1/uwsgi;
+    scgi_temp_path $1/scgi;
+    keepalive_timeout 75s;
+    keepalive_requests 1000000;
+EOF
+}
+
+MOCK_BODY="$(tr -d '\n' <"$HERE/mock-response.json")"
+case "$MOCK_BODY" in *"'"* | *'$'* | *'\'*) die "mock-response.json must not contain ' \$ or \\" ;; esac
+mkdir -p "$WORK/mock" "$WORK/nginx"
+{
+    echo "worker_processes 1;"
+    nginx_common "$WORK/mock"
+    echo "http {"
+    nginx_http_common "$WORK/mock"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$P_MOCK;
+        location = /v1/chat/completions {
+            default_type application/json;
+            return 200 '$MOCK_BODY';
+        }
+        location / { return 404; }
+    }
+}
+EOF
+} >"$WORK/mock/nginx.conf"
+
+# ---- (b) nginx as a plain reverse proxy --------------------------------------------------------
+{
+    echo "worker_processes $THREADS;"
+    nginx_common "$WORK/nginx"
+    echo "http {"
+    nginx_http_common "$WORK/nginx"
+    cat <<EOF
+    upstream mock {
+        server 127.0.0.1:$P_MOCK;
+        keepalive 128;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$P_NGINX;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+
+# ---- (c), (d), (e) guardgate -------------------------------------------------------------------
+gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines
+    mkdir -p "$1"
+    cat >"$1/guardgate.toml" <<EOF
+[server]
+listen = "127.0.0.1:$2"
+threads = $THREADS
+grace_period_seconds = 0
+graceful_shutdown_timeout_seconds = 1
+upgrade_sock = "$1/upgrade.sock"
+pid_file = "$1/guardgate.pid"
+
+[admin]
+listen = "127.0.0.1:$3"
+
+[policies]
+dirs = ["$HERE/policies"]
+watch = false
+poll_interval_ms = 0
+
+[audit]
+sink = "$4"
+path = "$1/audit.jsonl"
+
+[logging]
+level = "warn"
+
+[[upstreams]]
+name = "mock"
+base_url = "http://127.0.0.1:$P_MOCK"
+connect_timeout_ms = 1000
+read_timeout_ms = 10000
+
+[[routes]]
+name = "chat"
+path = "/v1/chat/completions"
+api = "openai-chat"
+upstream = "mock"
+fail_mode = "closed"
+$5
+EOF
+}
+RULES_SELECT=$'[[routes.policies]]\nselect = "bench/*"'
+gg_config "$WORK/gg-pass" "$P_PASS" "$P_PASS_ADMIN" off ""
+gg_config "$WORK/gg-rules" "$P_RULES" "$P_RULES_ADMIN" file "$RULES_SELECT"
+gg_config "$WORK/gg-noaudit" "$P_NOAUD" "$P_NOAUD_ADMIN" off "$RULES_SELECT"
+
+declare -A SPID # scenario -> pid of the proxy under test (nginx master or guardgate)
+start_nginx() { # $1 prefix, $2 scenario
+    "${ON_SERVER[@]}" "$NGINX" -p "$1" -c "$1/nginx.conf" -e "$1/error.log" 2>>"$1/stderr.log" &
+    PIDS+=($!)
+    SPID[$2]=$!
+}
+start_gg() { # $1 dir, $2 scenario
+    (cd "$1" && exec "${ON_SERVER[@]}" "$GUARDGATE_BIN" serve --config "$1/guardgate.toml") \
+        >"$1/stdout.log" 2>"$1/stderr.log" &
+    PIDS+=($!)
+    SPID[$2]=$!
+}
+wait_http() { # $1 url, $2 what, $3 log: waits (10 s at most) until $1 answers 200
+    for _ in $(seq 100); do
+        if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$1" 2>/dev/null)" = 200 ]; then return 0; fi
+        sleep 0.1
+    done
+    cat "$3" >&2 2>/dev/null || true
+    die "$2 did not come up ($1)"
+}
+
+log "guardgate: $GUARDGATE_BIN"
+start_nginx "$WORK/mock" mock
+start_nginx "$WORK/nginx" b
+start_gg "$WORK/gg-pass" c
+start_gg "$WORK/gg-rules" d
+[ "${SKIP_E:-0}" = 1 ] || start_gg "$WORK/gg-noaudit" e
+URL_A="http://127.0.0.1:$P_MOCK/v1/chat/completions"
+URL_B="http://127.0.0.1:$P_NGINX/v1/chat/completions"
+URL_C="http://127.0.0.1:$P_PASS/v1/chat/completions"
+URL_D="http://127.0.0.1:$P_RULES/v1/chat/completions"
+URL_E="http://127.0.0.1:$P_NOAUD/v1/chat/completions"
+wait_http "http://127.0.0.1:$P_PASS_ADMIN/readyz" "guardgate (pass-through)" "$WORK/gg-pass/stderr.log"
+wait_http "http://127.0.0.1:$P_RULES_ADMIN/readyz" "guardgate (rules)" "$WORK/gg-rules/stderr.log"
+[ "${SKIP_E:-0}" = 1 ] || wait_http "http://127.0.0.1:$P_NOAUD_ADMIN/readyz" "guardgate (rules, no audit)" "$WORK/gg-noaudit/stderr.log"
+
+# ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
+BODY="$HERE/body.json"
+check() { # $1 name, $2 url, $3 1 if guardgate
+    local hdr="$WORK/check.hdr" out="$WORK/check.out" code
+    code="$(curl -sS --max-time 5 -D "$hdr" -o "$out" -w '%{http_code}' -X POST \
+        -H 'Content-Type: application/json' -H 'Authorization: Bearer sk-bench-not-a-real-key' \
+        --data-binary @"$BODY" "$2")" || die "$1: request failed"
+    [ "$code" = 200 ] || die "$1: HTTP $code: $(head -c 300 "$out")"
+    grep -q '"object":"chat.completion"' "$out" || die "$1: unexpected body: $(head -c 300 "$out")"
+    if [ "$3" = 1 ]; then
+        grep -qi '^x-guardgate-request-id:' "$hdr" || die "$1: no x-guardgate-request-id: not through guardgate?"
+    fi
+}
+# The mock has no readiness endpoint: retry its check until it answers (5 s at most).
+for _ in $(seq 50); do (check a "$URL_A" 0) 2>/dev/null && break; sleep 0.1; done
+check "(a) direct" "$URL_A" 0
+check "(b) nginx" "$URL_B" 0
+check "(c) gg-pass" "$URL_C" 1
+check "(d) gg-rules" "$URL_D" 1
+[ "${SKIP_E:-0}" = 1 ] || check "(e) gg-rules-noaudit" "$URL_E" 1
+npol="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_RULES_ADMIN/admin/policies" | grep -o '"bench/[a-z-]*"' | sort -u | wc -l)"
+[ "$npol" -ge 4 ] || die "(d): expected the 4 bench policies to be loaded, admin lists $npol"
+bad="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+    --data-binary '{"model":"m","messages":[{"role":"user","content":"how do I build a pipe bomb"}]}' "$URL_D")"
+[ "$bad" != 200 ] || die "(d): a request matching a rule was not blocked: the rules are not active"
+log "checks ok: all paths answer 200 with the mock body; (d) loads 4 policies and blocks a match (HTTP $bad)"
+AUDIT_BEFORE="$(wc -l <"$WORK/gg-rules/audit.jsonl" 2>/dev/null || echo 0)"
+
+# ---- wrk runs -----------------------------------------------------------------------------------
+# to_us VALUE (e.g. 215.00us, 1.23ms, 2.00s) -> microseconds
+to_us() {
+    awk -v v="$1" 'BEGIN {
+        n = v + 0; u = v; sub(/^[0-9.]+/, "", u);
+        if (u == "us") m = 1; else if (u == "ms") m = 1000; else if (u == "s") m = 1000000; else m = 1;
+        printf "%.1f", n * m }'
+}
+# cpu_ticks PID: user+system clock ticks used so far by PID (all threads) and its children
+# (nginx workers), read from /proc/PID/stat fields 14 and 15.
+cpu_ticks() {
+    local total=0 p f
+    for p in "$1" $(pgrep -P "$1" || true); do
+        f="$(cat "/proc/$p/stat" 2>/dev/null)" || continue
+        f="${f##*) }" # drop "pid (comm) ", comm may hold spaces
+        set -- $f     # now $12 = utime, $13 = stime
+        total=$((total + ${12} + ${13}))
+    done
+    echo "$total"
+}
+CLK_TCK="$(getconf CLK_TCK)"
+# run_wrk NAME URL CONNS DURATION -> sets R_RPS R_P50 R_P99 R_ERR R_CPU_PROXY R_CPU_MOCK (CPU us per
+# request of the proxy under test and of the mock during the measured run); keeps the raw output.
+run_wrk() {
+    local name=$1 url=$2 c=$3 d=$4 raw="$WORK/wrk-$1-c$3.txt" p0 p1 m0 m1 n
+    BENCH_BODY="$BODY" "${ON_WRK[@]}" wrk -t1 -c"$c" -d"${WARMUP}s" -s "$HERE/post.lua" "$url" >/dev/null
+    m0="$(cpu_ticks "${SPID[mock]}")"
+    p0=0
+    [ "$name" = a ] || p0="$(cpu_ticks "${SPID[$name]}")"
+    BENCH_BODY="$BODY" "${ON_WRK[@]}" wrk -t1 -c"$c" -d"${d}s" --latency -s "$HERE/post.lua" "$url" >"$raw"
+    m1="$(cpu_ticks "${SPID[mock]}")"
+    p1=0
+    [ "$name" = a ] || p1="$(cpu_ticks "${SPID[$name]}")"
+    n="$(awk '/requests in/ {print $1}' "$raw")"
+    R_CPU_MOCK="$(awk -v t=$((m1 - m0)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+    R_CPU_PROXY="$(awk -v t=$((p1 - p0)) -v n="$n" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
+    R_RPS="$(awk '/^Requests\/sec:/ {print $2}' "$raw")"
+    R_P50="$(to_us "$(awk '$1 == "50%" {print $2}' "$raw")")"
+    R_P99="$(to_us "$(awk '$1 == "99%" {print $2}' "$raw")")"
+    R_ERR="$(awk '/Non-2xx or 3xx responses:/ {n += $NF} /Socket errors:/ {gsub(/,/, ""); n += $4 + $6 + $8 + $10} END {print n + 0}' "$raw")"
+    [ -n "$R_RPS" ] || { cat "$raw" >&2; die "could not parse wrk output for $name"; }
+}
+
+SCEN=(a b c d)
+[ "${SKIP_E:-0}" = 1 ] || SCEN+=(e)
+declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E")
+declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off")
+declare -A RPS P50 P99 ERR CPUP CPUM
+
+for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
+    c=${load%%:*}
+    d=${load##*:}
+    for s in "${SCEN[@]}"; do
+        log "c=$c ${LABEL[$s]}: warm-up ${WARMUP}s, measure ${d}s"
+        run_wrk "$s" "${URL[$s]}" "$c" "$d"
+        RPS[$s,$c]=$R_RPS P50[$s,$c]=$R_P50 P99[$s,$c]=$R_P99 ERR[$s,$c]=$R_ERR
+        CPUP[$s,$c]=$R_CPU_PROXY CPUM[$s,$c]=$R_CPU_MOCK
+    done
+done
+AUDIT_AFTER="$(wc -l <"$WORK/gg-rules/audit.jsonl" 2>/dev/null || echo 0)"
+BLOCKED_IN_RUN="$(tail -n +"$((AUDIT_BEFORE + 1))" "$WORK/gg-rules/audit.jsonl" | grep -vc '"effect":"allowed"' || true)"
+
+# ---- report ---------------------------------------------------------------------------------------
+echo
+echo "guardgate allow-path benchmark  $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "machine: $NCPU CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'); load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "guardgate threads=$THREADS, nginx proxy worker_processes=$THREADS, mock worker_processes=1; pinning: $PINNING"
+echo "wrk -t1 -c<C> -d<D>s --latency -s post.lua (body $(wc -c <"$BODY") bytes), after a ${WARMUP}s warm-up per scenario"
+for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
+    c=${load%%:*}
+    d=${load##*:}
+    echo
+    echo "-c$c -d${d}s"
+    printf '%-26s %9s %8s %8s %8s %8s %8s %10s %9s %6s\n' scenario req/s p50_us p99_us "x nginx" \
+        "+p50_us" "+p99_us" proxy_cpu mock_cpu errors
+    for s in "${SCEN[@]}"; do
+        ratio="$(awk -v x="${RPS[$s,$c]}" -v y="${RPS[b,$c]}" 'BEGIN {printf "%.2f", x / y}')"
+        if [ "$s" = a ]; then
+            a50=- a99=-
+        else
+            a50="$(awk -v x="${P50[$s,$c]}" -v y="${P50[a,$c]}" 'BEGIN {printf "%+.0f", x - y}')"
+            a99="$(awk -v x="${P99[$s,$c]}" -v y="${P99[a,$c]}" 'BEGIN {printf "%+.0f", x - y}')"
+        fi
+        pc="${CPUP[$s,$c]}"
+        [ "$s" != a ] || pc=-
+        printf '%-26s %9.0f %8.0f %8.0f %8s %8s %8s %10s %9s %6s\n' "${LABEL[$s]}" "${RPS[$s,$c]}" \
+            "${P50[$s,$c]}" "${P99[$s,$c]}" "$ratio" "$a50" "$a99" "$pc" "${CPUM[$s,$c]}" "${ERR[$s,$c]}"
+    done
+done
+echo
+echo "(d) audit records written during the runs: $((AUDIT_AFTER - AUDIT_BEFORE)) (4 per request: one per policy), not 'allowed': $BLOCKED_IN_RUN"
+echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughput / (b) throughput"
+echo "proxy_cpu / mock_cpu = CPU time (user+sys, us) per request of the proxy under test / of the mock (/proc/PID/stat, ${CLK_TCK} Hz ticks)"

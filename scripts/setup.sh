@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Idempotent machine setup for building and testing guardgate on Debian (run as root, or with sudo):
+#   - system packages: cmake, pkg-config, python3-venv (build and tests); nginx-light, wrk (benchmarks)
+#   - a Python venv with the SDK test suite's requirements (tests/sdk/requirements.txt)
+# Safe to run repeatedly: it installs only what is missing and prints little when nothing is.
+#
+# Environment:
+#   GUARDGATE_VENV     venv location (default: $HOME/.cache/guardgate/venv)
+#   GUARDGATE_PYTHON   interpreter used to create the venv (default: python3)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${GUARDGATE_VENV:-$HOME/.cache/guardgate/venv}"
+PYTHON="${GUARDGATE_PYTHON:-python3}"
+REQS="$ROOT/tests/sdk/requirements.txt"
+
+log() { printf 'setup: %s\n' "$*"; }
+
+# ---- system packages -------------------------------------------------------------------------
+pkg_installed() {
+    dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'
+}
+
+missing=()
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv` to work.
+if ! command -v "$PYTHON" >/dev/null 2>&1; then
+    missing+=(python3 python3-venv)
+elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    pkg_installed python3-venv || missing+=(python3-venv)
+fi
+# Benchmarks only: any nginx flavour will do.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+    if ! command -v apt-get >/dev/null 2>&1; then
+        log "WARNING: no apt-get; install these by hand: ${missing[*]}"
+    else
+        SUDO=()
+        if [ "$(id -u)" -ne 0 ]; then
+            if command -v sudo >/dev/null 2>&1; then
+                SUDO=(sudo)
+            else
+                log "WARNING: not root and no sudo; install these by hand: ${missing[*]}"
+                missing=()
+            fi
+        fi
+        if [ "${#missing[@]}" -gt 0 ]; then
+            log "installing system packages: ${missing[*]}"
+            # Keep package scripts from starting services (nginx would grab port 80).
+            policy_rc=/usr/sbin/policy-rc.d
+            added_policy=0
+            if [ ! -e "$policy_rc" ]; then
+                printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy_rc" >/dev/null
+                "${SUDO[@]}" chmod +x "$policy_rc"
+                added_policy=1
+            fi
+            rc=0
+            {
+                "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+                "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+                    --no-install-recommends "${missing[@]}" >/dev/null
+            } || rc=$?
+            if [ "$added_policy" -eq 1 ]; then
+                "${SUDO[@]}" rm -f "$policy_rc"
+            fi
+            if [ "$rc" -ne 0 ]; then
+                log "ERROR: apt-get failed (exit $rc) installing: ${missing[*]}"
+                exit "$rc"
+            fi
+        fi
+    fi
+fi
+
+# ---- Python venv for the SDK suite ---------------------------------------------------------
+if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    log "creating venv at $VENV"
+    rm -rf "$VENV"
+    mkdir -p "$(dirname "$VENV")"
+    "$PYTHON" -m venv "$VENV"
+fi
+
+# Re-install only when the requirements (or the interpreter) changed since the last install.
+want="$( { cat "$REQS"; "$VENV/bin/python" -VV; } | sha256sum | cut -d' ' -f1)"
+stamp="$VENV/.guardgate-requirements.sha256"
+have="$(cat "$stamp" 2>/dev/null || true)"
+if [ "$want" != "$have" ] || ! "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
+import importlib.util, sys
+sys.exit(0 if all(importlib.util.find_spec(m) for m in ("openai", "anthropic", "pytest", "pytest_timeout")) else 1)
+PY
+then
+    log "installing Python requirements into $VENV"
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQS"
+    echo "$want" >"$stamp"
+fi
+
+# The Rust toolchain itself is not installed here (rustup needs the network); just say so.
+for tool in "cargo --version" "cargo fmt --version" "cargo clippy --version"; do
+    $tool >/dev/null 2>&1 || log "WARNING: '$tool' failed: install the Rust toolchain with rustfmt and clippy"
+done
+
+log "ok (venv: $VENV)"

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# The project's test command (CI runs it through .ci/run):
+#   setup -> cargo fmt --check -> cargo clippy -> cargo build -> cargo test -> SDK suite (pytest)
+# Every step runs even when an earlier independent one failed (a fmt slip does not hide test
+# results); the test steps are skipped only when the build they need failed. Exits non-zero if
+# anything failed. The last line is the test count over cargo test and the SDK suite together.
+#
+# Environment:
+#   CARGO_TARGET_DIR   build directory (default: $HOME/.cache/guardgate/target)
+#   GUARDGATE_VENV     Python venv for the SDK suite (default: $HOME/.cache/guardgate/venv)
+#   PYTEST_ARGS        extra arguments for pytest (e.g. "-x -k anthropic")
+#   CARGO_TEST_TIMEOUT seconds allowed for `cargo test`, compile included (default 2400)
+#   SDK_TEST_TIMEOUT   seconds allowed for the SDK suite (default 600)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
+VENV="${GUARDGATE_VENV:-$HOME/.cache/guardgate/venv}"
+export GUARDGATE_VENV="$VENV"
+
+LOGS="$(mktemp -d "${TMPDIR:-/tmp}/guardgate-test.XXXXXX")"
+trap 'rm -rf "$LOGS"' EXIT
+
+failed_steps=()
+results=()
+passed_total=0
+failed_total=0
+
+section() {
+    printf '\n==================== %s ====================\n' "$*"
+}
+
+# step NAME CMD...: runs CMD under a header, records the outcome, returns its status.
+step() {
+    local name="$1" start=$SECONDS rc=0
+    shift
+    section "$name"
+    "$@" || rc=$?
+    if [ "$rc" -eq 0 ]; then
+        results+=("$name: ok ($((SECONDS - start))s)")
+    else
+        results+=("$name: FAILED (exit $rc, $((SECONDS - start))s)")
+        failed_steps+=("$name")
+    fi
+    return "$rc"
+}
+
+skip() {
+    section "$1"
+    echo "skipped: $2"
+    results+=("$1: SKIPPED ($2)")
+    failed_steps+=("$1")
+}
+
+# ---- setup ---------------------------------------------------------------------------------
+if ! step "setup" scripts/setup.sh; then
+    echo "setup failed: cannot run the checks" >&2
+    exit 1
+fi
+
+# ---- static checks -------------------------------------------------------------------------
+step "cargo fmt --check" cargo fmt --check || true
+step "cargo clippy" cargo clippy --all-targets -- -D warnings || true
+
+# ---- build ---------------------------------------------------------------------------------
+built=1
+step "cargo build" cargo build --bins --examples || built=0
+
+# ---- Rust tests ----------------------------------------------------------------------------
+cargo_tests() {
+    # --no-fail-fast: run every test binary even when one fails, so the report is complete.
+    # The time limit turns a hung test into a failure instead of a stalled CI run.
+    timeout --kill-after=30 "${CARGO_TEST_TIMEOUT:-2400}" cargo test --no-fail-fast 2>&1 |
+        tee "$LOGS/cargo-test.log"
+    local rc="${PIPESTATUS[0]}"
+    if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+        echo "cargo test: timed out after ${CARGO_TEST_TIMEOUT:-2400}s (a test hung?)"
+    fi
+    return "$rc"
+}
+if [ "$built" -eq 1 ]; then
+    step "cargo test" cargo_tests || true
+    # "test result: ok. 12 passed; 0 failed; 0 ignored; ..." once per test binary and doc-tests.
+    read -r p f < <(awk '/^test result:/ {
+            for (i = 1; i <= NF; i++) {
+                if ($(i) ~ /^passed;?$/) p += $(i - 1)
+                if ($(i) ~ /^failed;?$/) f += $(i - 1)
+            }
+        } END { print p + 0, f + 0 }' "$LOGS/cargo-test.log")
+    passed_total=$((passed_total + p))
+    failed_total=$((failed_total + f))
+    results+=("  cargo test: $p passed, $f failed")
+else
+    skip "cargo test" "the build failed"
+fi
+
+# ---- SDK compatibility suite (official Python SDKs against the real binary) -----------------
+sdk_tests() {
+    local bin="$CARGO_TARGET_DIR/debug/guardgate" mock="$CARGO_TARGET_DIR/debug/examples/mock_upstream"
+    # shellcheck disable=SC2086 # PYTEST_ARGS is a word list on purpose
+    GUARDGATE_BIN="$bin" MOCK_UPSTREAM_BIN="$mock" \
+        timeout --kill-after=30 "${SDK_TEST_TIMEOUT:-600}" "$VENV/bin/python" -m pytest tests/sdk --junitxml="$LOGS/sdk.xml" ${PYTEST_ARGS:-}
+}
+if [ "$built" -eq 1 ]; then
+    step "SDK tests (pytest tests/sdk)" sdk_tests || true
+    if [ -f "$LOGS/sdk.xml" ]; then
+        read -r p f < <("$VENV/bin/python" - "$LOGS/sdk.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+tests = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(tests - bad - skipped, bad)
+PY
+        )
+    else
+        p=0 f=0
+    fi
+    passed_total=$((passed_total + p))
+    failed_total=$((failed_total + f))
+    results+=("  SDK tests: $p passed, $f failed")
+else
+    skip "SDK tests (pytest tests/sdk)" "the build failed"
+fi
+
+# ---- summary -------------------------------------------------------------------------------
+section "summary"
+printf '%s\n' "${results[@]}"
+if [ "${#failed_steps[@]}" -gt 0 ]; then
+    echo "FAILED: ${failed_steps[*]}"
+fi
+echo "total: $passed_total passed, $failed_total failed"
+[ "${#failed_steps[@]}" -eq 0 ]

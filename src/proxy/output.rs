@@ -1,0 +1,481 @@
+//! The output guard: replies are judged against the route's output policies before the client
+//! sees them. Plain replies are buffered whole (their headers wait for the verdict); streamed
+//! replies go through a hold-back window, and a violation ends the stream the way the API ends a
+//! filtered reply, closing the upstream so generation stops.
+
+use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use pingora::upstreams::peer::HttpPeer;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::body::decode;
+use super::exchange::record;
+use super::gateway::{Gateway, Route};
+use super::respond;
+use super::service::Ctx;
+use crate::audit::RecordContext;
+use crate::classify::Content;
+use crate::config::{Action, BlockStyle, Direction};
+use crate::decide::{decide, Decision, Final};
+use crate::guard::window::HoldBack;
+use crate::policy::Bound;
+use crate::wire::output::{blocked_reply, extract_reply, splice_annotation, StreamTracker};
+use crate::wire::sse::SseParser;
+use crate::wire::ErrorKind;
+
+pub struct OutputCtx<'a> {
+    pub gw: &'a Gateway,
+    pub route: &'a Route,
+    pub bound: &'a [Bound],
+    pub generation: u64,
+}
+
+impl OutputCtx<'_> {
+    async fn judge(&self, segments: Vec<crate::wire::Segment>) -> Decision {
+        let content = Content::from_segments(segments);
+        let deadline = Instant::now() + self.route.deadline;
+        decide(
+            &self.gw.cascade,
+            self.bound,
+            &content,
+            deadline,
+            self.route.fail_mode,
+        )
+        .await
+    }
+
+    fn record(&self, ctx: &Ctx, d: &Decision, windows: Option<u32>) {
+        let rctx = RecordContext {
+            request_id: &ctx.request_id,
+            route: &self.route.name,
+            api: self.route.api.name(),
+            direction: Direction::Output,
+            fail_mode: self.route.fail_mode,
+            generation: self.generation,
+        };
+        record(self.gw, &rctx, d, windows);
+    }
+
+    fn withheld_message(&self, v: &Final) -> String {
+        match v {
+            Final::Block { policy_id, code: Some(c) } => {
+                format!("The reply was withheld by guardgate: policy {policy_id} (code {c}).")
+            }
+            Final::Block { policy_id, code: None } => {
+                format!("The reply was withheld by guardgate: policy {policy_id}.")
+            }
+            Final::FailClosed { policy_id, .. } => format!(
+                "The reply was withheld: guardgate could not classify it against policy {policy_id}."
+            ),
+            Final::Allow => String::new(),
+        }
+    }
+}
+
+fn annotation_json(annotations: &[(String, Option<String>)]) -> Value {
+    json!({"annotations": annotations.iter().map(|(p, c)| json!({"policy": p, "code": c})).collect::<Vec<_>>()})
+}
+
+fn set_annotation_headers(
+    resp: &mut ResponseHeader,
+    annotations: &[(String, Option<String>)],
+) -> pingora::Result<()> {
+    if annotations.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = annotations.iter().map(|(p, _)| p.as_str()).collect();
+    let codes: Vec<&str> = annotations
+        .iter()
+        .filter_map(|(_, c)| c.as_deref())
+        .collect();
+    resp.insert_header("x-guardgate-output-policies", ids.join(","))?;
+    if !codes.is_empty() {
+        resp.insert_header("x-guardgate-output-codes", codes.join(","))?;
+    }
+    Ok(())
+}
+
+/// A plain (non-streamed) reply: read whole, judge, then send it, a rewritten reply or an error.
+pub async fn relay_buffered(
+    oc: &OutputCtx<'_>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    mut http: HttpSession,
+    peer: &HttpPeer,
+    mut resp: ResponseHeader,
+) -> pingora::Result<()> {
+    let gw = oc.gw;
+    let api = oc.route.api;
+    let limit = oc.route.output.max_reply_bytes;
+    let mut buf = BytesMut::new();
+    let mut problem: Option<String> = None;
+    loop {
+        match http.read_response_body().await {
+            Ok(Some(b)) => {
+                if buf.len() + b.len() > limit {
+                    problem = Some(format!("the reply exceeds {limit} bytes"));
+                    break;
+                }
+                buf.extend_from_slice(&b);
+            }
+            Ok(None) => break,
+            Err(e) => {
+                http.shutdown().await;
+                gw.metrics
+                    .errors
+                    .with_label_values(&["upstream_body"])
+                    .inc();
+                ctx.outcome = "upstream_error";
+                let msg = format!(
+                    "upstream {} failed while sending its reply",
+                    oc.route.upstream.name
+                );
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "{msg}");
+                return respond::error(
+                    session,
+                    api,
+                    ErrorKind::BadGateway,
+                    &msg,
+                    &ctx.request_id,
+                    false,
+                )
+                .await;
+            }
+        }
+    }
+    let raw = buf.freeze();
+    let encoding = resp
+        .headers
+        .get(http::header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let parsed = match problem {
+        Some(p) => Err(p),
+        None => decode(&raw, encoding.as_deref(), limit.saturating_mul(4))
+            .map_err(|e| e.message())
+            .and_then(|plain| {
+                serde_json::from_slice::<Value>(&plain)
+                    .map_err(|e| format!("the reply is not JSON: {e}"))
+            }),
+    };
+    let reply = match parsed {
+        Ok(v) => v,
+        Err(why) => {
+            // Nothing was judged, so this is a classifier failure: the route's fail mode decides.
+            gw.metrics
+                .errors
+                .with_label_values(&["output_unclassifiable"])
+                .inc();
+            tracing::warn!(request_id = %ctx.request_id, route = %oc.route.name, reason = %why, "reply could not be classified");
+            if oc.route.fail_mode == crate::config::FailMode::Closed {
+                http.shutdown().await;
+                ctx.outcome = "fail_closed";
+                let msg = format!("guardgate could not classify the upstream reply ({why}); the route is fail-closed");
+                return respond::error(
+                    session,
+                    api,
+                    ErrorKind::Unavailable,
+                    &msg,
+                    &ctx.request_id,
+                    false,
+                )
+                .await;
+            }
+            ctx.outcome = "fail_open";
+            return finish_plain(gw, session, http, peer, resp, raw).await;
+        }
+    };
+    let decision = oc.judge(extract_reply(api, &reply)).await;
+    oc.record(ctx, &decision, None);
+    match &decision.verdict {
+        Final::Allow => {
+            let mut body = raw;
+            if !decision.annotations.is_empty() {
+                set_annotation_headers(&mut resp, &decision.annotations)?;
+                if encoding.is_none() {
+                    if let Some(b) =
+                        splice_annotation(&body, &annotation_json(&decision.annotations))
+                    {
+                        body = Bytes::from(b);
+                    }
+                }
+                ctx.outcome = "annotated";
+            }
+            finish_plain(gw, session, http, peer, resp, body).await
+        }
+        verdict => {
+            ctx.outcome = "output_blocked";
+            release(gw, http, peer).await;
+            let msg = oc.withheld_message(verdict);
+            if let (Final::Block { policy_id, code }, BlockStyle::Replace) =
+                (verdict, oc.route.output.on_block)
+            {
+                let body =
+                    serde_json::to_vec(&blocked_reply(api, &reply, &msg)).unwrap_or_default();
+                resp.remove_header(&http::header::CONTENT_ENCODING);
+                resp.remove_header(&http::header::TRANSFER_ENCODING);
+                resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+                resp.insert_header("x-guardgate-blocked-by", policy_id.as_str())?;
+                if let Some(c) = code {
+                    resp.insert_header("x-guardgate-code", c.as_str())?;
+                }
+                session.write_response_header(Box::new(resp), false).await?;
+                session
+                    .write_response_body(Some(Bytes::from(body)), true)
+                    .await?;
+                return Ok(());
+            }
+            let kind = match verdict {
+                Final::Block { policy_id, code } => ErrorKind::PolicyViolation {
+                    policy: policy_id.clone(),
+                    code: code.clone(),
+                },
+                _ => ErrorKind::Unavailable,
+            };
+            respond::error(session, api, kind, &msg, &ctx.request_id, false).await
+        }
+    }
+}
+
+async fn release(gw: &Gateway, mut http: HttpSession, peer: &HttpPeer) {
+    if http.response_done() {
+        gw.connector
+            .release_http_session(http, peer, peer.options.idle_timeout)
+            .await;
+    } else {
+        http.shutdown().await;
+    }
+}
+
+async fn finish_plain(
+    gw: &Gateway,
+    session: &mut Session,
+    http: HttpSession,
+    peer: &HttpPeer,
+    mut resp: ResponseHeader,
+    body: Bytes,
+) -> pingora::Result<()> {
+    release(gw, http, peer).await;
+    resp.remove_header(&http::header::TRANSFER_ENCODING);
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(())
+}
+
+enum Read {
+    Chunk(Bytes),
+    Failed(pingora::Error),
+}
+
+/// A streamed (SSE) reply. With a blocking policy bound, text waits in the hold-back window
+/// until judged; otherwise (annotate or shadow only) the stream flows untouched and is judged
+/// whole at the end.
+pub async fn relay_stream(
+    oc: &OutputCtx<'_>,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    http: HttpSession,
+    peer: &HttpPeer,
+    mut resp: ResponseHeader,
+) -> pingora::Result<()> {
+    let gw = oc.gw;
+    let out = &oc.route.output;
+    let enforce = oc.bound.iter().any(|b| b.action == Action::Block);
+    resp.remove_header(&http::header::CONTENT_LENGTH);
+    session.write_response_header(Box::new(resp), false).await?;
+
+    // The upstream is read by its own task so that waiting for bytes can be raced against the
+    // hold deadline without cancelling a read half-way; aborting the task drops (closes) the
+    // upstream connection at once.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Read>(16);
+    let reader = tokio::spawn(async move {
+        let mut http = http;
+        loop {
+            let item = match http.read_response_body().await {
+                Ok(Some(b)) => Read::Chunk(b),
+                Ok(None) => return Some(http),
+                Err(e) => Read::Failed(*e),
+            };
+            let failed = matches!(item, Read::Failed(_));
+            if tx.send(item).await.is_err() || failed {
+                http.shutdown().await;
+                return None;
+            }
+        }
+    });
+
+    let mut parser = SseParser::new();
+    let mut tracker = StreamTracker::new(oc.route.api);
+    let mut hold = HoldBack::new(
+        out.window_chars,
+        out.overlap_chars,
+        std::time::Duration::from_millis(out.max_hold_ms),
+    );
+    let mut whole: BTreeMap<String, String> = BTreeMap::new();
+    let mut whole_len = 0usize;
+    let mut last: Option<Decision> = None;
+    let mut ended = false;
+
+    while !ended {
+        let deadline = hold
+            .hold_deadline()
+            .filter(|_| enforce && hold.has_pending_text());
+        let next = tokio::select! {
+            r = rx.recv() => r,
+            _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() => {
+                // Text waited long enough: judge what there is.
+                if let Some(stop) = judge_window(oc, ctx, session, &mut hold, &tracker, &mut last).await? {
+                    reader.abort();
+                    return stop;
+                }
+                continue;
+            }
+        };
+        let events = match next {
+            Some(Read::Chunk(b)) => {
+                if !enforce {
+                    // Annotate-only: bytes flow untouched; text is kept to judge at the end.
+                    if let Err(e) = session.write_response_body(Some(b.clone()), false).await {
+                        reader.abort();
+                        ctx.outcome = "client_gone";
+                        return Err(e);
+                    }
+                }
+                parser.push(&b)
+            }
+            Some(Read::Failed(e)) => {
+                gw.metrics
+                    .errors
+                    .with_label_values(&["upstream_body"])
+                    .inc();
+                ctx.outcome = "upstream_error";
+                tracing::warn!(request_id = %ctx.request_id, error = %e, "upstream failed mid-stream");
+                if let Some(d) = &last {
+                    oc.record(ctx, d, Some(hold.windows_judged));
+                }
+                return Err(Box::new(e));
+            }
+            None => {
+                ended = true;
+                parser.finish().into_iter().collect()
+            }
+        };
+        let mut terminal = ended;
+        for ev in events {
+            let t = tracker.on_event(&ev);
+            terminal |= t.terminal;
+            if enforce {
+                hold.push(ev.raw, t.deltas);
+            } else {
+                for (k, d) in t.deltas {
+                    if whole_len < out.max_reply_bytes {
+                        whole_len += d.len();
+                        whole.entry(k).or_default().push_str(&d);
+                    }
+                }
+            }
+        }
+        if !enforce {
+            continue;
+        }
+        if let Some(b) = hold.releasable_now() {
+            if let Err(e) = session.write_response_body(Some(b), false).await {
+                reader.abort();
+                ctx.outcome = "client_gone";
+                return Err(e);
+            }
+        }
+        if hold.window_full() || (terminal && hold.has_pending_text()) {
+            if let Some(stop) =
+                judge_window(oc, ctx, session, &mut hold, &tracker, &mut last).await?
+            {
+                reader.abort();
+                return stop;
+            }
+        }
+    }
+
+    if !enforce {
+        let segments = whole
+            .into_iter()
+            .map(|(k, t)| crate::wire::Segment {
+                source: crate::wire::Source::Assistant,
+                text: t,
+                location: k,
+            })
+            .collect();
+        let d = oc.judge(segments).await;
+        if out.annotate_event && !d.annotations.is_empty() {
+            let ev = format!(
+                "event: guardgate\ndata: {}\n\n",
+                annotation_json(&d.annotations)
+            );
+            session
+                .write_response_body(Some(Bytes::from(ev)), false)
+                .await?;
+        }
+        ctx.outcome = if d.annotations.is_empty() {
+            "forwarded"
+        } else {
+            "annotated"
+        };
+        last = Some(d);
+    } else {
+        ctx.outcome = "forwarded";
+    }
+    if let Some(d) = &last {
+        oc.record(ctx, d, Some(hold.windows_judged));
+    }
+    session.write_response_body(None, true).await?;
+    if let Ok(Some(http)) = reader.await {
+        release(gw, http, peer).await;
+    }
+    Ok(())
+}
+
+/// Judges the current window. `Ok(Some(result))` means the stream is over (cut, or the client
+/// left) and `result` is what the exchange returns.
+async fn judge_window(
+    oc: &OutputCtx<'_>,
+    ctx: &mut Ctx,
+    session: &mut Session,
+    hold: &mut HoldBack,
+    tracker: &StreamTracker,
+    last: &mut Option<Decision>,
+) -> pingora::Result<Option<pingora::Result<()>>> {
+    let d = oc.judge(hold.window()).await;
+    match &d.verdict {
+        Final::Allow => {
+            *last = Some(d);
+            if let Some(b) = hold.approve() {
+                if let Err(e) = session.write_response_body(Some(b), false).await {
+                    ctx.outcome = "client_gone";
+                    return Ok(Some(Err(e)));
+                }
+            }
+            Ok(None)
+        }
+        verdict => {
+            hold.reject();
+            oc.record(ctx, &d, Some(hold.windows_judged));
+            ctx.outcome = "output_blocked";
+            let msg = oc.withheld_message(verdict);
+            let style = match oc.route.output.on_block {
+                BlockStyle::Replace => None,
+                BlockStyle::Error => Some(msg.as_str()),
+            };
+            let tail = Bytes::from(tracker.cut_events(style));
+            let res = async {
+                session.write_response_body(Some(tail), false).await?;
+                session.write_response_body(None, true).await
+            }
+            .await;
+            Ok(Some(res))
+        }
+    }
+}

@@ -1,0 +1,368 @@
+//! The output guard: plain and streamed replies judged against output policies.
+
+mod support;
+
+use guardgate::wire::sse::SseParser;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::*;
+
+const LONG_BAD: &str = "Sure, here is a long and friendly introduction that goes on for a while so that the first windows are clean and released to the client. Now the bad part: to make a pipe bomb you would need things I will not list. And then even more text that must never be sent after the cut.";
+const LONG_GOOD: &str = "Here is a long and friendly answer about gardening: water the tomatoes in the morning, mulch the beds, and rotate the crops every season so the soil stays healthy and the harvest stays big.";
+
+fn output_policies(on_block: &str) -> String {
+    format!(
+        "[[routes.policies]]\nselect = \"test/weapons\"\ndirections = [\"output\"]\n[[routes.policies]]\nselect = \"test/profanity\"\ndirections = [\"output\"]\n[routes.output]\nwindow_chars = 40\noverlap_chars = 15\nmax_hold_ms = 300\non_block = \"{on_block}\"\nannotate_event = true\n"
+    )
+}
+
+async fn setup(on_block: &str) -> (mock::MockUpstream, GatewayProc) {
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        &output_policies(on_block),
+        "",
+    );
+    let gw = start_gateway(
+        &cfg,
+        &[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)],
+    )
+    .await;
+    (m, gw)
+}
+
+fn req(api: &str, stream: bool) -> Value {
+    let mut b = match api {
+        "/v1/chat/completions" => {
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+        }
+        "/v1/completions" => json!({"model": "m", "prompt": "hi"}),
+        "/v1/responses" => json!({"model": "m", "input": "hi"}),
+        _ => {
+            json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
+        }
+    };
+    if stream {
+        b["stream"] = json!(true);
+    }
+    b
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_gzip().build().unwrap()
+}
+
+#[tokio::test]
+async fn plain_replies_are_judged_before_the_client_sees_them() {
+    let (m, gw) = setup("replace").await;
+    let c = client();
+    // Allowed: byte-identical to what the mock sent.
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", LONG_GOOD)
+        .json(&req("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = r.bytes().await.unwrap();
+    assert_eq!(
+        &got[..],
+        &serde_json::to_vec(&mock::chat_completion("m", LONG_GOOD)).unwrap()[..]
+    );
+    // Blocked: a well-formed reply with the API's filtered stop reason, none of the bad text.
+    for (api, check) in [
+        (
+            "/v1/chat/completions",
+            "choices.0.finish_reason=content_filter",
+        ),
+        ("/v1/completions", "choices.0.finish_reason=content_filter"),
+        ("/v1/responses", "status=incomplete"),
+        ("/v1/messages", "stop_reason=refusal"),
+    ] {
+        let r = c
+            .post(gw.url(api))
+            .header("x-mock-reply", LONG_BAD)
+            .json(&req(api, false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{api}");
+        assert_eq!(r.headers()["x-guardgate-blocked-by"], "test/weapons");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("pipe bomb"), "{api} leaked: {text}");
+        assert!(text.contains("withheld by guardgate"), "{api}: {text}");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        let (path, want) = check.split_once('=').unwrap();
+        let mut cur = &v;
+        for k in path.split('.') {
+            cur = match k.parse::<usize>() {
+                Ok(i) => &cur[i],
+                Err(_) => &cur[k],
+            };
+        }
+        assert_eq!(cur, want, "{api}: {v}");
+    }
+    assert_eq!(m.state.count(), 5);
+    let audit = gw.audit_wait(10).await;
+    let out: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["direction"] == "output" && r["effect"] == "blocked")
+        .collect();
+    assert_eq!(out.len(), 4);
+    assert_eq!(out[0]["rule_id"], "bomb-recipe");
+}
+
+#[tokio::test]
+async fn plain_block_as_error_and_annotation() {
+    let (_m, gw) = setup("error").await;
+    let c = client();
+    let r = c
+        .post(gw.url("/v1/messages"))
+        .header("x-mock-reply", LONG_BAD)
+        .json(&req("/v1/messages", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("test/weapons"));
+    // Annotate: forwarded with headers and a `guardgate` member, otherwise unchanged.
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", "darn, that is all")
+        .json(&req("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-guardgate-output-policies"], "test/profanity");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["guardgate"]["annotations"][0]["policy"], "test/profanity");
+    assert_eq!(v["choices"][0]["message"]["content"], "darn, that is all");
+}
+
+/// Reads a streamed reply to the end and returns its bytes.
+async fn stream(
+    c: &reqwest::Client,
+    gw: &GatewayProc,
+    api: &str,
+    reply: &str,
+    chunk: usize,
+) -> (Vec<u8>, Duration) {
+    let t0 = Instant::now();
+    let r = c
+        .post(gw.url(api))
+        .header("x-mock-reply", reply)
+        .header("x-mock-chunk-bytes", chunk.to_string())
+        .header("x-mock-gap-ms", "0")
+        .json(&req(api, true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b = r.bytes().await.unwrap();
+    (b.to_vec(), t0.elapsed())
+}
+
+#[tokio::test]
+async fn allowed_streams_pass_byte_exact_at_any_split() {
+    let (_m, gw) = setup("replace").await;
+    let c = client();
+    for chunk in [1, 3, 64, 100_000] {
+        for (api, want) in [
+            ("/v1/chat/completions", mock::chat_sse("m", LONG_GOOD)),
+            ("/v1/responses", mock::responses_sse("m", LONG_GOOD)),
+            ("/v1/messages", mock::anthropic_sse("m", LONG_GOOD)),
+        ] {
+            let (got, _) = stream(&c, &gw, api, LONG_GOOD, chunk).await;
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{api} chunk {chunk}"
+            );
+        }
+    }
+    // Multi-byte characters split across reads survive too.
+    let uni = "Ünïcödé ☕ tëxt with émojis 🎉 and more 日本語 so that the windows fill up nicely.";
+    let (got, _) = stream(&c, &gw, "/v1/chat/completions", uni, 1).await;
+    assert_eq!(got, mock::chat_sse("m", uni));
+}
+
+#[tokio::test]
+async fn violating_streams_are_cut_with_the_apis_terminal_events() {
+    let (m, gw) = setup("replace").await;
+    let c = client();
+    for (api, full) in [
+        ("/v1/chat/completions", mock::chat_sse("m", LONG_BAD)),
+        ("/v1/responses", mock::responses_sse("m", LONG_BAD)),
+        ("/v1/messages", mock::anthropic_sse("m", LONG_BAD)),
+    ] {
+        let before = m.state.aborted.load(Ordering::SeqCst);
+        let (got, _) = stream(&c, &gw, api, LONG_BAD, 5).await;
+        let text = String::from_utf8_lossy(&got).to_string();
+        assert!(
+            !text.contains("pipe") && !text.contains("never be sent"),
+            "{api} leaked: {text}"
+        );
+        // What was released is a clean prefix of the upstream's events, then the cut events.
+        let events = SseParser::new().push(&got);
+        let upstream_events = SseParser::new().push(&full);
+        let released = events
+            .iter()
+            .zip(&upstream_events)
+            .take_while(|(a, b)| a.raw == b.raw)
+            .count();
+        assert!(
+            released > 0,
+            "{api}: nothing before the violation was released"
+        );
+        for (a, b) in events[..released].iter().zip(&upstream_events) {
+            assert_eq!(
+                a.raw, b.raw,
+                "{api}: released events are not the upstream's prefix"
+            );
+        }
+        let tail: Vec<&guardgate::wire::sse::SseEvent> = events[released..].iter().collect();
+        match api {
+            "/v1/chat/completions" => {
+                let v: Value = serde_json::from_str(tail[0].data.as_deref().unwrap()).unwrap();
+                assert_eq!(v["choices"][0]["finish_reason"], "content_filter");
+                assert_eq!(tail.last().unwrap().data.as_deref(), Some("[DONE]"));
+            }
+            "/v1/responses" => {
+                assert_eq!(
+                    tail.last().unwrap().event.as_deref(),
+                    Some("response.incomplete")
+                );
+            }
+            _ => {
+                let kinds: Vec<&str> = tail.iter().map(|e| e.event.as_deref().unwrap()).collect();
+                assert_eq!(
+                    kinds,
+                    vec!["content_block_stop", "message_delta", "message_stop"]
+                );
+                assert!(tail[1].data.as_deref().unwrap().contains("refusal"));
+            }
+        }
+        // The upstream stream was abandoned (connection closed), so generation stops.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while m.state.aborted.load(Ordering::SeqCst) == before {
+            assert!(
+                Instant::now() < deadline,
+                "{api}: upstream was not closed after the cut"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let audit = gw.audit_wait(6).await;
+    let cut: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["direction"] == "output" && r["effect"] == "blocked")
+        .collect();
+    assert_eq!(cut.len(), 3);
+    assert!(cut[0]["windows"].as_u64().unwrap() >= 2, "{:?}", cut[0]);
+}
+
+#[tokio::test]
+async fn stream_cut_as_error_event() {
+    let (_m, gw) = setup("error").await;
+    let c = client();
+    let (got, _) = stream(&c, &gw, "/v1/messages", LONG_BAD, 7).await;
+    let events = SseParser::new().push(&got);
+    let last = events.last().unwrap();
+    assert_eq!(last.event.as_deref(), Some("error"));
+    assert!(last.data.as_deref().unwrap().contains("test/weapons"));
+}
+
+#[tokio::test]
+async fn slow_streams_are_released_after_max_hold() {
+    let (_m, gw) = setup("replace").await;
+    let c = client();
+    // 40-char window, short text, 150 ms between chunks: text must still arrive within max_hold.
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", "Hi there.")
+        .header("x-mock-chunk-bytes", "400")
+        .header("x-mock-gap-ms", "1500")
+        .json(&req("/v1/chat/completions", true))
+        .send()
+        .await
+        .unwrap();
+    let t0 = Instant::now();
+    let mut r = r;
+    let mut got = Vec::new();
+    while let Some(chunk) = r.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+        if String::from_utf8_lossy(&got).contains("Hi ") {
+            break;
+        }
+    }
+    assert!(String::from_utf8_lossy(&got).contains("Hi "));
+    assert!(
+        t0.elapsed() < Duration::from_millis(1400),
+        "text waited {:?} for a window that never filled",
+        t0.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn annotate_only_streams_flow_untouched_and_are_recorded() {
+    let m = mock::start().await;
+    let sel = "[[routes.policies]]\nselect = \"test/profanity\"\ndirections = [\"output\"]\n[routes.output]\nannotate_event = true\n";
+    let cfg = config(&m.base_url(), free_port(), free_port(), sel, "");
+    let gw = start_gateway(&cfg, &[("profanity.md", PROFANITY)]).await;
+    let c = client();
+    let text = "well darn, that is the answer";
+    let (got, _) = stream(&c, &gw, "/v1/chat/completions", text, 9).await;
+    let want = mock::chat_sse("m", text);
+    assert_eq!(
+        &got[..want.len()],
+        &want[..],
+        "annotate-only must not change the stream"
+    );
+    let extra = String::from_utf8_lossy(&got[want.len()..]).to_string();
+    assert!(
+        extra.starts_with("event: guardgate\n") && extra.contains("test/profanity"),
+        "{extra}"
+    );
+    let audit = gw.audit_wait(1).await;
+    assert_eq!(audit[0]["effect"], "annotated");
+    assert_eq!(audit[0]["direction"], "output");
+}
+
+#[tokio::test]
+async fn client_disconnect_mid_stream_closes_the_upstream() {
+    let (m, gw) = setup("replace").await;
+    let c = client();
+    let long = LONG_GOOD.repeat(20);
+    let mut r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", &long)
+        .header("x-mock-chunk-bytes", "20")
+        .header("x-mock-gap-ms", "5")
+        .json(&req("/v1/chat/completions", true))
+        .send()
+        .await
+        .unwrap();
+    let _ = r.chunk().await.unwrap();
+    drop(r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.state.aborted.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "upstream kept streaming to nobody"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The gateway is fine afterwards.
+    let (got, _) = stream(&c, &gw, "/v1/chat/completions", LONG_GOOD, 50).await;
+    assert_eq!(got, mock::chat_sse("m", LONG_GOOD));
+}
