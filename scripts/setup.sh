@@ -7,6 +7,7 @@
 # Environment:
 #   GUARDGATE_VENV     venv location (default: $HOME/.cache/guardgate/venv)
 #   GUARDGATE_PYTHON   interpreter used to create the venv (default: python3)
+#   GUARDGATE_SKIP_VENV=1  system packages only (used by scripts/serve.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,6 +76,10 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # ---- Python venv for the SDK suite ---------------------------------------------------------
+# The gateway itself needs no Python: scripts/serve.sh skips this part.
+if [ "${GUARDGATE_SKIP_VENV:-0}" = 1 ]; then
+    exit 0
+fi
 if ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
     log "creating venv at $VENV"
     rm -rf "$VENV"
