@@ -5,7 +5,9 @@
 
 pub mod cascade;
 pub mod normalize;
+pub mod prompt;
 pub mod rules;
+pub mod verdict;
 
 use async_trait::async_trait;
 use std::sync::OnceLock;
@@ -38,22 +40,43 @@ impl Item {
 #[derive(Debug, Default)]
 pub struct Content {
     pub items: Vec<Item>,
+    /// All items' normalised text, joined: one scan per policy answers "does any rule match
+    /// anywhere?", and only a hit pays for the per-item scan that finds where.
+    joined: String,
+    joined_leet: OnceLock<String>,
 }
 
 impl Content {
     pub fn from_segments(segments: Vec<Segment>) -> Content {
+        let items: Vec<Item> = segments
+            .into_iter()
+            .map(|s| Item {
+                source: s.source,
+                norm: normalize::normalize(&s.text),
+                raw: s.text,
+                location: s.location,
+                leet: OnceLock::new(),
+            })
+            .collect();
+        let joined = items
+            .iter()
+            .map(|i| i.norm.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n");
         Content {
-            items: segments
-                .into_iter()
-                .map(|s| Item {
-                    source: s.source,
-                    norm: normalize::normalize(&s.text),
-                    raw: s.text,
-                    location: s.location,
-                    leet: OnceLock::new(),
-                })
-                .collect(),
+            items,
+            joined,
+            joined_leet: OnceLock::new(),
         }
+    }
+
+    pub fn joined(&self) -> &str {
+        &self.joined
+    }
+
+    pub fn joined_leet(&self) -> &str {
+        self.joined_leet
+            .get_or_init(|| normalize::fold_leet(&self.joined))
     }
 
     pub fn is_empty(&self) -> bool {

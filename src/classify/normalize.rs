@@ -18,6 +18,23 @@ fn is_invisible(c: char) -> bool {
 
 /// NFKC, invisible characters removed, lower-cased, whitespace runs collapsed to one space.
 pub fn normalize(text: &str) -> String {
+    // Most traffic is ASCII, which NFKC leaves unchanged and which has no invisible characters.
+    if text.is_ascii() {
+        let mut out = String::with_capacity(text.len());
+        let mut last_space = false;
+        for b in text.bytes() {
+            if (b as char).is_whitespace() {
+                if !last_space {
+                    out.push(' ');
+                }
+                last_space = true;
+            } else {
+                last_space = false;
+                out.push(b.to_ascii_lowercase() as char);
+            }
+        }
+        return out;
+    }
     let mut out = String::with_capacity(text.len());
     let mut last_space = false;
     for c in text.nfkc().filter(|c| !is_invisible(*c)) {
@@ -65,6 +82,29 @@ mod tests {
         assert_eq!(normalize("ﬁre"), "fire"); // ligature
         assert_eq!(normalize("a \t\n b"), "a b");
         assert_eq!(normalize("K\u{00AD}ILL"), "kill"); // soft hyphen
+    }
+
+    #[test]
+    fn ascii_fast_path_matches_the_general_path() {
+        for t in ["Hello  World\t\nAgain", "MiXeD 123 !?", "", "   "] {
+            let slow: String = {
+                let mut s = String::new();
+                let mut last = false;
+                for c in t.chars() {
+                    if c.is_whitespace() {
+                        if !last {
+                            s.push(' ');
+                        }
+                        last = true;
+                    } else {
+                        last = false;
+                        s.extend(c.to_lowercase());
+                    }
+                }
+                s
+            };
+            assert_eq!(normalize(t), slow);
+        }
     }
 
     #[test]

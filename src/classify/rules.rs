@@ -18,6 +18,9 @@ impl RulesClassifier {
             return Verdict::allow("rules");
         }
         let leet = rules.has_leet();
+        if !rules.is_match(content.joined(), leet.then(|| content.joined_leet())) {
+            return Verdict::allow("rules");
+        }
         for item in &content.items {
             let hits = rules.matches(&item.norm, leet.then(|| item.leet()));
             // Most severe matching rule wins; ties go to declaration order (hits are sorted).

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use crate::classify::normalize::normalize;
+use crate::classify::verdict::OutputFormat;
 use crate::config::{Action, Direction};
 
 #[derive(
@@ -48,6 +49,39 @@ struct FrontMatter {
     codes: Vec<CodeDef>,
     #[serde(default)]
     rules: Vec<RuleDef>,
+    /// How a model backend must answer: `json` (default) or `binary`.
+    #[serde(default)]
+    output_format: OutputFormat,
+    /// Reasoning effort for harmony models (gpt-oss-safeguard): low, medium or high.
+    #[serde(default)]
+    reasoning_effort: Option<Effort>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Effort {
+    Low,
+    Medium,
+    High,
+}
+
+impl Effort {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Effort::Low => "low",
+            Effort::Medium => "medium",
+            Effort::High => "high",
+        }
+    }
+
+    /// One step down, for the retry after reasoning used up the budget.
+    pub fn lower(&self) -> Option<Effort> {
+        match self {
+            Effort::High => Some(Effort::Medium),
+            Effort::Medium => Some(Effort::Low),
+            Effort::Low => None,
+        }
+    }
 }
 
 fn default_directions() -> Vec<Direction> {
@@ -147,6 +181,11 @@ impl RuleSet {
         out
     }
 
+    /// Whether any rule matches anywhere in `norm` (or its leet folding).
+    pub fn is_match(&self, norm: &str, leet: Option<&str>) -> bool {
+        self.plain.is_match(norm) || leet.is_some_and(|l| self.leet.is_match(l))
+    }
+
     pub fn has_leet(&self) -> bool {
         !self.leet_idx.is_empty()
     }
@@ -167,6 +206,8 @@ pub struct Policy {
     pub rules: RuleSet,
     /// The natural-language policy: what a model backend reads.
     pub body: String,
+    pub output_format: OutputFormat,
+    pub reasoning_effort: Option<Effort>,
     pub path: PathBuf,
 }
 
@@ -326,6 +367,8 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         codes: fm.codes,
         rules,
         body: body.trim().to_string(),
+        output_format: fm.output_format,
+        reasoning_effort: fm.reasoning_effort,
         path: path.to_path_buf(),
     })
 }

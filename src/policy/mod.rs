@@ -4,5 +4,5 @@ pub mod file;
 pub mod registry;
 pub mod watch;
 
-pub use file::{parse_policy, Policy, PolicyError, Severity};
+pub use file::{parse_policy, Effort, Policy, PolicyError, Severity};
 pub use registry::{Bound, Registry, RouteBinding, Snapshot};

@@ -103,7 +103,6 @@ pub async fn guarded(
         }
     };
 
-    let content = Content::from_segments(parsed.segments);
     let snap = gw.registry.snapshot();
     let bound = snap
         .routes
@@ -112,6 +111,7 @@ pub async fn guarded(
         .unwrap_or(&[]);
     let mut annotations = Vec::new();
     if !bound.is_empty() {
+        let content = Content::from_segments(parsed.segments);
         let deadline = Instant::now() + route.deadline;
         let decision = decide(&gw.cascade, bound, &content, deadline, route.fail_mode).await;
         let rctx = RecordContext {
@@ -181,6 +181,7 @@ pub(crate) fn record(
         Direction::Input => "input",
         Direction::Output => "output",
     };
+    let mut recs = Vec::with_capacity(decision.outcomes.len());
     for o in &decision.outcomes {
         let mut rec = gw.auditor.build(rctx, o);
         rec.windows = windows;
@@ -192,8 +193,9 @@ pub(crate) fn record(
             gw.metrics.errors.with_label_values(&["classifier"]).inc();
             tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
         }
-        gw.auditor.record(&rec);
+        recs.push(rec);
     }
+    gw.auditor.record_all(&recs);
 }
 
 async fn body_error(
