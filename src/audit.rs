@@ -42,6 +42,9 @@ pub struct AuditRecord {
     pub confidence: Option<f32>,
     pub rationale: Option<String>,
     pub policy_generation: u64,
+    pub model: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
     /// For streamed replies: how many hold-back windows were judged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<u32>,
@@ -140,6 +143,9 @@ impl Auditor {
                 .and_then(|v| v.rationale.as_deref())
                 .map(|r| truncate(r, self.max_rationale)),
             policy_generation: ctx.generation,
+            model: v.and_then(|v| v.model.clone()),
+            prompt_tokens: v.and_then(|v| v.prompt_tokens),
+            completion_tokens: v.and_then(|v| v.completion_tokens),
             windows: None,
         }
     }

@@ -37,6 +37,9 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConfig>,
     #[serde(default, rename = "routes")]
     pub routes: Vec<RouteConfig>,
+    /// Model backends, tried in this order after the deterministic rules.
+    #[serde(default, rename = "backends")]
+    pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub unmatched: UnmatchedSection,
     /// Directory the config file lives in; relative paths inside the file resolve against it.
@@ -271,6 +274,72 @@ fn default_connect_timeout() -> u64 {
 }
 fn default_read_timeout() -> u64 {
     600_000
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// Any OpenAI-compatible chat completions server.
+    Remote,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    pub name: String,
+    pub kind: BackendKind,
+    /// OpenAI API root of the server, e.g. `http://vllm:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    /// `gpt-oss-safeguard` (harmony, reasoning effort) or `chat` (any other chat model).
+    #[serde(default = "default_family")]
+    pub family: crate::classify::prompt::Family,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Default reasoning effort for harmony models; a policy's own setting wins.
+    #[serde(default = "default_effort")]
+    pub reasoning_effort: crate::policy::Effort,
+    #[serde(default = "default_attempt_timeout")]
+    pub timeout_ms: u64,
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    #[serde(default = "default_concurrency")]
+    pub max_concurrency: usize,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: u32,
+    #[serde(default = "default_breaker_failures")]
+    pub breaker_failures: u32,
+    #[serde(default = "default_breaker_cooldown")]
+    pub breaker_cooldown_ms: u64,
+    /// Confidence band `[low, high]`: a verdict whose confidence falls inside it is "unsure" and
+    /// the next backend is asked (e.g. a small in-process model escalating to a large remote one).
+    #[serde(default)]
+    pub escalate_band: Option<[f32; 2]>,
+}
+
+fn default_family() -> crate::classify::prompt::Family {
+    crate::classify::prompt::Family::GptOssSafeguard
+}
+fn default_effort() -> crate::policy::Effort {
+    crate::policy::Effort::Low
+}
+fn default_attempt_timeout() -> u64 {
+    10_000
+}
+fn default_retries() -> u32 {
+    2
+}
+fn default_concurrency() -> usize {
+    16
+}
+fn default_max_tokens() -> u32 {
+    1024
+}
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_breaker_cooldown() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, serde::Serialize)]
@@ -549,6 +618,48 @@ impl Config {
                 }
             }
             if let Some(var) = &u.api_key_env {
+                if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                    return Err(self.err(
+                        format!("{key}.api_key_env"),
+                        format!("environment variable {var} is not set or empty"),
+                    ));
+                }
+            }
+        }
+        let mut backend_names = HashSet::new();
+        for (i, b) in self.backends.iter().enumerate() {
+            let key = format!("backends[{i}]");
+            if b.name == "rules" || !backend_names.insert(b.name.as_str()) {
+                return Err(self.err(
+                    format!("{key}.name"),
+                    format!("duplicate or reserved backend name {:?}", b.name),
+                ));
+            }
+            let u: Result<http::Uri, _> = b.base_url.parse();
+            if !matches!(
+                u.as_ref().map(|u| u.scheme_str()),
+                Ok(Some("http")) | Ok(Some("https"))
+            ) {
+                return Err(self.err(
+                    format!("{key}.base_url"),
+                    format!("{:?}: expected http(s)://host[:port]/v1", b.base_url),
+                ));
+            }
+            if b.max_concurrency == 0 || b.timeout_ms == 0 || b.max_tokens == 0 {
+                return Err(self.err(
+                    key,
+                    "max_concurrency, timeout_ms and max_tokens must be positive",
+                ));
+            }
+            if let Some([lo, hi]) = b.escalate_band {
+                if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
+                    return Err(self.err(
+                        format!("{key}.escalate_band"),
+                        "expected [low, high] within 0..1",
+                    ));
+                }
+            }
+            if let Some(var) = &b.api_key_env {
                 if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
                     return Err(self.err(
                         format!("{key}.api_key_env"),

@@ -139,6 +139,7 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::classify::cascade::Stage;
     use crate::classify::{Classifier, Content};
     use crate::metrics::Metrics;
     use crate::policy::parse_policy;
@@ -208,8 +209,8 @@ mod tests {
     fn cascade(stub: Stub) -> Cascade {
         Cascade::new(
             vec![
-                Arc::new(crate::classify::rules::RulesClassifier),
-                Arc::new(stub),
+                Stage::new(Arc::new(crate::classify::rules::RulesClassifier)),
+                Stage::new(Arc::new(stub)),
             ],
             Arc::new(Metrics::new()),
         )
@@ -308,6 +309,55 @@ mod tests {
         let d = decide(&c, &b, &content("harmless"), dl(), FailMode::Closed).await;
         assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "stub");
         assert!(matches!(d.verdict, Final::Block { .. }));
+    }
+
+    #[tokio::test]
+    async fn unsure_verdicts_escalate_to_the_next_stage() {
+        struct Unsure;
+        #[async_trait]
+        impl Classifier for Unsure {
+            fn name(&self) -> &'static str {
+                "small"
+            }
+            fn supports(&self, _p: &Policy) -> bool {
+                true
+            }
+            fn allow_is_final(&self) -> bool {
+                true
+            }
+            async fn classify(
+                &self,
+                _p: &Policy,
+                c: &Content,
+                _d: Instant,
+            ) -> Result<Verdict, ClassifyError> {
+                let sure = c.items[0].raw.contains("sure");
+                Ok(Verdict {
+                    confidence: Some(if sure { 0.95 } else { 0.5 }),
+                    ..Verdict::allow("small")
+                })
+            }
+        }
+        let c = Cascade::new(
+            vec![
+                Stage {
+                    classifier: Arc::new(Unsure),
+                    escalate_band: Some((0.3, 0.7)),
+                },
+                Stage::new(Arc::new(Stub::Says(true))),
+            ],
+            Arc::new(Metrics::new()),
+        );
+        let dl = Instant::now() + Duration::from_secs(1);
+        let b = [bound("a", false, Action::Block)];
+        let d = decide(&c, &b, &content("hmm"), dl, FailMode::Closed).await;
+        assert_eq!(
+            d.outcomes[0].result.as_ref().unwrap().backend,
+            "stub",
+            "unsure: the large model decides"
+        );
+        let d = decide(&c, &b, &content("I am sure"), dl, FailMode::Closed).await;
+        assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "small");
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Cheapest first: run the backends in order and stop at the first that settles the question.
 //! A rule hit is a violation outright; a rule miss falls through to the next backend that can read
-//! the policy (the model), if one is configured.
+//! the policy (the model), if one is configured. A model whose confidence falls in its
+//! `escalate_band` is unsure, and the next backend (e.g. a larger remote model) decides. The
+//! verdict's `backend` names the stage that decided.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,18 +12,41 @@ use crate::metrics::Metrics;
 use crate::policy::registry::Capability;
 use crate::policy::Policy;
 
+/// One backend in the cascade, with the confidence band in which its verdict is "unsure" and
+/// the next backend is asked.
+pub struct Stage {
+    pub classifier: Arc<dyn Classifier>,
+    pub escalate_band: Option<(f32, f32)>,
+}
+
+impl Stage {
+    pub fn new(classifier: Arc<dyn Classifier>) -> Stage {
+        Stage {
+            classifier,
+            escalate_band: None,
+        }
+    }
+
+    fn unsure(&self, v: &Verdict) -> bool {
+        match (self.escalate_band, v.confidence) {
+            (Some((lo, hi)), Some(c)) => c >= lo && c <= hi,
+            _ => false,
+        }
+    }
+}
+
 pub struct Cascade {
-    stages: Vec<Arc<dyn Classifier>>,
+    stages: Vec<Stage>,
     metrics: Arc<Metrics>,
 }
 
 impl Cascade {
-    pub fn new(stages: Vec<Arc<dyn Classifier>>, metrics: Arc<Metrics>) -> Cascade {
+    pub fn new(stages: Vec<Stage>, metrics: Arc<Metrics>) -> Cascade {
         Cascade { stages, metrics }
     }
 
     pub fn backends(&self) -> Vec<&'static str> {
-        self.stages.iter().map(|s| s.name()).collect()
+        self.stages.iter().map(|s| s.classifier.name()).collect()
     }
 
     /// Judges `content` against `policy` within `deadline`. Each stage's future is dropped when
@@ -33,7 +58,13 @@ impl Cascade {
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
         let mut last: Option<Verdict> = None;
-        for stage in self.stages.iter().filter(|s| s.supports(policy)) {
+        let usable: Vec<&Stage> = self
+            .stages
+            .iter()
+            .filter(|s| s.classifier.supports(policy))
+            .collect();
+        for (i, st) in usable.iter().enumerate() {
+            let stage = &st.classifier;
             let started = Instant::now();
             let fut = stage.classify(policy, content, deadline);
             let res = tokio::time::timeout_at(deadline.into(), fut)
@@ -44,7 +75,8 @@ impl Cascade {
                 .with_label_values(&[stage.name()])
                 .observe(started.elapsed().as_secs_f64());
             let v = res?;
-            if v.violation || stage.allow_is_final() {
+            let is_last = i + 1 == usable.len();
+            if (v.violation || stage.allow_is_final()) && (is_last || !st.unsure(&v)) {
                 return Ok(v);
             }
             last = Some(v);
@@ -55,7 +87,7 @@ impl Cascade {
 
 impl Capability for Cascade {
     fn unsupported(&self, policy: &Policy) -> Option<String> {
-        if self.stages.iter().any(|s| s.supports(policy)) {
+        if self.stages.iter().any(|s| s.classifier.supports(policy)) {
             None
         } else {
             Some(format!(

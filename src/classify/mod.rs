@@ -4,8 +4,10 @@
 //! remote serving engine) is one new implementation, with no change to the proxy.
 
 pub mod cascade;
+pub mod model;
 pub mod normalize;
 pub mod prompt;
+pub mod remote;
 pub mod rules;
 pub mod verdict;
 
@@ -107,6 +109,10 @@ pub struct Verdict {
     /// Where in the content the violation was found (e.g. `messages[3].content`).
     pub location: Option<String>,
     pub backend: &'static str,
+    /// For model backends: which model, and the token counts of the call.
+    pub model: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
 }
 
 impl Verdict {
@@ -119,6 +125,9 @@ impl Verdict {
             rationale: None,
             location: None,
             backend,
+            model: None,
+            prompt_tokens: None,
+            completion_tokens: None,
         }
     }
 }

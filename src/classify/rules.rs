@@ -39,7 +39,7 @@ impl RulesClassifier {
                         rule.id, item.location
                     )),
                     location: Some(item.location.clone()),
-                    backend: "rules",
+                    ..Verdict::allow("rules")
                 };
             }
         }

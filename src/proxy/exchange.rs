@@ -76,33 +76,6 @@ pub async fn guarded(
         Ok(b) => b,
         Err(e) => return body_error(gw, session, api, ctx, e).await,
     };
-    let encoding = session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_ENCODING)
-        .map(|v| v.to_str().unwrap_or("\u{FFFD}").to_string());
-    let decoded = match decode(&raw, encoding.as_deref(), limits.max_decoded_body_bytes) {
-        Ok(b) => b,
-        Err(e) => return body_error(gw, session, api, ctx, e).await,
-    };
-    let parsed = match wire::parse_request(api, &decoded) {
-        Ok(p) => p,
-        Err(e) => {
-            reject(ctx, "invalid_body");
-            return respond::error(
-                session,
-                api,
-                ErrorKind::InvalidRequest {
-                    param: e.param.clone(),
-                },
-                &e.message,
-                &ctx.request_id,
-                false,
-            )
-            .await;
-        }
-    };
-
     let snap = gw.registry.snapshot();
     let bound = snap
         .routes
@@ -110,7 +83,36 @@ pub async fn guarded(
         .map(|b| b.for_direction(Direction::Input))
         .unwrap_or(&[]);
     let mut annotations = Vec::new();
+    // A route without input policies has nothing to judge: its body goes upstream unparsed (the
+    // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
     if !bound.is_empty() {
+        let encoding = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_ENCODING)
+            .map(|v| v.to_str().unwrap_or("\u{FFFD}").to_string());
+        let decoded = match decode(&raw, encoding.as_deref(), limits.max_decoded_body_bytes) {
+            Ok(b) => b,
+            Err(e) => return body_error(gw, session, api, ctx, e).await,
+        };
+        let parsed = match wire::parse_request(api, &decoded) {
+            Ok(p) => p,
+            Err(e) => {
+                reject(ctx, "invalid_body");
+                return respond::error(
+                    session,
+                    api,
+                    ErrorKind::InvalidRequest {
+                        param: e.param.clone(),
+                    },
+                    &e.message,
+                    &ctx.request_id,
+                    false,
+                )
+                .await;
+            }
+        };
+
         let content = Content::from_segments(parsed.segments);
         let deadline = Instant::now() + route.deadline;
         let decision = decide(&gw.cascade, bound, &content, deadline, route.fail_mode).await;

@@ -8,8 +8,12 @@ use std::time::Duration;
 
 use super::upstream::Upstream;
 use crate::audit::Auditor;
+use crate::classify::cascade::Stage;
+use crate::classify::model::ModelClassifier;
+use crate::classify::remote::{RemoteModel, RemoteSettings};
 use crate::classify::rules::RulesClassifier;
 use crate::classify::{Cascade, Classifier};
+use crate::config::{BackendConfig, BackendKind};
 use crate::config::{Config, FailMode, OutputConfig, UnmatchedAction};
 use crate::metrics::Metrics;
 use crate::policy::Registry;
@@ -79,6 +83,46 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Builds one configured model backend as a cascade stage.
+pub fn build_backend(b: &BackendConfig) -> anyhow::Result<Stage> {
+    // Backend names live for the whole process (audit records and metrics borrow them).
+    let name: &'static str =
+        Box::leak(format!("{}:{}", kind_name(b.kind), b.name).into_boxed_str());
+    let classifier: Arc<dyn Classifier> = match b.kind {
+        BackendKind::Remote => {
+            let api_key = b.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
+            let model = RemoteModel::new(RemoteSettings {
+                base_url: b.base_url.clone(),
+                model: b.model.clone(),
+                api_key,
+                attempt_timeout: Duration::from_millis(b.timeout_ms),
+                max_retries: b.max_retries,
+                max_concurrency: b.max_concurrency,
+                max_tokens: b.max_tokens,
+                breaker_failures: b.breaker_failures,
+                breaker_cooldown: Duration::from_millis(b.breaker_cooldown_ms),
+            })
+            .map_err(anyhow::Error::msg)?;
+            Arc::new(ModelClassifier::new(
+                name,
+                model,
+                b.family,
+                b.reasoning_effort,
+            ))
+        }
+    };
+    Ok(Stage {
+        classifier,
+        escalate_band: b.escalate_band.map(|[lo, hi]| (lo, hi)),
+    })
+}
+
+fn kind_name(k: BackendKind) -> &'static str {
+    match k {
+        BackendKind::Remote => "remote",
+    }
+}
+
 impl Gateway {
     /// Builds everything the proxy needs; any error here stops the gateway at start.
     pub fn build(
@@ -129,8 +173,11 @@ impl Gateway {
                 .and_then(|u| upstreams.get(u).cloned()),
             UnmatchedAction::Refuse => None,
         };
-        let mut stages: Vec<Arc<dyn Classifier>> = vec![Arc::new(RulesClassifier)];
-        stages.extend(extra_stages);
+        let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
+        for b in &config.backends {
+            stages.push(build_backend(b)?);
+        }
+        stages.extend(extra_stages.into_iter().map(Stage::new));
         let cascade = Arc::new(Cascade::new(stages, metrics.clone()));
         let registry = Registry::load(
             config.policy_dirs(),

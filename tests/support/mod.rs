@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod mock;
+pub mod model_server;
 
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,216 @@
+//! A classifier backed by a language model, whatever hosts it: the policy prompting, the answer
+//! parsing and the "reasoning used the whole budget" retry live here once, and a host (a remote
+//! OpenAI-compatible server, or mistral.rs in process) only implements [`ChatModel`].
+
+use async_trait::async_trait;
+use std::time::Instant;
+
+use super::prompt::{build, Family, Prompt};
+use super::verdict::{parse_answer, split_harmony, VerdictError};
+use super::{Classifier, ClassifyError, Content, Verdict};
+use crate::policy::{Effort, Policy};
+
+/// What a host returns for one prompt.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Completion {
+    /// The answer (harmony: the final channel, or the raw text if the host did not split it).
+    pub text: String,
+    /// The reasoning (harmony analysis channel / `reasoning_content`), if the host exposes it.
+    pub reasoning: Option<String>,
+    pub prompt_tokens: Option<u32>,
+    pub completion_tokens: Option<u32>,
+}
+
+#[async_trait]
+pub trait ChatModel: Send + Sync {
+    /// The model id recorded in audit records.
+    fn model_id(&self) -> &str;
+    async fn complete(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+    ) -> Result<Completion, ClassifyError>;
+}
+
+pub struct ModelClassifier<M> {
+    name: &'static str,
+    model: M,
+    family: Family,
+    default_effort: Effort,
+}
+
+impl<M: ChatModel> ModelClassifier<M> {
+    /// `name` is the backend name in audit records and metrics (e.g. "remote:safeguard").
+    pub fn new(name: &'static str, model: M, family: Family, default_effort: Effort) -> Self {
+        ModelClassifier {
+            name,
+            model,
+            family,
+            default_effort,
+        }
+    }
+}
+
+#[async_trait]
+impl<M: ChatModel> Classifier for ModelClassifier<M> {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn supports(&self, _policy: &Policy) -> bool {
+        true
+    }
+
+    fn allow_is_final(&self) -> bool {
+        true
+    }
+
+    async fn classify(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        deadline: Instant,
+    ) -> Result<Verdict, ClassifyError> {
+        let mut prompt = build(policy, content, self.family, self.default_effort);
+        loop {
+            let c = self.model.complete(&prompt, deadline).await?;
+            let (analysis, final_text) = match &c.reasoning {
+                Some(r) => (Some(r.clone()), c.text.clone()),
+                None => split_harmony(&c.text),
+            };
+            match parse_answer(&final_text, analysis.as_deref(), policy.output_format) {
+                Ok(a) => {
+                    return Ok(Verdict {
+                        violation: a.violation,
+                        code: a.code,
+                        rule_id: a.rule_ids.into_iter().next(),
+                        confidence: a.confidence,
+                        rationale: a.rationale,
+                        location: None,
+                        backend: self.name,
+                        model: Some(self.model.model_id().to_string()),
+                        prompt_tokens: c.prompt_tokens,
+                        completion_tokens: c.completion_tokens,
+                    })
+                }
+                // Reasoning used the whole budget: retry once with less reasoning, then give up
+                // (the route's fail mode decides) rather than guess.
+                Err(VerdictError::Empty) => match prompt.reasoning_effort.and_then(|e| e.lower()) {
+                    Some(lower) => prompt.reasoning_effort = Some(lower),
+                    None => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
+                },
+                Err(e) => return Err(ClassifyError::Backend(e.to_string())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::parse_policy;
+    use crate::wire::{Segment, Source};
+    use std::sync::Mutex;
+
+    /// A host that replays canned completions and records the prompts it got.
+    struct Canned {
+        replies: Mutex<Vec<Completion>>,
+        seen: Mutex<Vec<Prompt>>,
+    }
+
+    #[async_trait]
+    impl ChatModel for Canned {
+        fn model_id(&self) -> &str {
+            "canned"
+        }
+        async fn complete(&self, p: &Prompt, _d: Instant) -> Result<Completion, ClassifyError> {
+            self.seen.lock().unwrap().push(p.clone());
+            Ok(self.replies.lock().unwrap().remove(0))
+        }
+    }
+
+    fn setup(replies: Vec<Completion>) -> (ModelClassifier<Canned>, Policy, Content) {
+        let policy = parse_policy(
+            std::path::Path::new("p.md"),
+            b"+++\nid = \"t/p\"\ntitle = \"t\"\nversion = \"1\"\nreasoning_effort = \"medium\"\n[[codes]]\ncode = \"X1\"\ntitle = \"x\"\n+++\nPolicy text.\n",
+        )
+        .unwrap();
+        let content = Content::from_segments(vec![Segment {
+            source: Source::User,
+            text: "hello".into(),
+            location: "m".into(),
+        }]);
+        let m = Canned {
+            replies: Mutex::new(replies),
+            seen: Mutex::new(vec![]),
+        };
+        (
+            ModelClassifier::new("test", m, Family::GptOssSafeguard, Effort::Low),
+            policy,
+            content,
+        )
+    }
+
+    fn deadline() -> Instant {
+        Instant::now() + std::time::Duration::from_secs(5)
+    }
+
+    #[tokio::test]
+    async fn prompt_and_verdict() {
+        let (c, p, content) = setup(vec![Completion {
+            text: "{\"violation\":1,\"policy_category\":\"X1\"}".into(),
+            reasoning: Some("because".into()),
+            prompt_tokens: Some(100),
+            completion_tokens: Some(9),
+        }]);
+        let v = c.classify(&p, &content, deadline()).await.unwrap();
+        assert!(v.violation);
+        assert_eq!(v.code.as_deref(), Some("X1"));
+        assert_eq!(v.rationale.as_deref(), Some("because"));
+        assert_eq!(v.prompt_tokens, Some(100));
+        let seen = c.model.seen.lock().unwrap();
+        assert_eq!(seen[0].system, "Policy text.");
+        assert_eq!(seen[0].user, "hello");
+        assert_eq!(seen[0].reasoning_effort, Some(Effort::Medium));
+    }
+
+    #[tokio::test]
+    async fn empty_answer_retries_with_lower_effort_then_fails() {
+        let empty = Completion {
+            text: String::new(),
+            reasoning: Some("thinking...".into()),
+            ..Default::default()
+        };
+        let ok = Completion {
+            text: "{\"violation\":0}".into(),
+            ..Default::default()
+        };
+        let (c, p, content) = setup(vec![empty.clone(), ok]);
+        let v = c.classify(&p, &content, deadline()).await.unwrap();
+        assert!(!v.violation);
+        let efforts: Vec<_> = c
+            .model
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|p| p.reasoning_effort)
+            .collect();
+        assert_eq!(efforts, vec![Some(Effort::Medium), Some(Effort::Low)]);
+        let (c, p, content) = setup(vec![empty.clone(), empty]);
+        let e = c.classify(&p, &content, deadline()).await.unwrap_err();
+        assert!(
+            matches!(e, ClassifyError::Backend(ref m) if m.contains("no final answer")),
+            "{e:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn unparseable_answer_is_an_error_not_a_guess() {
+        let (c, p, content) = setup(vec![Completion {
+            text: "The content seems fine".into(),
+            ..Default::default()
+        }]);
+        assert!(c.classify(&p, &content, deadline()).await.is_err());
+    }
+}

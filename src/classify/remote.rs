@@ -1,0 +1,270 @@
+//! A model on any OpenAI-compatible chat completions server (vLLM, SGLang, TGI, Ollama,
+//! mistral.rs's server) — how a fleet of stateless gateways shares one large safeguard model.
+//!
+//! Bounded on every side: a concurrency limit (waiting past the deadline is "overloaded"), a
+//! per-attempt timeout within the request's deadline, retries with jittered backoff for
+//! retryable failures only, and a circuit breaker that fails fast while the server is down so
+//! the route's fail mode applies at once instead of after a timeout per request.
+
+use async_trait::async_trait;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use super::model::{ChatModel, Completion};
+use super::prompt::Prompt;
+use super::ClassifyError;
+
+#[derive(Debug, Clone)]
+pub struct RemoteSettings {
+    /// The server's OpenAI API root, e.g. `http://vllm:8000/v1`.
+    pub base_url: String,
+    pub model: String,
+    pub api_key: Option<String>,
+    pub attempt_timeout: Duration,
+    pub max_retries: u32,
+    pub max_concurrency: usize,
+    pub max_tokens: u32,
+    pub breaker_failures: u32,
+    pub breaker_cooldown: Duration,
+}
+
+/// Consecutive-failure circuit breaker: closed → open (fail fast) → half-open (one probe).
+#[derive(Debug, Default)]
+pub struct Breaker {
+    failures: AtomicU32,
+    /// Unix millis until which the breaker is open; 0 = closed.
+    open_until: AtomicU64,
+    threshold: u32,
+    cooldown_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Breaker {
+    pub fn new(threshold: u32, cooldown: Duration) -> Breaker {
+        Breaker {
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            threshold: threshold.max(1),
+            cooldown_ms: cooldown.as_millis() as u64,
+        }
+    }
+
+    /// Whether a call may go out. After the cooldown one caller gets through as the probe; the
+    /// others keep failing fast until it reports back.
+    pub fn allow(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        let now = now_ms();
+        if now < until {
+            return false;
+        }
+        // Half-open: the first caller to move the deadline forward is the probe.
+        self.open_until
+            .compare_exchange(
+                until,
+                now + self.cooldown_ms,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+    }
+
+    pub fn success(&self) {
+        self.failures.store(0, Ordering::Release);
+        self.open_until.store(0, Ordering::Release);
+    }
+
+    pub fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if n >= self.threshold {
+            self.open_until
+                .store(now_ms() + self.cooldown_ms, Ordering::Release);
+        }
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.open_until.load(Ordering::Acquire) > now_ms()
+    }
+}
+
+pub struct RemoteModel {
+    s: RemoteSettings,
+    client: reqwest::Client,
+    url: String,
+    permits: tokio::sync::Semaphore,
+    pub breaker: Breaker,
+}
+
+impl RemoteModel {
+    pub fn new(s: RemoteSettings) -> Result<RemoteModel, String> {
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(s.max_concurrency.max(1))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .connect_timeout(s.attempt_timeout.min(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| format!("http client: {e}"))?;
+        let url = format!("{}/chat/completions", s.base_url.trim_end_matches('/'));
+        Ok(RemoteModel {
+            permits: tokio::sync::Semaphore::new(s.max_concurrency.max(1)),
+            breaker: Breaker::new(s.breaker_failures, s.breaker_cooldown),
+            client,
+            url,
+            s,
+        })
+    }
+
+    fn body(&self, p: &Prompt) -> Value {
+        let mut b = json!({
+            "model": self.s.model,
+            "messages": [
+                {"role": "system", "content": p.system},
+                {"role": "user", "content": p.user},
+            ],
+            "temperature": 0,
+            "max_tokens": self.s.max_tokens,
+            "stream": false,
+        });
+        if let Some(e) = p.reasoning_effort {
+            b["reasoning_effort"] = json!(e.as_str());
+        }
+        b
+    }
+
+    async fn attempt(&self, body: &Value, timeout: Duration) -> Result<Completion, (bool, String)> {
+        let mut req = self.client.post(&self.url).timeout(timeout).json(body);
+        if let Some(k) = &self.s.api_key {
+            req = req.bearer_auth(k);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| (true, format!("request failed: {e}")))?;
+        let status = resp.status();
+        let text = resp
+            .text()
+            .await
+            .map_err(|e| (true, format!("reading the reply failed: {e}")))?;
+        if !status.is_success() {
+            // 429 and 5xx are the server's trouble and worth retrying; other 4xx are ours.
+            let retry = status.as_u16() == 429 || status.is_server_error();
+            let snippet: String = text.chars().take(200).collect();
+            return Err((retry, format!("server answered {status}: {snippet}")));
+        }
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| (true, format!("reply is not JSON: {e}")))?;
+        let msg = &v["choices"][0]["message"];
+        if msg.is_null() {
+            return Err((true, "reply has no choices[0].message".into()));
+        }
+        let text = msg["content"].as_str().unwrap_or("").to_string();
+        // vLLM/SGLang: reasoning_content; Ollama and others: reasoning.
+        let reasoning = msg["reasoning_content"]
+            .as_str()
+            .or_else(|| msg["reasoning"].as_str())
+            .filter(|r| !r.is_empty())
+            .map(str::to_string);
+        let tok = |k: &str| v["usage"][k].as_u64().map(|n| n as u32);
+        Ok(Completion {
+            text,
+            reasoning,
+            prompt_tokens: tok("prompt_tokens"),
+            completion_tokens: tok("completion_tokens"),
+        })
+    }
+}
+
+/// Full jitter: a random wait in [0, base * 2^attempt], capped.
+fn backoff(attempt: u32) -> Duration {
+    let cap = 50u64.saturating_mul(1 << attempt.min(6)).min(2_000);
+    let r = uuid::Uuid::new_v4().as_u128() as u64;
+    Duration::from_millis(r % (cap + 1))
+}
+
+#[async_trait]
+impl ChatModel for RemoteModel {
+    fn model_id(&self) -> &str {
+        &self.s.model
+    }
+
+    async fn complete(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+    ) -> Result<Completion, ClassifyError> {
+        if !self.breaker.allow() {
+            return Err(ClassifyError::Backend(
+                "circuit open: the model server is failing".into(),
+            ));
+        }
+        let _permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
+            .await
+            .map_err(|_| ClassifyError::Overloaded)?
+            .map_err(|_| ClassifyError::Overloaded)?;
+        let body = self.body(prompt);
+        let mut attempt = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ClassifyError::Deadline);
+            }
+            match self.attempt(&body, left.min(self.s.attempt_timeout)).await {
+                Ok(c) => {
+                    self.breaker.success();
+                    return Ok(c);
+                }
+                Err((retryable, why)) => {
+                    if retryable {
+                        self.breaker.failure();
+                    }
+                    let wait = backoff(attempt);
+                    let time_left = deadline.saturating_duration_since(Instant::now()) > wait;
+                    if !retryable
+                        || attempt >= self.s.max_retries
+                        || !time_left
+                        || self.breaker.is_open()
+                    {
+                        return Err(ClassifyError::Backend(why));
+                    }
+                    attempt += 1;
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn breaker_opens_then_probes() {
+        let b = Breaker::new(2, Duration::from_millis(50));
+        assert!(b.allow());
+        b.failure();
+        assert!(b.allow());
+        b.failure();
+        assert!(!b.allow(), "open after 2 failures");
+        std::thread::sleep(Duration::from_millis(60));
+        assert!(b.allow(), "one probe after the cooldown");
+        assert!(!b.allow(), "only one probe");
+        b.success();
+        assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn backoff_is_bounded() {
+        for a in 0..10 {
+            assert!(backoff(a) <= Duration::from_millis(2_000));
+        }
+    }
+}

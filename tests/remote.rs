@@ -1,0 +1,194 @@
+//! The remote model backend against an imitation OpenAI-compatible model server: verdicts,
+//! rationale capture, retries, timeouts, the circuit breaker and fail modes, end to end through
+//! the gateway.
+
+mod support;
+
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A policy with no deterministic rules: only a model can judge it.
+const NL_POLICY: &str = "+++\nid = \"test/nl\"\ntitle = \"Forbidden things\"\nversion = \"2.0.0\"\n[[codes]]\ncode = \"X1\"\ntitle = \"Forbidden things\"\nseverity = \"high\"\n+++\n# Forbidden things\nContent that asks for forbidden things violates X1. Answer {\"violation\":0|1,\"policy_category\":\"X1\"|null}.\n";
+
+fn backend(url: &str, extra: &str) -> String {
+    format!(
+        "\n[[backends]]\nname = \"safeguard\"\nkind = \"remote\"\nbase_url = \"{url}\"\nmodel = \"openai/gpt-oss-safeguard-20b\"\nfamily = \"gpt-oss-safeguard\"\ntimeout_ms = 1000\nmax_retries = 2\nbreaker_failures = 3\nbreaker_cooldown_ms = 60000\n{extra}\n"
+    )
+}
+
+async fn setup(
+    fail_mode: &str,
+    extra: &str,
+) -> (mock::MockUpstream, model_server::ModelServer, GatewayProc) {
+    setup_with(fail_mode, extra, &[("nl.md", NL_POLICY)]).await
+}
+
+async fn setup_with(
+    fail_mode: &str,
+    extra: &str,
+    policies: &[(&str, &str)],
+) -> (mock::MockUpstream, model_server::ModelServer, GatewayProc) {
+    let m = mock::start().await;
+    let ms = model_server::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        &backend(&ms.base_url(), extra),
+    )
+    .replace(
+        "fail_mode = \"closed\"",
+        &format!("fail_mode = \"{fail_mode}\""),
+    );
+    let gw = start_gateway(&cfg, policies).await;
+    (m, ms, gw)
+}
+
+fn chat(text: &str) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": text}]})
+}
+
+async fn send(gw: &GatewayProc, text: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(text))
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn model_verdicts_block_and_allow_with_audited_reasoning() {
+    let (m, ms, gw) = setup("closed", "").await;
+    let (status, body) = send(&gw, "please tell me forbidden things").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("test/nl") && body.contains("X1"), "{body}");
+    assert!(
+        !body.contains("SECRET-REASONING"),
+        "the rationale reached the client"
+    );
+    let (status, body) = send(&gw, "a friendly question").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(!body.contains("SECRET-REASONING"));
+    assert_eq!(m.state.count(), 1);
+    // The model got the policy as system message and the content as user message, with effort.
+    let sent = ms.state.bodies.lock().unwrap()[0].clone();
+    assert!(sent["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .starts_with("# Forbidden things"));
+    assert_eq!(
+        sent["messages"][1]["content"],
+        "please tell me forbidden things"
+    );
+    assert_eq!(sent["reasoning_effort"], "low");
+    assert_eq!(sent["model"], "openai/gpt-oss-safeguard-20b");
+    let audit = gw.audit_wait(2).await;
+    let r = audit
+        .iter()
+        .find(|r| r["policy_id"] == "test/nl" && r["verdict"] == "violation")
+        .unwrap();
+    assert_eq!(r["backend"], "remote:safeguard");
+    assert_eq!(r["model"], "openai/gpt-oss-safeguard-20b");
+    assert_eq!(r["code"], "X1");
+    assert_eq!(r["prompt_tokens"], 321);
+    assert_eq!(r["policy_version"], "2.0.0");
+    assert!(r["rationale"]
+        .as_str()
+        .unwrap()
+        .contains("SECRET-REASONING"));
+    assert!((r["confidence"].as_f64().unwrap() - 0.97).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn rules_settle_before_the_model_is_asked() {
+    let (_m, ms, gw) = setup_with(
+        "closed",
+        "",
+        &[("nl.md", NL_POLICY), ("weapons.md", WEAPONS)],
+    )
+    .await;
+    let (status, _) = send(&gw, "how to build a pipe bomb").await;
+    assert_eq!(status, 400);
+    // The weapons rule fired; the model was still asked about the other policy (test/nl), once.
+    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn failures_apply_the_fail_mode() {
+    let (m, ms, gw) = setup("closed", "").await;
+    for (text, why) in [
+        ("[slow] hi", "deadline"),
+        ("[malformed] hi", "malformed"),
+        ("[prose] hi", "unparseable"),
+        ("[empty] hi", "empty"),
+    ] {
+        let (status, body) = send(&gw, text).await;
+        assert_eq!(status, 503, "{why}: {body}");
+        assert!(body.contains("could not classify"), "{why}: {body}");
+    }
+    assert_eq!(m.state.count(), 0, "fail-closed let a request through");
+    // [empty] was retried once with lower effort... but low is already the lowest: one call.
+    let _ = ms;
+    let (m, _ms, gw) = setup("open", "").await;
+    let (status, _) = send(&gw, "[malformed] hi").await;
+    assert_eq!(status, 200);
+    assert_eq!(m.state.count(), 1);
+    let audit = gw.audit_wait(2).await;
+    assert!(
+        audit.iter().any(
+            |r| r["effect"] == "fail_open" && r["error"].as_str().unwrap().contains("not JSON")
+        ),
+        "{audit:?}"
+    );
+}
+
+#[tokio::test]
+async fn retries_then_breaker_fails_fast() {
+    let (_m, ms, gw) = setup("closed", "").await;
+    // Two 503s then success: retried within one request.
+    ms.state.fail_next.store(2, Ordering::SeqCst);
+    let (status, _) = send(&gw, "a friendly question").await;
+    assert_eq!(status, 200);
+    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 3);
+    // A persistent 500: 1 + 2 retries, and the third failure trips the breaker.
+    let (status, _) = send(&gw, "[error] hi").await;
+    assert_eq!(status, 503);
+    let after_trip = ms.state.calls.load(Ordering::SeqCst);
+    assert_eq!(after_trip, 6);
+    // While open, requests fail fast without reaching the server.
+    let t0 = Instant::now();
+    for _ in 0..5 {
+        let (status, body) = send(&gw, "a friendly question").await;
+        assert_eq!(status, 503, "{body}");
+    }
+    assert_eq!(ms.state.calls.load(Ordering::SeqCst), after_trip);
+    assert!(
+        t0.elapsed() < Duration::from_secs(2),
+        "breaker did not fail fast"
+    );
+    let audit = gw.audit_wait(8).await;
+    assert!(audit.iter().any(|r| r["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("circuit open"))));
+}
+
+#[tokio::test]
+async fn empty_final_answer_retries_with_lower_effort() {
+    let (_m, ms, gw) = setup("closed", "reasoning_effort = \"medium\"").await;
+    let (status, _) = send(&gw, "[empty] hi").await;
+    assert_eq!(status, 503);
+    let efforts: Vec<Value> = ms
+        .state
+        .bodies
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| b["reasoning_effort"].clone())
+        .collect();
+    assert_eq!(efforts, vec![json!("medium"), json!("low")]);
+}

@@ -1,0 +1,126 @@
+//! An imitation of an OpenAI-compatible model server (vLLM, Ollama, ...) hosting a safeguard
+//! model, over real HTTP on loopback. It reads the policy (system) and content (user) messages
+//! and answers in the gpt-oss-safeguard JSON format. Markers in the content steer it:
+//! `[slow]` sleeps 3 s, `[error]` answers 500, `[malformed]` answers non-JSON, `[empty]` gives
+//! reasoning but no final answer, `[prose]` answers prose; content containing "forbidden"
+//! violates (code X1). `fail_next` makes the next N calls answer 503.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+#[derive(Clone, Default)]
+pub struct ModelState {
+    pub calls: Arc<AtomicUsize>,
+    pub fail_next: Arc<AtomicUsize>,
+    pub bodies: Arc<Mutex<Vec<Value>>>,
+}
+
+pub struct ModelServer {
+    pub addr: SocketAddr,
+    pub state: ModelState,
+}
+
+impl ModelServer {
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+}
+
+pub async fn start() -> ModelServer {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let state = ModelState::default();
+    let st = state.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let st = st.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(req, st.clone()));
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    ModelServer { addr, state }
+}
+
+fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap()
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    st: ModelState,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    st.calls.fetch_add(1, Ordering::SeqCst);
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    st.bodies.lock().unwrap().push(v.clone());
+    if st
+        .fail_next
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+    {
+        return Ok(reply(503, r#"{"error":{"message":"overloaded"}}"#.into()));
+    }
+    let user = v["messages"][1]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    if user.contains("[slow]") {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+    }
+    if user.contains("[error]") {
+        return Ok(reply(500, r#"{"error":{"message":"boom"}}"#.into()));
+    }
+    if user.contains("[malformed]") {
+        return Ok(reply(200, "this is not json".into()));
+    }
+    let (content, reasoning) = if user.contains("[empty]") {
+        (String::new(), "I keep thinking and thinking".to_string())
+    } else if user.contains("[prose]") {
+        ("The content looks fine to me.".to_string(), String::new())
+    } else if user.contains("forbidden") {
+        (
+            r#"{"violation": 1, "policy_category": "X1", "confidence": 0.97}"#.to_string(),
+            "SECRET-REASONING: the user asks for forbidden things, which X1 covers.".to_string(),
+        )
+    } else {
+        (
+            r#"{"violation": 0, "policy_category": null}"#.to_string(),
+            "Nothing here violates.".to_string(),
+        )
+    };
+    let out = json!({
+        "id": "chatcmpl-model", "object": "chat.completion", "created": 1, "model": v["model"],
+        "choices": [{"index": 0, "finish_reason": "stop",
+                     "message": {"role": "assistant", "content": content, "reasoning_content": reasoning}}],
+        "usage": {"prompt_tokens": 321, "completion_tokens": 12, "total_tokens": 333}
+    });
+    Ok(reply(200, out.to_string()))
+}
