@@ -42,6 +42,10 @@ pub struct Config {
     pub backends: Vec<BackendConfig>,
     #[serde(default)]
     pub unmatched: UnmatchedSection,
+    /// Verdict-only endpoints on the traffic listener: `POST /v1/moderations` (OpenAI shape) and
+    /// `POST /guardgate/v1/classify`.
+    #[serde(default)]
+    pub moderation: ModerationSection,
     /// Directory the config file lives in; relative paths inside the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -472,6 +476,36 @@ fn default_directions() -> Vec<Direction> {
     vec![Direction::Input]
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModerationSection {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Policies `/v1/moderations` judges against (ids or pack globs); `/guardgate/v1/classify`
+    /// names its policies per request, from this same set.
+    #[serde(default = "default_moderation_policies")]
+    pub policies: Vec<String>,
+    /// Environment variable with a bearer token callers must present (the endpoints spend
+    /// classifier compute and have no upstream to authenticate them).
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default = "default_deadline")]
+    pub deadline_ms: u64,
+    /// Largest request accepted.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_moderation_policies() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl Default for ModerationSection {
+    fn default() -> Self {
+        toml::from_str("").expect("defaults")
+    }
+}
+
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum UnmatchedAction {
@@ -724,6 +758,14 @@ impl Config {
                         "name at least one of \"input\", \"output\"",
                     ));
                 }
+            }
+        }
+        if let Some(var) = &self.moderation.token_env {
+            if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+                return Err(self.err(
+                    "moderation.token_env",
+                    format!("environment variable {var} is not set or empty"),
+                ));
             }
         }
         if self.unmatched.action == UnmatchedAction::Passthrough {

@@ -45,6 +45,11 @@ impl Cascade {
         Cascade { stages, metrics }
     }
 
+    /// Whether any configured backend can judge `policy`.
+    pub fn supports_any(&self, policy: &Policy) -> bool {
+        self.stages.iter().any(|s| s.classifier.supports(policy))
+    }
+
     pub fn backends(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.classifier.name()).collect()
     }

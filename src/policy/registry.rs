@@ -68,7 +68,7 @@ pub struct Registry {
 }
 
 /// `general/*` selects the pack, `*` everything, anything else one id.
-fn selects(select: &str, id: &str) -> bool {
+pub fn selects(select: &str, id: &str) -> bool {
     match select.strip_suffix('*') {
         Some("") => true,
         Some(prefix) => id.starts_with(prefix),

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod body;
 pub mod exchange;
 pub mod gateway;
+pub mod moderation;
 pub mod output;
 pub mod respond;
 pub mod server;

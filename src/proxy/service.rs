@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use super::exchange;
 use super::gateway::Gateway;
+use super::moderation;
 use super::respond;
 use crate::wire::{Api, ErrorKind};
 
@@ -37,6 +38,9 @@ impl ProxyHttp for GuardProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let path = session.req_header().uri.path().to_string();
+        if moderation::handle(&self.gw, &path, session, ctx).await? {
+            return Ok(true);
+        }
         if let Some(route) = self.gw.route_for(&path).cloned() {
             ctx.route = Some(route.name.clone());
             exchange::guarded(&self.gw, &route, session, ctx).await?;

@@ -3,7 +3,7 @@
 //! and answers in the gpt-oss-safeguard JSON format. Markers in the content steer it:
 //! `[slow]` sleeps 3 s, `[error]` answers 500, `[malformed]` answers non-JSON, `[empty]` gives
 //! reasoning but no final answer, `[prose]` answers prose; content containing "forbidden"
-//! violates (code X1). `fail_next` makes the next N calls answer 503.
+//! violates (code X1) a policy whose text mentions "Forbidden". `fail_next` makes the next N calls answer 503.
 #![allow(dead_code)]
 
 use bytes::Bytes;
@@ -88,6 +88,10 @@ async fn handle(
     {
         return Ok(reply(503, r#"{"error":{"message":"overloaded"}}"#.into()));
     }
+    let system = v["messages"][0]["content"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
     let user = v["messages"][1]["content"]
         .as_str()
         .unwrap_or("")
@@ -105,7 +109,7 @@ async fn handle(
         (String::new(), "I keep thinking and thinking".to_string())
     } else if user.contains("[prose]") {
         ("The content looks fine to me.".to_string(), String::new())
-    } else if user.contains("forbidden") {
+    } else if user.contains("forbidden") && system.contains("Forbidden") {
         (
             r#"{"violation": 1, "policy_category": "X1", "confidence": 0.97}"#.to_string(),
             "SECRET-REASONING: the user asks for forbidden things, which X1 covers.".to_string(),

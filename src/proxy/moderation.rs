@@ -1,0 +1,350 @@
+//! Verdict-only endpoints for services that want a judgement, not a proxy:
+//! `POST /v1/moderations` in the OpenAI moderation API's shape (one category per policy), and
+//! `POST /guardgate/v1/classify` (policy ids + text or messages in, one decision per policy out).
+//! Both use the same cascade, deadlines and audit trail as proxied traffic; rationales stay in
+//! the audit log.
+
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::body::read_body;
+use super::exchange::record;
+use super::gateway::Gateway;
+use super::respond;
+use super::service::Ctx;
+use crate::audit::RecordContext;
+use crate::classify::Content;
+use crate::config::{Action, Direction, FailMode};
+use crate::decide::{decide, Decision};
+use crate::policy::registry::selects;
+use crate::policy::{Bound, Snapshot};
+use crate::wire::{self, Api, ErrorKind, Segment, Source};
+
+pub const MODERATIONS: &str = "/v1/moderations";
+pub const CLASSIFY: &str = "/guardgate/v1/classify";
+
+fn bad(msg: impl Into<String>) -> (ErrorKind, String) {
+    (ErrorKind::InvalidRequest { param: None }, msg.into())
+}
+
+fn text_segments(v: &Value, field: &str) -> Result<Vec<Segment>, (ErrorKind, String)> {
+    let seg = |i: usize, t: &str| Segment {
+        source: Source::User,
+        text: t.to_string(),
+        location: format!("{field}[{i}]"),
+    };
+    match v.get(field) {
+        Some(Value::String(s)) => Ok(vec![seg(0, s)]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .filter_map(|(i, it)| match it {
+                Value::String(s) => Some(Ok(seg(i, s))),
+                Value::Object(o) if o.get("type").and_then(Value::as_str) == Some("text") => {
+                    o.get("text").and_then(Value::as_str).map(|t| Ok(seg(i, t)))
+                }
+                // Images cannot be judged by a text classifier; say so rather than skip them.
+                Value::Object(_) => Some(Err(bad(format!(
+                    "{field}[{i}]: only text inputs can be classified"
+                )))),
+                _ => Some(Err(bad(format!(
+                    "{field}[{i}]: expected a string or a text part"
+                )))),
+            })
+            .collect(),
+        _ => Err(bad(format!(
+            "{field}: expected a string or an array of strings"
+        ))),
+    }
+}
+
+/// The moderation policy set from the live snapshot.
+fn moderation_policies(gw: &Gateway, snap: &Snapshot) -> Vec<Bound> {
+    snap.policies
+        .values()
+        .filter(|p| {
+            gw.config
+                .moderation
+                .policies
+                .iter()
+                .any(|s| selects(s, &p.id))
+        })
+        .filter(|p| gw.cascade.supports_any(p))
+        .map(|p| Bound {
+            policy: p.clone(),
+            action: Action::Block,
+        })
+        .collect()
+}
+
+async fn judge(
+    gw: &Gateway,
+    bound: &[Bound],
+    segments: Vec<Segment>,
+    ctx: &Ctx,
+    route: &str,
+    generation: u64,
+) -> Decision {
+    let content = Content::from_segments(segments);
+    let deadline =
+        Instant::now() + std::time::Duration::from_millis(gw.config.moderation.deadline_ms);
+    // Errors are reported per policy in the answer; nothing is forwarded, so the fail mode is moot.
+    let d = decide(&gw.cascade, bound, &content, deadline, FailMode::Open).await;
+    let rctx = RecordContext {
+        request_id: &ctx.request_id,
+        route,
+        api: route,
+        direction: Direction::Input,
+        fail_mode: FailMode::Open,
+        generation,
+    };
+    record(gw, &rctx, &d, None);
+    d
+}
+
+fn authorized(gw: &Gateway, session: &pingora::proxy::Session) -> bool {
+    let Some(var) = &gw.config.moderation.token_env else {
+        return true;
+    };
+    let Ok(want) = std::env::var(var) else {
+        return false;
+    };
+    session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| {
+            t.len() == want.len()
+                && t.bytes()
+                    .zip(want.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        })
+}
+
+/// Handles both endpoints; returns false if `path` is neither (or they are disabled).
+pub async fn handle(
+    gw: &Arc<Gateway>,
+    path: &str,
+    session: &mut pingora::proxy::Session,
+    ctx: &mut Ctx,
+) -> pingora::Result<bool> {
+    if !gw.config.moderation.enabled || (path != MODERATIONS && path != CLASSIFY) {
+        return Ok(false);
+    }
+    ctx.route = Some(path.trim_start_matches('/').replace('/', "-"));
+    let api = Api::OpenAiChat; // error shape: OpenAI's
+    if session.req_header().method != http::Method::POST {
+        ctx.outcome = "rejected";
+        respond::error(
+            session,
+            api,
+            ErrorKind::MethodNotAllowed,
+            &format!("{path} accepts POST only"),
+            &ctx.request_id,
+            true,
+        )
+        .await?;
+        return Ok(true);
+    }
+    if !authorized(gw, session) {
+        ctx.outcome = "rejected";
+        let body = api.error_body(
+            &ErrorKind::InvalidRequest { param: None },
+            "missing or wrong bearer token",
+        );
+        respond::json(
+            session,
+            401,
+            body,
+            &[("x-guardgate-request-id", ctx.request_id.clone())],
+            true,
+        )
+        .await?;
+        return Ok(true);
+    }
+    let limit = gw.config.moderation.max_body_bytes;
+    let timeout = std::time::Duration::from_millis(gw.config.limits.body_read_timeout_ms);
+    let raw = match read_body(session, limit, timeout).await {
+        Ok(b) => b,
+        Err(e) => {
+            ctx.outcome = "rejected";
+            respond::error(
+                session,
+                api,
+                ErrorKind::PayloadTooLarge,
+                &e.message(),
+                &ctx.request_id,
+                true,
+            )
+            .await?;
+            return Ok(true);
+        }
+    };
+    let snap = gw.registry.snapshot();
+    let result = match wire::parse_strict(&raw) {
+        Err(e) => Err(bad(e.message)),
+        Ok(v) if path == MODERATIONS => moderations(gw, &snap, &v, ctx).await,
+        Ok(v) => classify(gw, &snap, &v, ctx).await,
+    };
+    match result {
+        Ok(body) => {
+            ctx.outcome = "classified";
+            let bytes = serde_json::to_vec(&body).unwrap_or_default();
+            respond::json(
+                session,
+                200,
+                bytes,
+                &[("x-guardgate-request-id", ctx.request_id.clone())],
+                false,
+            )
+            .await?;
+        }
+        Err((kind, msg)) => {
+            ctx.outcome = "rejected";
+            gw.metrics
+                .bad_requests
+                .with_label_values(&["invalid_body"])
+                .inc();
+            respond::error(session, api, kind, &msg, &ctx.request_id, false).await?;
+        }
+    }
+    Ok(true)
+}
+
+async fn moderations(
+    gw: &Gateway,
+    snap: &Snapshot,
+    v: &Value,
+    ctx: &Ctx,
+) -> Result<Value, (ErrorKind, String)> {
+    let segments = text_segments(v, "input")?;
+    let bound = moderation_policies(gw, snap);
+    if bound.is_empty() {
+        return Err((
+            ErrorKind::Unavailable,
+            "no moderation policies are loaded".into(),
+        ));
+    }
+    // One result per input, as the OpenAI API does.
+    let mut results = Vec::new();
+    for seg in segments {
+        let d = judge(gw, &bound, vec![seg], ctx, "moderations", snap.generation).await;
+        let mut categories = serde_json::Map::new();
+        let mut scores = serde_json::Map::new();
+        let mut flagged = false;
+        for o in &d.outcomes {
+            let hit = o.fires();
+            flagged |= hit;
+            categories.insert(o.policy.id.clone(), json!(hit));
+            let score = match &o.result {
+                Ok(v) if v.violation => v.confidence.unwrap_or(1.0),
+                Ok(v) => 1.0 - v.confidence.unwrap_or(1.0),
+                Err(_) => 0.0,
+            };
+            scores.insert(
+                o.policy.id.clone(),
+                json!(if hit { score.max(0.5) } else { score.min(0.5) }),
+            );
+        }
+        let errors: Vec<Value> = d
+            .outcomes
+            .iter()
+            .filter_map(|o| {
+                o.result
+                    .as_ref()
+                    .err()
+                    .map(|e| json!({"policy": o.policy.id, "error": e.to_string()}))
+            })
+            .collect();
+        let mut r =
+            json!({"flagged": flagged, "categories": categories, "category_scores": scores});
+        if !errors.is_empty() {
+            r["guardgate_errors"] = json!(errors);
+        }
+        results.push(r);
+    }
+    Ok(
+        json!({"id": format!("modr-{}", ctx.request_id), "model": v.get("model").cloned().unwrap_or(json!("guardgate")), "results": results}),
+    )
+}
+
+async fn classify(
+    gw: &Gateway,
+    snap: &Snapshot,
+    v: &Value,
+    ctx: &Ctx,
+) -> Result<Value, (ErrorKind, String)> {
+    let ids: Vec<&str> = match v.get("policies") {
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|x| {
+                x.as_str()
+                    .ok_or_else(|| bad("policies: expected an array of policy ids"))
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+        _ => return Err(bad("policies: expected an array of policy ids")),
+    };
+    let allowed = moderation_policies(gw, snap);
+    let bound: Vec<Bound> = if ids.is_empty() {
+        allowed
+    } else {
+        let mut out = Vec::new();
+        for id in ids {
+            match allowed.iter().find(|b| b.policy.id == id) {
+                Some(b) => out.push(b.clone()),
+                None => {
+                    return Err(bad(format!(
+                        "policies: {id:?} is not a loaded moderation policy"
+                    )))
+                }
+            }
+        }
+        out
+    };
+    let segments = if v.get("messages").is_some() {
+        wire::parse_request(
+            Api::OpenAiChat,
+            &serde_json::to_vec(&json!({"model": "x", "messages": v["messages"]}))
+                .unwrap_or_default(),
+        )
+        .map_err(|e| bad(e.message))?
+        .segments
+    } else {
+        text_segments(v, "text")?
+    };
+    let d = judge(gw, &bound, segments, ctx, "classify", snap.generation).await;
+    let decisions: Vec<Value> = d
+        .outcomes
+        .iter()
+        .map(|o| {
+            let (verdict, v) = match &o.result {
+                Ok(v) if v.violation => ("violation", Some(v)),
+                Ok(v) => ("allow", Some(v)),
+                Err(_) => ("error", None),
+            };
+            json!({
+                "policy_id": o.policy.id,
+                "policy_version": o.policy.version,
+                "policy_hash": o.policy.content_hash,
+                "verdict": verdict,
+                "flagged": o.fires(),
+                "code": v.and_then(|v| v.code.clone()),
+                "rule_id": v.and_then(|v| v.rule_id.clone()),
+                "severity": o.severity().map(|s| s.as_str()),
+                "confidence": v.and_then(|v| v.confidence),
+                "backend": v.map(|v| v.backend),
+                "latency_ms": o.latency.as_secs_f64() * 1000.0,
+                "error": o.result.as_ref().err().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let flagged = d.outcomes.iter().any(|o| o.fires());
+    Ok(
+        json!({"request_id": ctx.request_id, "flagged": flagged, "policy_generation": snap.generation, "decisions": decisions}),
+    )
+}
