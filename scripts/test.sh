@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
-#   setup -> cargo fmt --check -> cargo clippy -> cargo build -> cargo test -> SDK suite (pytest)
+#   setup -> cargo fmt --check -> cargo clippy -> cargo build -> deploy checks -> cargo test -> SDK suite
 # Every step runs even when an earlier independent one failed (a fmt slip does not hide test
 # results); the test steps are skipped only when the build they need failed. Exits non-zero if
 # anything failed. The last line is the test count over cargo test and the SDK suite together.
@@ -71,6 +71,9 @@ step "cargo clippy" cargo clippy --all-targets -- -D warnings || true
 # ---- build ---------------------------------------------------------------------------------
 built=1
 step "cargo build" cargo build --bins --examples || built=0
+
+# ---- deploy/: Dockerfile, compose file, Kubernetes manifests (no Docker or cluster needed) --
+step "deploy checks" scripts/validate-deploy.sh || true
 
 # ---- Rust tests ----------------------------------------------------------------------------
 cargo_tests() {

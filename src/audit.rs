@@ -45,6 +45,9 @@ pub struct AuditRecord {
     pub model: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// For policies with a shadow candidate: whether the candidate agreed with the live version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub candidate_agrees: Option<bool>,
     /// For streamed replies: how many hold-back windows were judged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<u32>,
@@ -147,6 +150,7 @@ impl Auditor {
             prompt_tokens: v.and_then(|v| v.prompt_tokens),
             completion_tokens: v.and_then(|v| v.completion_tokens),
             windows: None,
+            candidate_agrees: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub struct Outcome {
     pub action: Action,
     pub result: Result<Verdict, ClassifyError>,
     pub latency: Duration,
+    /// The shadow candidate's judgement of the same content, if the policy has one.
+    pub candidate: Option<(Arc<Policy>, Result<Verdict, ClassifyError>)>,
 }
 
 impl Outcome {
@@ -78,12 +80,23 @@ pub async fn decide(
 ) -> Decision {
     let outcomes = join_all(bound.iter().map(|b| async move {
         let started = Instant::now();
-        let result = cascade.classify(&b.policy, content, deadline).await;
+        let live = async {
+            let r = cascade.classify(&b.policy, content, deadline).await;
+            (r, started.elapsed())
+        };
+        let shadow = async {
+            match &b.candidate {
+                Some(c) => Some((c.clone(), cascade.classify(c, content, deadline).await)),
+                None => None,
+            }
+        };
+        let ((result, latency), candidate) = futures_util::join!(live, shadow);
         Outcome {
             policy: b.policy.clone(),
             action: b.action,
             result,
-            latency: started.elapsed(),
+            latency,
+            candidate,
         }
     }))
     .await;
@@ -220,6 +233,7 @@ mod tests {
         Bound {
             policy: policy(id, rules),
             action,
+            candidate: None,
         }
     }
 

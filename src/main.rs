@@ -47,6 +47,16 @@ enum Cmd {
         )]
         config: PathBuf,
     },
+    /// Policy authoring tools: lint and test.
+    Policy {
+        #[command(subcommand)]
+        cmd: guardgate::eval::cli::PolicyCmd,
+    },
+    /// Run the general pack against an external labelled data set.
+    Eval(guardgate::eval::cli::EvalArgs),
+    /// Judge one text against policies and print the verdict, code and rationale
+    /// (exit 0 allowed, 1 violation, 2 error).
+    Classify(guardgate::eval::cli::ClassifyArgs),
 }
 
 fn init_tracing(json: bool, level: &str) {
@@ -71,6 +81,12 @@ fn load(config: &std::path::Path) -> Result<Gateway, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Policy { cmd } => ExitCode::from(match cmd {
+            guardgate::eval::cli::PolicyCmd::Lint(a) => guardgate::eval::cli::lint(&a),
+            guardgate::eval::cli::PolicyCmd::Test(a) => guardgate::eval::cli::test(&a),
+        }),
+        Cmd::Eval(a) => ExitCode::from(guardgate::eval::cli::eval(&a)),
+        Cmd::Classify(a) => ExitCode::from(guardgate::eval::cli::classify(&a)),
         Cmd::Serve { config, upgrade } => {
             let level = Config::load(&config)
                 .map(|c| (c.logging.json, c.logging.level))

@@ -55,6 +55,37 @@ struct FrontMatter {
     /// Reasoning effort for harmony models (gpt-oss-safeguard): low, medium or high.
     #[serde(default)]
     reasoning_effort: Option<Effort>,
+    /// A candidate version of the live policy with the same id: judged on live traffic next to
+    /// it and compared, never enforced (shadow evaluation before promotion).
+    #[serde(default)]
+    candidate: bool,
+    /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
+    #[serde(default)]
+    thresholds: Thresholds,
+}
+
+/// `[thresholds]` in front matter: minimum quality the policy's case file must show
+/// (`guardgate policy test` exits non-zero otherwise). Values are fractions in `[0, 1]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    #[serde(default)]
+    pub min_recall: Option<f64>,
+    #[serde(default)]
+    pub min_precision: Option<f64>,
+    #[serde(default)]
+    pub min_f1: Option<f64>,
+    #[serde(default)]
+    pub max_fpr: Option<f64>,
+}
+
+impl Thresholds {
+    pub fn is_empty(&self) -> bool {
+        self.min_recall.is_none()
+            && self.min_precision.is_none()
+            && self.min_f1.is_none()
+            && self.max_fpr.is_none()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize, Hash)]
@@ -208,6 +239,9 @@ pub struct Policy {
     pub body: String,
     pub output_format: OutputFormat,
     pub reasoning_effort: Option<Effort>,
+    pub candidate: bool,
+    /// `[thresholds]` from front matter (all unset when absent).
+    pub thresholds: Thresholds,
     pub path: PathBuf,
 }
 
@@ -369,6 +403,8 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         body: body.trim().to_string(),
         output_format: fm.output_format,
         reasoning_effort: fm.reasoning_effort,
+        candidate: fm.candidate,
+        thresholds: fm.thresholds,
         path: path.to_path_buf(),
     })
 }

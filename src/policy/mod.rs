@@ -1,6 +1,7 @@
 //! Policies: files on disk (`file`), the live snapshot (`registry`) and what reloads it (`watch`).
 
 pub mod file;
+pub mod lint;
 pub mod registry;
 pub mod watch;
 

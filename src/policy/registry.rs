@@ -19,6 +19,8 @@ use crate::metrics::Metrics;
 pub struct Bound {
     pub policy: Arc<Policy>,
     pub action: Action,
+    /// A candidate version being shadow-evaluated next to the live one.
+    pub candidate: Option<Arc<Policy>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -42,6 +44,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub loaded_at: SystemTime,
     pub policies: BTreeMap<String, Arc<Policy>>,
+    /// Candidate versions by live policy id.
+    pub candidates: BTreeMap<String, Arc<Policy>>,
     pub routes: HashMap<String, RouteBinding>,
 }
 
@@ -195,11 +199,13 @@ impl Registry {
 }
 
 fn same_policies(a: &Snapshot, b: &Snapshot) -> bool {
-    a.policies.len() == b.policies.len()
-        && a.policies
-            .iter()
-            .zip(b.policies.iter())
-            .all(|((ka, pa), (kb, pb))| ka == kb && pa.content_hash == pb.content_hash)
+    let same = |x: &BTreeMap<String, Arc<Policy>>, y: &BTreeMap<String, Arc<Policy>>| {
+        x.len() == y.len()
+            && x.iter()
+                .zip(y.iter())
+                .all(|((ka, pa), (kb, pb))| ka == kb && pa.content_hash == pb.content_hash)
+    };
+    same(&a.policies, &b.policies) && same(&a.candidates, &b.candidates)
 }
 
 fn humantime_now() -> String {
@@ -219,6 +225,7 @@ pub fn build_snapshot(
 ) -> Result<Snapshot, Vec<String>> {
     let mut errors = Vec::new();
     let mut policies: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
+    let mut candidates: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
     for dir in dirs {
         let files = match policy_files(dir) {
             Ok(f) => f,
@@ -235,6 +242,18 @@ pub fn build_snapshot(
                 })
                 .and_then(|bytes| parse_policy(&path, &bytes));
             match parsed {
+                Ok(p) if p.candidate => {
+                    if let Some(prev) = candidates.get(&p.id) {
+                        errors.push(format!(
+                            "{}: a candidate for {:?} already exists in {}",
+                            path.display(),
+                            p.id,
+                            prev.path.display()
+                        ));
+                    } else {
+                        candidates.insert(p.id.clone(), Arc::new(p));
+                    }
+                }
                 Ok(p) => {
                     if let Some(prev) = policies.get(&p.id) {
                         errors.push(format!(
@@ -248,6 +267,24 @@ pub fn build_snapshot(
                     }
                 }
                 Err(e) => errors.push(e.to_string()),
+            }
+        }
+    }
+    for (id, c) in &candidates {
+        match policies.get(id) {
+            None => errors.push(format!(
+                "{}: candidate for {id:?}, but no live policy has that id",
+                c.path.display()
+            )),
+            Some(live) if live.version == c.version => errors.push(format!(
+                "{}: candidate for {id:?} has the live version {:?}; give it a new version",
+                c.path.display(),
+                c.version
+            )),
+            Some(_) => {
+                if let Some(why) = capability.unsupported(c) {
+                    errors.push(format!("{}: candidate: {why}", c.path.display()));
+                }
             }
         }
     }
@@ -284,6 +321,7 @@ pub fn build_snapshot(
                         list.push(Bound {
                             policy: p.clone(),
                             action,
+                            candidate: candidates.get(&p.id).cloned(),
                         });
                     }
                 }
@@ -298,6 +336,7 @@ pub fn build_snapshot(
         generation,
         loaded_at: SystemTime::now(),
         policies,
+        candidates,
         routes: bindings,
     })
 }

@@ -127,6 +127,18 @@ impl ServeHttp for AdminApp {
                 reply(200, "text/plain; version=0.0.4", self.gw.metrics.render())
             }
             ("GET", "/admin/policies") => json_reply(200, self.policies()),
+            ("GET", "/admin/shadow") => {
+                let snap = self.gw.registry.snapshot();
+                let live: Vec<_> = snap
+                    .candidates
+                    .values()
+                    .map(|c| json!({"id": c.id, "candidate_version": c.version, "hash": c.content_hash, "path": c.path.display().to_string()}))
+                    .collect();
+                json_reply(
+                    200,
+                    json!({"candidates": live, "comparisons": self.gw.shadow.report()}),
+                )
+            }
             ("POST", "/admin/reload") => match self.gw.registry.reload("admin").await {
                 Ok(changed) => json_reply(
                     200,

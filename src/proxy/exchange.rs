@@ -17,7 +17,7 @@ use super::upstream::HOP_BY_HOP;
 use crate::audit::RecordContext;
 use crate::classify::Content;
 use crate::config::Direction;
-use crate::decide::{decide, Decision, Final};
+use crate::decide::{decide, Decision, Final, Outcome};
 use crate::wire::{self, ErrorKind};
 
 /// Handles the whole exchange; on return the response has been written (or the connection is
@@ -194,6 +194,33 @@ pub(crate) fn record(
         if let Err(e) = &o.result {
             gw.metrics.errors.with_label_values(&["classifier"]).inc();
             tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+        }
+        if let Some((cand, cres)) = &o.candidate {
+            let agrees = gw.shadow.compare(&crate::shadow::Comparison {
+                policy_id: &o.policy.id,
+                live_version: &o.policy.version,
+                candidate_version: &cand.version,
+                candidate_hash: &cand.content_hash,
+                request_id: rctx.request_id,
+                route: rctx.route,
+                direction: rctx.direction,
+                live: &o.result,
+                candidate: cres,
+            });
+            rec.candidate_agrees = agrees;
+            let shadow = Outcome {
+                policy: cand.clone(),
+                action: crate::config::Action::Shadow,
+                result: cres.clone(),
+                latency: o.latency,
+                candidate: None,
+            };
+            let mut crec = gw.auditor.build(rctx, &shadow);
+            crec.effect = "candidate";
+            crec.candidate_agrees = agrees;
+            recs.push(rec);
+            recs.push(crec);
+            continue;
         }
         recs.push(rec);
     }

@@ -43,6 +43,7 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// Set once shutdown begins, so `/readyz` turns away new traffic while requests drain.
     pub draining: std::sync::atomic::AtomicBool,
+    pub shadow: crate::shadow::ShadowStats,
 }
 
 /// The path a route is matched on. Upstream servers commonly treat `/v1//chat/completions/`,
@@ -204,6 +205,7 @@ impl Gateway {
             connector: Connector::new(None),
             admin_token,
             draining: std::sync::atomic::AtomicBool::new(false),
+            shadow: Default::default(),
         })
     }
 

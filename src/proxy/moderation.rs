@@ -74,6 +74,7 @@ fn moderation_policies(gw: &Gateway, snap: &Snapshot) -> Vec<Bound> {
         .map(|p| Bound {
             policy: p.clone(),
             action: Action::Block,
+            candidate: None,
         })
         .collect()
 }

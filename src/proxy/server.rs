@@ -52,20 +52,50 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
         ..Default::default()
     };
     let s = &gw.config.server;
+    // Like every other path in the config, these resolve against the config file's directory.
+    let path = |p: &str| {
+        gw.config
+            .resolve(std::path::Path::new(p))
+            .display()
+            .to_string()
+    };
     let conf = ServerConf {
         threads: s.threads,
         grace_period_seconds: Some(s.grace_period_seconds),
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
-        upgrade_sock: s.upgrade_sock.clone(),
-        pid_file: s.pid_file.clone(),
+        upgrade_sock: path(&s.upgrade_sock),
+        pid_file: path(&s.pid_file),
         ..Default::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // From the moment a graceful upgrade or shutdown starts, replies say `Connection: close` and
+    // readiness fails, so keep-alive clients reconnect (to the new process) instead of having an
+    // idle connection dropped under them.
+    let mut phases = server.watch_execution_phase();
     server.bootstrap();
 
     let listen = gw.config.server.listen.clone();
     let admin_listen = gw.config.admin.listen.clone();
     let gw = Arc::new(gw);
+    let watcher = gw.clone();
+    std::thread::Builder::new()
+        .name("guardgate-phase".into())
+        .spawn(move || {
+            use pingora::server::ExecutionPhase as P;
+            while let Ok(p) = phases.blocking_recv() {
+                if matches!(
+                    p,
+                    P::GracefulUpgradeTransferringFds
+                        | P::GracefulUpgradeCloseTimeout
+                        | P::GracefulTerminate
+                        | P::ShutdownStarted
+                ) {
+                    watcher.draining.store(true, Ordering::Relaxed);
+                    tracing::info!(phase = ?p, "draining: replies now close their connections");
+                }
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the phase watcher: {e}"))?;
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,

@@ -37,6 +37,10 @@ impl ProxyHttp for GuardProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        if self.gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            // Upgrade or shutdown under way: finish this request, then let the client reconnect.
+            session.set_keepalive(None);
+        }
         let path = session.req_header().uri.path().to_string();
         if moderation::handle(&self.gw, &path, session, ctx).await? {
             return Ok(true);

@@ -7,6 +7,7 @@
 //! - `x-mock-delay-ms: 200`    wait before answering
 //! - `x-mock-chunk-bytes: 1`   stream the body in pieces of this many bytes (SSE split anywhere)
 //! - `x-mock-gap-ms: 5`        pause between those pieces (default 1 ms)
+//! - `x-mock-token-ms: 2`      stream one SSE event every 2 ms (a model generating at a fixed rate)
 //! - `x-mock-reply: text`      the assistant text to return (default "Hello from the mock upstream.")
 //!
 //! `GET /__mock/requests` returns the recorded requests as JSON (for tests in other languages).
@@ -116,15 +117,14 @@ fn chunked(
     st: &MockState,
     status: u16,
     ct: &str,
-    body: Vec<u8>,
-    piece: usize,
+    pieces: Vec<Bytes>,
     gap: Duration,
 ) -> Response<BoxBody> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
     let st = st.clone();
     tokio::spawn(async move {
-        for c in body.chunks(piece.max(1)) {
-            let frame = Ok(Frame::data(Bytes::copy_from_slice(c)));
+        for c in pieces {
+            let frame = Ok(Frame::data(c));
             if tx.send(frame).await.is_err() {
                 st.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 return;
@@ -184,6 +184,7 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         .and_then(|s| s.parse().ok())
         .unwrap_or(1);
     let gap = Duration::from_millis(gap_ms);
+    let token_ms: Option<u64> = hdr(&req, "x-mock-token-ms").and_then(|s| s.parse().ok());
     let reply = hdr(&req, "x-mock-reply").unwrap_or_else(|| "Hello from the mock upstream.".into());
 
     if path == "/__mock/requests" {
@@ -267,10 +268,22 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         ("POST", _, _) => ("application/json", serde_json::to_vec(&json!({"echo": true, "path": path})).unwrap()),
         _ => return Ok(full(404, "application/json", br#"{"error":{"message":"not found","type":"invalid_request_error","param":null,"code":null}}"#.to_vec())),
     };
-    Ok(match piece {
-        Some(n) => chunked(&st, 200, ct, out, n, gap),
-        None if ct == "text/event-stream" => chunked(&st, 200, ct, out, 64, Duration::ZERO),
-        None => full(200, ct, out),
+    let split =
+        |n: usize| -> Vec<Bytes> { out.chunks(n.max(1)).map(Bytes::copy_from_slice).collect() };
+    Ok(match (piece, token_ms) {
+        // One SSE event (one token) every `token_ms`: a model generating at a fixed rate.
+        (_, Some(ms)) if ct == "text/event-stream" => {
+            let events: Vec<Bytes> = out
+                .split_inclusive(|&b| b == b'\n')
+                .collect::<Vec<_>>()
+                .chunk_by(|a, _| *a != b"\n")
+                .map(|ls| Bytes::from(ls.concat()))
+                .collect();
+            chunked(&st, 200, ct, events, Duration::from_millis(ms))
+        }
+        (Some(n), _) => chunked(&st, 200, ct, split(n), gap),
+        (None, _) if ct == "text/event-stream" => chunked(&st, 200, ct, split(64), Duration::ZERO),
+        (None, _) => full(200, ct, out),
     })
 }
 

@@ -1,0 +1,201 @@
+//! Runs labelled cases through a classifier cascade, concurrently, with per-case latency.
+
+use futures_util::stream::{self, StreamExt};
+use indicatif::ProgressBar;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::cases::Case;
+use crate::classify::cascade::Stage;
+use crate::classify::rules::RulesClassifier;
+use crate::classify::Cascade;
+use crate::config::Config;
+use crate::metrics::Metrics as PromMetrics;
+use crate::policy::Policy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Tp,
+    Fp,
+    Tn,
+    Fn,
+    /// The classifier failed; counted against it (as FN for violating cases, FP for allowed).
+    Error,
+}
+
+impl Outcome {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Tp => "TP",
+            Outcome::Fp => "FP",
+            Outcome::Tn => "TN",
+            Outcome::Fn => "FN",
+            Outcome::Error => "ERROR",
+        }
+    }
+
+    /// Whether the case passed (the classifier agreed with the label).
+    pub fn passed(&self) -> bool {
+        matches!(self, Outcome::Tp | Outcome::Tn)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CaseResult {
+    pub id: String,
+    pub label: u8,
+    /// What the classifier said; `None` when it failed.
+    pub predicted: Option<bool>,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub expected_code: Option<String>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub rule_id: Option<String>,
+    #[serde(default)]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub rationale: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub latency_us: u64,
+    #[serde(default)]
+    pub preview: String,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+impl CaseResult {
+    /// A true positive whose code differs from the case's expected code.
+    pub fn code_mismatch(&self) -> bool {
+        self.outcome == Outcome::Tp
+            && self.expected_code.is_some()
+            && self.code.is_some()
+            && self.expected_code != self.code
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub concurrency: usize,
+    /// Per-case deadline.
+    pub timeout: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            concurrency: 8,
+            timeout: Duration::from_secs(120),
+        }
+    }
+}
+
+/// The cascade `policy test`, `eval` and `classify` use: the deterministic rules, then (with
+/// `backend` other than `rules`) that backend from `config`'s `[[backends]]`. Returns the cascade
+/// and a label naming its stages.
+pub fn build_cascade(config: Option<&Path>, backend: &str) -> anyhow::Result<(Cascade, String)> {
+    let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
+    let mut label = "rules".to_string();
+    if backend != "rules" {
+        let Some(path) = config else {
+            anyhow::bail!("--backend {backend} needs --config FILE naming it in [[backends]]");
+        };
+        let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+        let b = cfg
+            .backends
+            .iter()
+            .find(|b| b.name == backend)
+            .ok_or_else(|| {
+                let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
+                anyhow::anyhow!(
+                    "{}: no [[backends]] entry named {backend:?} (have: {})",
+                    path.display(),
+                    if names.is_empty() {
+                        "none".to_string()
+                    } else {
+                        names.join(", ")
+                    }
+                )
+            })?;
+        stages.push(crate::proxy::gateway::build_backend(b)?);
+        label = format!("rules+{backend}");
+    }
+    Ok((Cascade::new(stages, Arc::new(PromMetrics::new())), label))
+}
+
+/// Classifies one case against one policy.
+pub async fn run_case(
+    cascade: &Cascade,
+    policy: &Policy,
+    case: &Case,
+    timeout: Duration,
+) -> CaseResult {
+    let content = case.content();
+    let started = Instant::now();
+    let res = cascade
+        .classify(policy, &content, Instant::now() + timeout)
+        .await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let label = case.is_violation();
+    let mut r = CaseResult {
+        id: case.id.clone(),
+        label: case.label,
+        predicted: None,
+        outcome: Outcome::Error,
+        expected_code: case.code.clone(),
+        code: None,
+        rule_id: None,
+        backend: None,
+        rationale: None,
+        error: None,
+        latency_us,
+        preview: case.preview(160),
+        note: case.note.clone(),
+    };
+    match res {
+        Ok(v) => {
+            r.predicted = Some(v.violation);
+            r.outcome = match (label, v.violation) {
+                (true, true) => Outcome::Tp,
+                (false, true) => Outcome::Fp,
+                (false, false) => Outcome::Tn,
+                (true, false) => Outcome::Fn,
+            };
+            r.code = v.code;
+            r.rule_id = v.rule_id;
+            r.backend = Some(v.backend.to_string());
+            r.rationale = v.rationale;
+        }
+        Err(e) => r.error = Some(e.to_string()),
+    }
+    r
+}
+
+/// Runs `cases` against `policy` with up to `opts.concurrency` in flight; results come back in
+/// case order. `progress` is advanced once per case.
+pub async fn run_policy(
+    cascade: &Cascade,
+    policy: &Policy,
+    cases: &[Case],
+    opts: &RunOptions,
+    progress: Option<&ProgressBar>,
+) -> Vec<CaseResult> {
+    let mut out: Vec<(usize, CaseResult)> = stream::iter(cases.iter().enumerate())
+        .map(|(i, c)| async move {
+            let r = run_case(cascade, policy, c, opts.timeout).await;
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+            (i, r)
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
