@@ -104,6 +104,7 @@ impl Metrics {
         // Make the reload series exist from the start so dashboards and alerts see zeros.
         reloads.with_label_values(&["success"]);
         reloads.with_label_values(&["failure"]);
+        reloads.with_label_values(&["gated"]);
         Metrics {
             registry,
             requests,

@@ -272,12 +272,9 @@ fn lint_duplicate_code() {
 
 #[test]
 fn lint_conflicting_rules() {
-    let conflicting = format!(
-        "{}",
-        GOOD.replace(
-            "+++\n# Widget",
-            "[[rules]]\nid = \"ws-copy\"\ncode = \"WS1.a\"\nkeywords = [\"melt the widget belt\", \"jam the widget press\"]\n+++\n# Widget",
-        )
+    let conflicting = GOOD.replace(
+        "+++\n# Widget",
+        "[[rules]]\nid = \"ws-copy\"\ncode = \"WS1.a\"\nkeywords = [\"melt the widget belt\", \"jam the widget press\"]\n+++\n# Widget",
     );
     assert_finding(&conflicting, "conflicting-rules", "error");
 }

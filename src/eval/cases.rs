@@ -110,6 +110,20 @@ pub fn cases_path_for(policy_path: &Path) -> PathBuf {
     policy_path.with_file_name(format!("{stem}.cases.jsonl"))
 }
 
+/// The case file to use for a policy file: `<stem>.cases.jsonl`, or for a candidate file named
+/// `<name>.<suffix>.md` (e.g. `self-harm.next.md`) without its own, the live policy's
+/// `<name>.cases.jsonl`. `None` when neither exists.
+pub fn find_cases_for(policy_path: &Path) -> Option<PathBuf> {
+    let own = cases_path_for(policy_path);
+    if own.exists() {
+        return Some(own);
+    }
+    let stem = policy_path.file_stem()?.to_string_lossy().into_owned();
+    let (base, _) = stem.split_once('.')?;
+    let live = policy_path.with_file_name(format!("{base}.cases.jsonl"));
+    live.exists().then_some(live)
+}
+
 /// Parses a case file. Errors name the line.
 pub fn parse_cases(path: &Path, text: &str) -> Result<Vec<Case>, String> {
     let mut out = Vec::new();

@@ -8,7 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use super::cases::{cases_path_for, load_cases, Case};
+use super::cases::{cases_path_for, find_cases_for, load_cases, Case};
 use super::dataset;
 use super::report::{self, PolicyReport, Report};
 use super::runner::{build_cascade, run_policy, RunOptions};

@@ -5,6 +5,7 @@
 pub mod cases;
 pub mod cli;
 pub mod dataset;
+pub mod gate;
 pub mod html;
 pub mod metrics;
 pub mod report;

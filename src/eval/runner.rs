@@ -185,7 +185,11 @@ pub async fn run_policy(
     opts: &RunOptions,
     progress: Option<&ProgressBar>,
 ) -> Vec<CaseResult> {
-    let mut out: Vec<(usize, CaseResult)> = stream::iter(cases.iter().enumerate())
+    // The futures are built eagerly (not in a stream combinator's closure) so that the returned
+    // future is `Send` for callers inside `async_trait` impls (higher-ranked lifetime inference).
+    let futs: Vec<_> = cases
+        .iter()
+        .enumerate()
         .map(|(i, c)| async move {
             let r = run_case(cascade, policy, c, opts.timeout).await;
             if let Some(pb) = progress {
@@ -193,6 +197,8 @@ pub async fn run_policy(
             }
             (i, r)
         })
+        .collect();
+    let mut out: Vec<(usize, CaseResult)> = stream::iter(futs)
         .buffer_unordered(opts.concurrency.max(1))
         .collect()
         .await;

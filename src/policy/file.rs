@@ -59,6 +59,9 @@ struct FrontMatter {
     /// it and compared, never enforced (shadow evaluation before promotion).
     #[serde(default)]
     candidate: bool,
+    /// Reload gate: a changed version goes live only if its case file meets `[thresholds]`.
+    #[serde(default)]
+    gate: bool,
     /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
     #[serde(default)]
     thresholds: Thresholds,
@@ -240,6 +243,7 @@ pub struct Policy {
     pub output_format: OutputFormat,
     pub reasoning_effort: Option<Effort>,
     pub candidate: bool,
+    pub gate: bool,
     /// `[thresholds]` from front matter (all unset when absent).
     pub thresholds: Thresholds,
     pub path: PathBuf,
@@ -390,6 +394,11 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         });
     }
     let rules = RuleSet::new(rules).map_err(|e| err(format!("rules: {e}")))?;
+    if fm.gate && fm.thresholds.is_empty() {
+        return Err(err(
+            "gate = true needs a [thresholds] table saying what the case file must meet".into(),
+        ));
+    }
     Ok(Policy {
         id: fm.id,
         title: fm.title,
@@ -404,6 +413,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         output_format: fm.output_format,
         reasoning_effort: fm.reasoning_effort,
         candidate: fm.candidate,
+        gate: fm.gate,
         thresholds: fm.thresholds,
         path: path.to_path_buf(),
     })

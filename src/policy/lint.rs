@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 use crate::classify::normalize::{fold_leet, normalize};
 use crate::classify::verdict::OutputFormat;
-use crate::eval::cases::{cases_path_for, load_cases};
+use crate::eval::cases::{find_cases_for, load_cases};
 use crate::policy::file::parse_policy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -217,8 +217,7 @@ pub fn lint_file(path: &Path) -> Vec<Diagnostic> {
     let p = path.display().to_string();
     match std::fs::read(path) {
         Ok(bytes) => {
-            let cases = cases_path_for(path);
-            let cases = cases.exists().then(|| (cases.clone(), load_cases(&cases)));
+            let cases = find_cases_for(path).map(|c| (c.clone(), load_cases(&c)));
             lint_bytes(path, &bytes, cases)
         }
         Err(e) => vec![Diagnostic {
@@ -403,7 +402,8 @@ pub fn lint_bytes(path: &Path, bytes: &[u8], cases: CasesArg) -> Vec<Diagnostic>
     if let Some(p) = &policy {
         if let Some(stem) = path.file_stem().map(|s| s.to_string_lossy().into_owned()) {
             let last = p.id.rsplit('/').next().unwrap_or(&p.id);
-            if last != stem {
+            // `name.md`, or a candidate version `name.<suffix>.md`.
+            if last != stem && !stem.starts_with(&format!("{last}.")) {
                 l.push(
                     line_of("id"),
                     Level::Warning,

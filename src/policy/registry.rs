@@ -55,6 +55,24 @@ pub struct ReloadFailure {
     pub errors: Vec<String>,
 }
 
+/// The reload gate: judges whether a changed policy version may go live (normally by running its
+/// case file against its `[thresholds]`).
+#[async_trait::async_trait]
+pub trait Gate: Send + Sync {
+    /// `Ok(summary)` if `policy` may go live, `Err(reasons)` otherwise.
+    async fn check(&self, policy: &Policy) -> Result<String, String>;
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct GateResult {
+    pub at: String,
+    pub policy_id: String,
+    pub version: String,
+    pub hash: String,
+    pub passed: bool,
+    pub detail: String,
+}
+
 /// What a loaded policy needs from the classifier stack to be enforceable.
 pub trait Capability: Send + Sync {
     /// Why this policy cannot be classified with the configured backends, if it cannot.
@@ -69,6 +87,8 @@ pub struct Registry {
     reload_lock: tokio::sync::Mutex<()>,
     capability: Arc<dyn Capability>,
     metrics: Arc<Metrics>,
+    gate: Option<Arc<dyn Gate>>,
+    gate_report: Mutex<Vec<GateResult>>,
 }
 
 /// `general/*` selects the pack, `*` everything, anything else one id.
@@ -119,6 +139,7 @@ impl Registry {
         routes: Vec<RouteConfig>,
         capability: Arc<dyn Capability>,
         metrics: Arc<Metrics>,
+        gate: Option<Arc<dyn Gate>>,
     ) -> Result<Registry, Vec<String>> {
         let snap = build_snapshot(&dirs, &routes, capability.as_ref(), 1)?;
         metrics.policy_generation.set(snap.generation as i64);
@@ -130,7 +151,84 @@ impl Registry {
             reload_lock: tokio::sync::Mutex::new(()),
             capability,
             metrics,
+            gate,
+            gate_report: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The gate's verdicts on the most recent reload that changed gated policies.
+    pub fn gate_report(&self) -> Vec<GateResult> {
+        self.gate_report
+            .lock()
+            .map(|g| g.clone())
+            .unwrap_or_default()
+    }
+
+    /// Runs the gate on every gated policy that changed; a refused version is replaced by the
+    /// live one (or left out, if new) and the routes are bound again.
+    async fn apply_gate(&self, current: &Snapshot, snap: &mut Snapshot) -> Result<(), Vec<String>> {
+        let Some(gate) = &self.gate else {
+            return Ok(());
+        };
+        let changed: Vec<Arc<Policy>> = snap
+            .policies
+            .values()
+            .filter(|p| p.gate)
+            .filter(|p| {
+                current
+                    .policies
+                    .get(&p.id)
+                    .is_none_or(|old| old.content_hash != p.content_hash)
+            })
+            .cloned()
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut report = Vec::new();
+        let mut refused = 0;
+        for p in changed {
+            let res = gate.check(&p).await;
+            let passed = res.is_ok();
+            let detail = res.unwrap_or_else(|e| e);
+            if !passed {
+                refused += 1;
+                tracing::warn!(policy = %p.id, version = %p.version, %detail, "reload gate refused the new version; the live one stays");
+                match current.policies.get(&p.id) {
+                    Some(old) => snap.policies.insert(p.id.clone(), old.clone()),
+                    None => snap.policies.remove(&p.id),
+                };
+            }
+            report.push(GateResult {
+                at: humantime_now(),
+                policy_id: p.id.clone(),
+                version: p.version.clone(),
+                hash: p.content_hash.clone(),
+                passed,
+                detail,
+            });
+        }
+        if let Ok(mut g) = self.gate_report.lock() {
+            *g = report;
+        }
+        if refused > 0 {
+            self.metrics
+                .reloads
+                .with_label_values(&["gated"])
+                .inc_by(refused);
+            let mut errors = Vec::new();
+            snap.routes = bind(
+                &snap.policies,
+                &snap.candidates,
+                &self.routes,
+                self.capability.as_ref(),
+                &mut errors,
+            );
+            if !errors.is_empty() {
+                return Err(errors);
+            }
+        }
+        Ok(())
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -159,6 +257,13 @@ impl Registry {
         })
         .await
         .map_err(|e| vec![format!("reload task failed: {e}")])?;
+        let built = match built {
+            Ok(mut snap) => match self.apply_gate(&current, &mut snap).await {
+                Ok(()) => Ok(snap),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(e),
+        };
         match built {
             Ok(snap) => {
                 if let Ok(mut g) = self.last_error.lock() {
@@ -288,6 +393,27 @@ pub fn build_snapshot(
             }
         }
     }
+    let bindings = bind(&policies, &candidates, routes, capability, &mut errors);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    Ok(Snapshot {
+        generation,
+        loaded_at: SystemTime::now(),
+        policies,
+        candidates,
+        routes: bindings,
+    })
+}
+
+/// Binds each route's policy selections to loaded policies. Problems are pushed onto `errors`.
+pub fn bind(
+    policies: &BTreeMap<String, Arc<Policy>>,
+    candidates: &BTreeMap<String, Arc<Policy>>,
+    routes: &[RouteConfig],
+    capability: &dyn Capability,
+    errors: &mut Vec<String>,
+) -> HashMap<String, RouteBinding> {
     let mut bindings = HashMap::new();
     for r in routes {
         let mut b = RouteBinding::default();
@@ -329,16 +455,7 @@ pub fn build_snapshot(
         }
         bindings.insert(r.name.clone(), b);
     }
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(Snapshot {
-        generation,
-        loaded_at: SystemTime::now(),
-        policies,
-        candidates,
-        routes: bindings,
-    })
+    bindings
 }
 
 #[cfg(test)]

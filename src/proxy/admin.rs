@@ -99,6 +99,7 @@ impl AdminApp {
             "policies": policies,
             "routes": routes,
             "last_reload_error": self.gw.registry.last_error(),
+            "last_gate_report": self.gw.registry.gate_report(),
         })
     }
 }

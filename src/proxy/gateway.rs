@@ -180,11 +180,14 @@ impl Gateway {
         }
         stages.extend(extra_stages.into_iter().map(Stage::new));
         let cascade = Arc::new(Cascade::new(stages, metrics.clone()));
+        let gate: Arc<dyn crate::policy::registry::Gate> =
+            Arc::new(crate::eval::gate::CaseGate::new(cascade.clone()));
         let registry = Registry::load(
             config.policy_dirs(),
             config.routes.clone(),
             cascade.clone(),
             metrics.clone(),
+            Some(gate),
         )
         .map_err(|errs| anyhow::anyhow!("policies are invalid:\n  {}", errs.join("\n  ")))?;
         let auditor = Auditor::new(&config.audit, &config.base_dir, metrics.clone())
