@@ -197,7 +197,11 @@ fail_mode = "closed"
 classifier_deadline_ms = 2000
 [[routes.policies]]
 select = "test/*"
-directions = ["input"]
+directions = ["input", "output"]
+[routes.output]
+window_chars = 60
+overlap_chars = 20
+max_hold_ms = 500
 """
         for name, path, api, up in routes
     )

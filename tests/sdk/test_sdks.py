@@ -410,3 +410,68 @@ def test_anthropic_x_api_key_header_passes_through(stack, claude, sent):
     assert m.content[0].text == DEFAULT_REPLY
     rec = assert_forwarded_unchanged(stack, sent, "/v1/messages", ANTHROPIC_KEY)
     assert rec["headers"]["x-api-key"] == ANTHROPIC_KEY
+
+
+# ---- Output guard: replies cut by policy, as the SDKs see them -----------------------------
+
+CUT_REPLY = (
+    "Here is a friendly and fairly long opening so that the first windows are clean and get "
+    "released to you. Then the model goes wrong and talks about a pipe bomb, and then it keeps "
+    "going with text that must never arrive."
+)
+
+
+def test_openai_stream_cut_ends_cleanly(stack, oai):
+    stream = oai.chat.completions.create(
+        model=OPENAI_MODEL,
+        messages=user("Tell me a story."),
+        stream=True,
+        extra_headers={"x-mock-reply": CUT_REPLY, "x-mock-chunk-bytes": "9"},
+    )
+    text, finish = "", None
+    with stream:
+        for chunk in stream:  # must end without an exception
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+    assert finish == "content_filter"
+    assert "pipe bomb" not in text and "never arrive" not in text
+    assert text.startswith("Here is a friendly")
+
+
+def test_openai_plain_reply_cut(stack, oai):
+    r = oai.chat.completions.create(
+        model=OPENAI_MODEL, messages=user("Tell me a story."), extra_headers={"x-mock-reply": CUT_REPLY}
+    )
+    assert r.choices[0].finish_reason == "content_filter"
+    assert "pipe bomb" not in (r.choices[0].message.content or "")
+
+
+def test_openai_responses_stream_cut_ends_cleanly(stack, oai):
+    stream = oai.responses.create(
+        model=OPENAI_MODEL,
+        input="Tell me a story.",
+        stream=True,
+        extra_headers={"x-mock-reply": CUT_REPLY, "x-mock-chunk-bytes": "11"},
+    )
+    types, text = [], ""
+    with stream:
+        for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+    assert types[-1] == "response.incomplete"
+    assert "pipe bomb" not in text
+
+
+def test_anthropic_stream_cut_ends_cleanly(stack, claude):
+    with claude.messages.stream(
+        model=ANTHROPIC_MODEL,
+        max_tokens=256,
+        messages=user("Tell me a story."),
+        extra_headers={"x-mock-reply": CUT_REPLY, "x-mock-chunk-bytes": "5"},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "refusal"
+    assert "pipe bomb" not in text and "never arrive" not in text
