@@ -180,13 +180,14 @@ const MAX_REQUESTS: usize = 3000;
 const PACE: Duration = Duration::from_millis(15);
 const MAX_LOAD_TIME: Duration = Duration::from_secs(30);
 
-fn start_load(port: u16, load: &Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
+fn start_load(port: u16, load: &Arc<Load>, keepalive: bool) -> Vec<tokio::task::JoinHandle<()>> {
     (0..WORKERS)
         .map(|_| {
             let load = load.clone();
-            // A new connection for every request: no idle keep-alive connection is ever pooled.
+            // Either a new connection for every request, or keep-alive connections that the
+            // draining gateway closes (`Connection: close`) so the client reconnects.
             let c = reqwest::Client::builder()
-                .pool_max_idle_per_host(0)
+                .pool_max_idle_per_host(if keepalive { 4 } else { 0 })
                 .timeout(Duration::from_secs(20))
                 .build()
                 .unwrap();
@@ -215,6 +216,17 @@ fn start_load(port: u16, load: &Arc<Load>) -> Vec<tokio::task::JoinHandle<()>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_upgrade_under_load_loses_no_request() {
+    upgrade_under_load(false).await;
+}
+
+/// Busy keep-alive clients: once the upgrade starts, every reply closes its connection, so no
+/// pooled connection is left on the old process when it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_upgrade_with_keepalive_clients_loses_no_request() {
+    upgrade_under_load(true).await;
+}
+
+async fn upgrade_under_load(keepalive: bool) {
     let m = mock::start().await;
     let (port, admin_port) = (free_port(), free_port());
     let dir = setup_dir(&upgrade_config(&m.base_url(), port, admin_port, 1));
@@ -225,7 +237,7 @@ async fn graceful_upgrade_under_load_loses_no_request() {
     assert!(!sock.exists(), "a stale upgrade socket would fool the wait");
 
     let load = Arc::new(Load::default());
-    let workers = start_load(port, &load);
+    let workers = start_load(port, &load, keepalive);
     let t0 = Instant::now();
     // Let the load reach the old process for a moment first.
     while load.ok.load(Ordering::Relaxed) < 50 {
