@@ -75,6 +75,18 @@ step "cargo build" cargo build --bins --examples || built=0
 # ---- deploy/: Dockerfile, compose file, Kubernetes manifests (no Docker or cluster needed) --
 step "deploy checks" scripts/validate-deploy.sh || true
 
+# ---- the shipped policy packs: lint clean, and their case files run (deterministic backend) ----
+policy_checks() {
+    local bin="$CARGO_TARGET_DIR/debug/guardgate"
+    "$bin" policy lint policies/ &&
+        "$bin" policy test policies/general policies/teen-safety --report-dir "$LOGS/policy-report"
+}
+if [ "$built" -eq 1 ]; then
+    step "policy lint + policy test" policy_checks || true
+else
+    skip "policy lint + policy test" "the build failed"
+fi
+
 # ---- Rust tests ----------------------------------------------------------------------------
 cargo_tests() {
     # --no-fail-fast: run every test binary even when one fails, so the report is complete.

@@ -182,4 +182,14 @@ mod tests {
             Path::new("p/g/self-harm.cases.jsonl")
         );
     }
+
+    #[test]
+    fn candidate_files_fall_back_to_the_live_cases() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("sh.cases.jsonl"), "").unwrap();
+        let live = d.path().join("sh.cases.jsonl");
+        assert_eq!(find_cases_for(&d.path().join("sh.md")), Some(live.clone()));
+        assert_eq!(find_cases_for(&d.path().join("sh.next.md")), Some(live));
+        assert_eq!(find_cases_for(&d.path().join("other.md")), None);
+    }
 }

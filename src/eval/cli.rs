@@ -218,15 +218,14 @@ pub fn test(a: &TestArgs) -> u8 {
     }
     let mut work: Vec<(Policy, PathBuf, Vec<Case>)> = Vec::new();
     for p in policies {
-        let cpath = a.cases.clone().unwrap_or_else(|| cases_path_for(&p.path));
-        if !cpath.exists() {
+        let Some(cpath) = a.cases.clone().or_else(|| find_cases_for(&p.path)) else {
             eprintln!(
                 "notice: {}: no case file {}, skipped",
                 p.id,
-                cpath.display()
+                cases_path_for(&p.path).display()
             );
             continue;
-        }
+        };
         match load_cases(&cpath) {
             Ok(c) => work.push((p, cpath, c)),
             Err(e) => {
