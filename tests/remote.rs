@@ -192,3 +192,44 @@ async fn empty_final_answer_retries_with_lower_effort() {
         .collect();
     assert_eq!(efforts, vec![json!("medium"), json!("low")]);
 }
+
+#[tokio::test]
+async fn per_policy_backend_choice() {
+    // This policy is judged by its rules only: a miss never reaches the model.
+    let rules_only = WEAPONS.replace(
+        "action = \"block\"",
+        "action = \"block\"\nbackends = [\"rules\"]",
+    );
+    let (_m, ms, gw) = setup_with(
+        "closed",
+        "",
+        &[("nl.md", NL_POLICY), ("weapons.md", &rules_only)],
+    )
+    .await;
+    let (status, _) = send(&gw, "a friendly question").await;
+    assert_eq!(status, 200);
+    let bodies = ms.state.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 1, "only test/nl should reach the model");
+    assert!(bodies[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap()
+        .contains("Forbidden"));
+    // Naming a backend that is not configured stops the start.
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    );
+    let bad = WEAPONS.replace(
+        "action = \"block\"",
+        "action = \"block\"\nbackends = [\"rules\", \"nope\"]",
+    );
+    let e = try_start_gateway(&cfg, &[("weapons.md", &bad)])
+        .await
+        .err()
+        .unwrap();
+    assert!(e.contains("\"nope\", which is not configured"), "{e}");
+}

@@ -47,7 +47,9 @@ impl Cascade {
 
     /// Whether any configured backend can judge `policy`.
     pub fn supports_any(&self, policy: &Policy) -> bool {
-        self.stages.iter().any(|s| s.classifier.supports(policy))
+        self.stages
+            .iter()
+            .any(|s| s.classifier.supports(policy) && policy.allows_stage(s.classifier.name()))
     }
 
     pub fn backends(&self) -> Vec<&'static str> {
@@ -66,7 +68,7 @@ impl Cascade {
         let usable: Vec<&Stage> = self
             .stages
             .iter()
-            .filter(|s| s.classifier.supports(policy))
+            .filter(|s| s.classifier.supports(policy) && policy.allows_stage(s.classifier.name()))
             .collect();
         for (i, st) in usable.iter().enumerate() {
             let stage = &st.classifier;
@@ -92,7 +94,21 @@ impl Cascade {
 
 impl Capability for Cascade {
     fn unsupported(&self, policy: &Policy) -> Option<String> {
-        if self.stages.iter().any(|s| s.classifier.supports(policy)) {
+        if let Some(names) = &policy.backends {
+            let have = self.backends();
+            for n in names {
+                if !have
+                    .iter()
+                    .any(|h| h == n || h.rsplit(':').next() == Some(n.as_str()))
+                {
+                    return Some(format!(
+                        "backends names {n:?}, which is not configured (have: {})",
+                        have.join(", ")
+                    ));
+                }
+            }
+        }
+        if self.supports_any(policy) {
             None
         } else {
             Some(format!(

@@ -62,6 +62,10 @@ struct FrontMatter {
     /// Reload gate: a changed version goes live only if its case file meets `[thresholds]`.
     #[serde(default)]
     gate: bool,
+    /// Which classifier stages may judge this policy, by name (`rules`, or a `[[backends]]` name),
+    /// in cascade order. Absent: every configured stage.
+    #[serde(default)]
+    backends: Option<Vec<String>>,
     /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
     #[serde(default)]
     thresholds: Thresholds,
@@ -244,6 +248,7 @@ pub struct Policy {
     pub reasoning_effort: Option<Effort>,
     pub candidate: bool,
     pub gate: bool,
+    pub backends: Option<Vec<String>>,
     /// `[thresholds]` from front matter (all unset when absent).
     pub thresholds: Thresholds,
     pub path: PathBuf,
@@ -258,6 +263,14 @@ impl Policy {
         code.and_then(|c| self.code(c))
             .map(|c| c.severity)
             .unwrap_or(Severity::High)
+    }
+
+    /// Whether the stage called `stage` (e.g. "rules", "remote:safeguard") may judge this policy.
+    pub fn allows_stage(&self, stage: &str) -> bool {
+        let short = stage.rsplit(':').next().unwrap_or(stage);
+        self.backends
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == stage || n == short))
     }
 
     pub fn applies_to(&self, d: Direction) -> bool {
@@ -414,6 +427,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         reasoning_effort: fm.reasoning_effort,
         candidate: fm.candidate,
         gate: fm.gate,
+        backends: fm.backends,
         thresholds: fm.thresholds,
         path: path.to_path_buf(),
     })
