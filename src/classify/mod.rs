@@ -84,15 +84,6 @@ impl Content {
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()
     }
-
-    /// The conversation as one transcript, for backends that read text rather than items.
-    pub fn transcript(&self) -> String {
-        let mut s = String::new();
-        for it in &self.items {
-            s.push_str(&format!("[{:?}] {}\n", it.source, it.raw));
-        }
-        s
-    }
 }
 
 /// A backend's judgement of content against one policy.
