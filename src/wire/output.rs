@@ -497,6 +497,31 @@ mod tests {
     }
 
     #[test]
+    fn parallel_tool_calls_and_usage_chunks() {
+        let mut t = StreamTracker::new(Api::OpenAiChat);
+        let stream = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"search\",\"arguments\":\"\"}},{\"index\":1,\"function\":{\"name\":\"fetch\",\"arguments\":\"\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{\\\"u\\\":1}\"}}]}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"q\\\":2}\"}}]}}]}\n\n",
+            "data: {\"choices\":[],\"usage\":{\"total_tokens\":9}}\n\n",
+            "data: [DONE]\n\n",
+        );
+        let mut text: BTreeMap<String, String> = BTreeMap::new();
+        let mut terminal = false;
+        for e in SseParser::new().push(stream.as_bytes()) {
+            let et = t.on_event(&e);
+            terminal |= et.terminal;
+            for (k, d) in et.deltas {
+                text.entry(k).or_default().push_str(&d);
+            }
+        }
+        assert_eq!(text["choices[0].tool_calls[0]"], "search{\"q\":2}");
+        assert_eq!(text["choices[0].tool_calls[1]"], "fetch{\"u\":1}");
+        assert_eq!(text.len(), 2, "the usage chunk carries no text: {text:?}");
+        assert!(terminal);
+    }
+
+    #[test]
     fn chat_cut_names_every_choice_then_done() {
         let mut t = StreamTracker::new(Api::OpenAiChat);
         let mut p = SseParser::new();
