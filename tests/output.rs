@@ -381,3 +381,55 @@ async fn client_disconnect_mid_stream_closes_the_upstream() {
     let (got, _) = stream(&c, &gw, "/v1/chat/completions", LONG_GOOD, 50).await;
     assert_eq!(got, mock::chat_sse("m", LONG_GOOD));
 }
+
+#[tokio::test]
+async fn upstream_failure_mid_stream_is_not_passed_off_as_a_clean_end() {
+    let (_m, gw) = setup("replace").await;
+    let c = client();
+    let long = LONG_GOOD.repeat(5);
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", &long)
+        .header("x-mock-chunk-bytes", "50")
+        .header("x-mock-gap-ms", "1")
+        .header("x-mock-abort-after", "600")
+        .json(&req("/v1/chat/completions", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // The client sees a broken stream (no [DONE], an error reading the body), never a clean end.
+    let body = r.bytes().await;
+    match body {
+        Err(_) => {}
+        Ok(b) => assert!(
+            !String::from_utf8_lossy(&b).contains("[DONE]"),
+            "an aborted upstream looked complete"
+        ),
+    }
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = c
+            .get(gw.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if metrics.contains("guardgate_errors_total{kind=\"upstream_body\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        metrics.contains("guardgate_errors_total{kind=\"upstream_body\"} 1"),
+        "{metrics}"
+    );
+    let (got, _) = stream(&c, &gw, "/v1/chat/completions", LONG_GOOD, 64).await;
+    assert_eq!(
+        got,
+        mock::chat_sse("m", LONG_GOOD),
+        "the gateway is fine afterwards"
+    );
+}

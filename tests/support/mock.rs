@@ -8,6 +8,7 @@
 //! - `x-mock-chunk-bytes: 1`   stream the body in pieces of this many bytes (SSE split anywhere)
 //! - `x-mock-gap-ms: 5`        pause between those pieces (default 1 ms)
 //! - `x-mock-token-ms: 2`      stream one SSE event every 2 ms (a model generating at a fixed rate)
+//! - `x-mock-abort-after: N`   fail the stream (abort the connection) after N body bytes
 //! - `x-mock-reply: text`      the assistant text to return (default "Hello from the mock upstream.")
 //!
 //! `GET /__mock/requests` returns the recorded requests as JSON (for tests in other languages).
@@ -102,14 +103,21 @@ pub async fn start_on(addr: &str) -> MockUpstream {
     MockUpstream { addr, state }
 }
 
-type BoxBody = http_body_util::combinators::BoxBody<Bytes, Infallible>;
+/// Body errors make hyper abort the connection mid-body: how the mock imitates an upstream that
+/// fails while streaming.
+type BodyError = Box<dyn std::error::Error + Send + Sync>;
+type BoxBody = http_body_util::combinators::BoxBody<Bytes, BodyError>;
 
 fn full(status: u16, ct: &str, body: Vec<u8>) -> Response<BoxBody> {
     Response::builder()
         .status(status)
         .header("content-type", ct)
         .header("x-mock", "1")
-        .body(Full::new(Bytes::from(body)).boxed())
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|never| match never {})
+                .boxed(),
+        )
         .unwrap()
 }
 
@@ -119,11 +127,18 @@ fn chunked(
     ct: &str,
     pieces: Vec<Bytes>,
     gap: Duration,
+    abort_after: Option<usize>,
 ) -> Response<BoxBody> {
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(1);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, BodyError>>(1);
     let st = st.clone();
     tokio::spawn(async move {
+        let mut sent = 0usize;
         for c in pieces {
+            if abort_after.is_some_and(|n| sent >= n) {
+                let _ = tx.send(Err("mock upstream failed mid-stream".into())).await;
+                return;
+            }
+            sent += c.len();
             let frame = Ok(Frame::data(c));
             if tx.send(frame).await.is_err() {
                 st.aborted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -153,8 +168,8 @@ fn chunked(
 }
 
 fn tokio_stream_from(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, Infallible>>,
-) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> {
+    mut rx: tokio::sync::mpsc::Receiver<Result<Frame<Bytes>, BodyError>>,
+) -> impl futures_util::Stream<Item = Result<Frame<Bytes>, BodyError>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
@@ -185,6 +200,7 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         .unwrap_or(1);
     let gap = Duration::from_millis(gap_ms);
     let token_ms: Option<u64> = hdr(&req, "x-mock-token-ms").and_then(|s| s.parse().ok());
+    let abort_after: Option<usize> = hdr(&req, "x-mock-abort-after").and_then(|s| s.parse().ok());
     let reply = hdr(&req, "x-mock-reply").unwrap_or_else(|| "Hello from the mock upstream.".into());
 
     if path == "/__mock/requests" {
@@ -279,10 +295,12 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
                 .chunk_by(|a, _| *a != b"\n")
                 .map(|ls| Bytes::from(ls.concat()))
                 .collect();
-            chunked(&st, 200, ct, events, Duration::from_millis(ms))
+            chunked(&st, 200, ct, events, Duration::from_millis(ms), abort_after)
         }
-        (Some(n), _) => chunked(&st, 200, ct, split(n), gap),
-        (None, _) if ct == "text/event-stream" => chunked(&st, 200, ct, split(64), Duration::ZERO),
+        (Some(n), _) => chunked(&st, 200, ct, split(n), gap, abort_after),
+        (None, _) if ct == "text/event-stream" => {
+            chunked(&st, 200, ct, split(64), Duration::ZERO, abort_after)
+        }
         (None, _) => full(200, ct, out),
     })
 }
