@@ -3,7 +3,7 @@
 
 mod support;
 
-use serde_json::{json, Value};
+use serde_json::json;
 use std::time::{Duration, Instant};
 use support::*;
 
@@ -21,16 +21,6 @@ async fn blocked(c: &reqwest::Client, gw: &GatewayProc, text: &str) -> bool {
         .await
         .unwrap();
     r.status() == 400
-}
-
-async fn policies(c: &reqwest::Client, gw: &GatewayProc) -> Value {
-    c.get(gw.admin("/admin/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -61,7 +51,7 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
     .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let report = loop {
-        let p = policies(&c, &gw).await;
+        let p = gw.admin_json("/admin/policies").await;
         if p["last_gate_report"]
             .as_array()
             .is_some_and(|a| !a.is_empty())
@@ -89,14 +79,7 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
         blocked(&c, &gw, "nail bomb").await,
         "the old version must keep serving"
     );
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("guardgate_policy_reloads_total{result=\"gated\"} 1"),
         "{metrics}"
@@ -112,11 +95,11 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
         assert!(
             Instant::now() < deadline,
             "v3 never went live: {}",
-            policies(&c, &gw).await
+            gw.admin_json("/admin/policies").await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let p = policies(&c, &gw).await;
+    let p = gw.admin_json("/admin/policies").await;
     assert_eq!(p["policies"][0]["version"], "3");
     assert_eq!(p["last_gate_report"][0]["passed"], true);
 }

@@ -392,14 +392,7 @@ async fn bad_input_gets_a_clear_4xx_in_the_api_shape() {
     assert_eq!(m.state.count(), 0, "bad input reached the upstream");
 
     // The gateway is still healthy and counted every refusal.
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("guardgate_bad_requests_total{reason=\"invalid_body\"}"),
         "{metrics}"
@@ -563,14 +556,7 @@ async fn upstream_failures_are_explicit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 502);
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("guardgate_errors_total{kind=\"upstream_connect\"} 2"),
         "{metrics}"
@@ -600,14 +586,7 @@ async fn admin_endpoints() {
         c.get(gw.admin("/readyz")).send().await.unwrap().status(),
         200
     );
-    let p: Value = c
-        .get(gw.admin("/admin/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p: Value = gw.admin_json("/admin/policies").await;
     assert_eq!(p["generation"], 1);
     let ids: Vec<&str> = p["policies"]
         .as_array()
@@ -646,21 +625,9 @@ async fn admin_endpoints() {
         .await
         .unwrap();
     // The request counter is bumped in pingora's logging phase, just after the reply is sent.
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = c
-            .get(gw.admin("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("guardgate_requests_total{outcome=\"blocked\"") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let metrics = gw
+        .metrics_eventually("guardgate_requests_total{outcome=\"blocked\"")
+        .await;
     for needle in [
         "guardgate_requests_total{outcome=\"blocked\",route=\"chat\"} 1",
         "guardgate_decisions_total{action=\"blocked\",direction=\"input\",policy=\"test/weapons\",verdict=\"violation\"} 1",

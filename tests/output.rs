@@ -407,21 +407,9 @@ async fn upstream_failure_mid_stream_is_not_passed_off_as_a_clean_end() {
             "an aborted upstream looked complete"
         ),
     }
-    let mut metrics = String::new();
-    for _ in 0..100 {
-        metrics = c
-            .get(gw.admin("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        if metrics.contains("guardgate_errors_total{kind=\"upstream_body\"} 1") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let metrics = gw
+        .metrics_eventually("guardgate_errors_total{kind=\"upstream_body\"} 1")
+        .await;
     assert!(
         metrics.contains("guardgate_errors_total{kind=\"upstream_body\"} 1"),
         "{metrics}"

@@ -158,14 +158,7 @@ async fn reload_under_load_loses_no_request() {
                 Ok(Some(code.into())),
                 "invalid policy replaced v{live}"
             );
-            let p: Value = c
-                .get(gw.admin("/admin/policies"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let p: Value = gw.admin_json("/admin/policies").await;
             assert!(
                 p["last_reload_error"]["errors"]
                     .to_string()
@@ -202,14 +195,7 @@ async fn reload_under_load_loses_no_request() {
         "{total} requests during 24 rewrites; switch times: worst {worst:?}, all {switch_times:?}"
     );
     assert!(*worst < Duration::from_secs(1), "a reload took {worst:?}");
-    let metrics = c
-        .get(gw.admin("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     let failures_metric = metrics
         .lines()
         .find(|l| l.starts_with("guardgate_policy_reloads_total{result=\"failure\"}"))
@@ -260,14 +246,7 @@ async fn configmap_symlink_swap_reloads() {
         let took = wait_for_version(&c, &gw, n, t0).await;
         assert!(took < Duration::from_secs(1), "swap {n} took {took:?}");
     }
-    let p: Value = c
-        .get(gw.admin("/admin/policies"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let p: Value = gw.admin_json("/admin/policies").await;
     assert_eq!(
         p["policies"].as_array().unwrap().len(),
         1,

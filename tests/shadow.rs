@@ -37,14 +37,7 @@ async fn candidate_is_compared_but_never_enforced() {
     }
     // Only the live version decides: the candidate's "zip gun" hit is not enforced.
     assert_eq!(statuses, vec![400, 400, 200, 200]);
-    let s: Value = c
-        .get(gw.admin("/admin/shadow"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s: Value = gw.admin_json("/admin/shadow").await;
     let w = &s["comparisons"]["test/weapons"];
     assert_eq!(w["compared"], 4, "{s}");
     assert_eq!(w["agreed"], 2);

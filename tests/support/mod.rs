@@ -128,6 +128,37 @@ impl GatewayProc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.admin("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+    /// Metrics once they contain `needle` (counters bumped in pingora's logging phase land just
+    /// after the reply the test saw), or the last scrape after ~2 s.
+    pub async fn metrics_eventually(&self, needle: &str) -> String {
+        let mut m = String::new();
+        for _ in 0..100 {
+            m = self.metrics().await;
+            if m.contains(needle) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        m
+    }
+    /// GET an admin endpoint as JSON.
+    pub async fn admin_json(&self, path: &str) -> Value {
+        reqwest::get(self.admin(path))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for GatewayProc {
