@@ -45,6 +45,15 @@ pub struct AuditRecord {
     pub model: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// Model verdicts: answered from the verdict cache rather than the model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_hit: Option<bool>,
+    /// Where a model call's time went (queue, prefill, decode), in milliseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_timing: Option<crate::classify::Timing>,
+    /// True when the policy's sample rate skipped the model for this request (rules only).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub sampled_out: bool,
     /// For policies with a shadow candidate: whether the candidate agreed with the live version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub candidate_agrees: Option<bool>,
@@ -149,6 +158,9 @@ impl Auditor {
             model: v.and_then(|v| v.model.clone()),
             prompt_tokens: v.and_then(|v| v.prompt_tokens),
             completion_tokens: v.and_then(|v| v.completion_tokens),
+            cache_hit: v.filter(|v| v.model.is_some()).map(|v| v.cache_hit),
+            model_timing: v.and_then(|v| v.timing),
+            sampled_out: v.is_some_and(|v| v.sampled_out),
             windows: None,
             candidate_agrees: None,
         }

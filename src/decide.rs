@@ -80,8 +80,13 @@ pub async fn decide(
 ) -> Decision {
     let outcomes = join_all(bound.iter().map(|b| async move {
         let started = Instant::now();
+        let sampled = b.sample_rate >= 1.0 || sample(b.sample_rate);
         let live = async {
-            let r = cascade.classify(&b.policy, content, deadline).await;
+            let r = if sampled {
+                cascade.classify(&b.policy, content, deadline).await
+            } else {
+                cascade.classify_cheap(&b.policy, content, deadline).await
+            };
             (r, started.elapsed())
         };
         let shadow = async {
@@ -103,6 +108,12 @@ pub async fn decide(
     combine(outcomes, fail_mode)
 }
 
+/// A uniform draw against `rate`: whether this request is in the sample.
+fn sample(rate: f64) -> bool {
+    let r = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+    r < rate
+}
+
 pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
     let mut block: Option<(&Outcome, Severity)> = None;
     let mut failed: Option<&Outcome> = None;
@@ -110,7 +121,11 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
     for o in &outcomes {
         match (&o.result, o.action) {
             (_, Action::Shadow) => {}
-            (Err(_), _) if fail_mode == FailMode::Closed && failed.is_none() => failed = Some(o),
+            // Only a binding that could block fails closed: an annotate-only policy that cannot be
+            // judged must not stop traffic it would have let through anyway.
+            (Err(_), Action::Block) if fail_mode == FailMode::Closed && failed.is_none() => {
+                failed = Some(o)
+            }
             (Ok(v), Action::Block) if o.fires() => {
                 let sev = o.policy.severity_of(v.code.as_deref());
                 if block.is_none_or(|(_, s)| sev > s) {
@@ -234,6 +249,7 @@ mod tests {
             policy: policy(id, rules),
             action,
             candidate: None,
+            sample_rate: 1.0,
         }
     }
 

@@ -19,6 +19,15 @@ pub struct Metrics {
     /// Client mistakes refused with a 4xx, by reason.
     pub bad_requests: IntCounterVec,
     pub upstream_latency: HistogramVec,
+    /// Verdict cache lookups by backend and result (hit, miss).
+    pub verdict_cache: IntCounterVec,
+    /// Model calls refused before they ran, by backend and reason (queue_full, deadline): the
+    /// route's fail mode then applies.
+    pub model_rejections: IntCounterVec,
+    /// Model calls waiting for a slot, by backend.
+    pub model_queue_depth: prometheus::IntGaugeVec,
+    /// Model decisions skipped by a policy's sampling rate, by policy.
+    pub sampled_out: IntCounterVec,
 }
 
 impl Metrics {
@@ -89,8 +98,44 @@ impl Metrics {
             &["upstream"],
         )
         .expect("metric");
+        let verdict_cache = IntCounterVec::new(
+            Opts::new(
+                "guardgate_verdict_cache_total",
+                "Verdict cache lookups, by backend and result",
+            ),
+            &["backend", "result"],
+        )
+        .expect("metric");
+        let model_rejections = IntCounterVec::new(
+            Opts::new(
+                "guardgate_model_rejections_total",
+                "Model calls refused before running (queue full or deadline passed while queued)",
+            ),
+            &["backend", "reason"],
+        )
+        .expect("metric");
+        let model_queue_depth = prometheus::IntGaugeVec::new(
+            Opts::new(
+                "guardgate_model_queue_depth",
+                "Model calls waiting for a slot",
+            ),
+            &["backend"],
+        )
+        .expect("metric");
+        let sampled_out = IntCounterVec::new(
+            Opts::new(
+                "guardgate_model_sampled_out_total",
+                "Decisions where a sampled policy skipped the model",
+            ),
+            &["policy"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(verdict_cache.clone()),
+            Box::new(model_rejections.clone()),
+            Box::new(model_queue_depth.clone()),
+            Box::new(sampled_out.clone()),
             Box::new(decisions.clone()),
             Box::new(classifier_latency.clone()),
             Box::new(reloads.clone()),
@@ -115,6 +160,10 @@ impl Metrics {
             errors,
             bad_requests,
             upstream_latency,
+            verdict_cache,
+            model_rejections,
+            model_queue_depth,
+            sampled_out,
         }
     }
 

@@ -52,6 +52,17 @@ impl Cascade {
             .any(|s| s.classifier.supports(policy) && policy.allows_stage(s.classifier.name()))
     }
 
+    /// Lets every expensive backend that would judge `policy` prepare for it (see
+    /// [`Classifier::warm`]).
+    pub async fn warm(&self, policy: &Policy) {
+        for s in &self.stages {
+            let c = &s.classifier;
+            if !c.is_cheap() && c.supports(policy) && policy.allows_stage(c.name()) {
+                c.warm(policy).await;
+            }
+        }
+    }
+
     pub fn backends(&self) -> Vec<&'static str> {
         self.stages.iter().map(|s| s.classifier.name()).collect()
     }
@@ -64,11 +75,50 @@ impl Cascade {
         content: &Content,
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
+        self.run(policy, content, deadline, false).await
+    }
+
+    /// Like [`Cascade::classify`] with the expensive backends left out (a request outside a
+    /// policy's sample): a rule hit still counts, a miss is an allow marked `sampled_out`.
+    pub async fn classify_cheap(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        deadline: Instant,
+    ) -> Result<Verdict, ClassifyError> {
+        let v = self.run(policy, content, deadline, true).await;
+        match v {
+            Ok(v) if !v.violation => {
+                self.metrics
+                    .sampled_out
+                    .with_label_values(&[&policy.id])
+                    .inc();
+                Ok(Verdict {
+                    sampled_out: true,
+                    ..v
+                })
+            }
+            Err(ClassifyError::NoBackend) => Ok(Verdict {
+                sampled_out: true,
+                ..Verdict::allow("rules")
+            }),
+            other => other,
+        }
+    }
+
+    async fn run(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        deadline: Instant,
+        cheap_only: bool,
+    ) -> Result<Verdict, ClassifyError> {
         let mut last: Option<Verdict> = None;
         let usable: Vec<&Stage> = self
             .stages
             .iter()
             .filter(|s| s.classifier.supports(policy) && policy.allows_stage(s.classifier.name()))
+            .filter(|s| !cheap_only || s.classifier.is_cheap())
             .collect();
         for (i, st) in usable.iter().enumerate() {
             let stage = &st.classifier;

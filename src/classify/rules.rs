@@ -61,6 +61,10 @@ impl Classifier for RulesClassifier {
         false
     }
 
+    fn is_cheap(&self) -> bool {
+        true
+    }
+
     async fn classify(
         &self,
         policy: &Policy,

@@ -21,6 +21,8 @@ pub struct Bound {
     pub action: Action,
     /// A candidate version being shadow-evaluated next to the live one.
     pub candidate: Option<Arc<Policy>>,
+    /// Share of requests the expensive (model) backends judge; 1.0 = all.
+    pub sample_rate: f64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -429,11 +431,30 @@ pub fn bind(
                 ));
             }
             for p in matched {
+                // A binding may narrow which backends judge the policy on this route (e.g. rules
+                // only where a model would cost too much or is not trusted to block).
+                let narrow = |p: &Arc<Policy>| match &sel.backends {
+                    Some(names) => Arc::new(Policy {
+                        backends: Some(names.clone()),
+                        ..(**p).clone()
+                    }),
+                    None => p.clone(),
+                };
+                let p = &narrow(p);
                 if let Some(why) = capability.unsupported(p) {
                     errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
                     continue;
                 }
                 let action = sel.action.unwrap_or(p.action);
+                let sample_rate = sel.sample_rate.unwrap_or(1.0);
+                if sample_rate < 1.0 && action == Action::Block {
+                    errors.push(format!(
+                        "route {:?}: policy {}: sample_rate applies to annotate and shadow bindings \
+                         only; a blocking policy judges every request",
+                        r.name, p.id
+                    ));
+                    continue;
+                }
                 for d in &sel.directions {
                     if !p.applies_to(*d) {
                         continue;
@@ -447,7 +468,8 @@ pub fn bind(
                         list.push(Bound {
                             policy: p.clone(),
                             action,
-                            candidate: candidates.get(&p.id).cloned(),
+                            candidate: candidates.get(&p.id).map(narrow),
+                            sample_rate,
                         });
                     }
                 }
