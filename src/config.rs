@@ -285,6 +285,19 @@ fn default_read_timeout() -> u64 {
 pub enum BackendKind {
     /// Any OpenAI-compatible chat completions server.
     Remote,
+    /// A model run in process by mistral.rs (cargo feature `local-model`, on by default).
+    Local,
+}
+
+/// Weight precision for an in-process model. F32 is the CPU default: candle's fast quantised
+/// kernels compute in F32, and `auto` would pick F16 on CPU, which has no fast path there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelDtype {
+    Auto,
+    F32,
+    F16,
+    Bf16,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,9 +305,44 @@ pub enum BackendKind {
 pub struct BackendConfig {
     pub name: String,
     pub kind: BackendKind,
-    /// OpenAI API root of the server, e.g. `http://vllm:8000/v1`.
+    /// remote: OpenAI API root of the server, e.g. `http://vllm:8000/v1`.
+    #[serde(default)]
     pub base_url: String,
+    /// remote: the model name the server knows.
+    #[serde(default)]
     pub model: String,
+    /// local: a GGUF file, or a directory with config.json, tokenizer.json and safetensors
+    /// weights. Relative paths resolve against the config file's directory.
+    #[serde(default)]
+    pub model_path: Option<PathBuf>,
+    /// local: a Hugging Face model id that mistral.rs downloads (hosts with hub access only).
+    #[serde(default)]
+    pub hf_model_id: Option<String>,
+    /// local: weight dtype.
+    #[serde(default = "default_dtype")]
+    pub dtype: ModelDtype,
+    /// local: `cpu`, `cuda` or `cuda:N` (CUDA needs a build with `--features cuda`).
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// local: CPU threads for the model's kernels (default: one per core).
+    #[serde(default)]
+    pub threads: Option<usize>,
+    /// local: calls allowed to wait for a model slot; more are refused at once and the route's
+    /// fail mode applies.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: usize,
+    /// local: finished prompts whose KV cache is kept for prefix reuse (the policy prefix).
+    #[serde(default = "default_prefix_cache_entries")]
+    pub prefix_cache_entries: usize,
+    /// Verdicts cached per (policy version, normalised content); 0 turns the cache off.
+    #[serde(default = "default_cache_entries")]
+    pub cache_entries: u64,
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_s: u64,
+    /// local, binary policies: a violation only when the model's P(1) reaches this (default:
+    /// the likelier answer wins).
+    #[serde(default)]
+    pub violation_threshold: Option<f32>,
     /// `gpt-oss-safeguard` (harmony, reasoning effort) or `chat` (any other chat model).
     #[serde(default = "default_family")]
     pub family: crate::classify::prompt::Family,
@@ -321,6 +369,24 @@ pub struct BackendConfig {
     pub escalate_band: Option<[f32; 2]>,
 }
 
+fn default_dtype() -> ModelDtype {
+    ModelDtype::F32
+}
+fn default_device() -> String {
+    "cpu".into()
+}
+fn default_max_queue() -> usize {
+    32
+}
+fn default_prefix_cache_entries() -> usize {
+    16
+}
+fn default_cache_entries() -> u64 {
+    10_000
+}
+fn default_cache_ttl() -> u64 {
+    3_600
+}
 fn default_family() -> crate::classify::prompt::Family {
     crate::classify::prompt::Family::GptOssSafeguard
 }
@@ -470,6 +536,14 @@ pub struct RoutePolicy {
     /// Overrides the action named in the policy file.
     #[serde(default)]
     pub action: Option<Action>,
+    /// For annotate and shadow bindings: the share of requests (0 < r <= 1) the model backends
+    /// judge; the rest get the cheap rules only. Blocking bindings always judge every request.
+    #[serde(default)]
+    pub sample_rate: Option<f64>,
+    /// Narrows the backends that judge these policies on this route (names from `[[backends]]`,
+    /// or "rules"); overrides the policy file's own `backends`.
+    #[serde(default)]
+    pub backends: Option<Vec<String>>,
 }
 
 fn default_directions() -> Vec<Direction> {
@@ -669,20 +743,58 @@ impl Config {
                     format!("duplicate or reserved backend name {:?}", b.name),
                 ));
             }
-            let u: Result<http::Uri, _> = b.base_url.parse();
-            if !matches!(
-                u.as_ref().map(|u| u.scheme_str()),
-                Ok(Some("http")) | Ok(Some("https"))
-            ) {
-                return Err(self.err(
-                    format!("{key}.base_url"),
-                    format!("{:?}: expected http(s)://host[:port]/v1", b.base_url),
-                ));
+            match b.kind {
+                BackendKind::Remote => {
+                    let u: Result<http::Uri, _> = b.base_url.parse();
+                    if !matches!(
+                        u.as_ref().map(|u| u.scheme_str()),
+                        Ok(Some("http")) | Ok(Some("https"))
+                    ) {
+                        return Err(self.err(
+                            format!("{key}.base_url"),
+                            format!("{:?}: expected http(s)://host[:port]/v1", b.base_url),
+                        ));
+                    }
+                    if b.model.is_empty() {
+                        return Err(
+                            self.err(format!("{key}.model"), "required for kind = \"remote\"")
+                        );
+                    }
+                    if b.model_path.is_some() || b.hf_model_id.is_some() {
+                        return Err(
+                            self.err(key, "model_path and hf_model_id are for kind = \"local\"")
+                        );
+                    }
+                }
+                BackendKind::Local => {
+                    if b.model_path.is_some() == b.hf_model_id.is_some() {
+                        return Err(self.err(
+                            key,
+                            "kind = \"local\" needs exactly one of model_path and hf_model_id",
+                        ));
+                    }
+                    if !b.base_url.is_empty() || b.api_key_env.is_some() {
+                        return Err(
+                            self.err(key, "base_url and api_key_env are for kind = \"remote\"")
+                        );
+                    }
+                    if b.threads == Some(0) {
+                        return Err(self.err(format!("{key}.threads"), "must be at least 1"));
+                    }
+                }
             }
             if b.max_concurrency == 0 || b.timeout_ms == 0 || b.max_tokens == 0 {
                 return Err(self.err(
                     key,
                     "max_concurrency, timeout_ms and max_tokens must be positive",
+                ));
+            }
+            if b.violation_threshold
+                .is_some_and(|t| !(0.0..=1.0).contains(&t))
+            {
+                return Err(self.err(
+                    format!("{key}.violation_threshold"),
+                    "expected a probability within 0..1",
                 ));
             }
             if let Some([lo, hi]) = b.escalate_band {
@@ -758,6 +870,20 @@ impl Config {
                         "name at least one of \"input\", \"output\"",
                     ));
                 }
+                if let Some(r) = p.sample_rate {
+                    if !(r > 0.0 && r <= 1.0) {
+                        return Err(self.err(
+                            format!("{key}.policies[{j}].sample_rate"),
+                            "expected a share in (0, 1]",
+                        ));
+                    }
+                    if p.action == Some(Action::Block) {
+                        return Err(self.err(
+                            format!("{key}.policies[{j}].sample_rate"),
+                            "only for annotate and shadow bindings: a blocking policy judges every request",
+                        ));
+                    }
+                }
             }
         }
         if let Some(var) = &self.moderation.token_env {
@@ -826,6 +952,20 @@ select = "general/*"
     }
 
     #[test]
+    fn local_backend_parses_with_model_defaults() {
+        let text = format!(
+            "{MIN}\n[[backends]]\nname = \"small\"\nkind = \"local\"\nmodel_path = \"m.gguf\"\nfamily = \"chat\"\n"
+        );
+        let c = Config::parse(&text, "t.toml", Path::new(".")).unwrap();
+        let b = &c.backends[0];
+        assert_eq!(b.kind, BackendKind::Local);
+        assert_eq!(b.dtype, ModelDtype::F32);
+        assert_eq!(b.device, "cpu");
+        assert_eq!((b.max_queue, b.prefix_cache_entries), (32, 16));
+        assert_eq!(b.cache_entries, 10_000);
+    }
+
+    #[test]
     fn unknown_key_is_rejected_with_file_and_line() {
         let text = format!("{MIN}\n[limits]\nmax_body = 3\n");
         let e = Config::parse(&text, "t.toml", Path::new(".")).unwrap_err();
@@ -855,6 +995,30 @@ select = "general/*"
                 "server.listen",
             ),
             (format!("[audit]\nsink = \"file\"\n{MIN}"), "audit.path"),
+            (
+                format!("{MIN}sample_rate = 1.5\n"),
+                "routes[0].policies[0].sample_rate",
+            ),
+            (
+                format!("{MIN}action = \"block\"\nsample_rate = 0.5\n"),
+                "routes[0].policies[0].sample_rate",
+            ),
+            (
+                format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"local\"\n"),
+                "backends[0]",
+            ),
+            (
+                format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"local\"\nmodel_path = \"a.gguf\"\nhf_model_id = \"x/y\"\n"),
+                "backends[0]",
+            ),
+            (
+                format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"local\"\nmodel_path = \"a.gguf\"\nbase_url = \"http://x/v1\"\n"),
+                "backends[0]",
+            ),
+            (
+                format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"remote\"\nbase_url = \"http://x/v1\"\n"),
+                "backends[0].model",
+            ),
         ];
         for (text, key) in cases {
             let e = Config::parse(&text, "t.toml", Path::new(".")).unwrap_err();

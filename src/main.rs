@@ -9,6 +9,7 @@ use guardgate::config::Config;
 // glibc malloc showed up at ~8% of proxy CPU in profiles (docs/BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use guardgate::proxy::gateway::ModelLoad;
 use guardgate::proxy::{server, Gateway};
 
 #[derive(Parser)]
@@ -73,9 +74,9 @@ fn init_tracing(json: bool, level: &str) {
     }
 }
 
-fn load(config: &std::path::Path) -> Result<Gateway, String> {
+fn load(config: &std::path::Path, models: ModelLoad) -> Result<Gateway, String> {
     let cfg = Config::load(config).map_err(|e| format!("config error: {e}"))?;
-    Gateway::build(cfg, Vec::new()).map_err(|e| format!("{e:#}"))
+    Gateway::build_with(cfg, Vec::new(), models).map_err(|e| format!("{e:#}"))
 }
 
 fn main() -> ExitCode {
@@ -92,7 +93,7 @@ fn main() -> ExitCode {
                 .map(|c| (c.logging.json, c.logging.level))
                 .unwrap_or((false, "info".into()));
             init_tracing(level.0, &level.1);
-            match load(&config) {
+            match load(&config, ModelLoad::Load) {
                 Ok(gw) => {
                     if let Err(e) = server::run(gw, upgrade) {
                         eprintln!("guardgate: {e:#}");
@@ -106,7 +107,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Cmd::CheckConfig { config } => match load(&config) {
+        Cmd::CheckConfig { config } => match load(&config, ModelLoad::CheckOnly) {
             Ok(gw) => {
                 let snap = gw.registry.snapshot();
                 println!(

@@ -3,7 +3,11 @@
 //! The proxy only sees [`Classifier`] and [`Cascade`]; a new backend (the in-process model, a
 //! remote serving engine) is one new implementation, with no change to the proxy.
 
+pub mod cache;
 pub mod cascade;
+pub mod gguf;
+#[cfg(feature = "local-model")]
+pub mod local;
 pub mod model;
 pub mod normalize;
 pub mod prompt;
@@ -86,8 +90,19 @@ impl Content {
     }
 }
 
+/// Where a model call's time went, for the audit record.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Timing {
+    /// Waiting for a free slot in the backend's queue.
+    pub queue_ms: f64,
+    /// Reading the prompt, up to the first answer token (`None` when the host does not say).
+    pub prefill_ms: Option<f64>,
+    /// Generating the rest of the answer.
+    pub decode_ms: Option<f64>,
+}
+
 /// A backend's judgement of content against one policy.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
 pub struct Verdict {
     pub violation: bool,
     /// The policy code (category) that applies, e.g. `SH1.a`.
@@ -104,6 +119,13 @@ pub struct Verdict {
     pub model: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// Answered from the verdict cache (no model call).
+    pub cache_hit: bool,
+    /// Prompt tokens the host did not have to prefill (prefix reuse), when it says.
+    pub cached_prompt_tokens: Option<u32>,
+    pub timing: Option<Timing>,
+    /// False when a sampled policy skipped the model for this request (only cheap rules ran).
+    pub sampled_out: bool,
 }
 
 impl Verdict {
@@ -117,8 +139,7 @@ impl Verdict {
             location: None,
             backend,
             model: None,
-            prompt_tokens: None,
-            completion_tokens: None,
+            ..Default::default()
         }
     }
 }
@@ -164,10 +185,20 @@ pub trait Classifier: Send + Sync {
     /// still look (a keyword miss proves little; a model's judgement is final).
     fn allow_is_final(&self) -> bool;
 
+    /// Cheap backends (deterministic rules) always run; expensive ones (models) can be skipped by
+    /// sampling for policies that only annotate or record.
+    fn is_cheap(&self) -> bool {
+        false
+    }
+
     async fn classify(
         &self,
         policy: &Policy,
         content: &Content,
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError>;
+
+    /// Prepares for traffic on `policy` (e.g. fills an in-process model's prefix cache with the
+    /// policy text). Called when a policy version goes live; the default does nothing.
+    async fn warm(&self, _policy: &Policy) {}
 }

@@ -3,12 +3,16 @@
 //! OpenAI-compatible server, or mistral.rs in process) only implements [`ChatModel`].
 
 use async_trait::async_trait;
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::cache::VerdictCache;
 use super::prompt::{build, Family, Prompt};
 use super::verdict::{parse_answer, split_harmony, VerdictError};
-use super::{Classifier, ClassifyError, Content, Verdict};
+use super::{Classifier, ClassifyError, Content, Timing, Verdict};
+use crate::metrics::Metrics;
 use crate::policy::{Effort, Policy};
+use crate::wire::{Segment, Source};
 
 /// What a host returns for one prompt.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -19,6 +23,11 @@ pub struct Completion {
     pub reasoning: Option<String>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
+    /// Prompt tokens served from the host's prefix cache, when it says.
+    pub cached_prompt_tokens: Option<u32>,
+    pub timing: Option<Timing>,
+    /// For a one-token 0/1 answer: the model's probability of `1`, renormalised over {0, 1}.
+    pub p_violation: Option<f32>,
 }
 
 #[async_trait]
@@ -30,6 +39,29 @@ pub trait ChatModel: Send + Sync {
         prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, ClassifyError>;
+    /// Whether sending a policy once ahead of traffic makes later requests cheaper (an in-process
+    /// model with a prefix cache); a remote server manages its own cache.
+    fn wants_warmup(&self) -> bool {
+        false
+    }
+}
+
+/// One loaded model can back several classifiers (e.g. with and without a verdict cache).
+#[async_trait]
+impl<M: ChatModel + ?Sized> ChatModel for Arc<M> {
+    fn model_id(&self) -> &str {
+        (**self).model_id()
+    }
+    async fn complete(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+    ) -> Result<Completion, ClassifyError> {
+        (**self).complete(prompt, deadline).await
+    }
+    fn wants_warmup(&self) -> bool {
+        (**self).wants_warmup()
+    }
 }
 
 pub struct ModelClassifier<M> {
@@ -37,6 +69,9 @@ pub struct ModelClassifier<M> {
     model: M,
     family: Family,
     default_effort: Effort,
+    cache: Option<Arc<VerdictCache>>,
+    metrics: Option<Arc<Metrics>>,
+    violation_threshold: Option<f32>,
 }
 
 impl<M: ChatModel> ModelClassifier<M> {
@@ -47,6 +82,94 @@ impl<M: ChatModel> ModelClassifier<M> {
             model,
             family,
             default_effort,
+            cache: None,
+            metrics: None,
+            violation_threshold: None,
+        }
+    }
+
+    /// For binary answers with token probabilities: a violation only when P(1) >= `t` (instead
+    /// of whichever token was likelier). Lets a small or uncalibrated model be tuned to its
+    /// precision/recall trade-off with `policy test`.
+    pub fn with_violation_threshold(mut self, t: Option<f32>) -> Self {
+        self.violation_threshold = t;
+        self
+    }
+
+    /// Answers repeats of (policy version, normalised content) from `cache`.
+    pub fn with_cache(mut self, cache: Arc<VerdictCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    pub fn model(&self) -> &M {
+        &self.model
+    }
+
+    pub fn cache(&self) -> Option<&Arc<VerdictCache>> {
+        self.cache.as_ref()
+    }
+
+    fn count_cache(&self, result: &str) {
+        if let Some(m) = &self.metrics {
+            m.verdict_cache
+                .with_label_values(&[self.name, result])
+                .inc();
+        }
+    }
+
+    async fn ask(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        deadline: Instant,
+    ) -> Result<Verdict, ClassifyError> {
+        let mut prompt = build(policy, content, self.family, self.default_effort);
+        loop {
+            let c = self.model.complete(&prompt, deadline).await?;
+            let (analysis, final_text) = match &c.reasoning {
+                Some(r) => (Some(r.clone()), c.text.clone()),
+                None => split_harmony(&c.text),
+            };
+            match parse_answer(&final_text, analysis.as_deref(), policy.output_format) {
+                Ok(a) => {
+                    let (violation, confidence) = match c.p_violation {
+                        Some(p) => (
+                            self.violation_threshold.map_or(a.violation, |t| p >= t),
+                            Some(p),
+                        ),
+                        None => (a.violation, a.confidence),
+                    };
+                    return Ok(Verdict {
+                        violation,
+                        code: a.code,
+                        rule_id: a.rule_ids.into_iter().next(),
+                        confidence,
+                        rationale: a.rationale,
+                        location: None,
+                        backend: self.name,
+                        model: Some(self.model.model_id().to_string()),
+                        prompt_tokens: c.prompt_tokens,
+                        completion_tokens: c.completion_tokens,
+                        cached_prompt_tokens: c.cached_prompt_tokens,
+                        timing: c.timing,
+                        cache_hit: false,
+                        sampled_out: false,
+                    });
+                }
+                // Reasoning used the whole budget: retry once with less reasoning, then give up
+                // (the route's fail mode decides) rather than guess.
+                Err(VerdictError::Empty) => match prompt.reasoning_effort.and_then(|e| e.lower()) {
+                    Some(lower) => prompt.reasoning_effort = Some(lower),
+                    None => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
+                },
+                Err(e) => return Err(ClassifyError::Backend(e.to_string())),
+            }
         }
     }
 }
@@ -71,35 +194,43 @@ impl<M: ChatModel> Classifier for ModelClassifier<M> {
         content: &Content,
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
-        let mut prompt = build(policy, content, self.family, self.default_effort);
-        loop {
-            let c = self.model.complete(&prompt, deadline).await?;
-            let (analysis, final_text) = match &c.reasoning {
-                Some(r) => (Some(r.clone()), c.text.clone()),
-                None => split_harmony(&c.text),
-            };
-            match parse_answer(&final_text, analysis.as_deref(), policy.output_format) {
-                Ok(a) => {
-                    return Ok(Verdict {
-                        violation: a.violation,
-                        code: a.code,
-                        rule_id: a.rule_ids.into_iter().next(),
-                        confidence: a.confidence,
-                        rationale: a.rationale,
-                        location: None,
-                        backend: self.name,
-                        model: Some(self.model.model_id().to_string()),
-                        prompt_tokens: c.prompt_tokens,
-                        completion_tokens: c.completion_tokens,
-                    })
-                }
-                // Reasoning used the whole budget: retry once with less reasoning, then give up
-                // (the route's fail mode decides) rather than guess.
-                Err(VerdictError::Empty) => match prompt.reasoning_effort.and_then(|e| e.lower()) {
-                    Some(lower) => prompt.reasoning_effort = Some(lower),
-                    None => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
-                },
-                Err(e) => return Err(ClassifyError::Backend(e.to_string())),
+        let Some(cache) = &self.cache else {
+            return self.ask(policy, content, deadline).await;
+        };
+        let (hit, slot) = cache.get(policy, content);
+        if let Some(v) = hit {
+            self.count_cache("hit");
+            return Ok(v);
+        }
+        self.count_cache("miss");
+        let v = self.ask(policy, content, deadline).await?;
+        // Only answers are cached; errors and deadlines are retried by the next request.
+        cache.put(slot, &v);
+        Ok(v)
+    }
+
+    async fn warm(&self, policy: &Policy) {
+        if !self.model.wants_warmup() {
+            return;
+        }
+        // Any short content will do: what the host keeps is the policy prefix in front of it.
+        let content = Content::from_segments(vec![Segment {
+            source: Source::User,
+            text: "warm-up".into(),
+            location: "warmup".into(),
+        }]);
+        let prompt = build(policy, &content, self.family, self.default_effort);
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_secs(600);
+        match self.model.complete(&prompt, deadline).await {
+            Ok(_) => tracing::info!(
+                policy = %policy.id,
+                backend = self.name,
+                ms = started.elapsed().as_millis() as u64,
+                "policy prefix warmed"
+            ),
+            Err(e) => {
+                tracing::warn!(policy = %policy.id, backend = self.name, error = %e, "warm-up failed")
             }
         }
     }
@@ -162,6 +293,7 @@ mod tests {
             reasoning: Some("because".into()),
             prompt_tokens: Some(100),
             completion_tokens: Some(9),
+            ..Default::default()
         }]);
         let v = c.classify(&p, &content, deadline()).await.unwrap();
         assert!(v.violation);

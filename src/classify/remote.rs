@@ -178,6 +178,12 @@ impl RemoteModel {
             reasoning,
             prompt_tokens: tok("prompt_tokens"),
             completion_tokens: tok("completion_tokens"),
+            // vLLM and OpenAI report prefix-cache reuse here.
+            cached_prompt_tokens: v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .map(|n| n as u32),
+            timing: None,
+            p_violation: None,
         })
     }
 }
@@ -205,10 +211,12 @@ impl ChatModel for RemoteModel {
                 "circuit open: the model server is failing".into(),
             ));
         }
+        let queued = Instant::now();
         let _permit = tokio::time::timeout_at(deadline.into(), self.permits.acquire())
             .await
             .map_err(|_| ClassifyError::Overloaded)?
             .map_err(|_| ClassifyError::Overloaded)?;
+        let queue_ms = queued.elapsed().as_secs_f64() * 1e3;
         let body = self.body(prompt);
         let mut attempt = 0;
         loop {
@@ -217,8 +225,13 @@ impl ChatModel for RemoteModel {
                 return Err(ClassifyError::Deadline);
             }
             match self.attempt(&body, left.min(self.s.attempt_timeout)).await {
-                Ok(c) => {
+                Ok(mut c) => {
                     self.breaker.success();
+                    // The server does not split prefill from decode; only the queue is ours to time.
+                    c.timing = Some(crate::classify::Timing {
+                        queue_ms,
+                        ..Default::default()
+                    });
                     return Ok(c);
                 }
                 Err((retryable, why)) => {

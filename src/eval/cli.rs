@@ -255,6 +255,9 @@ pub fn test(a: &TestArgs) -> u8 {
     let pb = progress(total);
     for (p, cpath, cases) in &work {
         pb.set_message(p.id.clone());
+        // One request with the policy first, so an in-process model caches the policy prefix
+        // before the concurrent cases arrive (otherwise each of them would prefill it cold).
+        rt.block_on(cascade.warm(p));
         let results = rt.block_on(run_policy(&cascade, p, cases, &opts, Some(&pb)));
         rep.policies.push(PolicyReport::from_results(
             &p.id,
@@ -356,6 +359,9 @@ pub fn eval(a: &EvalArgs) -> u8 {
     let pb = progress(total);
     for (p, cats, cases) in &work {
         pb.set_message(p.id.clone());
+        // One request with the policy first, so an in-process model caches the policy prefix
+        // before the concurrent cases arrive (otherwise each of them would prefill it cold).
+        rt.block_on(cascade.warm(p));
         let results = rt.block_on(run_policy(&cascade, p, cases, &opts, Some(&pb)));
         rep.policies.push(PolicyReport::from_results(
             &p.id,
@@ -443,6 +449,9 @@ pub fn classify(a: &ClassifyArgs) -> u8 {
                             .map(|r| format!(", rule {r}"))
                             .unwrap_or_default()
                     );
+                    if let Some(c) = v.confidence {
+                        println!("  confidence: {c:.3}");
+                    }
                     if let Some(r) = &v.rationale {
                         println!("  rationale: {r}");
                     }

@@ -101,6 +101,7 @@ impl Default for RunOptions {
 pub fn build_cascade(config: Option<&Path>, backend: &str) -> anyhow::Result<(Cascade, String)> {
     let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
     let mut label = "rules".to_string();
+    let metrics = Arc::new(PromMetrics::new());
     if backend != "rules" {
         let Some(path) = config else {
             anyhow::bail!("--backend {backend} needs --config FILE naming it in [[backends]]");
@@ -122,10 +123,15 @@ pub fn build_cascade(config: Option<&Path>, backend: &str) -> anyhow::Result<(Ca
                     }
                 )
             })?;
-        stages.push(crate::proxy::gateway::build_backend(b)?);
+        stages.push(crate::proxy::gateway::build_backend(
+            b,
+            &cfg.base_dir,
+            &metrics,
+            crate::proxy::gateway::ModelLoad::Load,
+        )?);
         label = format!("rules+{backend}");
     }
-    Ok((Cascade::new(stages, Arc::new(PromMetrics::new())), label))
+    Ok((Cascade::new(stages, metrics), label))
 }
 
 /// Classifies one case against one policy.

@@ -114,6 +114,10 @@ impl ServeHttp for AdminApp {
             ("GET", "/readyz") => {
                 return if self.gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
                     reply(503, "text/plain", b"shutting down\n".to_vec())
+                } else if !self.gw.warmed.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Until the model has seen each bound policy once, the first requests would
+                    // each pay a cold prefill (seconds on CPU): keep traffic away until then.
+                    reply(503, "text/plain", b"warming up the model\n".to_vec())
                 } else {
                     reply(200, "text/plain", b"ready\n".to_vec())
                 };

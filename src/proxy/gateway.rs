@@ -43,6 +43,8 @@ pub struct Gateway {
     pub admin_token: Option<String>,
     /// Set once shutdown begins, so `/readyz` turns away new traffic while requests drain.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Set once the model backends have been warmed with every policy live at start.
+    pub warmed: std::sync::atomic::AtomicBool,
     pub shadow: crate::shadow::ShadowStats,
 }
 
@@ -84,11 +86,41 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether building the gateway loads model weights (`serve`) or only checks that they could be
+/// loaded (`check-config`, which must stay fast and side-effect free).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelLoad {
+    Load,
+    CheckOnly,
+}
+
 /// Builds one configured model backend as a cascade stage.
-pub fn build_backend(b: &BackendConfig) -> anyhow::Result<Stage> {
+pub fn build_backend(
+    b: &BackendConfig,
+    base_dir: &std::path::Path,
+    metrics: &Arc<Metrics>,
+    load: ModelLoad,
+) -> anyhow::Result<Stage> {
     // Backend names live for the whole process (audit records and metrics borrow them).
     let name: &'static str =
         Box::leak(format!("{}:{}", kind_name(b.kind), b.name).into_boxed_str());
+    let cache = (b.cache_entries > 0).then(|| {
+        Arc::new(crate::classify::cache::VerdictCache::new(
+            b.cache_entries,
+            Duration::from_secs(b.cache_ttl_s.max(1)),
+        ))
+    });
+    fn finish<M: crate::classify::model::ChatModel + 'static>(
+        c: ModelClassifier<M>,
+        cache: Option<Arc<crate::classify::cache::VerdictCache>>,
+        metrics: &Arc<Metrics>,
+    ) -> Arc<dyn Classifier> {
+        let c = c.with_metrics(metrics.clone());
+        Arc::new(match cache {
+            Some(cache) => c.with_cache(cache),
+            None => c,
+        })
+    }
     let classifier: Arc<dyn Classifier> = match b.kind {
         BackendKind::Remote => {
             let api_key = b.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
@@ -104,13 +136,13 @@ pub fn build_backend(b: &BackendConfig) -> anyhow::Result<Stage> {
                 breaker_cooldown: Duration::from_millis(b.breaker_cooldown_ms),
             })
             .map_err(anyhow::Error::msg)?;
-            Arc::new(ModelClassifier::new(
-                name,
-                model,
-                b.family,
-                b.reasoning_effort,
-            ))
+            finish(
+                ModelClassifier::new(name, model, b.family, b.reasoning_effort),
+                cache,
+                metrics,
+            )
         }
+        BackendKind::Local => build_local(b, base_dir, metrics, load, name, cache)?,
     };
     Ok(Stage {
         classifier,
@@ -118,9 +150,111 @@ pub fn build_backend(b: &BackendConfig) -> anyhow::Result<Stage> {
     })
 }
 
+#[cfg(feature = "local-model")]
+fn build_local(
+    b: &BackendConfig,
+    base_dir: &std::path::Path,
+    metrics: &Arc<Metrics>,
+    load: ModelLoad,
+    name: &'static str,
+    cache: Option<Arc<crate::classify::cache::VerdictCache>>,
+) -> anyhow::Result<Arc<dyn Classifier>> {
+    use crate::classify::local::{LocalModel, LocalSettings, ModelSource};
+    let source = match (&b.model_path, &b.hf_model_id) {
+        (Some(p), _) => {
+            let p = base_dir.join(p);
+            if p.is_dir() {
+                ModelSource::Safetensors(p)
+            } else {
+                ModelSource::Gguf(p)
+            }
+        }
+        (None, Some(id)) => ModelSource::HuggingFace(id.clone()),
+        (None, None) => anyhow::bail!("backend {}: no model source", b.name),
+    };
+    let settings = LocalSettings {
+        source,
+        dtype: b.dtype,
+        device: b.device.clone(),
+        threads: b.threads,
+        max_concurrency: b.max_concurrency,
+        max_queue: b.max_queue,
+        prefix_cache_entries: b.prefix_cache_entries,
+        max_tokens: b.max_tokens,
+        family: b.family,
+    };
+    if load == ModelLoad::CheckOnly {
+        settings
+            .check()
+            .map_err(|e| anyhow::anyhow!("backend {}: {e}", b.name))?;
+        return Ok(Arc::new(Unloaded(name)));
+    }
+    let started = std::time::Instant::now();
+    let model = LocalModel::load(&settings, name, Some(metrics.clone()))
+        .map_err(|e| anyhow::anyhow!("backend {}: {e}", b.name))?;
+    tracing::info!(
+        backend = name,
+        model = settings.model_id(),
+        ms = started.elapsed().as_millis() as u64,
+        "model loaded"
+    );
+    let c = ModelClassifier::new(name, model, b.family, b.reasoning_effort)
+        .with_metrics(metrics.clone())
+        .with_violation_threshold(b.violation_threshold);
+    Ok(Arc::new(match cache {
+        Some(cache) => c.with_cache(cache),
+        None => c,
+    }))
+}
+
+#[cfg(not(feature = "local-model"))]
+fn build_local(
+    b: &BackendConfig,
+    _base_dir: &std::path::Path,
+    _metrics: &Arc<Metrics>,
+    _load: ModelLoad,
+    _name: &'static str,
+    _cache: Option<Arc<crate::classify::cache::VerdictCache>>,
+) -> anyhow::Result<Arc<dyn Classifier>> {
+    anyhow::bail!(
+        "backend {}: kind = \"local\" needs a build with the `local-model` feature (it is on by \
+         default; this binary was built with --no-default-features)",
+        b.name
+    )
+}
+
+/// Stands in for a model backend that `check-config` verified but did not load.
+#[cfg(feature = "local-model")]
+struct Unloaded(&'static str);
+
+#[cfg(feature = "local-model")]
+#[async_trait::async_trait]
+impl Classifier for Unloaded {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn supports(&self, _policy: &crate::policy::Policy) -> bool {
+        true
+    }
+    fn allow_is_final(&self) -> bool {
+        true
+    }
+    async fn classify(
+        &self,
+        _policy: &crate::policy::Policy,
+        _content: &crate::classify::Content,
+        _deadline: std::time::Instant,
+    ) -> Result<crate::classify::Verdict, crate::classify::ClassifyError> {
+        Err(crate::classify::ClassifyError::Backend(
+            "model not loaded (check-config)".into(),
+        ))
+    }
+}
+
 fn kind_name(k: BackendKind) -> &'static str {
     match k {
         BackendKind::Remote => "remote",
+        BackendKind::Local => "local",
     }
 }
 
@@ -129,6 +263,14 @@ impl Gateway {
     pub fn build(
         config: Config,
         extra_stages: Vec<Arc<dyn Classifier>>,
+    ) -> anyhow::Result<Gateway> {
+        Self::build_with(config, extra_stages, ModelLoad::Load)
+    }
+
+    pub fn build_with(
+        config: Config,
+        extra_stages: Vec<Arc<dyn Classifier>>,
+        load: ModelLoad,
     ) -> anyhow::Result<Gateway> {
         let metrics = Arc::new(Metrics::new());
         let mut upstreams = HashMap::new();
@@ -176,7 +318,7 @@ impl Gateway {
         };
         let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
         for b in &config.backends {
-            stages.push(build_backend(b)?);
+            stages.push(build_backend(b, &config.base_dir, &metrics, load)?);
         }
         stages.extend(extra_stages.into_iter().map(Stage::new));
         let cascade = Arc::new(Cascade::new(stages, metrics.clone()));
@@ -208,6 +350,7 @@ impl Gateway {
             connector: Connector::new(None),
             admin_token,
             draining: std::sync::atomic::AtomicBool::new(false),
+            warmed: std::sync::atomic::AtomicBool::new(false),
             shadow: Default::default(),
         })
     }

@@ -75,6 +75,7 @@ fn moderation_policies(gw: &Gateway, snap: &Snapshot) -> Vec<Bound> {
             policy: p.clone(),
             action: Action::Block,
             candidate: None,
+            sample_rate: 1.0,
         })
         .collect()
 }

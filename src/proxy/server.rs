@@ -32,6 +32,48 @@ impl BackgroundService for PolicyWatcher {
     }
 }
 
+/// Sends each newly live policy version to the model backends once, so the first real request
+/// for it already finds the policy prefix in the model's cache (an in-process model only caches a
+/// prefix after a request with it has finished).
+struct Warmer {
+    gw: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for Warmer {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut warmed = std::collections::HashSet::new();
+        let mut generation = None;
+        loop {
+            let snap = self.gw.registry.snapshot();
+            if generation != Some(snap.generation) {
+                generation = Some(snap.generation);
+                let mut bound: Vec<Arc<crate::policy::Policy>> = Vec::new();
+                for b in snap.routes.values() {
+                    for x in b.input.iter().chain(b.output.iter()) {
+                        bound.push(x.policy.clone());
+                        bound.extend(x.candidate.clone());
+                    }
+                }
+                for p in &bound {
+                    if !warmed.insert((p.id.clone(), p.content_hash.clone())) {
+                        continue;
+                    }
+                    tokio::select! {
+                        _ = self.gw.cascade.warm(p) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                self.gw.warmed.store(true, Ordering::Relaxed);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 struct Lifecycle {
     gw: Arc<Gateway>,
 }
@@ -112,6 +154,10 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service(
         "policy watcher",
         PolicyWatcher { gw: gw.clone() },
+    ));
+    server.add_service(background_service(
+        "model warm-up",
+        Warmer { gw: gw.clone() },
     ));
     server.add_service(background_service(
         "lifecycle",

@@ -1,0 +1,548 @@
+//! The in-process model host: mistral.rs runs the safeguard model inside the gateway.
+//!
+//! Only [`ChatModel`] is implemented here; prompting, parsing, retries and the verdict cache live in
+//! [`super::model::ModelClassifier`] and are shared with the remote host.
+//!
+//! What this module adds, and why:
+//! - a bounded queue in front of the engine: a burst waits at most `max_queue` deep, past that (or
+//!   past the deadline while waiting) the call fails fast and the route's fail mode applies;
+//! - streamed requests, so a deadline really stops the work: mistral.rs finishes a non-streaming
+//!   request whose caller went away, but cancels a streaming one whose receiver is dropped;
+//! - constrained decoding for non-harmony models, so the answer always parses (`[01]`, or a JSON
+//!   schema whose `policy_category` can only be one of the policy's codes);
+//! - explicit dtype, device and thread settings (the high-level builder picks F16 on CPU, which
+//!   has no fast kernels there), and checks that turn mistral.rs's panics and silent downloads on a
+//!   bad path into start-up errors.
+
+use async_trait::async_trait;
+use mistralrs::{RequestBuilder, RequestLike, TextMessageRole};
+use mistralrs_core::{
+    AutoDeviceMapParams, Constraint, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, IsqOrganization, MistralRsBuilder, ModelDType, NormalLoaderBuilder,
+    NormalRequest, NormalSpecificConfig, ReasoningEffort, Request, RequestMessage, Response,
+    SamplingParams, SchedulerConfig, TokenSource,
+};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::gguf;
+use super::model::{ChatModel, Completion};
+use super::prompt::{Family, Prompt};
+use super::verdict::OutputFormat;
+use super::{ClassifyError, Timing};
+use crate::metrics::Metrics;
+use crate::policy::Effort;
+
+/// Where the weights come from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelSource {
+    /// One GGUF file (llama-family architectures; the small default model).
+    Gguf(PathBuf),
+    /// A directory in Hugging Face layout: config.json, tokenizer.json, *.safetensors
+    /// (gpt-oss-safeguard-20b/120b ship this way).
+    Safetensors(PathBuf),
+    /// A Hugging Face model id, downloaded by mistral.rs (needs network access to the hub).
+    HuggingFace(String),
+}
+
+pub use crate::config::ModelDtype as Dtype;
+
+#[derive(Debug, Clone)]
+pub struct LocalSettings {
+    pub source: ModelSource,
+    pub dtype: Dtype,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// Threads for the CPU kernels (rayon); `None` = one per core.
+    pub threads: Option<usize>,
+    /// Sequences the engine runs at once (continuous batching).
+    pub max_concurrency: usize,
+    /// Calls allowed to wait for an engine slot; more are refused at once.
+    pub max_queue: usize,
+    /// Finished sequences whose KV cache is kept for prefix reuse.
+    pub prefix_cache_entries: usize,
+    /// Token budget of a harmony answer (analysis + final); constrained answers need far fewer.
+    pub max_tokens: u32,
+    pub family: Family,
+}
+
+impl LocalSettings {
+    /// Checks that can run without loading anything (also used by `check-config`).
+    pub fn check(&self) -> Result<(), String> {
+        match &self.source {
+            ModelSource::Gguf(p) => {
+                if !p.is_file() {
+                    return Err(format!(
+                        "model file {} does not exist. For the small default model run \
+                         scripts/fetch-default-model.sh; otherwise point model_path at a GGUF \
+                         file",
+                        p.display()
+                    ));
+                }
+                let arch = gguf::architecture(p)?;
+                if !gguf::SUPPORTED_ARCHITECTURES.contains(&arch.as_str()) {
+                    return Err(format!(
+                        "{}: architecture {arch:?} cannot be loaded from GGUF by mistral.rs 0.8.1 \
+                         (supported: {}); use a safetensors directory instead",
+                        p.display(),
+                        gguf::SUPPORTED_ARCHITECTURES.join(", ")
+                    ));
+                }
+            }
+            ModelSource::Safetensors(dir) => {
+                for f in ["config.json", "tokenizer.json"] {
+                    if !dir.join(f).is_file() {
+                        return Err(format!(
+                            "{} is not a model directory: {f} is missing",
+                            dir.display()
+                        ));
+                    }
+                }
+            }
+            ModelSource::HuggingFace(id) => {
+                if id.is_empty() || id.contains(char::is_whitespace) {
+                    return Err(format!("{id:?} is not a Hugging Face model id"));
+                }
+            }
+        }
+        parse_device(&self.device).map(|_| ())
+    }
+
+    pub fn model_id(&self) -> String {
+        match &self.source {
+            ModelSource::Gguf(p) | ModelSource::Safetensors(p) => p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| p.display().to_string()),
+            ModelSource::HuggingFace(id) => id.clone(),
+        }
+    }
+}
+
+fn parse_device(s: &str) -> Result<mistralrs::Device, String> {
+    match s {
+        "cpu" => Ok(mistralrs::Device::Cpu),
+        "cuda" => cuda(0),
+        other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
+            Some(Ok(n)) => cuda(n),
+            _ => Err(format!("device {other:?}: expected cpu, cuda or cuda:N")),
+        },
+    }
+}
+
+fn cuda(ordinal: usize) -> Result<mistralrs::Device, String> {
+    if cfg!(feature = "cuda") {
+        mistralrs::Device::new_cuda(ordinal).map_err(|e| format!("cuda:{ordinal}: {e}"))
+    } else {
+        Err("this build has no CUDA support: build with --features cuda".into())
+    }
+}
+
+pub struct LocalModel {
+    id: String,
+    backend: &'static str,
+    runner: Arc<mistralrs_core::MistralRs>,
+    slots: tokio::sync::Semaphore,
+    waiting: AtomicUsize,
+    max_queue: usize,
+    max_tokens: u32,
+    harmony: bool,
+    metrics: Option<Arc<Metrics>>,
+}
+
+/// Keeps the queue-depth count right however the waiting call ends (answer, error or drop).
+struct Waiting<'a>(&'a LocalModel);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.0.set_depth();
+    }
+}
+
+impl LocalModel {
+    /// Loads the weights and starts the engine thread. Blocking (seconds for the small model,
+    /// minutes for a 20B one): call it at start-up, not on a request path.
+    pub fn load(
+        s: &LocalSettings,
+        backend: &'static str,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<LocalModel, String> {
+        s.check()?;
+        if let Some(n) = s.threads {
+            // candle's CPU kernels run on rayon's global pool, which reads this once, when first
+            // used; nothing has used it yet at start-up.
+            if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+            }
+        }
+        let device = parse_device(&s.device)?;
+        let dtype = match s.dtype {
+            Dtype::Auto => ModelDType::Auto,
+            Dtype::F32 => ModelDType::F32,
+            Dtype::F16 => ModelDType::F16,
+            Dtype::Bf16 => ModelDType::BF16,
+        };
+        let loader = match &s.source {
+            ModelSource::Gguf(p) => {
+                let dir = p.parent().unwrap_or(Path::new(".")).display().to_string();
+                let file = p
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .ok_or("model_path has no file name")?;
+                GGUFLoaderBuilder::new(
+                    None,
+                    None,
+                    dir,
+                    vec![file],
+                    GGUFSpecificConfig { topology: None },
+                    false,
+                    None,
+                )
+                .build()
+            }
+            ModelSource::Safetensors(dir) => normal_loader(dir.display().to_string())?,
+            ModelSource::HuggingFace(id) => normal_loader(id.clone())?,
+        };
+        let token = match s.source {
+            ModelSource::HuggingFace(_) => TokenSource::CacheToken,
+            _ => TokenSource::None,
+        };
+        let pipeline = loader
+            .load_model_from_hf(
+                None,
+                token,
+                &dtype,
+                &device,
+                true,
+                DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+                None,
+                // Paged attention would bypass the sequence-level prefix cache the policy prefix
+                // reuse depends on (and is not available on CPU).
+                None,
+            )
+            .map_err(|e| format!("loading {}: {e:#}", s.model_id()))?;
+        let seqs = std::num::NonZeroUsize::new(s.max_concurrency.max(1)).expect("non-zero");
+        let builder = MistralRsBuilder::new(
+            pipeline,
+            SchedulerConfig::DefaultScheduler {
+                method: DefaultSchedulerMethod::Fixed(seqs),
+            },
+            false,
+            None,
+        )
+        .with_no_prefix_cache(s.prefix_cache_entries == 0)
+        .with_prefix_cache_n(s.prefix_cache_entries.max(1));
+        // `build` is async but only spawns the engine on its own thread with its own runtime, so a
+        // throwaway runtime on a helper thread works whether or not the caller is inside tokio.
+        let runner = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map(|rt| rt.block_on(builder.build()))
+        })
+        .join()
+        .map_err(|_| "the model engine panicked while starting".to_string())?
+        .map_err(|e| format!("runtime: {e}"))?;
+        let model = LocalModel {
+            id: s.model_id(),
+            backend,
+            runner,
+            slots: tokio::sync::Semaphore::new(s.max_concurrency.max(1)),
+            waiting: AtomicUsize::new(0),
+            max_queue: s.max_queue,
+            max_tokens: s.max_tokens,
+            harmony: s.family == Family::GptOssSafeguard,
+            metrics,
+        };
+        Ok(model)
+    }
+
+    fn set_depth(&self) {
+        if let Some(m) = &self.metrics {
+            m.model_queue_depth
+                .with_label_values(&[self.backend])
+                .set(self.waiting.load(Ordering::SeqCst) as i64);
+        }
+    }
+
+    fn reject(&self, reason: &str) {
+        if let Some(m) = &self.metrics {
+            m.model_rejections
+                .with_label_values(&[self.backend, reason])
+                .inc();
+        }
+    }
+
+    /// The constraint and answer length for a prompt.
+    fn decoding(&self, p: &Prompt) -> (Constraint, usize) {
+        if self.harmony {
+            // A constraint applies from the first token and would forbid the analysis channel.
+            return (Constraint::None, self.max_tokens as usize);
+        }
+        match p.format {
+            OutputFormat::Binary => (Constraint::Regex("[01]".into()), 1),
+            // Room for the short rationale the schema asks for (120 characters, so at most ~130 tokens even with escapes) plus the keys.
+            OutputFormat::Json => (Constraint::JsonSchema(json_schema(&p.codes)), 256),
+        }
+    }
+
+    async fn run(&self, p: &Prompt, queue_ms: f64) -> Result<Completion, ClassifyError> {
+        let (constraint, max_len) = self.decoding(p);
+        let mut rb = RequestBuilder::new()
+            .add_message(TextMessageRole::System, &p.system)
+            .add_message(TextMessageRole::User, &p.user);
+        let mut messages = rb.take_messages();
+        if let RequestMessage::Chat {
+            reasoning_effort, ..
+        } = &mut messages
+        {
+            *reasoning_effort = p.reasoning_effort.filter(|_| self.harmony).map(effort);
+        }
+        let mut sampling = SamplingParams::deterministic();
+        sampling.max_len = Some(max_len);
+        let binary = !self.harmony && p.format == OutputFormat::Binary;
+        if binary {
+            sampling.top_n_logprobs = 2;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let request = Request::Normal(Box::new(NormalRequest {
+            messages,
+            sampling_params: sampling,
+            response: tx,
+            // The two probabilities of a 0/1 answer are its confidence (and allow a threshold).
+            return_logprobs: binary,
+            is_streaming: true,
+            id: 0,
+            constraint,
+            suffix: None,
+            tools: None,
+            tool_choice: None,
+            logits_processors: None,
+            return_raw_logits: false,
+            web_search_options: None,
+            model_id: None,
+            truncate_sequence: false,
+        }));
+        let sender = self
+            .runner
+            .get_sender(None)
+            .map_err(|e| ClassifyError::Backend(format!("model engine: {e}")))?;
+        let sent = Instant::now();
+        sender
+            .send(request)
+            .await
+            .map_err(|_| ClassifyError::Backend("model engine stopped".into()))?;
+        let mut text = String::new();
+        let mut reasoning = String::new();
+        let mut p_violation = None;
+        let mut first: Option<Instant> = None;
+        let mut usage = None;
+        // Dropping `rx` (deadline) makes the engine cancel the sequence at its next step.
+        while let Some(r) = rx.recv().await {
+            match r {
+                Response::Chunk(c) => {
+                    first.get_or_insert_with(Instant::now);
+                    let mut done = false;
+                    for ch in &c.choices {
+                        if let Some(t) = &ch.delta.content {
+                            if text.is_empty() && p_violation.is_none() {
+                                p_violation = ch.logprobs.as_ref().and_then(binary_probability);
+                            }
+                            text.push_str(t);
+                        }
+                        if let Some(t) = &ch.delta.reasoning_content {
+                            reasoning.push_str(t);
+                        }
+                        done |= ch.finish_reason.is_some();
+                    }
+                    if c.usage.is_some() {
+                        usage = c.usage;
+                    }
+                    if done {
+                        break;
+                    }
+                }
+                Response::Done(d) => {
+                    usage = Some(d.usage);
+                    break;
+                }
+                Response::InternalError(e) | Response::ValidationError(e) => {
+                    return Err(ClassifyError::Backend(format!("model: {e}")));
+                }
+                Response::ModelError(e, _) => {
+                    return Err(ClassifyError::Backend(format!("model: {e}")));
+                }
+                _ => {
+                    return Err(ClassifyError::Backend(
+                        "model engine sent an unexpected response kind".into(),
+                    ))
+                }
+            }
+        }
+        let end = Instant::now();
+        let first = first.unwrap_or(end);
+        Ok(Completion {
+            text,
+            reasoning: (!reasoning.is_empty()).then_some(reasoning),
+            prompt_tokens: usage.as_ref().map(|u| u.prompt_tokens as u32),
+            completion_tokens: usage.as_ref().map(|u| u.completion_tokens as u32),
+            cached_prompt_tokens: None,
+            p_violation,
+            timing: Some(Timing {
+                queue_ms,
+                prefill_ms: Some((first - sent).as_secs_f64() * 1e3),
+                decode_ms: Some((end - first).as_secs_f64() * 1e3),
+            }),
+        })
+    }
+}
+
+/// P(1) over {0, 1} from the first answer token's top log-probabilities (reported after the
+/// `[01]` constraint mask).
+fn binary_probability(lp: &mistralrs_core::ResponseLogprob) -> Option<f32> {
+    let find = |d: &str| {
+        lp.top_logprobs
+            .iter()
+            .find(|t| t.bytes.as_deref().map(str::trim) == Some(d))
+            .map(|t| t.logprob.exp())
+    };
+    let (p1, p0) = (find("1").unwrap_or(0.0), find("0").unwrap_or(0.0));
+    (p1 + p0 > 0.0).then(|| p1 / (p1 + p0))
+}
+
+fn normal_loader(model_id: String) -> Result<Box<dyn mistralrs_core::Loader>, String> {
+    NormalLoaderBuilder::new(
+        NormalSpecificConfig {
+            topology: None,
+            organization: IsqOrganization::Default,
+            write_uqff: None,
+            from_uqff: None,
+            imatrix: None,
+            calibration_file: None,
+            hf_cache_path: None,
+            matformer_config_path: None,
+            matformer_slice_name: None,
+        },
+        None,
+        None,
+        Some(model_id),
+        false,
+        None,
+    )
+    .build(None)
+    .map_err(|e| format!("model loader: {e:#}"))
+}
+
+fn effort(e: Effort) -> ReasoningEffort {
+    match e {
+        Effort::Low => ReasoningEffort::Low,
+        Effort::Medium => ReasoningEffort::Medium,
+        Effort::High => ReasoningEffort::High,
+    }
+}
+
+/// `{"violation": 0|1, "policy_category": <one of the codes> | null, "rationale": "<short>"}`.
+/// The rationale is bounded so the answer always fits its token budget (a cut-off JSON answer
+/// would not parse); it goes to the audit record only.
+pub fn json_schema(codes: &[String]) -> serde_json::Value {
+    let mut cats: Vec<serde_json::Value> = codes.iter().map(|c| c.clone().into()).collect();
+    cats.push(serde_json::Value::Null);
+    serde_json::json!({
+        "type": "object",
+        "properties": {
+            "violation": {"type": "integer", "enum": [0, 1]},
+            "policy_category": {"enum": cats},
+            "rationale": {"type": "string", "minLength": 1, "maxLength": 120},
+        },
+        "required": ["violation", "policy_category", "rationale"],
+        "additionalProperties": false,
+    })
+}
+
+#[async_trait]
+impl ChatModel for LocalModel {
+    fn model_id(&self) -> &str {
+        &self.id
+    }
+
+    fn wants_warmup(&self) -> bool {
+        true
+    }
+
+    async fn complete(
+        &self,
+        prompt: &Prompt,
+        deadline: Instant,
+    ) -> Result<Completion, ClassifyError> {
+        // Admission: a call that would wait behind `max_queue` others fails now instead of adding
+        // latency nobody asked for.
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.reject("queue_full");
+            return Err(ClassifyError::Overloaded);
+        }
+        let waiting = Waiting(self);
+        self.set_depth();
+        let queued = Instant::now();
+        let permit = match tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await {
+            Ok(Ok(p)) => p,
+            Ok(Err(_)) => return Err(ClassifyError::Backend("model is shutting down".into())),
+            Err(_) => {
+                self.reject("deadline");
+                return Err(ClassifyError::Deadline);
+            }
+        };
+        drop(waiting);
+        let queue_ms = queued.elapsed().as_secs_f64() * 1e3;
+        let out = tokio::time::timeout_at(deadline.into(), self.run(prompt, queue_ms))
+            .await
+            .unwrap_or(Err(ClassifyError::Deadline));
+        drop(permit);
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_only_the_policy_codes() {
+        let s = json_schema(&["X1".into(), "X2.b".into()]);
+        assert_eq!(
+            s["properties"]["policy_category"]["enum"],
+            serde_json::json!(["X1", "X2.b", null])
+        );
+    }
+
+    #[test]
+    fn bad_paths_are_start_up_errors_not_downloads() {
+        let s = LocalSettings {
+            source: ModelSource::Gguf(PathBuf::from("/nonexistent/model.gguf")),
+            dtype: Dtype::F32,
+            device: "cpu".into(),
+            threads: None,
+            max_concurrency: 1,
+            max_queue: 1,
+            prefix_cache_entries: 4,
+            max_tokens: 64,
+            family: Family::Chat,
+        };
+        assert!(s.check().unwrap_err().contains("fetch-default-model"));
+        let dir = tempfile::tempdir().unwrap();
+        let s2 = LocalSettings {
+            source: ModelSource::Safetensors(dir.path().to_path_buf()),
+            ..s.clone()
+        };
+        assert!(s2.check().unwrap_err().contains("config.json"));
+        let s3 = LocalSettings {
+            device: "tpu".into(),
+            source: ModelSource::HuggingFace("openai/gpt-oss-safeguard-20b".into()),
+            ..s
+        };
+        assert!(s3.check().unwrap_err().contains("expected cpu"));
+    }
+}
