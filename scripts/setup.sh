@@ -7,7 +7,10 @@
 # Environment:
 #   GUARDGATE_VENV     venv location (default: $HOME/.cache/guardgate/venv)
 #   GUARDGATE_PYTHON   interpreter used to create the venv (default: python3)
-#   GUARDGATE_SKIP_VENV=1  system packages only (used by scripts/serve.sh)
+#   GUARDGATE_SKIP_VENV=1  no SDK-suite venv (used by scripts/serve.sh)
+#   GUARDGATE_SKIP_MODEL=1 do not fetch the small default model
+#   - third_party/mistralrs-core (scripts/patch-deps.sh) and the small default model in models/
+#     (scripts/fetch-default-model.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,8 +78,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     fi
 fi
 
+# ---- patched dependency sources and the small default model ---------------------------------
+# Cargo.toml's [patch.crates-io] needs third_party/ before any cargo command.
+"$ROOT/scripts/patch-deps.sh"
+if [ "${GUARDGATE_SKIP_MODEL:-0}" != 1 ]; then
+    "$ROOT/scripts/fetch-default-model.sh"
+fi
+
 # ---- Python venv for the SDK suite ---------------------------------------------------------
-# The gateway itself needs no Python: scripts/serve.sh skips this part.
+# The gateway itself needs no Python venv: scripts/serve.sh skips this part.
 if [ "${GUARDGATE_SKIP_VENV:-0}" = 1 ]; then
     exit 0
 fi

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 #   setup -> cargo fmt --check -> cargo clippy -> cargo build -> deploy checks -> cargo test -> SDK suite
+# Everything is built once, with the release profile: the in-process model is unusably slow
+# unoptimised, and building mistral.rs in two profiles would not fit CI's time.
 # Every step runs even when an earlier independent one failed (a fmt slip does not hide test
 # results); the test steps are skipped only when the build they need failed. Exits non-zero if
 # anything failed. The last line is the test count over cargo test and the SDK suite together.
@@ -70,14 +72,14 @@ step "cargo clippy" cargo clippy --all-targets -- -D warnings || true
 
 # ---- build ---------------------------------------------------------------------------------
 built=1
-step "cargo build" cargo build --bins --examples || built=0
+step "cargo build" cargo build --release --bins --examples || built=0
 
 # ---- deploy/: Dockerfile, compose file, Kubernetes manifests (no Docker or cluster needed) --
 step "deploy checks" scripts/validate-deploy.sh || true
 
 # ---- the shipped policy packs: lint clean, and their case files run (deterministic backend) ----
 policy_checks() {
-    local bin="$CARGO_TARGET_DIR/debug/guardgate"
+    local bin="$CARGO_TARGET_DIR/release/guardgate"
     "$bin" policy lint policies/ &&
         "$bin" policy test policies/general policies/teen-safety --report-dir "$LOGS/policy-report"
 }
@@ -91,7 +93,7 @@ fi
 cargo_tests() {
     # --no-fail-fast: run every test binary even when one fails, so the report is complete.
     # The time limit turns a hung test into a failure instead of a stalled CI run.
-    timeout --kill-after=30 "${CARGO_TEST_TIMEOUT:-2400}" cargo test --no-fail-fast 2>&1 |
+    timeout --kill-after=30 "${CARGO_TEST_TIMEOUT:-2400}" cargo test --release --no-fail-fast 2>&1 |
         tee "$LOGS/cargo-test.log"
     local rc="${PIPESTATUS[0]}"
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
@@ -117,7 +119,7 @@ fi
 
 # ---- SDK compatibility suite (official Python SDKs against the real binary) -----------------
 sdk_tests() {
-    local bin="$CARGO_TARGET_DIR/debug/guardgate" mock="$CARGO_TARGET_DIR/debug/examples/mock_upstream"
+    local bin="$CARGO_TARGET_DIR/release/guardgate" mock="$CARGO_TARGET_DIR/release/examples/mock_upstream"
     # shellcheck disable=SC2086 # PYTEST_ARGS is a word list on purpose
     GUARDGATE_BIN="$bin" MOCK_UPSTREAM_BIN="$mock" \
         timeout --kill-after=30 "${SDK_TEST_TIMEOUT:-600}" "$VENV/bin/python" -m pytest tests/sdk --junitxml="$LOGS/sdk.xml" ${PYTEST_ARGS:-}

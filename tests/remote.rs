@@ -162,8 +162,9 @@ async fn retries_then_breaker_fails_fast() {
     assert_eq!(after_trip, 6);
     // While open, requests fail fast without reaching the server.
     let t0 = Instant::now();
-    for _ in 0..5 {
-        let (status, body) = send(&gw, "a friendly question").await;
+    // (Texts never seen before: a cached verdict would be served even while the model is down.)
+    for i in 0..5 {
+        let (status, body) = send(&gw, &format!("a friendly question number {i}")).await;
         assert_eq!(status, 503, "{body}");
     }
     assert_eq!(ms.state.calls.load(Ordering::SeqCst), after_trip);

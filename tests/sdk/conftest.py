@@ -84,8 +84,8 @@ def _require_bin(var: str) -> Path:
         pytest.exit(
             f"{var} is not set: point it at the built binary "
             "(run scripts/test.sh, or `cargo build --bins --examples` and export "
-            "GUARDGATE_BIN=$CARGO_TARGET_DIR/debug/guardgate "
-            "MOCK_UPSTREAM_BIN=$CARGO_TARGET_DIR/debug/examples/mock_upstream)",
+            "GUARDGATE_BIN=$CARGO_TARGET_DIR/release/guardgate "
+            "MOCK_UPSTREAM_BIN=$CARGO_TARGET_DIR/release/examples/mock_upstream)",
             returncode=4,
         )
     path = Path(value)

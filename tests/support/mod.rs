@@ -288,7 +288,8 @@ pub async fn launch(dir: tempfile::TempDir, config_text: &str) -> Result<Gateway
         admin_port,
         dir,
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Generous: with an in-process model, readiness waits for the policies to be warmed.
+    let deadline = Instant::now() + Duration::from_secs(180);
     let client = reqwest::Client::new();
     loop {
         if let Ok(Some(status)) = gw.child.try_wait() {

@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""llama.cpp reference for examples/model_bench.rs: the same GGUF file, the same prompts (dumped by
+`model_bench --dump-prompts`), the same thread count, through llama-cpp-python (built from PyPI).
+
+  bench/model/run.sh            # builds both sides and prints both tables
+
+Reports, like model_bench: the cold request (prompt tokens / prefill time = prompt tok/s), and
+requests whose system message (the policy) was already evaluated: llama-cpp-python keeps the KV
+cache of the previous prompt and only evaluates the tokens after the longest common prefix.
+"""
+import argparse
+import json
+import time
+
+from llama_cpp import Llama
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--prompts", required=True)
+    ap.add_argument("--threads", type=int, default=2)
+    a = ap.parse_args()
+    prompts = json.load(open(a.prompts))
+
+    t = time.perf_counter()
+    llm = Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads, n_ctx=2048,
+                n_batch=512, verbose=False)
+    print(f"llama.cpp load: {time.perf_counter() - t:.2f} s, threads {a.threads}")
+
+    def ask(p):
+        msgs = [{"role": "system", "content": p["system"]}, {"role": "user", "content": p["user"]}]
+        t = time.perf_counter()
+        r = llm.create_chat_completion(messages=msgs, max_tokens=1, temperature=0.0)
+        wall = time.perf_counter() - t
+        return wall, r["usage"]["prompt_tokens"], r["choices"][0]["message"]["content"]
+
+    wall, toks, ans = ask(prompts[0])
+    print(f"cold: {wall * 1e3:.0f} ms for {toks} prompt tokens = {toks / wall:.0f} prompt tok/s (answer {ans!r})")
+    reused = []
+    for p in prompts[1:6]:
+        w, toks, ans = ask(p)
+        reused.append(w)
+        print(f"  prefix reused: {w * 1e3:.0f} ms ({toks} prompt tokens, answer {ans!r})")
+    reused.sort()
+    print(f"prefix reused: median {reused[len(reused) // 2] * 1e3:.0f} ms")
+    # Prompt throughput without any reuse: reset the cache before each of three cold runs.
+    colds = []
+    for p in prompts[6:9]:
+        llm.reset()
+        w, toks, _ = ask(p)
+        colds.append(toks / w)
+    print(f"cold prompt throughput over 3 more runs: {sorted(colds)[1]:.0f} tok/s (median)")
+
+
+if __name__ == "__main__":
+    main()
