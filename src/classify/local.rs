@@ -285,7 +285,7 @@ impl LocalModel {
         match p.format {
             OutputFormat::Binary => (Constraint::Regex("[01]".into()), 1),
             // Room for the short rationale the schema asks for (120 characters, so at most ~130 tokens even with escapes) plus the keys.
-            OutputFormat::Json => (Constraint::JsonSchema(json_schema(&p.codes)), 256),
+            OutputFormat::Json => (Constraint::Regex(json_answer_regex(&p.codes)), 256),
         }
     }
 
@@ -444,22 +444,21 @@ fn effort(e: Effort) -> ReasoningEffort {
     }
 }
 
-/// `{"violation": 0|1, "policy_category": <one of the codes> | null, "rationale": "<short>"}`.
-/// The rationale is bounded so the answer always fits its token budget (a cut-off JSON answer
-/// would not parse); it goes to the audit record only.
-pub fn json_schema(codes: &[String]) -> serde_json::Value {
-    let mut cats: Vec<serde_json::Value> = codes.iter().map(|c| c.clone().into()).collect();
-    cats.push(serde_json::Value::Null);
-    serde_json::json!({
-        "type": "object",
-        "properties": {
-            "violation": {"type": "integer", "enum": [0, 1]},
-            "policy_category": {"enum": cats},
-            "rationale": {"type": "string", "minLength": 1, "maxLength": 120},
-        },
-        "required": ["violation", "policy_category", "rationale"],
-        "additionalProperties": false,
-    })
+/// `{"violation": 0|1, "policy_category": <one of the codes> | null, "rationale": "<short>"}`,
+/// as a regex rather than a JSON schema: a schema allows free whitespace between tokens, and a
+/// small model can fill its whole budget with newlines and never close the object. The fixed
+/// layout and the bounded rationale (no quotes, backslashes or control characters) always fit the
+/// token budget; the rationale goes to the audit record only.
+pub fn json_answer_regex(codes: &[String]) -> String {
+    let mut cats: Vec<String> = codes
+        .iter()
+        .map(|c| format!("\"{}\"", regex::escape(c)))
+        .collect();
+    cats.push("null".into());
+    format!(
+        r#"\{{"violation": ?[01], ?"policy_category": ?({}), ?"rationale": ?"[^"\\\x00-\x1f]{{1,120}}"\}}"#,
+        cats.join("|")
+    )
 }
 
 #[async_trait]
@@ -510,12 +509,28 @@ mod tests {
     use super::*;
 
     #[test]
-    fn schema_names_only_the_policy_codes() {
-        let s = json_schema(&["X1".into(), "X2.b".into()]);
-        assert_eq!(
-            s["properties"]["policy_category"]["enum"],
-            serde_json::json!(["X1", "X2.b", null])
+    fn json_answers_have_one_layout_and_only_the_policy_codes() {
+        let re = regex::Regex::new(&format!(
+            "^{}$",
+            json_answer_regex(&["X1".into(), "X2.b".into()])
+        ))
+        .unwrap();
+        assert!(re.is_match(
+            r#"{"violation": 1, "policy_category": "X2.b", "rationale": "It asks for X."}"#
+        ));
+        assert!(re.is_match(r#"{"violation":0,"policy_category":null,"rationale":"Fine."}"#));
+        assert!(!re.is_match(r#"{"violation": 1, "policy_category": "X2c", "rationale": "x"}"#));
+        assert!(
+            !re.is_match("{\n  \"violation\": 1, \"policy_category\": null, \"rationale\": \"x\"}")
         );
+        assert!(!re.is_match(r#"{"violation": 1, "policy_category": null, "rationale": ""}"#));
+        let parsed = crate::classify::verdict::parse_answer(
+            r#"{"violation": 1, "policy_category": "X1", "rationale": "It asks for X."}"#,
+            None,
+            OutputFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(parsed.code.as_deref(), Some("X1"));
     }
 
     #[test]
