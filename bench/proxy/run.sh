@@ -49,7 +49,7 @@ command -v curl >/dev/null || die "curl not found"
 
 if [ ! -x "$GUARDGATE_BIN" ]; then
     log "building $GUARDGATE_BIN (release; several minutes on a small machine)"
-    (cd "$ROOT" && cargo build --release --bin guardgate) >&2
+    (cd "$ROOT" && cargo build --release --bins --examples) >&2
     [ -x "$GUARDGATE_BIN" ] || die "no binary at $GUARDGATE_BIN after the build"
 fi
 
