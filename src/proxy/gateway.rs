@@ -86,6 +86,19 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Every model backend, whatever hosts it, gets the metrics and (when configured) the verdict cache.
+fn model_classifier<M: crate::classify::model::ChatModel + 'static>(
+    c: ModelClassifier<M>,
+    cache: Option<Arc<crate::classify::cache::VerdictCache>>,
+    metrics: &Arc<Metrics>,
+) -> Arc<dyn Classifier> {
+    let c = c.with_metrics(metrics.clone());
+    Arc::new(match cache {
+        Some(cache) => c.with_cache(cache),
+        None => c,
+    })
+}
+
 /// Whether building the gateway loads model weights (`serve`) or only checks that they could be
 /// loaded (`check-config`, which must stay fast and side-effect free).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,17 +123,6 @@ pub fn build_backend(
             Duration::from_secs(b.cache_ttl_s.max(1)),
         ))
     });
-    fn finish<M: crate::classify::model::ChatModel + 'static>(
-        c: ModelClassifier<M>,
-        cache: Option<Arc<crate::classify::cache::VerdictCache>>,
-        metrics: &Arc<Metrics>,
-    ) -> Arc<dyn Classifier> {
-        let c = c.with_metrics(metrics.clone());
-        Arc::new(match cache {
-            Some(cache) => c.with_cache(cache),
-            None => c,
-        })
-    }
     let classifier: Arc<dyn Classifier> = match b.kind {
         BackendKind::Remote => {
             let api_key = b.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
@@ -136,7 +138,7 @@ pub fn build_backend(
                 breaker_cooldown: Duration::from_millis(b.breaker_cooldown_ms),
             })
             .map_err(anyhow::Error::msg)?;
-            finish(
+            model_classifier(
                 ModelClassifier::new(name, model, b.family, b.reasoning_effort),
                 cache,
                 metrics,
@@ -199,12 +201,8 @@ fn build_local(
         "model loaded"
     );
     let c = ModelClassifier::new(name, model, b.family, b.reasoning_effort)
-        .with_metrics(metrics.clone())
         .with_violation_threshold(b.violation_threshold);
-    Ok(Arc::new(match cache {
-        Some(cache) => c.with_cache(cache),
-        None => c,
-    }))
+    Ok(model_classifier(c, cache, metrics))
 }
 
 #[cfg(not(feature = "local-model"))]
