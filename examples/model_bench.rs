@@ -2,6 +2,7 @@
 //!
 //!   cargo run --release --example model_bench -- [--model FILE] [--policy FILE] [--threads N]
 //!       [--distinct N] [--family chat|gpt-oss-safeguard] [--binary] [--dump-prompts FILE]
+//!       [--device cpu|cuda:N] [--dtype f32|f16|bf16|auto]
 //!
 //! Phases: load; one cold request (nothing cached); requests that share the policy prefix with
 //! an earlier one (different content each time: an identical prompt gets no prefix reuse in
@@ -89,6 +90,15 @@ async fn main() -> anyhow::Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("policies/teen-safety/dangerous-activities.md"));
     let threads = arg("--threads").and_then(|t| t.parse().ok());
+    // GPU runs (issue #3): `--device cuda:0 --dtype bf16` with a `--features cuda` build.
+    let device = arg("--device").unwrap_or_else(|| "cpu".into());
+    let dtype = match arg("--dtype").as_deref() {
+        None | Some("f32") => Dtype::F32,
+        Some("f16") => Dtype::F16,
+        Some("bf16") => Dtype::Bf16,
+        Some("auto") => Dtype::Auto,
+        Some(other) => anyhow::bail!("--dtype {other}: expected f32, f16, bf16 or auto"),
+    };
     let distinct: usize = arg("--distinct").and_then(|t| t.parse().ok()).unwrap_or(30);
     let family = match arg("--family").as_deref() {
         Some("gpt-oss-safeguard") => Family::GptOssSafeguard,
@@ -118,8 +128,8 @@ async fn main() -> anyhow::Result<()> {
 
     let settings = LocalSettings {
         source: ModelSource::Gguf(model_path.clone()),
-        dtype: Dtype::F32,
-        device: "cpu".into(),
+        dtype,
+        device: device.clone(),
         threads,
         max_concurrency: 4,
         max_queue: 64,
@@ -129,9 +139,10 @@ async fn main() -> anyhow::Result<()> {
     };
     println!("model: {}", model_path.display());
     println!(
-        "policy: {} ({} chars); threads: {}; rss before load {:.0} MB",
+        "policy: {} ({} chars, {:?} answer); device {device}, dtype {dtype:?}; threads: {}; rss before load {:.0} MB",
         policy.id,
         policy.body.len(),
+        policy.output_format,
         threads
             .map(|t: usize| t.to_string())
             .unwrap_or("all cores".into()),

@@ -2,29 +2,47 @@
 # The in-process model benchmark (docs/BENCHMARKS.md, "In-process model"): guardgate's mistral.rs
 # backend and, as the reference, llama.cpp (llama-cpp-python, compiled here from PyPI) on the same
 # GGUF file, the same prompts and the same number of threads.
-#   bench/model/run.sh [--threads N] [--policy FILE] [--distinct N]
+#   bench/model/run.sh [--threads N] [--policy FILE] [--distinct N] [--binary]
+#   GPU host (issue #3): bench/model/run.sh --device cuda:0 --dtype bf16 [--binary]
+#   builds with `--features cuda` and skips the llama.cpp reference (a CPU build).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
 VENV="${GUARDGATE_TOOLS_VENV:-$HOME/.cache/guardgate/tools-venv}"
 THREADS=2
+GPU=0
+FEATURES=()
 args=()
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --threads) THREADS="$2"; shift 2 ;;
+        --device)
+            args+=("$1" "$2")
+            case "$2" in cuda*) GPU=1; FEATURES=(--features cuda) ;; esac
+            shift 2 ;;
         *) args+=("$1"); shift ;;
     esac
 done
+# A CUDA build has other features than the CPU one: keep it in its own target dir.
+if [ "$GPU" = 1 ]; then
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target-cuda}"
+else
+    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
+fi
 MODEL="$ROOT/models/SmolLM2-135M-Instruct.Q8_0.gguf"
 scripts/patch-deps.sh
 scripts/fetch-default-model.sh
-cargo build --release --example model_bench
+cargo build --release --bins --examples "${FEATURES[@]}"
 BENCH="$CARGO_TARGET_DIR/release/examples/model_bench"
 PROMPTS="$(mktemp)"
 trap 'rm -f "$PROMPTS"' EXIT
 "$BENCH" --model "$MODEL" --dump-prompts "$PROMPTS" "${args[@]}"
 
+if [ "$GPU" = 1 ]; then
+    echo "== guardgate (mistral.rs 0.8.1, Q8_0 weights) on $(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1) =="
+    "$BENCH" --model "$MODEL" "${args[@]}"
+    exit 0
+fi
 echo "== guardgate (mistral.rs 0.8.1, F32 activations, Q8_0 weights), $THREADS threads =="
 RAYON_NUM_THREADS="$THREADS" "$BENCH" --model "$MODEL" --threads "$THREADS" "${args[@]}"
 
