@@ -67,13 +67,16 @@ fn content(text: &str) -> Content {
 fn row(label: &str, wall: Duration, v: &Verdict) {
     let t = v.timing.unwrap_or_default();
     println!(
-        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>9} | {:>7.0} |",
+        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>6} | {:>9} | {:>7.0} |",
         wall.as_secs_f64() * 1e3,
         t.prefill_ms
             .map(|p| format!("{p:.1}"))
             .unwrap_or("-".into()),
         t.decode_ms.map(|p| format!("{p:.1}")).unwrap_or("-".into()),
         v.prompt_tokens.map(|p| p.to_string()).unwrap_or("-".into()),
+        v.completion_tokens
+            .map(|p| p.to_string())
+            .unwrap_or("-".into()),
         if v.violation { "1" } else { "0" },
         if v.cache_hit { "hit" } else { "miss" },
         rss_mb(),
@@ -82,6 +85,13 @@ fn row(label: &str, wall: Duration, v: &Verdict) {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // mistral.rs reports engine errors through tracing: RUST_LOG=error (or finer) shows them.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let model_path = arg("--model")
         .map(PathBuf::from)
@@ -131,7 +141,8 @@ async fn main() -> anyhow::Result<()> {
         dtype,
         device: device.clone(),
         threads,
-        max_concurrency: 4,
+        // One sequence at a time (LocalSettings::check); the "4 concurrent" rows queue.
+        max_concurrency: 1,
         max_queue: 64,
         prefix_cache_entries: 16,
         max_tokens: 512,
@@ -163,8 +174,9 @@ async fn main() -> anyhow::Result<()> {
         );
     let far = || Instant::now() + Duration::from_secs(600);
 
-    println!("| request                            | wall ms  | prefill  | decode   | prompt  | answer | cache     | rss MB  |");
-    println!("|------------------------------------|----------|----------|----------|---------|--------|-----------|---------|");
+    // prefill/decode in ms; prompt and answer ("ans tok") in tokens; answer = the verdict.
+    println!("| request                            | wall ms  | prefill  | decode   | prompt  | ans tok| answer | cache     | rss MB  |");
+    println!("|------------------------------------|----------|----------|----------|---------|--------|--------|-----------|---------|");
     let t = Instant::now();
     let cold = cached
         .classify(&policy, &content(CONTENTS[0]), far())

@@ -40,13 +40,14 @@ fn model_path() -> PathBuf {
     p
 }
 
-fn settings(max_concurrency: usize, max_queue: usize) -> LocalSettings {
+/// One sequence at a time: the only setting the backend accepts (see LocalSettings::check).
+fn settings(max_queue: usize) -> LocalSettings {
     LocalSettings {
         source: ModelSource::Gguf(model_path()),
         dtype: Dtype::F32,
         device: "cpu".into(),
         threads: None,
-        max_concurrency,
+        max_concurrency: 1,
         max_queue,
         prefix_cache_entries: 8,
         max_tokens: 256,
@@ -58,7 +59,7 @@ fn settings(max_concurrency: usize, max_queue: usize) -> LocalSettings {
 fn shared() -> Arc<LocalModel> {
     static M: OnceLock<Arc<LocalModel>> = OnceLock::new();
     M.get_or_init(|| {
-        Arc::new(LocalModel::load(&settings(4, 64), "local:test", None).expect("model loads"))
+        Arc::new(LocalModel::load(&settings(64), "local:test", None).expect("model loads"))
     })
     .clone()
 }
@@ -194,7 +195,7 @@ async fn verdict_cache_hits_repeats_and_misses_after_a_policy_edit() {
 async fn deadline_and_queue_overflow_fail_fast_and_are_counted() {
     let metrics = Arc::new(Metrics::new());
     let m = Arc::new(
-        LocalModel::load(&settings(1, 1), "local:tiny-queue", Some(metrics.clone())).unwrap(),
+        LocalModel::load(&settings(1), "local:tiny-queue", Some(metrics.clone())).unwrap(),
     );
     let c = ModelClassifier::new("local:tiny-queue", m.clone(), Family::Chat, Effort::Low);
     let p = policy(BINARY);
@@ -315,7 +316,7 @@ name = "small"
 kind = "local"
 model_path = "{}"
 family = "chat"
-max_concurrency = 2
+max_concurrency = 1
 "#,
         model_path().display()
     );

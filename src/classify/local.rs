@@ -20,7 +20,7 @@ use mistralrs_core::{
     AutoDeviceMapParams, Constraint, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, IsqOrganization, MistralRsBuilder, ModelDType, NormalLoaderBuilder,
     NormalRequest, NormalSpecificConfig, ReasoningEffort, Request, RequestMessage, Response,
-    SamplingParams, SchedulerConfig, TokenSource,
+    SamplingParams, SchedulerConfig, StopTokens, TokenSource, TokenizationRequest,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -71,6 +71,18 @@ pub struct LocalSettings {
 impl LocalSettings {
     /// Checks that can run without loading anything (also used by `check-config`).
     pub fn check(&self) -> Result<(), String> {
+        if self.max_concurrency != 1 {
+            // mistral.rs 0.8.1 batches running sequences by copying their KV caches into one
+            // tensor shaped like the first one's; once two caches have grown to different sizes
+            // (past 1,024 tokens) that copy panics and the engine thread dies for good. Seen with
+            // 2 and 4 sequences on CPU (docs/MODEL-NOTES.md). One sequence at a time, with the
+            // bounded queue in front, is the setting that cannot take the backend down.
+            return Err(format!(
+                "max_concurrency = {}: the in-process backend runs one sequence at a time \
+                 (mistral.rs 0.8.1's batching crashes its engine); use max_queue to let calls wait",
+                self.max_concurrency
+            ));
+        }
         match &self.source {
             ModelSource::Gguf(p) => {
                 if !p.is_file() {
@@ -301,11 +313,26 @@ impl LocalModel {
         {
             *reasoning_effort = p.reasoning_effort.filter(|_| self.harmony).map(effort);
         }
+        // Kept to count the prompt's tokens when the answer is cut short (no usage then).
+        let chat_messages = match &messages {
+            RequestMessage::Chat { messages, .. } => Some(messages.clone()),
+            _ => None,
+        };
         let mut sampling = SamplingParams::deterministic();
         sampling.max_len = Some(max_len);
         let binary = !self.harmony && p.format == OutputFormat::Binary;
         if binary {
             sampling.top_n_logprobs = 2;
+        }
+        // A constrained JSON answer is complete at its closing `"}` (the rationale cannot hold a
+        // `"`), so that is a stop string. Without it, a ChatML model ran on unconstrained to
+        // `max_len` (256 tokens instead of ~40): llguidance ends the grammar on the tokenizer's
+        // EOS, which is not the chat template's stop token. A stop string (not dropping the
+        // stream) lets the sequence finish normally, so it reports usage and its KV cache joins
+        // the prefix cache.
+        let json_answer = !self.harmony && p.format == OutputFormat::Json;
+        if json_answer {
+            sampling.stop_toks = Some(StopTokens::Seqs(vec![JSON_ANSWER_END.into()]));
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let request = Request::Normal(Box::new(NormalRequest {
@@ -340,6 +367,9 @@ impl LocalModel {
         let mut p_violation = None;
         let mut first: Option<Instant> = None;
         let mut usage = None;
+        let mut finished = false;
+        let mut chunks = 0u32;
+        let mut stopped_by_stop_string = false;
         // Dropping `rx` (deadline) makes the engine cancel the sequence at its next step.
         while let Some(r) = rx.recv().await {
             match r {
@@ -352,21 +382,33 @@ impl LocalModel {
                                 p_violation = ch.logprobs.as_ref().and_then(binary_probability);
                             }
                             text.push_str(t);
+                            chunks += 1;
                         }
                         if let Some(t) = &ch.delta.reasoning_content {
                             reasoning.push_str(t);
                         }
-                        done |= ch.finish_reason.is_some();
+                        if ch.finish_reason.as_deref() == Some("error") {
+                            // mistral.rs's forward-error path: the text so far is not an answer.
+                            return Err(ClassifyError::Backend(
+                                "model engine failed during generation (see its error log)".into(),
+                            ));
+                        }
+                        if let Some(r) = &ch.finish_reason {
+                            stopped_by_stop_string = r == "stop";
+                            done = true;
+                        }
                     }
                     if c.usage.is_some() {
                         usage = c.usage;
                     }
                     if done {
+                        finished = true;
                         break;
                     }
                 }
                 Response::Done(d) => {
                     usage = Some(d.usage);
+                    finished = true;
                     break;
                 }
                 Response::InternalError(e) | Response::ValidationError(e) => {
@@ -382,13 +424,49 @@ impl LocalModel {
                 }
             }
         }
+        if json_answer && stopped_by_stop_string && !text.trim_end().ends_with(JSON_ANSWER_END) {
+            // mistral.rs may cut the stop string from the streamed text.
+            text.push_str(JSON_ANSWER_END);
+        }
+        if !finished {
+            // The engine thread died mid-request (mistral.rs restarts it on the next call). What
+            // was streamed so far is not an answer.
+            return Err(ClassifyError::Backend(
+                "model engine stopped before the answer was complete".into(),
+            ));
+        }
         let end = Instant::now();
         let first = first.unwrap_or(end);
+        let mut prompt_tokens = usage.as_ref().map(|u| u.prompt_tokens as u32);
+        if prompt_tokens.is_none() {
+            if let Some(messages) = chat_messages {
+                // The engine tokenizes with the same chat template it prefilled with.
+                let (ttx, mut trx) = tokio::sync::mpsc::channel(1);
+                let req = Request::Tokenize(TokenizationRequest {
+                    text: either::Either::Left(messages),
+                    tools: None,
+                    add_generation_prompt: true,
+                    add_special_tokens: false,
+                    enable_thinking: None,
+                    reasoning_effort: None,
+                    response: ttx,
+                });
+                if sender.send(req).await.is_ok() {
+                    if let Some(Ok(toks)) = trx.recv().await {
+                        prompt_tokens = Some(toks.len() as u32);
+                    }
+                }
+            }
+        }
         Ok(Completion {
             text,
             reasoning: (!reasoning.is_empty()).then_some(reasoning),
-            prompt_tokens: usage.as_ref().map(|u| u.prompt_tokens as u32),
-            completion_tokens: usage.as_ref().map(|u| u.completion_tokens as u32),
+            prompt_tokens,
+            // Stopped early, the engine reports no usage: one streamed chunk is one token.
+            completion_tokens: usage
+                .as_ref()
+                .map(|u| u.completion_tokens as u32)
+                .or(Some(chunks)),
             cached_prompt_tokens: None,
             p_violation,
             timing: Some(Timing {
@@ -449,6 +527,9 @@ fn effort(e: Effort) -> ReasoningEffort {
 /// small model can fill its whole budget with newlines and never close the object. The fixed
 /// layout and the bounded rationale (no quotes, backslashes or control characters) always fit the
 /// token budget; the rationale goes to the audit record only.
+/// How every constrained JSON answer ends (see [`json_answer_regex`]).
+const JSON_ANSWER_END: &str = "\"}";
+
 pub fn json_answer_regex(codes: &[String]) -> String {
     let mut cats: Vec<String> = codes
         .iter()
@@ -547,6 +628,14 @@ mod tests {
             family: Family::Chat,
         };
         assert!(s.check().unwrap_err().contains("fetch-default-model"));
+        let batched = LocalSettings {
+            max_concurrency: 2,
+            ..s.clone()
+        };
+        assert!(batched
+            .check()
+            .unwrap_err()
+            .contains("one sequence at a time"));
         let dir = tempfile::tempdir().unwrap();
         let s2 = LocalSettings {
             source: ModelSource::Safetensors(dir.path().to_path_buf()),
