@@ -20,7 +20,7 @@ use mistralrs_core::{
     AutoDeviceMapParams, Constraint, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, IsqOrganization, MistralRsBuilder, ModelDType, NormalLoaderBuilder,
     NormalRequest, NormalSpecificConfig, ReasoningEffort, Request, RequestMessage, Response,
-    SamplingParams, SchedulerConfig, StopTokens, TokenSource, TokenizationRequest,
+    SamplingParams, SchedulerConfig, StopTokens, TokenSource,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -313,11 +313,6 @@ impl LocalModel {
         {
             *reasoning_effort = p.reasoning_effort.filter(|_| self.harmony).map(effort);
         }
-        // Kept to count the prompt's tokens when the answer is cut short (no usage then).
-        let chat_messages = match &messages {
-            RequestMessage::Chat { messages, .. } => Some(messages.clone()),
-            _ => None,
-        };
         let mut sampling = SamplingParams::deterministic();
         sampling.max_len = Some(max_len);
         let binary = !self.harmony && p.format == OutputFormat::Binary;
@@ -368,7 +363,6 @@ impl LocalModel {
         let mut first: Option<Instant> = None;
         let mut usage = None;
         let mut finished = false;
-        let mut chunks = 0u32;
         let mut stopped_by_stop_string = false;
         // Dropping `rx` (deadline) makes the engine cancel the sequence at its next step.
         while let Some(r) = rx.recv().await {
@@ -382,7 +376,6 @@ impl LocalModel {
                                 p_violation = ch.logprobs.as_ref().and_then(binary_probability);
                             }
                             text.push_str(t);
-                            chunks += 1;
                         }
                         if let Some(t) = &ch.delta.reasoning_content {
                             reasoning.push_str(t);
@@ -437,36 +430,11 @@ impl LocalModel {
         }
         let end = Instant::now();
         let first = first.unwrap_or(end);
-        let mut prompt_tokens = usage.as_ref().map(|u| u.prompt_tokens as u32);
-        if prompt_tokens.is_none() {
-            if let Some(messages) = chat_messages {
-                // The engine tokenizes with the same chat template it prefilled with.
-                let (ttx, mut trx) = tokio::sync::mpsc::channel(1);
-                let req = Request::Tokenize(TokenizationRequest {
-                    text: either::Either::Left(messages),
-                    tools: None,
-                    add_generation_prompt: true,
-                    add_special_tokens: false,
-                    enable_thinking: None,
-                    reasoning_effort: None,
-                    response: ttx,
-                });
-                if sender.send(req).await.is_ok() {
-                    if let Some(Ok(toks)) = trx.recv().await {
-                        prompt_tokens = Some(toks.len() as u32);
-                    }
-                }
-            }
-        }
         Ok(Completion {
             text,
             reasoning: (!reasoning.is_empty()).then_some(reasoning),
-            prompt_tokens,
-            // Stopped early, the engine reports no usage: one streamed chunk is one token.
-            completion_tokens: usage
-                .as_ref()
-                .map(|u| u.completion_tokens as u32)
-                .or(Some(chunks)),
+            prompt_tokens: usage.as_ref().map(|u| u.prompt_tokens as u32),
+            completion_tokens: usage.as_ref().map(|u| u.completion_tokens as u32),
             cached_prompt_tokens: None,
             p_violation,
             timing: Some(Timing {
@@ -522,14 +490,14 @@ fn effort(e: Effort) -> ReasoningEffort {
     }
 }
 
+/// How every constrained JSON answer ends (see [`json_answer_regex`]).
+const JSON_ANSWER_END: &str = "\"}";
+
 /// `{"violation": 0|1, "policy_category": <one of the codes> | null, "rationale": "<short>"}`,
 /// as a regex rather than a JSON schema: a schema allows free whitespace between tokens, and a
 /// small model can fill its whole budget with newlines and never close the object. The fixed
 /// layout and the bounded rationale (no quotes, backslashes or control characters) always fit the
 /// token budget; the rationale goes to the audit record only.
-/// How every constrained JSON answer ends (see [`json_answer_regex`]).
-const JSON_ANSWER_END: &str = "\"}";
-
 pub fn json_answer_regex(codes: &[String]) -> String {
     let mut cats: Vec<String> = codes
         .iter()
