@@ -2,7 +2,7 @@
 //!
 //!   cargo run --release --example model_bench -- [--model FILE] [--policy FILE] [--threads N]
 //!       [--distinct N] [--family chat|gpt-oss-safeguard] [--binary] [--dump-prompts FILE]
-//!       [--device cpu|cuda:N] [--dtype f32|f16|bf16|auto]
+//!       [--device cpu|cuda:N] [--dtype f32|f16|bf16|auto] [--weights auto|quantized|f32-prefill]
 //!
 //! Phases: load; one cold request (nothing cached); requests that share the policy prefix with
 //! an earlier one (different content each time: an identical prompt gets no prefix reuse in
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use guardgate::classify::cache::VerdictCache;
-use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource};
+use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
 use guardgate::classify::model::ModelClassifier;
 use guardgate::classify::prompt::Family;
 use guardgate::classify::{Classifier, Content, Verdict};
@@ -67,7 +67,7 @@ fn content(text: &str) -> Content {
 fn row(label: &str, wall: Duration, v: &Verdict) {
     let t = v.timing.unwrap_or_default();
     println!(
-        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>6} | {:>9} | {:>7.0} |",
+        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>6} | {:>6} | {:>9} | {:>7.0} |",
         wall.as_secs_f64() * 1e3,
         t.prefill_ms
             .map(|p| format!("{p:.1}"))
@@ -78,6 +78,10 @@ fn row(label: &str, wall: Duration, v: &Verdict) {
             .map(|p| p.to_string())
             .unwrap_or("-".into()),
         if v.violation { "1" } else { "0" },
+        // The model's probability for its answer: equal before and after a kernel change.
+        v.confidence
+            .map(|c| format!("{c:.4}"))
+            .unwrap_or("-".into()),
         if v.cache_hit { "hit" } else { "miss" },
         rss_mb(),
     );
@@ -109,6 +113,12 @@ async fn main() -> anyhow::Result<()> {
         Some("auto") => Dtype::Auto,
         Some(other) => anyhow::bail!("--dtype {other}: expected f32, f16, bf16 or auto"),
     };
+    let weights = match arg("--weights").as_deref() {
+        None | Some("auto") => WeightsMode::Auto,
+        Some("quantized") => WeightsMode::Quantized,
+        Some("f32-prefill") => WeightsMode::F32Prefill,
+        Some(other) => anyhow::bail!("--weights {other}: expected auto, quantized or f32-prefill"),
+    };
     let distinct: usize = arg("--distinct").and_then(|t| t.parse().ok()).unwrap_or(30);
     let family = match arg("--family").as_deref() {
         Some("gpt-oss-safeguard") => Family::GptOssSafeguard,
@@ -139,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let settings = LocalSettings {
         source: ModelSource::Gguf(model_path.clone()),
         dtype,
+        weights,
         device: device.clone(),
         threads,
         // One sequence at a time (LocalSettings::check); the "4 concurrent" rows queue.
@@ -148,7 +159,15 @@ async fn main() -> anyhow::Result<()> {
         max_tokens: 512,
         family,
     };
-    println!("model: {}", model_path.display());
+    println!(
+        "model: {} (weights {weights:?}: {})",
+        model_path.display(),
+        if settings.f32_prefill() {
+            "F32 copies for prefill, quantised for decoding"
+        } else {
+            "as stored"
+        }
+    );
     println!(
         "policy: {} ({} chars, {:?} answer); device {device}, dtype {dtype:?}; threads: {}; rss before load {:.0} MB",
         policy.id,
@@ -175,8 +194,8 @@ async fn main() -> anyhow::Result<()> {
     let far = || Instant::now() + Duration::from_secs(600);
 
     // prefill/decode in ms; prompt and answer ("ans tok") in tokens; answer = the verdict.
-    println!("| request                            | wall ms  | prefill  | decode   | prompt  | ans tok| answer | cache     | rss MB  |");
-    println!("|------------------------------------|----------|----------|----------|---------|--------|--------|-----------|---------|");
+    println!("| request                            | wall ms  | prefill  | decode   | prompt  | ans tok| answer | conf   | cache     | rss MB  |");
+    println!("|------------------------------------|----------|----------|----------|---------|--------|--------|--------|-----------|---------|");
     let t = Instant::now();
     let cold = cached
         .classify(&policy, &content(CONTENTS[0]), far())

@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Prepares third_party/mistralrs-core: the published mistralrs-core 0.8.1 crate with the patches in
-# patches/ applied. Cargo.toml's [patch.crates-io] points at that directory, so run this once before
-# the first cargo command on a fresh clone (scripts/setup.sh, test.sh and serve.sh all do).
+# Prepares third_party/<crate>: a published crate with the patches in patches/<crate>-<version>-*.patch
+# applied. Cargo.toml's [patch.crates-io] points at those directories, so run this once before the
+# first cargo command on a fresh clone (scripts/setup.sh, test.sh and serve.sh all do).
 #
-# Why a patch: on CPU, mistral.rs 0.8.1 never evicts its prefix cache (every finished sequence keeps
-# its KV cache forever; ~50-90 MB per request with the small default model). See docs/MODEL-NOTES.md.
-# The crate comes from the local cargo cache when present, else from static.crates.io, and must match
-# the sha256 that Cargo.lock pins. Idempotent: a stamp file records which patches were applied.
+# Why patches (each file says more):
+# - mistralrs-core: on CPU, 0.8.1 never evicts its prefix cache (every finished sequence keeps its
+#   KV cache forever), and its CPU attention kernel was the largest cost of prefill. See
+#   docs/MODEL-NOTES.md.
+# - mistralrs-quant: a GGUF model on CPU can keep an F32 copy of its quantised weights for prefill
+#   (3x faster there) while decoding stays on the quantised weights (`weights = "f32-prefill"`).
+# - pingora-proxy: at the end of a graceful upgrade's hand-over, 0.9.1 drops a connection that was
+#   accepted but has not sent its request header yet, so that request fails (issue #6).
+# Each crate comes from the local cargo cache when present, else from static.crates.io, and must
+# match the sha256 crates.io publishes for it (written below: a patched crate's Cargo.lock entry has
+# no checksum). Idempotent: a stamp file records which patches were applied.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-NAME=mistralrs-core
-VERSION=0.8.1
-SHA256=a2b8b9e5c94491d9ceeded3a30291cb6af6ae74810a5776dd55e3bbb8b3429d4
-DEST="$ROOT/third_party/$NAME"
-PATCHES=("$ROOT"/patches/"$NAME-$VERSION"-*.patch)
 
 log() { printf 'patch-deps: %s\n' "$*"; }
 
@@ -28,39 +30,55 @@ pin_git_head() {
     fi
 }
 
-stamp_want="$(cat "${PATCHES[@]}" | sha256sum | cut -d' ' -f1) $SHA256"
-if [ -f "$DEST/.guardgate-patched" ] && [ "$(cat "$DEST/.guardgate-patched")" = "$stamp_want" ]; then
-    pin_git_head "$DEST"
-    exit 0
-fi
+# prepare NAME VERSION SHA256 (the crates.io checksum of that release)
+prepare() {
+    local name="$1" version="$2" sha="$3"
+    local dest="$ROOT/third_party/$name"
+    local patches=("$ROOT"/patches/"$name-$version"-*.patch)
+    local stamp_want
+    stamp_want="$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1) $sha"
+    if [ -f "$dest/.guardgate-patched" ] && [ "$(cat "$dest/.guardgate-patched")" = "$stamp_want" ]; then
+        pin_git_head "$dest"
+        return 0
+    fi
 
-work="$(mktemp -d "$ROOT/third_party.tmp.XXXXXX")"
-trap 'rm -rf "$work"' EXIT
-crate="$work/$NAME-$VERSION.crate"
-cached="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$NAME-$VERSION.crate" 2>/dev/null | head -n1 || true)"
-if [ -n "$cached" ]; then
-    cp "$cached" "$crate"
-else
-    log "downloading $NAME $VERSION from static.crates.io"
-    curl -sSfL --retry 3 -o "$crate" "https://static.crates.io/crates/$NAME/$NAME-$VERSION.crate"
-fi
-got="$(sha256sum "$crate" | cut -d' ' -f1)"
-if [ "$got" != "$SHA256" ]; then
-    log "ERROR: $NAME-$VERSION.crate has sha256 $got, expected $SHA256"
-    exit 1
-fi
-tar -xzf "$crate" -C "$work"
-for p in "${PATCHES[@]}"; do
-    (cd "$work/$NAME-$VERSION" && patch -p1 --quiet --forward < "$p") || {
-        log "ERROR: $(basename "$p") does not apply"
+    local work
+    work="$(mktemp -d "$ROOT/third_party.tmp.XXXXXX")"
+    local crate="$work/$name-$version.crate"
+    local cached
+    cached="$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"$name-$version.crate" 2>/dev/null | head -n1 || true)"
+    if [ -n "$cached" ]; then
+        cp "$cached" "$crate"
+    else
+        log "downloading $name $version from static.crates.io"
+        curl -sSfL --retry 3 -o "$crate" "https://static.crates.io/crates/$name/$name-$version.crate"
+    fi
+    local got
+    got="$(sha256sum "$crate" | cut -d' ' -f1)"
+    if [ "$got" != "$sha" ]; then
+        log "ERROR: $name-$version.crate has sha256 $got, expected $sha"
+        rm -rf "$work"
         exit 1
-    }
-done
-printf '%s' "$stamp_want" > "$work/$NAME-$VERSION/.guardgate-patched"
-pin_git_head "$work/$NAME-$VERSION"
-mkdir -p "$ROOT/third_party"
-rm -rf "$DEST.old"
-[ -e "$DEST" ] && mv "$DEST" "$DEST.old"
-mv "$work/$NAME-$VERSION" "$DEST"
-rm -rf "$DEST.old"
-log "prepared third_party/$NAME ($VERSION + ${#PATCHES[@]} patch(es))"
+    fi
+    tar -xzf "$crate" -C "$work"
+    local p
+    for p in "${patches[@]}"; do
+        (cd "$work/$name-$version" && patch -p1 --quiet --forward < "$p") || {
+            log "ERROR: $(basename "$p") does not apply"
+            rm -rf "$work"
+            exit 1
+        }
+    done
+    printf '%s' "$stamp_want" > "$work/$name-$version/.guardgate-patched"
+    pin_git_head "$work/$name-$version"
+    mkdir -p "$ROOT/third_party"
+    rm -rf "$dest.old"
+    [ -e "$dest" ] && mv "$dest" "$dest.old"
+    mv "$work/$name-$version" "$dest"
+    rm -rf "$dest.old" "$work"
+    log "prepared third_party/$name ($version + ${#patches[@]} patch(es))"
+}
+
+prepare mistralrs-core 0.8.1 a2b8b9e5c94491d9ceeded3a30291cb6af6ae74810a5776dd55e3bbb8b3429d4
+prepare mistralrs-quant 0.8.1 980715493d252e9aaf0779c4c101576d67ef4dd9812bfd77a54987f6f17526f4
+prepare pingora-proxy 0.9.1 8e3d5670490740405ecc8c6f75c3fcbce4d24f7adaffb355ca44550e7918e358

@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use guardgate::classify::cache::VerdictCache;
-use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource};
+use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
 use guardgate::classify::model::ModelClassifier;
 use guardgate::classify::prompt::Family;
 use guardgate::classify::{Cascade, Classifier, ClassifyError, Content};
@@ -45,6 +45,7 @@ fn settings(max_queue: usize) -> LocalSettings {
     LocalSettings {
         source: ModelSource::Gguf(model_path()),
         dtype: Dtype::F32,
+        weights: WeightsMode::Auto,
         device: "cpu".into(),
         threads: None,
         max_concurrency: 1,

@@ -7,14 +7,16 @@
 //!   sockets. SIGQUIT makes the old process send them, keep accepting for 5 s (both processes
 //!   accept from the same sockets), then stop accepting, wait `grace_period_seconds` and give
 //!   in-flight work `graceful_shutdown_timeout_seconds` before it exits.
-//! - When the old process stops, HTTP/1 keep-alive connections parked between requests are
-//!   dropped, and a request already read is answered with `Connection: close`. A client that writes
-//!   its next request on an idle keep-alive connection at the moment the server drops it gets a
-//!   connection error: that race is inherent to HTTP/1 keep-alive, not a pingora bug. The load here
-//!   therefore opens a new connection for every request (no retries of any kind), which is what
-//!   this test can honestly promise: zero failed requests for connection-per-request clients. For
-//!   keep-alive clients, see the "Deploy" section of README.md (clients should retry idempotent
-//!   requests on a connection closed before any response byte, as HTTP/1.1 allows).
+//! - When the old process stops, a connection waiting for a request header gets one more second
+//!   to send it (patches/pingora-proxy-0.9.1-shutdown-header-wait.patch; 0.9.1 dropped it at
+//!   once, which failed a request accepted in that very instant), and a request read during the
+//!   shutdown is answered with `Connection: close`. A keep-alive connection that stays idle past
+//!   that second is closed; a client that writes its next request on it at that moment gets a
+//!   connection error, a race inherent to HTTP/1 keep-alive. The load here opens a new connection
+//!   for every request, or keeps busy keep-alive connections, with no retries of any kind: zero
+//!   failed requests is the bar. For idle keep-alive clients, see the "Deploy" section of
+//!   README.md (clients should retry idempotent requests on a connection closed before any
+//!   response byte, as HTTP/1.1 allows).
 
 mod support;
 
@@ -294,28 +296,16 @@ async fn upgrade_under_load(keepalive: bool) {
         w.await.unwrap();
     }
 
-    let all_failures = load.failures.lock().unwrap().clone();
-    // pingora 0.9 (pingora-proxy `handle_new_request`) drops a connection that is still waiting
-    // for its request header when the old process's shutdown fires: a connection accepted by the
-    // old process in the same instant its 5 s hand-over window closes gets no response
-    // (`IncompleteMessage`, the request never reached guardgate or the upstream). This is rare
-    // (0-1 per run of ~1,200 requests here) and outside guardgate's reach; it is counted and
-    // reported apart, bounded, and every other failure fails the test.
-    let (dropped_at_shutdown, failures): (Vec<String>, Vec<String>) = all_failures
-        .into_iter()
-        .partition(|f| f.contains("IncompleteMessage"));
-    assert!(
-        dropped_at_shutdown.len() <= 2,
-        "{} requests dropped at the shutdown instant: {dropped_at_shutdown:?}",
-        dropped_at_shutdown.len()
-    );
+    // Every failure counts, including a connection dropped at the instant the old process's
+    // hand-over window closes: pingora 0.9.1 dropped one that was accepted but had not sent its
+    // header yet (0-1 per run of ~1,200 requests), which patches/pingora-proxy-0.9.1-*.patch fixes.
+    let failures = load.failures.lock().unwrap().clone();
     let ok = load.ok.load(Ordering::Relaxed);
     let ok_after = load.ok_after_exit.load(Ordering::Relaxed);
     eprintln!(
         "upgrade under load: {ok} ok ({before_quit} before SIGQUIT, {ok_after} after the old \
-         process exited), {} failed, {} dropped by pingora at the shutdown instant, {:.1}s",
+         process exited), {} failed, {:.1}s",
         failures.len(),
-        dropped_at_shutdown.len(),
         t0.elapsed().as_secs_f64()
     );
     assert!(
@@ -440,4 +430,54 @@ async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
         "SIGTERM drain: slow request 200, readiness 503, exit after {:.1}s",
         sent_term.elapsed().as_secs_f64()
     );
+}
+
+/// A connection the gateway accepted before shutdown began, whose request arrives just after,
+/// is served (with `Connection: close`), not dropped. pingora 0.9.1 dropped it the moment
+/// shutdown fired; in a graceful upgrade that lost the requests of clients that had connected in
+/// the last instant of the hand-over (patches/pingora-proxy-0.9.1-shutdown-header-wait.patch).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_on_a_connection_accepted_before_shutdown_is_served() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = mock::start().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let dir = setup_dir(&upgrade_config(&m.base_url(), port, admin_port, 2));
+    let mut gw = Proc::spawn(dir.path(), "gw", false);
+    wait_ready(&mut gw, port, admin_port).await;
+
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    // Let the gateway accept it and park waiting for the request header.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.signal("TERM");
+    // Shutdown fires at once on SIGTERM; the request comes after it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\n\r\n{BODY}",
+        BODY.len()
+    );
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), conn.read_to_end(&mut reply)).await;
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(
+        matches!(read, Ok(Ok(_))),
+        "reading the reply: {read:?}\n{}",
+        gw.log()
+    );
+    assert!(
+        reply.starts_with("HTTP/1.1 200"),
+        "the request sent just after shutdown began got {reply:?}\n{}",
+        gw.log()
+    );
+    assert!(reply.contains(MOCK_REPLY), "{reply}");
+    assert!(
+        reply.to_ascii_lowercase().contains("connection: close"),
+        "a reply during shutdown closes its connection: {reply}"
+    );
+    assert_eq!(m.state.count(), 1);
+    let st = wait_exit(&mut gw, Duration::from_secs(60)).await;
+    assert!(st.success(), "exit status {st}:\n{}", gw.log());
 }

@@ -3,6 +3,8 @@
 # backend and, as the reference, llama.cpp (llama-cpp-python, compiled here from PyPI) on the same
 # GGUF file, the same prompts and the same number of threads.
 #   bench/model/run.sh [--threads N] [--policy FILE] [--distinct N] [--binary]
+#   On CPU it runs guardgate twice (F32 prefill copies of the Q8_0 weights, the default; Q8_0 only),
+#   then llama.cpp.
 #   GPU host (issue #3): bench/model/run.sh --device cuda:0 --dtype bf16 [--binary]
 #   builds with `--features cuda` and skips the llama.cpp reference (a CPU build).
 set -euo pipefail
@@ -43,8 +45,12 @@ if [ "$GPU" = 1 ]; then
     "$BENCH" --model "$MODEL" "${args[@]}"
     exit 0
 fi
-echo "== guardgate (mistral.rs 0.8.1, F32 activations, Q8_0 weights), $THREADS threads =="
-RAYON_NUM_THREADS="$THREADS" "$BENCH" --model "$MODEL" --threads "$THREADS" "${args[@]}"
+# The default (`weights = "auto"`: the small Q8_0 file gets F32 copies for prefill), then the same
+# with the quantised weights only, as the baseline the default is measured against.
+echo "== guardgate (mistral.rs 0.8.1), Q8_0 weights + F32 copies for prefill (the default), $THREADS threads =="
+RAYON_NUM_THREADS="$THREADS" "$BENCH" --model "$MODEL" --threads "$THREADS" --weights auto "${args[@]}"
+echo "== guardgate (mistral.rs 0.8.1), Q8_0 weights only, $THREADS threads =="
+RAYON_NUM_THREADS="$THREADS" "$BENCH" --model "$MODEL" --threads "$THREADS" --weights quantized "${args[@]}"
 
 if ! "$VENV/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
     echo "== installing llama-cpp-python (compiles llama.cpp: several minutes) =="

@@ -48,11 +48,18 @@ pub enum ModelSource {
 }
 
 pub use crate::config::ModelDtype as Dtype;
+pub use crate::config::WeightsMode;
+
+/// `weights = "auto"` keeps F32 prefill copies of a GGUF file on CPU up to this size (4 GiB of F32
+/// at most).
+const AUTO_F32_MAX_FILE: u64 = 1 << 30;
 
 #[derive(Debug, Clone)]
 pub struct LocalSettings {
     pub source: ModelSource,
     pub dtype: Dtype,
+    /// Whether a GGUF model also keeps F32 copies of its weights for prefill.
+    pub weights: WeightsMode,
     /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
     /// Threads for the CPU kernels (rayon); `None` = one per core.
@@ -119,7 +126,31 @@ impl LocalSettings {
                 }
             }
         }
+        if self.weights == WeightsMode::F32Prefill && self.device != "cpu" {
+            return Err(format!(
+                "weights = \"f32-prefill\" is for the CPU (device is {:?}); on a GPU use dtype",
+                self.device
+            ));
+        }
         parse_device(&self.device).map(|_| ())
+    }
+
+    /// Whether a GGUF model keeps F32 copies of its quantised weights for prefill. On CPU,
+    /// candle's quantised matmul quantises the activations and takes one dot product per (token,
+    /// row): prefill of a ~900-token policy ran at ~60-80 tokens/s on 2 cores, against ~210-250
+    /// with the F32 GEMM kernels (docs/BENCHMARKS.md). Decoding one token is bound by reading the
+    /// weights, so it keeps the quantised ones (4x smaller). The price is memory (4x the file
+    /// size), so `auto` does it only for small files.
+    pub fn f32_prefill(&self) -> bool {
+        match (self.weights, &self.source) {
+            (WeightsMode::F32Prefill, ModelSource::Gguf(_)) => true,
+            (WeightsMode::Auto, ModelSource::Gguf(p)) if self.device == "cpu" => {
+                std::fs::metadata(p)
+                    .map(|m| m.len() <= AUTO_F32_MAX_FILE)
+                    .unwrap_or(false)
+            }
+            _ => false,
+        }
     }
 
     pub fn model_id(&self) -> String {
@@ -131,6 +162,25 @@ impl LocalSettings {
             ModelSource::HuggingFace(id) => id.clone(),
         }
     }
+}
+
+/// Runs a model load with the patched mistralrs-quant told whether to keep F32 copies of the
+/// quantised weights for prefill (patches/mistralrs-quant-0.8.1-f32-prefill.patch). mistral.rs's
+/// loaders take no such option, so it is an environment variable that each weight reads as it
+/// loads; a lock keeps two loads with different settings from interleaving, and the caller's own
+/// value of the variable is put back afterwards.
+fn with_weights_mode<T>(f32_prefill: bool, load: impl FnOnce() -> T) -> T {
+    const VAR: &str = "GUARDGATE_GGUF_F32_PREFILL";
+    static LOADING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    let before = std::env::var_os(VAR);
+    std::env::set_var(VAR, if f32_prefill { "1" } else { "0" });
+    let out = load();
+    match before {
+        Some(v) => std::env::set_var(VAR, v),
+        None => std::env::remove_var(VAR),
+    }
+    out
 }
 
 fn parse_device(s: &str) -> Result<mistralrs::Device, String> {
@@ -222,8 +272,9 @@ impl LocalModel {
             ModelSource::HuggingFace(_) => TokenSource::CacheToken,
             _ => TokenSource::None,
         };
-        let pipeline = loader
-            .load_model_from_hf(
+        let f32_prefill = s.f32_prefill();
+        let pipeline = with_weights_mode(f32_prefill, || {
+            loader.load_model_from_hf(
                 None,
                 token,
                 &dtype,
@@ -235,7 +286,9 @@ impl LocalModel {
                 // reuse depends on (and is not available on CPU).
                 None,
             )
-            .map_err(|e| format!("loading {}: {e:#}", s.model_id()))?;
+        })
+        .map_err(|e| format!("loading {}: {e:#}", s.model_id()))?;
+        tracing::debug!(model = %s.model_id(), f32_prefill, "weights loaded");
         let seqs = std::num::NonZeroUsize::new(s.max_concurrency.max(1)).expect("non-zero");
         let builder = MistralRsBuilder::new(
             pipeline,
@@ -587,6 +640,7 @@ mod tests {
         let s = LocalSettings {
             source: ModelSource::Gguf(PathBuf::from("/nonexistent/model.gguf")),
             dtype: Dtype::F32,
+            weights: WeightsMode::Auto,
             device: "cpu".into(),
             threads: None,
             max_concurrency: 1,
@@ -616,5 +670,57 @@ mod tests {
             ..s
         };
         assert!(s3.check().unwrap_err().contains("expected cpu"));
+    }
+
+    #[test]
+    fn f32_prefill_is_a_cpu_choice_and_auto_takes_only_small_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.gguf");
+        std::fs::write(&small, b"GGUF").unwrap();
+        let s = LocalSettings {
+            source: ModelSource::Gguf(small),
+            dtype: Dtype::F32,
+            weights: WeightsMode::Auto,
+            device: "cpu".into(),
+            threads: None,
+            max_concurrency: 1,
+            max_queue: 1,
+            prefix_cache_entries: 4,
+            max_tokens: 64,
+            family: Family::Chat,
+        };
+        assert!(s.f32_prefill());
+        let big = dir.path().join("big.gguf");
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(AUTO_F32_MAX_FILE + 1)
+            .unwrap();
+        let s_big = LocalSettings {
+            source: ModelSource::Gguf(big.clone()),
+            ..s.clone()
+        };
+        assert!(!s_big.f32_prefill());
+        let forced = LocalSettings {
+            source: ModelSource::Gguf(big),
+            weights: WeightsMode::F32Prefill,
+            ..s.clone()
+        };
+        assert!(forced.f32_prefill());
+        let quantized = LocalSettings {
+            weights: WeightsMode::Quantized,
+            ..s.clone()
+        };
+        assert!(!quantized.f32_prefill());
+        let gpu_auto = LocalSettings {
+            device: "cuda:0".into(),
+            ..s.clone()
+        };
+        assert!(!gpu_auto.f32_prefill());
+        let gpu_f32 = LocalSettings {
+            device: "cuda:0".into(),
+            weights: WeightsMode::F32Prefill,
+            ..s
+        };
+        assert!(gpu_f32.check().unwrap_err().contains("for the CPU"));
     }
 }

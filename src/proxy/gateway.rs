@@ -177,6 +177,7 @@ fn build_local(
     let settings = LocalSettings {
         source,
         dtype: b.dtype,
+        weights: b.weights,
         device: b.device.clone(),
         threads: b.threads,
         max_concurrency: b.max_concurrency,
