@@ -90,6 +90,12 @@ impl LocalSettings {
                 self.max_concurrency
             ));
         }
+        if self.weights == WeightsMode::F32Prefill && self.device != "cpu" {
+            return Err(format!(
+                "weights = \"f32-prefill\" is for the CPU (device is {:?}); on a GPU use dtype",
+                self.device
+            ));
+        }
         match &self.source {
             ModelSource::Gguf(p) => {
                 if !p.is_file() {
@@ -125,12 +131,6 @@ impl LocalSettings {
                     return Err(format!("{id:?} is not a Hugging Face model id"));
                 }
             }
-        }
-        if self.weights == WeightsMode::F32Prefill && self.device != "cpu" {
-            return Err(format!(
-                "weights = \"f32-prefill\" is for the CPU (device is {:?}); on a GPU use dtype",
-                self.device
-            ));
         }
         parse_device(&self.device).map(|_| ())
     }
