@@ -635,10 +635,9 @@ mod tests {
         assert_eq!(parsed.code.as_deref(), Some("X1"));
     }
 
-    #[test]
-    fn bad_paths_are_start_up_errors_not_downloads() {
-        let s = LocalSettings {
-            source: ModelSource::Gguf(PathBuf::from("/nonexistent/model.gguf")),
+    fn cpu_settings(source: ModelSource) -> LocalSettings {
+        LocalSettings {
+            source,
             dtype: Dtype::F32,
             weights: WeightsMode::Auto,
             device: "cpu".into(),
@@ -648,7 +647,12 @@ mod tests {
             prefix_cache_entries: 4,
             max_tokens: 64,
             family: Family::Chat,
-        };
+        }
+    }
+
+    #[test]
+    fn bad_paths_are_start_up_errors_not_downloads() {
+        let s = cpu_settings(ModelSource::Gguf(PathBuf::from("/nonexistent/model.gguf")));
         assert!(s.check().unwrap_err().contains("fetch-default-model"));
         let batched = LocalSettings {
             max_concurrency: 2,
@@ -677,18 +681,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let small = dir.path().join("small.gguf");
         std::fs::write(&small, b"GGUF").unwrap();
-        let s = LocalSettings {
-            source: ModelSource::Gguf(small),
-            dtype: Dtype::F32,
-            weights: WeightsMode::Auto,
-            device: "cpu".into(),
-            threads: None,
-            max_concurrency: 1,
-            max_queue: 1,
-            prefix_cache_entries: 4,
-            max_tokens: 64,
-            family: Family::Chat,
-        };
+        let s = cpu_settings(ModelSource::Gguf(small));
         assert!(s.f32_prefill());
         let big = dir.path().join("big.gguf");
         std::fs::File::create(&big)
