@@ -101,6 +101,30 @@ fn setup_dir(cfg: &str) -> tempfile::TempDir {
     dir
 }
 
+/// One gateway started and ready in front of a fresh mock upstream, with this grace period.
+struct Started {
+    m: mock::MockUpstream,
+    port: u16,
+    admin_port: u16,
+    dir: tempfile::TempDir,
+    gw: Proc,
+}
+
+async fn start_ready(grace: u64) -> Started {
+    let m = mock::start().await;
+    let (port, admin_port) = (free_port(), free_port());
+    let dir = setup_dir(&upgrade_config(&m.base_url(), port, admin_port, grace));
+    let mut gw = Proc::spawn(dir.path(), "gw", false);
+    wait_ready(&mut gw, port, admin_port).await;
+    Started {
+        m,
+        port,
+        admin_port,
+        dir,
+        gw,
+    }
+}
+
 async fn wait_ready(p: &mut Proc, port: u16, admin_port: u16) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -335,12 +359,14 @@ async fn upgrade_under_load(keepalive: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
-    let m = mock::start().await;
-    let (port, admin_port) = (free_port(), free_port());
     // A grace period long enough to watch readiness fail while the slow request is in flight.
-    let dir = setup_dir(&upgrade_config(&m.base_url(), port, admin_port, 3));
-    let mut gw = Proc::spawn(dir.path(), "gw", false);
-    wait_ready(&mut gw, port, admin_port).await;
+    let Started {
+        m,
+        port,
+        admin_port,
+        dir: _dir,
+        mut gw,
+    } = start_ready(3).await;
 
     // A keep-alive admin connection opened before SIGTERM: pingora stops accepting new
     // connections as soon as shutdown starts, so readiness is observed on an existing one (the
@@ -439,11 +465,13 @@ async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_request_on_a_connection_accepted_before_shutdown_is_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let m = mock::start().await;
-    let (port, admin_port) = (free_port(), free_port());
-    let dir = setup_dir(&upgrade_config(&m.base_url(), port, admin_port, 2));
-    let mut gw = Proc::spawn(dir.path(), "gw", false);
-    wait_ready(&mut gw, port, admin_port).await;
+    let Started {
+        m,
+        port,
+        dir: _dir,
+        mut gw,
+        ..
+    } = start_ready(2).await;
 
     let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
