@@ -4,7 +4,8 @@
 //!       [--distinct N] [--family chat|gpt-oss-safeguard] [--binary] [--dump-prompts FILE]
 //!       [--device cpu|cuda:N] [--dtype f32|f16|bf16|auto] [--weights auto|quantized|f32-prefill]
 //!
-//! Phases: load; one cold request (nothing cached); requests that share the policy prefix with
+//! Phases: load; one short unrelated request (weights warm-up: F32 prefill copies are made on
+//! first use); one cold request (policy prefix not cached); requests that share the policy prefix with
 //! an earlier one (different content each time: an identical prompt gets no prefix reuse in
 //! mistral.rs, and the verdict cache answers exact repeats anyway); verdict-cache hits; 4
 //! concurrent requests; then `--distinct` more distinct requests to show resident memory stays
@@ -16,8 +17,9 @@ use std::time::{Duration, Instant};
 
 use guardgate::classify::cache::VerdictCache;
 use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
-use guardgate::classify::model::ModelClassifier;
-use guardgate::classify::prompt::Family;
+use guardgate::classify::model::{ChatModel, ModelClassifier};
+use guardgate::classify::prompt::{Family, Prompt};
+use guardgate::classify::verdict::OutputFormat;
 use guardgate::classify::{Classifier, Content, Verdict};
 use guardgate::policy::{parse_policy, Effort, Policy};
 use guardgate::wire::{Segment, Source};
@@ -128,7 +130,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{}: {}", e.path, e.reason))?;
     if std::env::args().any(|a| a == "--binary") {
         // Time to verdict without answer decoding: a 0/1 answer is one constrained token.
-        policy.output_format = guardgate::classify::verdict::OutputFormat::Binary;
+        policy.output_format = OutputFormat::Binary;
     }
     if let Some(out) = arg("--dump-prompts") {
         // The exact messages this benchmark sends, for the llama.cpp reference run
@@ -183,6 +185,29 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(LocalModel::load(&settings, "local:bench", None).map_err(anyhow::Error::msg)?);
     println!(
         "load: {:.2} s, rss after load {:.0} MB\n",
+        t.elapsed().as_secs_f64(),
+        rss_mb()
+    );
+    // With `weights = "auto"` on CPU, each weight's F32 copy is made on its first prefill (so
+    // the output projection, which only ever sees one row, never gets one). `guardgate serve`
+    // pays for the copies in its start-up warm-up, before /readyz; here one short request with
+    // an unrelated system prompt does the same, so the cold request below measures a cold
+    // prefix cache, not the copies. (It shares only the chat template's first tokens with the
+    // policy prompt.)
+    let t = Instant::now();
+    let warm = Prompt {
+        system: "Warm-up.".into(),
+        user: "Name one colour of the rainbow, in one word please.".into(),
+        reasoning_effort: None,
+        format: OutputFormat::Binary,
+        codes: Vec::new(),
+    };
+    model
+        .complete(&warm, Instant::now() + Duration::from_secs(600))
+        .await
+        .map_err(|e| anyhow::anyhow!("warm-up: {e}"))?;
+    println!(
+        "weights warm-up (one unrelated short request): {:.2} s, rss {:.0} MB\n",
         t.elapsed().as_secs_f64(),
         rss_mb()
     );

@@ -310,8 +310,9 @@ pub enum WeightsMode {
     Quantized,
     /// Also an F32 copy of each quantised weight, used for prefill (many tokens at once), where
     /// the F32 GEMM kernels are ~3x faster than candle's quantised matmul on AVX2; decoding (one
-    /// token) stays on the quantised weights, which it reads 4x faster. Costs 4x the file size in
-    /// memory on top of it. CPU only.
+    /// token) stays on the quantised weights, which it reads 4x faster. Costs up to 4x the file
+    /// size in memory on top of it (a weight's copy is made on its first prefill; the output
+    /// projection never gets one). CPU only.
     #[serde(rename = "f32-prefill")]
     F32Prefill,
 }

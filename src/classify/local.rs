@@ -139,8 +139,10 @@ impl LocalSettings {
     /// candle's quantised matmul quantises the activations and takes one dot product per (token,
     /// row): prefill of a ~900-token policy ran at ~60-80 tokens/s on 2 cores, against ~210-250
     /// with the F32 GEMM kernels (docs/BENCHMARKS.md). Decoding one token is bound by reading the
-    /// weights, so it keeps the quantised ones (4x smaller). The price is memory (4x the file
-    /// size), so `auto` does it only for small files.
+    /// weights, so it keeps the quantised ones (4x smaller). The price is memory: up to 4x the
+    /// file size, made as each weight first sees a prefill (the start-up warm-up), so the output
+    /// projection, which only ever sees the last position, gets none. `auto` does it only for
+    /// small files.
     pub fn f32_prefill(&self) -> bool {
         match (self.weights, &self.source) {
             (WeightsMode::F32Prefill, ModelSource::Gguf(_)) => true,
