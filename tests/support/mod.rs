@@ -9,12 +9,37 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A port for a listener the gateway binds later. It comes from below the kernel's ephemeral range
+/// (`ip_local_port_range`), so between this call and the gateway's bind the kernel cannot hand the
+/// same port to a mock's `bind(0)` or to an outgoing connection. A port picked with `bind(0)` and
+/// released could be, and a gateway whose port went to a mock of a parallel test passed its
+/// readiness check and then sent the test's requests to that mock. Ports are not handed out twice
+/// within a test process; the start is spread by process id.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000));
+    if span < 1_000 {
+        // No room below the ephemeral range on this host: let the kernel choose.
+        return std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+    }
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + n) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}-{}", low + span - 1);
 }
 
 /// A policy that blocks weapon-building requests with two deterministic rules.
