@@ -742,6 +742,36 @@ async fn bad_config_and_policies_stop_the_start_with_reasons() {
 }
 
 #[tokio::test]
+async fn a_listen_address_in_use_stops_the_start() {
+    // pingora alone would retry the port forever while /readyz answered 200.
+    let m = mock::start().await;
+    for taken_is_admin in [false, true] {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let taken_port = taken.local_addr().unwrap().port();
+        let (port, admin_port) = if taken_is_admin {
+            (free_port(), taken_port)
+        } else {
+            (taken_port, free_port())
+        };
+        let cfg = config(&m.base_url(), port, admin_port, ALL_TEST_POLICIES, "");
+        let e = try_start_gateway(&cfg, &[("weapons.md", WEAPONS)])
+            .await
+            .err()
+            .expect("must fail");
+        let key = if taken_is_admin {
+            "admin.listen"
+        } else {
+            "server.listen"
+        };
+        assert!(
+            e.contains(&format!("cannot listen on 127.0.0.1:{taken_port} ({key})")),
+            "{e}"
+        );
+    }
+    assert_eq!(m.state.count(), 0);
+}
+
+#[tokio::test]
 async fn gateway_key_from_env_is_added_only_without_client_credentials() {
     std::env::set_var("GG_TEST_UPSTREAM_KEY", "sk-from-env");
     let m = mock::start().await;

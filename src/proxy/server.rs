@@ -109,6 +109,14 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
         pid_file: path(&s.pid_file),
         ..Default::default()
     };
+    if !upgrade {
+        // pingora retries a listen address that is in use once a second, forever, while the
+        // admin listener (and so /readyz) comes up: a second gateway on a taken port looked
+        // healthy and served nothing. Refuse to start instead, as nginx does. An upgrade takes
+        // the listening sockets over from the running process, so it skips this.
+        ensure_free(&s.listen, "server.listen")?;
+        ensure_free(&gw.config.admin.listen, "admin.listen")?;
+    }
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // From the moment a graceful upgrade or shutdown starts, replies say `Connection: close` and
     // readiness fails, so keep-alive clients reconnect (to the new process) instead of having an
@@ -166,4 +174,25 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
 
     tracing::info!(%listen, admin = %admin_listen, routes = gw.routes.len(), policies = gw.registry.snapshot().policies.len(), "guardgate serving");
     server.run_forever()
+}
+
+/// Fails when nothing could listen on `addr` now (another process holds it). SO_REUSEADDR as
+/// pingora sets it, so connections of an earlier run still in TIME_WAIT do not count.
+fn ensure_free(addr: &str, key: &str) -> anyhow::Result<()> {
+    let sa: std::net::SocketAddr = addr
+        .parse()
+        .map_err(|e| anyhow::anyhow!("{key} = {addr:?}: {e}"))?;
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(sa),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.bind(&sa.into())
+        .and_then(|()| sock.listen(1))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} ({key}): {e}; is another gateway running there?"
+            )
+        })
 }

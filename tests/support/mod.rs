@@ -315,7 +315,12 @@ pub async fn launch(dir: tempfile::TempDir, config_text: &str) -> Result<Gateway
     };
     // Generous: with an in-process model, readiness waits for the policies to be warmed.
     let deadline = Instant::now() + Duration::from_secs(180);
-    let client = reqwest::Client::new();
+    // A probe must not hang on a listener that accepts and never answers (another process's,
+    // when the gateway could not bind its own).
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
     loop {
         if let Ok(Some(status)) = gw.child.try_wait() {
             return Err(format!("guardgate exited with {status}:\n{}", gw.log()));
