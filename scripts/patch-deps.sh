@@ -9,6 +9,10 @@
 #   docs/MODEL-NOTES.md.
 # - mistralrs-quant: a GGUF model on CPU can keep an F32 copy of its quantised weights for prefill
 #   (3x faster there) while decoding stays on the quantised weights (`weights = "f32-prefill"`).
+# - pingora-core: its HTTP/1 client writes a request's header and body separately, so they reach the
+#   upstream as two segments and wake it up twice (a method that sends both in one write); and a
+#   graceful shutdown drops requests still in flight when the grace period ends (a hook that lets
+#   the application wait for them first).
 # - pingora-proxy: at the end of a graceful upgrade's hand-over, 0.9.1 drops a connection that was
 #   accepted but has not sent its request header yet, so that request fails (issue #6).
 # Each crate comes from the local cargo cache when present, else from static.crates.io, and must
@@ -81,4 +85,5 @@ prepare() {
 
 prepare mistralrs-core 0.8.1 a2b8b9e5c94491d9ceeded3a30291cb6af6ae74810a5776dd55e3bbb8b3429d4
 prepare mistralrs-quant 0.8.1 980715493d252e9aaf0779c4c101576d67ef4dd9812bfd77a54987f6f17526f4
+prepare pingora-core 0.9.1 a535f47f65fdcb003f9e1df04cd18e614c128dfe9388acce3f211ae38ac14d68
 prepare pingora-proxy 0.9.1 8e3d5670490740405ecc8c6f75c3fcbce4d24f7adaffb355ca44550e7918e358

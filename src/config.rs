@@ -61,6 +61,11 @@ pub struct ServerSection {
     /// Worker threads of the proxy service.
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Let idle worker threads take tasks queued on busy ones (tokio's multi-thread scheduler).
+    /// Off, each thread runs its own single-threaded runtime and keeps the connections it
+    /// accepted, as nginx workers do: fewer cross-thread wake-ups per request.
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Seconds to keep serving after SIGTERM before shutting the listeners (pingora default is 300).
     #[serde(default = "default_grace")]
     pub grace_period_seconds: u64,

@@ -771,6 +771,66 @@ async fn a_listen_address_in_use_stops_the_start() {
     assert_eq!(m.state.count(), 0);
 }
 
+/// A body larger than the gateway sends together with its header (64 KiB) goes up in two writes;
+/// both paths must deliver the same bytes, with hop-by-hop headers dropped. This gateway also runs
+/// on tokio's work-stealing scheduler (`work_stealing = true`), the non-default runtime.
+#[tokio::test]
+async fn large_bodies_and_hop_by_hop_headers_on_the_way_up() {
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    )
+    .replace("threads = 2", "threads = 2\nwork_stealing = true")
+    .replace("max_body_bytes = 65536", "max_body_bytes = 1048576")
+    .replace(
+        "max_decoded_body_bytes = 262144",
+        "max_decoded_body_bytes = 1048576",
+    );
+    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let c = client();
+    let chat = "/v1/chat/completions";
+    for words in [10, 30_000] {
+        let text = "tell me about tea ".repeat(words);
+        let raw = serde_json::to_vec(&body(chat, &text)).unwrap();
+        let resp = c
+            .post(gw.url(chat))
+            .header("content-type", "application/json")
+            .header("te", "trailers")
+            .header("keep-alive", "timeout=5")
+            .header("proxy-authorization", "Basic cHJveHk6c2VjcmV0")
+            .header("x-custom-header", "kept")
+            .body(raw.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            200,
+            "{} bytes: {}",
+            raw.len(),
+            resp.text().await.unwrap()
+        );
+        let got = m.state.last().unwrap();
+        assert_eq!(
+            got.body,
+            raw,
+            "{} bytes: body changed on the way",
+            raw.len()
+        );
+        let len = raw.len().to_string();
+        assert_eq!(got.header("content-length"), Some(len.as_bytes()));
+        assert_eq!(got.header("x-custom-header"), Some(&b"kept"[..]));
+        for h in ["te", "keep-alive", "proxy-authorization"] {
+            assert_eq!(got.header(h), None, "{h} reached the upstream");
+        }
+    }
+    assert_eq!(m.state.count(), 2);
+}
+
 #[tokio::test]
 async fn gateway_key_from_env_is_added_only_without_client_credentials() {
     std::env::set_var("GG_TEST_UPSTREAM_KEY", "sk-from-env");

@@ -458,6 +458,57 @@ async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
     );
 }
 
+/// A request that outlasts the grace period is not cut off when it ends: pingora's runtimes drop
+/// their tasks when they shut down, so the gateway waits for requests in flight first (up to
+/// `graceful_shutdown_timeout_seconds`, 5 s here). A model answer can take that long.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_waits_for_a_request_longer_than_the_grace_period() {
+    let Started {
+        m,
+        port,
+        dir: _dir,
+        mut gw,
+        ..
+    } = start_ready(1).await;
+    let slow = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("x-mock-delay-ms", "2500")
+            .body(BODY)
+            .send()
+            .await
+            .map_err(|e| format!("send: {e:?}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| format!("body: {e:?}"))?;
+        Ok::<_, String>((status, text))
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.state.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let sent_term = Instant::now();
+    gw.signal("TERM");
+    let (status, text) = slow.await.unwrap().unwrap_or_else(|e| {
+        panic!(
+            "the in-flight request was cut off at shutdown: {e}\n{}",
+            gw.log()
+        )
+    });
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains(MOCK_REPLY), "{text}");
+    let st = wait_exit(&mut gw, Duration::from_secs(30)).await;
+    assert!(st.success(), "exit status {st}:\n{}", gw.log());
+    assert!(
+        sent_term.elapsed() >= Duration::from_secs(2),
+        "exited before the request could have finished"
+    );
+}
+
 /// A connection the gateway accepted before shutdown began, whose request arrives just after,
 /// is served (with `Connection: close`), not dropped. pingora 0.9.1 dropped it the moment
 /// shutdown fired; in a graceful upgrade that lost the requests of clients that had connected in

@@ -4,6 +4,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -115,7 +116,17 @@ pub async fn guarded(
 
         let content = Content::from_segments(parsed.segments);
         let deadline = Instant::now() + route.deadline;
-        let decision = decide(&gw.cascade, bound, &content, deadline, route.fail_mode).await;
+        // Boxed, like the output relays below: these futures are kilobytes large, and inline
+        // they would make every request's future as large (allocated and copied per request),
+        // pass-through included.
+        let decision = Box::pin(decide(
+            &gw.cascade,
+            bound,
+            &content,
+            deadline,
+            route.fail_mode,
+        ))
+        .await;
         let rctx = RecordContext {
             request_id: &ctx.request_id,
             route: &route.name,
@@ -257,6 +268,29 @@ async fn body_error(
     respond::error(session, api, kind, &e.message(), &ctx.request_id, close).await
 }
 
+/// Bodies up to this size are copied behind the header and sent with it; larger ones are sent as
+/// they are, where one more segment costs little next to the copy.
+const ONE_WRITE_MAX: usize = 64 * 1024;
+
+/// The client's request header as the upstream gets it.
+fn upstream_header(
+    session: &Session,
+    up: &super::upstream::Upstream,
+    guard_output: bool,
+    body_len: usize,
+) -> pingora::Result<Box<pingora::http::RequestHeader>> {
+    let mut req = Box::new(session.req_header().clone());
+    up.prepare_request(&mut req)?;
+    if guard_output {
+        // The reply must be read to be judged: ask for it uncompressed.
+        req.remove_header(&http::header::ACCEPT_ENCODING);
+    }
+    req.remove_header(&http::header::TRANSFER_ENCODING);
+    req.remove_header(&http::header::EXPECT);
+    req.insert_header(http::header::CONTENT_LENGTH, body_len.to_string())?;
+    Ok(req)
+}
+
 /// Sends the original request bytes upstream and streams the reply back as it arrives.
 async fn forward(
     oc: &OutputCtx<'_>,
@@ -267,16 +301,9 @@ async fn forward(
 ) -> pingora::Result<()> {
     let (gw, route) = (oc.gw, oc.route);
     let up = &route.upstream;
-    let mut req = session.req_header().clone();
-    up.prepare_request(&mut req)?;
     let guard_output = !oc.bound.is_empty();
-    if guard_output {
-        // The reply must be read to be judged: ask for it uncompressed.
-        req.remove_header(&http::header::ACCEPT_ENCODING);
-    }
-    req.remove_header(&http::header::TRANSFER_ENCODING);
-    req.remove_header(&http::header::EXPECT);
-    req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    // Built again only for a retry, which is rare: one copy of the client's header per request.
+    let mut first = Some(upstream_header(session, up, guard_output, body.len())?);
 
     let peer = match up.peer().await {
         Ok(p) => p,
@@ -289,15 +316,27 @@ async fn forward(
     let mut attempt = 0;
     let mut http = loop {
         attempt += 1;
-        let (mut http, reused) = match gw.connector.get_http_session(&peer).await {
+        let (mut http, reused) = match gw.connections.get(&peer).await {
             Ok(x) => x,
             Err(e) => {
                 return upstream_failed(gw, session, route, ctx, "upstream_connect", &e).await;
             }
         };
+        let req = match first.take() {
+            Some(r) => r,
+            None => upstream_header(session, up, guard_output, body.len())?,
+        };
         let res: pingora::Result<()> = async {
-            http.write_request_header(Box::new(req.clone())).await?;
-            http.write_request_body(body.clone(), true).await?;
+            match &mut http {
+                // Header and body in one write: one segment, one wake-up of the upstream.
+                HttpSession::H1(h1) if body.len() <= ONE_WRITE_MAX => {
+                    h1.write_request_header_with_body(req, &body).await?;
+                }
+                _ => {
+                    http.write_request_header(req).await?;
+                    http.write_request_body(body.clone(), true).await?;
+                }
+            }
             http.finish_request_body().await?;
             http.read_response_header().await?;
             Ok(())
@@ -331,8 +370,8 @@ async fn forward(
             return upstream_failed(gw, session, route, ctx, "upstream_io", &e).await;
         }
     };
-    for h in HOP_BY_HOP {
-        resp.remove_header(*h);
+    for h in &HOP_BY_HOP {
+        resp.remove_header(h);
     }
     resp.insert_header("x-guardgate-request-id", ctx.request_id.as_str())?;
     if !annotations.is_empty() {
@@ -361,9 +400,9 @@ async fn forward(
     // Upstream errors carry no model output: they are relayed as they are.
     if guard_output && resp.status.is_success() {
         return if is_sse {
-            relay_stream(oc, session, ctx, http, &peer, resp).await
+            Box::pin(relay_stream(oc, session, ctx, http, &peer, resp)).await
         } else {
-            relay_buffered(oc, session, ctx, http, &peer, resp).await
+            Box::pin(relay_buffered(oc, session, ctx, http, &peer, resp)).await
         };
     }
     if let Err(e) = session.write_response_header(Box::new(resp), false).await {
@@ -397,9 +436,7 @@ async fn forward(
     }
     session.write_response_body(None, true).await?;
     if http.response_done() {
-        gw.connector
-            .release_http_session(http, &peer, peer.options.idle_timeout)
-            .await;
+        gw.connections.release(http, &peer).await;
     } else {
         http.shutdown().await;
     }

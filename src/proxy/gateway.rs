@@ -1,7 +1,6 @@
 //! The gateway's shared state, built once from the config: routes, upstreams, the policy registry,
 //! the classifier cascade, the auditor and the metrics.
 
-use pingora::connectors::http::Connector;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,10 +38,12 @@ pub struct Gateway {
     pub cascade: Arc<Cascade>,
     pub auditor: Arc<Auditor>,
     pub metrics: Arc<Metrics>,
-    pub connector: Connector,
+    pub connections: super::upstream::Connections,
     pub admin_token: Option<String>,
     /// Set once shutdown begins, so `/readyz` turns away new traffic while requests drain.
     pub draining: std::sync::atomic::AtomicBool,
+    /// Requests being handled on the traffic listener (see `server::wait_for_in_flight`).
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
     /// Set once the model backends have been warmed with every policy live at start.
     pub warmed: std::sync::atomic::AtomicBool,
     pub shadow: crate::shadow::ShadowStats,
@@ -346,9 +347,10 @@ impl Gateway {
             cascade,
             auditor: Arc::new(auditor),
             metrics,
-            connector: Connector::new(None),
+            connections: Default::default(),
             admin_token,
             draining: std::sync::atomic::AtomicBool::new(false),
+            in_flight: Default::default(),
             warmed: std::sync::atomic::AtomicBool::new(false),
             shadow: Default::default(),
         })

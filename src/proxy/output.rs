@@ -243,9 +243,7 @@ pub async fn relay_buffered(
 
 async fn release(gw: &Gateway, mut http: HttpSession, peer: &HttpPeer) {
     if http.response_done() {
-        gw.connector
-            .release_http_session(http, peer, peer.options.idle_timeout)
-            .await;
+        gw.connections.release(http, peer).await;
     } else {
         http.shutdown().await;
     }

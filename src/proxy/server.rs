@@ -8,7 +8,7 @@ use pingora::services::background::{background_service, BackgroundService};
 use pingora::services::listening::Service;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::admin::AdminApp;
 use super::gateway::Gateway;
@@ -107,6 +107,7 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
         graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
         upgrade_sock: path(&s.upgrade_sock),
         pid_file: path(&s.pid_file),
+        work_stealing: s.work_stealing,
         ..Default::default()
     };
     if !upgrade {
@@ -146,6 +147,9 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
             }
         })
         .map_err(|e| anyhow::anyhow!("cannot start the phase watcher: {e}"))?;
+
+    let drain = gw.clone();
+    server.set_drain_wait(Box::new(move |limit| wait_for_in_flight(&drain, limit)));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -195,4 +199,41 @@ fn ensure_free(addr: &str, key: &str) -> anyhow::Result<()> {
                 "cannot listen on {addr} ({key}): {e}; is another gateway running there?"
             )
         })
+}
+
+/// After the grace period, before pingora shuts its runtimes down (which drops every task, so a
+/// request still in flight, such as one waiting for a model answer, would be cut off): waits until
+/// no request is in flight, at most `graceful_shutdown_timeout_seconds`.
+fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    let mut n = gw.in_flight.load(Ordering::Acquire);
+    if n > 0 {
+        tracing::info!(in_flight = n, ?limit, "waiting for requests in flight");
+    }
+    while n > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+        n = gw.in_flight.load(Ordering::Acquire);
+    }
+    if n > 0 {
+        tracing::warn!(
+            in_flight = n,
+            ?limit,
+            "requests still in flight at the shutdown timeout are cut off"
+        );
+        gw.metrics
+            .errors
+            .with_label_values(&["shutdown_cut_off"])
+            .inc_by(n as u64);
+    }
+    if gw
+        .config
+        .backends
+        .iter()
+        .any(|b| matches!(b.kind, crate::config::BackendKind::Local))
+    {
+        // mistral.rs sends an answer before it finishes that sequence's step; exiting during the
+        // step tears the CUDA driver down under the engine thread (a segfault at exit, seen on an
+        // H200). The step takes milliseconds.
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

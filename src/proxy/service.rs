@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use pingora::http::RequestHeader;
 use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::exchange;
@@ -22,6 +23,24 @@ pub struct Ctx {
     pub request_id: String,
     pub route: Option<String>,
     pub outcome: &'static str,
+    /// pingora makes a context per request and drops it when the request ends, however it ends.
+    _in_flight: InFlight,
+}
+
+/// Counts a request as in flight for as long as it lives, so a graceful shutdown can wait for it.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
 }
 
 #[async_trait]
@@ -33,6 +52,7 @@ impl ProxyHttp for GuardProxy {
             request_id: uuid::Uuid::new_v4().simple().to_string(),
             route: None,
             outcome: "unknown",
+            _in_flight: InFlight::new(&self.gw.in_flight),
         }
     }
 

@@ -2,8 +2,11 @@
 //! header so that the client's own headers (credentials included) pass unchanged.
 
 use arc_swap::ArcSwapOption;
+use http::HeaderName;
+use pingora::connectors::http::{v1, Connector};
 use pingora::http::RequestHeader;
-use pingora::upstreams::peer::{HttpPeer, ALPN};
+use pingora::protocols::http::client::HttpSession;
+use pingora::upstreams::peer::{HttpPeer, Peer, ALPN};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,15 +86,15 @@ impl std::fmt::Debug for Upstream {
 }
 
 /// Headers that describe one hop, not the message: never forwarded (RFC 9110 §7.6.1).
-pub const HOP_BY_HOP: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
+pub const HOP_BY_HOP: [HeaderName; 8] = [
+    http::header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
 ];
 
 impl Upstream {
@@ -191,8 +194,8 @@ impl Upstream {
             req.set_uri(uri);
         }
         req.insert_header(http::header::HOST, self.url.authority())?;
-        for h in HOP_BY_HOP {
-            req.remove_header(*h);
+        for h in &HOP_BY_HOP {
+            req.remove_header(h);
         }
         if let Some(key) = &self.api_key {
             let has_credential =
@@ -208,6 +211,54 @@ impl Upstream {
         }
         Ok(())
     }
+}
+
+/// Upstream connections, pooled. An HTTP/1-only peer (plain HTTP, or TLS without `http2`) is
+/// looked up in its pool before anything else, and only a miss builds pingora's connect future:
+/// that future holds the whole TCP connect and TLS handshake (~9 KB), and inline it made every
+/// request's state that large, to be allocated and copied on every request.
+pub struct Connections {
+    any: Connector,
+    h1: v1::Connector,
+}
+
+impl Default for Connections {
+    fn default() -> Self {
+        Connections {
+            any: Connector::new(None),
+            h1: v1::Connector::new(None),
+        }
+    }
+}
+
+impl Connections {
+    /// A session to `peer` and whether it is a reused connection.
+    pub async fn get(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
+        if h1_only(peer) {
+            if let Some(h1) = self.h1.reused_http_session(peer).await {
+                return Ok((HttpSession::H1(h1), true));
+            }
+            let (h1, reused) = Box::pin(self.h1.get_http_session(peer)).await?;
+            return Ok((HttpSession::H1(h1), reused));
+        }
+        Box::pin(self.any.get_http_session(peer)).await
+    }
+
+    /// Returns a session whose exchange is complete to the pool it came from.
+    pub async fn release(&self, http: HttpSession, peer: &HttpPeer) {
+        let idle = peer.options.idle_timeout;
+        match http {
+            HttpSession::H1(h1) if h1_only(peer) => {
+                self.h1.release_http_session(h1, peer, idle).await
+            }
+            other => self.any.release_http_session(other, peer, idle).await,
+        }
+    }
+}
+
+fn h1_only(peer: &HttpPeer) -> bool {
+    peer.get_peer_options()
+        .is_none_or(|o| o.alpn.get_max_http_version() == 1)
 }
 
 #[cfg(test)]
