@@ -339,5 +339,10 @@ async fn main() -> anyhow::Result<()> {
         .map(|l| l.to_string())
         .unwrap_or_default();
     println!("peak {hwm}");
+    // mistral.rs sends an answer before it finishes that sequence's engine step (the KV cache is
+    // stored in the prefix cache afterwards). Returning at once exits the process while the engine
+    // thread is still in that step; on CUDA the driver is torn down under it and the thread dies
+    // (a segfault after all results were printed, seen on an H200). Let the step finish first.
+    std::thread::sleep(Duration::from_millis(500));
     Ok(())
 }
