@@ -6,6 +6,7 @@
 #   (c) gg-pass  wrk -> guardgate, route without policies -> mock
 #   (d) gg-rules wrk -> guardgate, 4 policies x 5 deterministic rules (none match) -> mock
 #   (e) gg-rules-noaudit  as (d) with audit sink "off" (isolates the audit-record cost; SKIP_E=1 drops it)
+#   (f) gg-baseline       as (c) with another guardgate binary (only with BASELINE_BIN): before/after
 #
 # Each scenario: a short warm-up, then a measured wrk run, at high load (-c$CONNS) and at low load
 # (-c1, where p99 added latency is meaningful). Prints one table per load level.
@@ -21,6 +22,9 @@
 #   BASE_PORT      first of 8 consecutive loopback ports (default 18400)
 #   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
 #   SKIP_E=1       skip scenario (e)
+#   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
+#   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
+#                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
 #
 # Bounded: with the defaults the run takes about 100 s (plus the build when the binary is missing).
 set -euo pipefail
@@ -72,7 +76,12 @@ P_RULES=$((BASE_PORT + 4))
 P_RULES_ADMIN=$((BASE_PORT + 5))
 P_NOAUD=$((BASE_PORT + 6))
 P_NOAUD_ADMIN=$((BASE_PORT + 7))
-for p in $(seq "$BASE_PORT" $((BASE_PORT + 7))); do
+P_BASE=$((BASE_PORT + 8))
+P_BASE_ADMIN=$((BASE_PORT + 9))
+ROUNDS="${ROUNDS:-1}"
+BASELINE_BIN="${BASELINE_BIN:-}"
+[ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
+for p in $(seq "$BASE_PORT" $((BASE_PORT + 9))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         die "port $p is already in use on 127.0.0.1 (set BASE_PORT)"
     fi
@@ -222,8 +231,8 @@ start_nginx() { # $1 prefix, $2 scenario
     PIDS+=($!)
     SPID[$2]=$!
 }
-start_gg() { # $1 dir, $2 scenario
-    (cd "$1" && exec "${ON_SERVER[@]}" "$GUARDGATE_BIN" serve --config "$1/guardgate.toml") \
+start_gg() { # $1 dir, $2 scenario, [$3 binary]
+    (cd "$1" && exec "${ON_SERVER[@]}" "${3:-$GUARDGATE_BIN}" serve --config "$1/guardgate.toml") \
         >"$1/stdout.log" 2>"$1/stderr.log" &
     PIDS+=($!)
     SPID[$2]=$!
@@ -243,6 +252,10 @@ start_nginx "$WORK/nginx" b
 start_gg "$WORK/gg-pass" c
 start_gg "$WORK/gg-rules" d
 [ "${SKIP_E:-0}" = 1 ] || start_gg "$WORK/gg-noaudit" e
+if [ -n "$BASELINE_BIN" ]; then
+    gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off ""
+    start_gg "$WORK/gg-base" f "$BASELINE_BIN"
+fi
 URL_A="http://127.0.0.1:$P_MOCK/v1/chat/completions"
 URL_B="http://127.0.0.1:$P_NGINX/v1/chat/completions"
 URL_C="http://127.0.0.1:$P_PASS/v1/chat/completions"
@@ -251,6 +264,8 @@ URL_E="http://127.0.0.1:$P_NOAUD/v1/chat/completions"
 wait_http "http://127.0.0.1:$P_PASS_ADMIN/readyz" "guardgate (pass-through)" "$WORK/gg-pass/stderr.log"
 wait_http "http://127.0.0.1:$P_RULES_ADMIN/readyz" "guardgate (rules)" "$WORK/gg-rules/stderr.log"
 [ "${SKIP_E:-0}" = 1 ] || wait_http "http://127.0.0.1:$P_NOAUD_ADMIN/readyz" "guardgate (rules, no audit)" "$WORK/gg-noaudit/stderr.log"
+[ -z "$BASELINE_BIN" ] || wait_http "http://127.0.0.1:$P_BASE_ADMIN/readyz" "guardgate (baseline)" "$WORK/gg-base/stderr.log"
+URL_F="http://127.0.0.1:$P_BASE/v1/chat/completions"
 
 # ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
 BODY="$HERE/body.json"
@@ -272,6 +287,7 @@ check "(b) nginx" "$URL_B" 0
 check "(c) gg-pass" "$URL_C" 1
 check "(d) gg-rules" "$URL_D" 1
 [ "${SKIP_E:-0}" = 1 ] || check "(e) gg-rules-noaudit" "$URL_E" 1
+[ -z "$BASELINE_BIN" ] || check "(f) gg-baseline" "$URL_F" 1
 npol="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_RULES_ADMIN/admin/policies" | grep -o '"bench/[a-z-]*"' | sort -u | wc -l)"
 [ "$npol" -ge 4 ] || die "(d): expected the 4 bench policies to be loaded, admin lists $npol"
 bad="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
@@ -325,19 +341,38 @@ run_wrk() {
 
 SCEN=(a b c d)
 [ "${SKIP_E:-0}" = 1 ] || SCEN+=(e)
-declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E")
+[ -z "$BASELINE_BIN" ] || SCEN+=(f)
+declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off")
-declare -A RPS P50 P99 ERR CPUP CPUM
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [f]="(f) (c), baseline binary")
+declare -A RPS P50 P99 ERR CPUP CPUM XN
+# Per-round values, space-separated; the tables show their medians.
+declare -A R_ALL
+median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 
 for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
     c=${load%%:*}
     d=${load##*:}
+    for r in $(seq "$ROUNDS"); do
+        for s in "${SCEN[@]}"; do
+            log "c=$c round $r/$ROUNDS ${LABEL[$s]}: warm-up ${WARMUP}s, measure ${d}s"
+            run_wrk "$s" "${URL[$s]}" "$c" "$d"
+            R_ALL[rps,$s,$c]+=" $R_RPS" R_ALL[p50,$s,$c]+=" $R_P50" R_ALL[p99,$s,$c]+=" $R_P99"
+            R_ALL[err,$s,$c]+=" $R_ERR" R_ALL[cpup,$s,$c]+=" $R_CPU_PROXY" R_ALL[cpum,$s,$c]+=" $R_CPU_MOCK"
+            [ "$s" = b ] && nginx_rps=$R_RPS
+            # (b) runs before every guardgate scenario of the round, so each ratio is to the nginx
+            # run of the same round, minutes apart at most.
+            [ "$s" = a ] || R_ALL[xn,$s,$c]+=" $(awk -v x="$R_RPS" -v y="$nginx_rps" 'BEGIN {printf "%.4f", x / y}')"
+        done
+    done
     for s in "${SCEN[@]}"; do
-        log "c=$c ${LABEL[$s]}: warm-up ${WARMUP}s, measure ${d}s"
-        run_wrk "$s" "${URL[$s]}" "$c" "$d"
-        RPS[$s,$c]=$R_RPS P50[$s,$c]=$R_P50 P99[$s,$c]=$R_P99 ERR[$s,$c]=$R_ERR
-        CPUP[$s,$c]=$R_CPU_PROXY CPUM[$s,$c]=$R_CPU_MOCK
+        RPS[$s,$c]="$(echo "${R_ALL[rps,$s,$c]}" | median)"
+        P50[$s,$c]="$(echo "${R_ALL[p50,$s,$c]}" | median)"
+        P99[$s,$c]="$(echo "${R_ALL[p99,$s,$c]}" | median)"
+        ERR[$s,$c]="$(echo "${R_ALL[err,$s,$c]}" | tr ' ' '\n' | awk '{n += $1} END {print n + 0}')"
+        CPUP[$s,$c]="$(echo "${R_ALL[cpup,$s,$c]}" | median)"
+        CPUM[$s,$c]="$(echo "${R_ALL[cpum,$s,$c]}" | median)"
+        XN[$s,$c]="$(echo "${R_ALL[xn,$s,$c]:-}" | median)"
     done
 done
 AUDIT_AFTER="$(wc -l <"$WORK/gg-rules/audit.jsonl" 2>/dev/null || echo 0)"
@@ -357,7 +392,7 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
     printf '%-26s %9s %8s %8s %8s %8s %8s %10s %9s %6s\n' scenario req/s p50_us p99_us "x nginx" \
         "+p50_us" "+p99_us" proxy_cpu mock_cpu errors
     for s in "${SCEN[@]}"; do
-        ratio="$(awk -v x="${RPS[$s,$c]}" -v y="${RPS[b,$c]}" 'BEGIN {printf "%.2f", x / y}')"
+        ratio="$(awk -v x="${XN[$s,$c]:-}" -v r="${RPS[$s,$c]}" -v y="${RPS[b,$c]}" 'BEGIN {printf "%.2f", (x != "") ? x : r / y}')"
         if [ "$s" = a ]; then
             a50=- a99=-
         else
@@ -372,5 +407,7 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
 done
 echo
 echo "(d) audit records written during the runs: $((AUDIT_AFTER - AUDIT_BEFORE)) (4 per request: one per policy), not 'allowed': $BLOCKED_IN_RUN"
-echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughput / (b) throughput"
+echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughput / (b) throughput of the same round"
+[ "$ROUNDS" = 1 ] || echo "every figure is the median of $ROUNDS interleaved rounds (errors: the sum)"
+[ -z "$BASELINE_BIN" ] || echo "(f) baseline binary: $BASELINE_BIN"
 echo "proxy_cpu / mock_cpu = CPU time (user+sys, us) per request of the proxy under test / of the mock (/proc/PID/stat, ${CLK_TCK} Hz ticks)"
