@@ -357,6 +357,37 @@ async fn upgrade_under_load(keepalive: bool) {
     );
 }
 
+/// Sends a chat request the mock answers after `delay_ms`, and returns once the upstream has it
+/// (the request is then in flight in the gateway); the task yields its status and body.
+async fn slow_request_in_flight(
+    port: u16,
+    delay_ms: u64,
+    m: &mock::MockUpstream,
+) -> tokio::task::JoinHandle<Result<(u16, String), String>> {
+    let slow = tokio::spawn(async move {
+        let r = reqwest::Client::new()
+            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .header("x-mock-delay-ms", delay_ms.to_string())
+            .body(BODY)
+            .send()
+            .await
+            .map_err(|e| format!("send: {e:?}"))?;
+        let status = r.status().as_u16();
+        let text = r.text().await.map_err(|e| format!("body: {e:?}"))?;
+        Ok((status, text))
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while m.state.count() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "slow request never reached the upstream"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    slow
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
     // A grace period long enough to watch readiness fail while the slow request is in flight.
@@ -385,29 +416,7 @@ async fn sigterm_drains_in_flight_requests_and_fails_readiness() {
         admins.push(c);
     }
 
-    let slow = tokio::spawn(async move {
-        let c = reqwest::Client::new();
-        let r = c
-            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("x-mock-delay-ms", "1500")
-            .body(BODY)
-            .send()
-            .await
-            .map_err(|e| format!("send: {e:?}"))?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| format!("body: {e:?}"))?;
-        Ok::<_, String>((status, text))
-    });
-    // Wait until the slow request has reached the upstream (it is then in flight in the gateway).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while m.state.count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "slow request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = slow_request_in_flight(port, 1500, &m).await;
     let sent_term = Instant::now();
     gw.signal("TERM");
 
@@ -470,27 +479,7 @@ async fn sigterm_waits_for_a_request_longer_than_the_grace_period() {
         mut gw,
         ..
     } = start_ready(1).await;
-    let slow = tokio::spawn(async move {
-        let r = reqwest::Client::new()
-            .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .header("x-mock-delay-ms", "2500")
-            .body(BODY)
-            .send()
-            .await
-            .map_err(|e| format!("send: {e:?}"))?;
-        let status = r.status().as_u16();
-        let text = r.text().await.map_err(|e| format!("body: {e:?}"))?;
-        Ok::<_, String>((status, text))
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while m.state.count() == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "slow request never reached the upstream"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let slow = slow_request_in_flight(port, 2500, &m).await;
     let sent_term = Instant::now();
     gw.signal("TERM");
     let (status, text) = slow.await.unwrap().unwrap_or_else(|e| {
