@@ -1,5 +1,6 @@
 //! Policies: files on disk (`file`), the live snapshot (`registry`) and what reloads it (`watch`).
 
+mod casefold;
 pub mod file;
 pub mod lint;
 pub mod registry;
