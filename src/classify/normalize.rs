@@ -20,20 +20,21 @@ fn is_invisible(c: char) -> bool {
 pub fn normalize(text: &str) -> String {
     // Most traffic is ASCII, which NFKC leaves unchanged and which has no invisible characters.
     if text.is_ascii() {
-        let mut out = String::with_capacity(text.len());
+        let mut out = Vec::with_capacity(text.len());
         let mut last_space = false;
-        for b in text.bytes() {
-            if (b as char).is_whitespace() {
+        for &b in text.as_bytes() {
+            // char::is_whitespace on ASCII: space, \t, \n, \x0B, \x0C, \r.
+            if matches!(b, b' ' | b'\t'..=b'\r') {
                 if !last_space {
-                    out.push(' ');
+                    out.push(b' ');
                 }
                 last_space = true;
             } else {
                 last_space = false;
-                out.push(b.to_ascii_lowercase() as char);
+                out.push(b.to_ascii_lowercase());
             }
         }
-        return out;
+        return String::from_utf8(out).expect("ASCII in, ASCII out");
     }
     let mut out = String::with_capacity(text.len());
     let mut last_space = false;
@@ -56,18 +57,22 @@ pub fn normalize(text: &str) -> String {
 
 /// Folds common digit/symbol-for-letter substitutions ("k1ll", "$ex") for keyword rules that opt in.
 pub fn fold_leet(norm: &str) -> String {
-    norm.chars()
-        .map(|c| match c {
-            '0' => 'o',
-            '1' | '!' | '|' => 'i',
-            '3' => 'e',
-            '4' | '@' => 'a',
-            '5' | '$' => 's',
-            '7' => 't',
-            '8' => 'b',
-            c => c,
+    // Every substitution maps an ASCII byte to an ASCII byte, and UTF-8 never uses ASCII bytes
+    // inside a multi-byte character, so a byte-wise map keeps the text valid UTF-8.
+    let folded = norm
+        .bytes()
+        .map(|b| match b {
+            b'0' => b'o',
+            b'1' | b'!' | b'|' => b'i',
+            b'3' => b'e',
+            b'4' | b'@' => b'a',
+            b'5' | b'$' => b's',
+            b'7' => b't',
+            b'8' => b'b',
+            b => b,
         })
-        .collect()
+        .collect();
+    String::from_utf8(folded).expect("ASCII-for-ASCII substitutions keep UTF-8 valid")
 }
 
 #[cfg(test)]
@@ -86,7 +91,13 @@ mod tests {
 
     #[test]
     fn ascii_fast_path_matches_the_general_path() {
-        for t in ["Hello  World\t\nAgain", "MiXeD 123 !?", "", "   "] {
+        for t in [
+            "Hello  World\t\nAgain",
+            "MiXeD 123 !?",
+            "",
+            "   ",
+            "a\x0B\x0C\rb\x1Fc",
+        ] {
             let slow: String = {
                 let mut s = String::new();
                 let mut last = false;
@@ -110,5 +121,6 @@ mod tests {
     #[test]
     fn leet_folding() {
         assert_eq!(fold_leet("k1ll 4ll th3m"), "kill all them");
+        assert_eq!(fold_leet("ünï c0dé $€"), "ünï codé s€");
     }
 }
