@@ -70,7 +70,8 @@ pub struct Decision {
     pub annotations: Vec<(String, Option<String>)>,
 }
 
-/// Judges `content` against every bound policy concurrently, then combines.
+/// Judges `content` against every bound policy concurrently, then combines. Policies that rules
+/// alone settle are judged in place first; only the rest become futures.
 pub async fn decide(
     cascade: &Cascade,
     bound: &[Bound],
@@ -78,34 +79,87 @@ pub async fn decide(
     deadline: Instant,
     fail_mode: FailMode,
 ) -> Decision {
-    let outcomes = join_all(bound.iter().map(|b| async move {
-        let started = Instant::now();
-        let sampled = b.sample_rate >= 1.0 || sample(b.sample_rate);
-        let live = async {
-            let r = if sampled {
-                cascade.classify(&b.policy, content, deadline).await
-            } else {
-                cascade.classify_cheap(&b.policy, content, deadline).await
-            };
-            (r, started.elapsed())
-        };
-        let shadow = async {
-            match &b.candidate {
-                Some(c) => Some((c.clone(), cascade.classify(c, content, deadline).await)),
-                None => None,
-            }
-        };
-        let ((result, latency), candidate) = futures_util::join!(live, shadow);
-        Outcome {
-            policy: b.policy.clone(),
-            action: b.action,
-            result,
-            latency,
-            candidate,
+    // One draw per policy and request, shared by both paths.
+    let sampled: Vec<bool> = bound
+        .iter()
+        .map(|b| b.sample_rate >= 1.0 || sample(b.sample_rate))
+        .collect();
+    let mut outcomes: Vec<Option<Outcome>> = bound
+        .iter()
+        .zip(&sampled)
+        .map(|(b, &s)| judge_now(cascade, b, content, s))
+        .collect();
+    if outcomes.iter().any(Option::is_none) {
+        let waiting = bound
+            .iter()
+            .zip(&sampled)
+            .zip(&outcomes)
+            .filter(|(_, o)| o.is_none())
+            .map(|((b, &s), _)| judge(cascade, b, content, deadline, s));
+        let mut judged = join_all(waiting).await.into_iter();
+        for slot in outcomes.iter_mut().filter(|o| o.is_none()) {
+            *slot = judged.next();
         }
-    }))
-    .await;
-    combine(outcomes, fail_mode)
+    }
+    combine(outcomes.into_iter().flatten().collect(), fail_mode)
+}
+
+/// One policy's outcome, when every stage that judges it (and its shadow candidate) answers in
+/// place; `None` when one must be awaited.
+fn judge_now(cascade: &Cascade, b: &Bound, content: &Content, sampled: bool) -> Option<Outcome> {
+    // Asked first, so that nothing is judged (or counted) twice when the async path takes over.
+    let candidate_now = |c: &Arc<Policy>| cascade.answers_now(c, true);
+    if !cascade.answers_now(&b.policy, sampled)
+        || b.candidate.as_ref().is_some_and(|c| !candidate_now(c))
+    {
+        return None;
+    }
+    let started = Instant::now();
+    let result = cascade.classify_now(&b.policy, content, sampled)?;
+    let latency = started.elapsed();
+    let candidate = match &b.candidate {
+        Some(c) => Some((c.clone(), cascade.classify_now(c, content, true)?)),
+        None => None,
+    };
+    Some(Outcome {
+        policy: b.policy.clone(),
+        action: b.action,
+        result,
+        latency,
+        candidate,
+    })
+}
+
+async fn judge(
+    cascade: &Cascade,
+    b: &Bound,
+    content: &Content,
+    deadline: Instant,
+    sampled: bool,
+) -> Outcome {
+    let started = Instant::now();
+    let live = async {
+        let r = if sampled {
+            cascade.classify(&b.policy, content, deadline).await
+        } else {
+            cascade.classify_cheap(&b.policy, content, deadline).await
+        };
+        (r, started.elapsed())
+    };
+    let shadow = async {
+        match &b.candidate {
+            Some(c) => Some((c.clone(), cascade.classify(c, content, deadline).await)),
+            None => None,
+        }
+    };
+    let ((result, latency), candidate) = futures_util::join!(live, shadow);
+    Outcome {
+        policy: b.policy.clone(),
+        action: b.action,
+        result,
+        latency,
+        candidate,
+    }
 }
 
 /// A uniform draw against `rate`: whether this request is in the sample.
@@ -339,6 +393,44 @@ mod tests {
         let d = decide(&c, &b, &content("harmless"), dl(), FailMode::Closed).await;
         assert_eq!(d.outcomes[0].result.as_ref().unwrap().backend, "stub");
         assert!(matches!(d.verdict, Final::Block { .. }));
+    }
+
+    /// Rules-only policies are judged in place: the decision is ready at the first poll, with no
+    /// timer or task switch, and policies that need a model keep their place among the outcomes.
+    #[tokio::test]
+    async fn policies_settled_by_rules_are_judged_in_place() {
+        use futures_util::FutureExt;
+        let rules_only = |id: &str| {
+            let text = format!(
+                "+++\nid = \"{id}\"\ntitle = \"t\"\nversion = \"1\"\nbackends = [\"rules\"]\n[[codes]]\ncode = \"X1\"\ntitle = \"x\"\n[[rules]]\nid = \"r\"\ncode = \"X1\"\nkeywords = [\"forbidden\"]\n+++\nbody\n"
+            );
+            Bound {
+                policy: Arc::new(parse_policy(Path::new("p.md"), text.as_bytes()).unwrap()),
+                action: Action::Block,
+                candidate: None,
+                sample_rate: 1.0,
+            }
+        };
+        let c = cascade(Stub::Slow);
+        let dl = Instant::now() + Duration::from_millis(50);
+        let b = [rules_only("a"), rules_only("b")];
+        let d = decide(&c, &b, &content("harmless"), dl, FailMode::Closed)
+            .now_or_never()
+            .expect("rules alone need no await");
+        assert_eq!(d.verdict, Final::Allow);
+        let d = decide(&c, &b, &content("FORBIDDEN"), dl, FailMode::Closed)
+            .now_or_never()
+            .unwrap();
+        assert!(matches!(d.verdict, Final::Block { ref policy_id, .. } if policy_id == "a"));
+
+        // A policy the (slow) model must judge makes the decision wait, and times out alone.
+        let b = [bound("m", false, Action::Block), rules_only("a")];
+        let d = decide(&c, &b, &content("FORBIDDEN"), dl, FailMode::Open).await;
+        let ids: Vec<&str> = d.outcomes.iter().map(|o| o.policy.id.as_str()).collect();
+        assert_eq!(ids, ["m", "a"]);
+        assert_eq!(d.outcomes[0].result, Err(ClassifyError::Deadline));
+        assert!(d.outcomes[1].result.as_ref().unwrap().violation);
+        assert!(matches!(d.verdict, Final::Block { ref policy_id, .. } if policy_id == "a"));
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@
 //! `escalate_band` is unsure, and the next backend (e.g. a larger remote model) decides. The
 //! verdict's `backend` names the stage that decided.
 
+use prometheus::Histogram;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -33,16 +34,36 @@ impl Stage {
             _ => false,
         }
     }
+
+    /// Whether this stage's verdict ends the cascade: a violation, or an allow from a backend
+    /// whose allow is final, unless the verdict is unsure and a later stage can decide.
+    fn settles(&self, v: &Verdict, is_last: bool) -> bool {
+        (v.violation || self.classifier.allow_is_final()) && (is_last || !self.unsure(v))
+    }
 }
 
 pub struct Cascade {
     stages: Vec<Stage>,
+    /// Each stage's latency histogram, looked up once here rather than by label on every call.
+    latency: Vec<Histogram>,
     metrics: Arc<Metrics>,
 }
 
 impl Cascade {
     pub fn new(stages: Vec<Stage>, metrics: Arc<Metrics>) -> Cascade {
-        Cascade { stages, metrics }
+        let latency = stages
+            .iter()
+            .map(|s| {
+                metrics
+                    .classifier_latency
+                    .with_label_values(&[s.classifier.name()])
+            })
+            .collect();
+        Cascade {
+            stages,
+            latency,
+            metrics,
+        }
     }
 
     /// Whether any configured backend can judge `policy`.
@@ -87,6 +108,54 @@ impl Cascade {
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
         let v = self.run(policy, content, deadline, true).await;
+        self.mark_sampled_out(policy, v)
+    }
+
+    /// [`Cascade::classify`] (`sampled`) or [`Cascade::classify_cheap`] without a runtime, when
+    /// every stage that would judge `policy` answers in place ([`Classifier::answers_now`]):
+    /// policies judged by rules alone, which is most traffic of a rules-only deployment, skip
+    /// the futures, the deadline timer and the boxing. `None` when a stage must be awaited.
+    pub fn classify_now(
+        &self,
+        policy: &Policy,
+        content: &Content,
+        sampled: bool,
+    ) -> Option<Result<Verdict, ClassifyError>> {
+        if !self.answers_now(policy, sampled) {
+            return None;
+        }
+        let cheap_only = !sampled;
+        let count = self.usable(policy, cheap_only).count();
+        let mut last = None;
+        for (i, (st, latency)) in self.usable(policy, cheap_only).enumerate() {
+            let started = Instant::now();
+            let v = st.classifier.classify_now(policy, content)?;
+            latency.observe(started.elapsed().as_secs_f64());
+            let settled = st.settles(&v, i + 1 == count);
+            last = Some(v);
+            if settled {
+                break;
+            }
+        }
+        let v = last.ok_or(ClassifyError::NoBackend);
+        Some(if sampled {
+            v
+        } else {
+            self.mark_sampled_out(policy, v)
+        })
+    }
+
+    /// Whether [`Cascade::classify_now`] can judge `policy` (see there).
+    pub fn answers_now(&self, policy: &Policy, sampled: bool) -> bool {
+        self.usable(policy, !sampled)
+            .all(|(s, _)| s.classifier.answers_now())
+    }
+
+    fn mark_sampled_out(
+        &self,
+        policy: &Policy,
+        v: Result<Verdict, ClassifyError>,
+    ) -> Result<Verdict, ClassifyError> {
         match v {
             Ok(v) if !v.violation => {
                 self.metrics
@@ -106,6 +175,19 @@ impl Cascade {
         }
     }
 
+    /// The stages that judge `policy`, in order, with their latency histograms.
+    fn usable<'a>(
+        &'a self,
+        policy: &'a Policy,
+        cheap_only: bool,
+    ) -> impl Iterator<Item = (&'a Stage, &'a Histogram)> + 'a {
+        self.stages.iter().zip(&self.latency).filter(move |(s, _)| {
+            s.classifier.supports(policy)
+                && policy.allows_stage(s.classifier.name())
+                && (!cheap_only || s.classifier.is_cheap())
+        })
+    }
+
     async fn run(
         &self,
         policy: &Policy,
@@ -114,26 +196,22 @@ impl Cascade {
         cheap_only: bool,
     ) -> Result<Verdict, ClassifyError> {
         let mut last: Option<Verdict> = None;
-        let usable: Vec<&Stage> = self
-            .stages
-            .iter()
-            .filter(|s| s.classifier.supports(policy) && policy.allows_stage(s.classifier.name()))
-            .filter(|s| !cheap_only || s.classifier.is_cheap())
-            .collect();
-        for (i, st) in usable.iter().enumerate() {
+        let count = self.usable(policy, cheap_only).count();
+        for (i, (st, latency)) in self.usable(policy, cheap_only).enumerate() {
             let stage = &st.classifier;
             let started = Instant::now();
-            let fut = stage.classify(policy, content, deadline);
-            let res = tokio::time::timeout_at(deadline.into(), fut)
-                .await
-                .unwrap_or(Err(ClassifyError::Deadline));
-            self.metrics
-                .classifier_latency
-                .with_label_values(&[stage.name()])
-                .observe(started.elapsed().as_secs_f64());
+            let res = match stage.classify_now(policy, content) {
+                Some(v) => Ok(v),
+                None => {
+                    let fut = stage.classify(policy, content, deadline);
+                    tokio::time::timeout_at(deadline.into(), fut)
+                        .await
+                        .unwrap_or(Err(ClassifyError::Deadline))
+                }
+            };
+            latency.observe(started.elapsed().as_secs_f64());
             let v = res?;
-            let is_last = i + 1 == usable.len();
-            if (v.violation || stage.allow_is_final()) && (is_last || !st.unsure(&v)) {
+            if st.settles(&v, i + 1 == count) {
                 return Ok(v);
             }
             last = Some(v);

@@ -198,6 +198,18 @@ pub trait Classifier: Send + Sync {
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError>;
 
+    /// Whether [`Classifier::classify_now`] always answers: a backend that never waits
+    /// (deterministic rules). Lets the cascade judge a policy without a runtime.
+    fn answers_now(&self) -> bool {
+        false
+    }
+
+    /// The verdict computed in place, with no future, timer or allocation around it, for
+    /// backends that never wait; `None` (the default) means "await `classify`".
+    fn classify_now(&self, _policy: &Policy, _content: &Content) -> Option<Verdict> {
+        None
+    }
+
     /// Prepares for traffic on `policy` (e.g. fills an in-process model's prefix cache with the
     /// policy text). Called when a policy version goes live; the default does nothing.
     async fn warm(&self, _policy: &Policy) {}

@@ -73,4 +73,12 @@ impl Classifier for RulesClassifier {
     ) -> Result<Verdict, ClassifyError> {
         Ok(Self::check(policy, content))
     }
+
+    fn answers_now(&self) -> bool {
+        true
+    }
+
+    fn classify_now(&self, policy: &Policy, content: &Content) -> Option<Verdict> {
+        Some(Self::check(policy, content))
+    }
 }
