@@ -6,6 +6,7 @@
 //! here; the rationale is kept for reviewers and is never sent to clients.
 
 use serde::Serialize;
+use std::borrow::Cow;
 use std::io::Write;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
@@ -15,20 +16,22 @@ use crate::config::{AuditSection, AuditSink, Direction, FailMode};
 use crate::decide::Outcome;
 use crate::metrics::Metrics;
 
+/// One decision as written. It borrows from the decision and the request instead of copying:
+/// an allowed request writes one record per bound policy, so the copies added up.
 #[derive(Debug, Serialize, Clone, PartialEq)]
-pub struct AuditRecord {
-    pub ts: String,
-    pub request_id: String,
-    pub route: String,
-    pub api: String,
+pub struct AuditRecord<'a> {
+    pub ts: &'a str,
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub api: &'a str,
     pub direction: Direction,
-    pub policy_id: String,
-    pub policy_version: String,
-    pub policy_hash: String,
+    pub policy_id: &'a str,
+    pub policy_version: &'a str,
+    pub policy_hash: &'a str,
     /// violation | allow | error
     pub verdict: &'static str,
-    pub code: Option<String>,
-    pub rule_id: Option<String>,
+    pub code: Option<&'a str>,
+    pub rule_id: Option<&'a str>,
     pub severity: Option<&'static str>,
     pub backend: Option<&'static str>,
     pub latency_us: u64,
@@ -38,11 +41,11 @@ pub struct AuditRecord {
     /// fail_open | fail_closed | shadow_error.
     pub effect: &'static str,
     pub error: Option<String>,
-    pub location: Option<String>,
+    pub location: Option<&'a str>,
     pub confidence: Option<f32>,
-    pub rationale: Option<String>,
+    pub rationale: Option<Cow<'a, str>>,
     pub policy_generation: u64,
-    pub model: Option<String>,
+    pub model: Option<&'a str>,
     pub prompt_tokens: Option<u32>,
     pub completion_tokens: Option<u32>,
     /// Model verdicts: answered from the verdict cache rather than the model.
@@ -71,11 +74,16 @@ pub struct RecordContext<'a> {
     pub generation: u64,
 }
 
-fn truncate(s: &str, max: usize) -> String {
+fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
+        Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
+        None => Cow::Borrowed(s),
     }
+}
+
+/// The time stamp records carry (RFC 3339, milliseconds, UTC); made once per decision.
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
 }
 
 pub struct Auditor {
@@ -125,37 +133,47 @@ impl Auditor {
         })
     }
 
-    pub fn build(&self, ctx: &RecordContext<'_>, o: &Outcome) -> AuditRecord {
+    /// Whether records go anywhere; when not, callers need not build them.
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    pub fn build<'a>(
+        &self,
+        ctx: &RecordContext<'a>,
+        ts: &'a str,
+        o: &'a Outcome,
+    ) -> AuditRecord<'a> {
         let (verdict, v, error) = match &o.result {
             Ok(v) if v.violation => ("violation", Some(v), None),
             Ok(v) => ("allow", Some(v), None),
             Err(e) => ("error", None, Some(e.to_string())),
         };
         AuditRecord {
-            ts: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            request_id: ctx.request_id.to_string(),
-            route: ctx.route.to_string(),
-            api: ctx.api.to_string(),
+            ts,
+            request_id: ctx.request_id,
+            route: ctx.route,
+            api: ctx.api,
             direction: ctx.direction,
-            policy_id: o.policy.id.clone(),
-            policy_version: o.policy.version.clone(),
-            policy_hash: o.policy.content_hash.clone(),
+            policy_id: &o.policy.id,
+            policy_version: &o.policy.version,
+            policy_hash: &o.policy.content_hash,
             verdict,
-            code: v.and_then(|v| v.code.clone()),
-            rule_id: v.and_then(|v| v.rule_id.clone()),
+            code: v.and_then(|v| v.code.as_deref()),
+            rule_id: v.and_then(|v| v.rule_id.as_deref()),
             severity: o.severity().map(|s| s.as_str()),
             backend: v.map(|v| v.backend),
             latency_us: o.latency.as_micros() as u64,
             action: o.action.as_str(),
             effect: o.effect(ctx.fail_mode),
             error,
-            location: v.and_then(|v| v.location.clone()),
+            location: v.and_then(|v| v.location.as_deref()),
             confidence: v.and_then(|v| v.confidence),
             rationale: v
                 .and_then(|v| v.rationale.as_deref())
                 .map(|r| truncate(r, self.max_rationale)),
             policy_generation: ctx.generation,
-            model: v.and_then(|v| v.model.clone()),
+            model: v.and_then(|v| v.model.as_deref()),
             prompt_tokens: v.and_then(|v| v.prompt_tokens),
             completion_tokens: v.and_then(|v| v.completion_tokens),
             cache_hit: v.filter(|v| v.model.is_some()).map(|v| v.cache_hit),
@@ -166,13 +184,13 @@ impl Auditor {
         }
     }
 
-    pub fn record(&self, rec: &AuditRecord) {
+    pub fn record(&self, rec: &AuditRecord<'_>) {
         self.record_all(std::slice::from_ref(rec));
     }
 
     /// Sends the records of one decision as one message: one channel operation per exchange
     /// rather than per policy.
-    pub fn record_all(&self, recs: &[AuditRecord]) {
+    pub fn record_all(&self, recs: &[AuditRecord<'_>]) {
         let Some(tx) = &self.tx else { return };
         if recs.is_empty() {
             return;

@@ -194,46 +194,75 @@ pub(crate) fn record(
         Direction::Input => "input",
         Direction::Output => "output",
     };
-    let mut recs = Vec::with_capacity(decision.outcomes.len());
-    for o in &decision.outcomes {
-        let mut rec = gw.auditor.build(rctx, o);
-        rec.windows = windows;
-        gw.metrics
-            .decisions
-            .with_label_values(&[&o.policy.id, dir, rec.verdict, rec.effect])
-            .inc();
-        if let Err(e) = &o.result {
-            gw.metrics.errors.with_label_values(&["classifier"]).inc();
-            tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
-        }
-        if let Some((cand, cres)) = &o.candidate {
-            let agrees = gw.shadow.compare(&crate::shadow::Comparison {
-                policy_id: &o.policy.id,
-                live_version: &o.policy.version,
-                candidate_version: &cand.version,
-                candidate_hash: &cand.content_hash,
-                request_id: rctx.request_id,
-                route: rctx.route,
-                direction: rctx.direction,
-                live: &o.result,
-                candidate: cres,
-            });
-            rec.candidate_agrees = agrees;
-            let shadow = Outcome {
+    let audit = gw.auditor.enabled();
+    let ts = if audit {
+        crate::audit::timestamp()
+    } else {
+        String::new()
+    };
+    // Shadow candidates' outcomes, kept alive here for the records that borrow them.
+    let shadows: Vec<Option<Outcome>> = decision
+        .outcomes
+        .iter()
+        .map(|o| {
+            o.candidate.as_ref().map(|(cand, cres)| Outcome {
                 policy: cand.clone(),
                 action: crate::config::Action::Shadow,
                 result: cres.clone(),
                 latency: o.latency,
                 candidate: None,
-            };
-            let mut crec = gw.auditor.build(rctx, &shadow);
-            crec.effect = "candidate";
-            crec.candidate_agrees = agrees;
-            recs.push(rec);
-            recs.push(crec);
+            })
+        })
+        .collect();
+    let mut recs = Vec::with_capacity(if audit { decision.outcomes.len() } else { 0 });
+    for (o, shadow) in decision.outcomes.iter().zip(&shadows) {
+        let effect = o.effect(rctx.fail_mode);
+        let verdict = match &o.result {
+            Ok(v) if v.violation => "violation",
+            Ok(_) => "allow",
+            Err(_) => "error",
+        };
+        gw.metrics
+            .decisions
+            .with_label_values(&[&o.policy.id, dir, verdict, effect])
+            .inc();
+        if let Err(e) = &o.result {
+            gw.metrics.errors.with_label_values(&["classifier"]).inc();
+            tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+        }
+        let agrees = match (&o.candidate, shadow) {
+            (Some((cand, cres)), Some(shadow)) => {
+                let agrees = gw.shadow.compare(&crate::shadow::Comparison {
+                    policy_id: &o.policy.id,
+                    live_version: &o.policy.version,
+                    candidate_version: &cand.version,
+                    candidate_hash: &cand.content_hash,
+                    request_id: rctx.request_id,
+                    route: rctx.route,
+                    direction: rctx.direction,
+                    live: &o.result,
+                    candidate: cres,
+                });
+                Some((agrees, shadow))
+            }
+            _ => None,
+        };
+        if !audit {
             continue;
         }
-        recs.push(rec);
+        let mut rec = gw.auditor.build(rctx, &ts, o);
+        rec.windows = windows;
+        match agrees {
+            Some((agrees, shadow)) => {
+                rec.candidate_agrees = agrees;
+                let mut crec = gw.auditor.build(rctx, &ts, shadow);
+                crec.effect = "candidate";
+                crec.candidate_agrees = agrees;
+                recs.push(rec);
+                recs.push(crec);
+            }
+            None => recs.push(rec),
+        }
     }
     gw.auditor.record_all(&recs);
 }
