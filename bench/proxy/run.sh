@@ -6,7 +6,8 @@
 #   (c) gg-pass  wrk -> guardgate, route without policies -> mock
 #   (d) gg-rules wrk -> guardgate, 4 policies x 5 deterministic rules (none match) -> mock
 #   (e) gg-rules-noaudit  as (d) with audit sink "off" (isolates the audit-record cost; SKIP_E=1 drops it)
-#   (f) gg-baseline       as (c) with another guardgate binary (only with BASELINE_BIN): before/after
+#   (f) gg-baseline       as (c), or (d) with BASELINE_CONFIG=rules, with another guardgate binary
+#                         (only with BASELINE_BIN): before/after in the same run
 #
 # Each scenario: a short warm-up, then a measured wrk run, at high load (-c$CONNS) and at low load
 # (-c1, where p99 added latency is meaningful). Prints one table per load level.
@@ -23,6 +24,7 @@
 #   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
 #   SKIP_E=1       skip scenario (e)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
+#   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
 #                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
 #
@@ -80,6 +82,8 @@ P_BASE=$((BASE_PORT + 8))
 P_BASE_ADMIN=$((BASE_PORT + 9))
 ROUNDS="${ROUNDS:-1}"
 BASELINE_BIN="${BASELINE_BIN:-}"
+BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
+case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + 9))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -253,7 +257,11 @@ start_gg "$WORK/gg-pass" c
 start_gg "$WORK/gg-rules" d
 [ "${SKIP_E:-0}" = 1 ] || start_gg "$WORK/gg-noaudit" e
 if [ -n "$BASELINE_BIN" ]; then
-    gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off ""
+    if [ "$BASELINE_CONFIG" = rules ]; then
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT"
+    else
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off ""
+    fi
     start_gg "$WORK/gg-base" f "$BASELINE_BIN"
 fi
 URL_A="http://127.0.0.1:$P_MOCK/v1/chat/completions"
@@ -346,7 +354,7 @@ SCEN=(a b c d)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [f]="(f) (c), baseline binary")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary")
 declare -A RPS P50 P99 ERR CPUP CPUM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL
