@@ -225,7 +225,10 @@ impl Auditor {
 /// per second however busy the gateway is, at the price of records landing a few ms later.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_loop(rx: Receiver<Vec<u8>>, mut w: Box<dyn Write + Send>, metrics: Arc<Metrics>) {
+fn write_loop(rx: Receiver<Vec<u8>>, w: Box<dyn Write + Send>, metrics: Arc<Metrics>) {
+    // The sinks are an unbuffered file and a line-buffered stdout: without this buffer every
+    // record would still be its own write(2), whatever the batching below.
+    let mut w = std::io::BufWriter::with_capacity(256 * 1024, w);
     while let Ok(line) = rx.recv() {
         std::thread::sleep(BATCH_WINDOW);
         let mut ok = w.write_all(&line).is_ok();
