@@ -144,10 +144,9 @@ impl Auditor {
         ts: &'a str,
         o: &'a Outcome,
     ) -> AuditRecord<'a> {
-        let (verdict, v, error) = match &o.result {
-            Ok(v) if v.violation => ("violation", Some(v), None),
-            Ok(v) => ("allow", Some(v), None),
-            Err(e) => ("error", None, Some(e.to_string())),
+        let (v, error) = match &o.result {
+            Ok(v) => (Some(v), None),
+            Err(e) => (None, Some(e.to_string())),
         };
         AuditRecord {
             ts,
@@ -158,7 +157,7 @@ impl Auditor {
             policy_id: &o.policy.id,
             policy_version: &o.policy.version,
             policy_hash: &o.policy.content_hash,
-            verdict,
+            verdict: o.verdict(),
             code: v.and_then(|v| v.code.as_deref()),
             rule_id: v.and_then(|v| v.rule_id.as_deref()),
             severity: o.severity().map(|s| s.as_str()),

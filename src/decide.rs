@@ -33,6 +33,15 @@ impl Outcome {
             .is_some_and(|s| s >= self.policy.severity_threshold)
     }
 
+    /// violation | allow | error: the verdict's name in audit records and metrics.
+    pub fn verdict(&self) -> &'static str {
+        match &self.result {
+            Ok(v) if v.violation => "violation",
+            Ok(_) => "allow",
+            Err(_) => "error",
+        }
+    }
+
     /// What happened because of this policy, for the audit record.
     pub fn effect(&self, fail_mode: FailMode) -> &'static str {
         match (&self.result, self.action) {
@@ -107,12 +116,12 @@ pub async fn decide(
 /// One policy's outcome, when every stage that judges it (and its shadow candidate) answers in
 /// place; `None` when one must be awaited.
 fn judge_now(cascade: &Cascade, b: &Bound, content: &Content, sampled: bool) -> Option<Outcome> {
-    // Asked first, so that nothing is judged (or counted) twice when the async path takes over.
-    let candidate_now = |c: &Arc<Policy>| cascade.answers_now(c, true);
-    if !cascade.answers_now(&b.policy, sampled)
-        || b.candidate.as_ref().is_some_and(|c| !candidate_now(c))
-    {
-        return None;
+    // The candidate is asked first, so that the live policy is not judged (and counted) twice
+    // when the async path takes over; `classify_now` asks for the live policy itself.
+    if let Some(c) = &b.candidate {
+        if !cascade.answers_now(c, true) {
+            return None;
+        }
     }
     let started = Instant::now();
     let result = cascade.classify_now(&b.policy, content, sampled)?;

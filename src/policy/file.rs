@@ -168,6 +168,15 @@ pub struct Rule {
     pub regex: Regex,
 }
 
+impl Rule {
+    /// Whether the rule matches `norm` (normalised text), or for a leet rule `leet`, the leet
+    /// folding of it (`None`: not computed, so no leet rule matches).
+    pub fn is_match(&self, norm: &str, leet: Option<&str>) -> bool {
+        let text = if self.leet { leet } else { Some(norm) };
+        text.is_some_and(|t| self.regex.is_match(t))
+    }
+}
+
 /// The rules of one policy. Each rule is searched on its own rather than through one `RegexSet`:
 /// a set cannot use the per-rule literal optimisations (a rare word inside the pattern found with
 /// SIMD search), so on benign text 20 separate searches cost less than 8 set searches did.
@@ -185,30 +194,17 @@ impl RuleSet {
         self.rules.is_empty()
     }
 
-    fn text<'a>(rule: &Rule, norm: &'a str, leet: Option<&'a str>) -> Option<&'a str> {
-        if rule.leet {
-            leet
-        } else {
-            Some(norm)
-        }
-    }
-
     /// Indices of rules matching `norm` (already normalised) or its leet folding `leet`, in
     /// declaration order.
     pub fn matches(&self, norm: &str, leet: Option<&str>) -> Vec<usize> {
         (0..self.rules.len())
-            .filter(|&i| {
-                let r = &self.rules[i];
-                Self::text(r, norm, leet).is_some_and(|t| r.regex.is_match(t))
-            })
+            .filter(|&i| self.rules[i].is_match(norm, leet))
             .collect()
     }
 
     /// Whether any rule matches anywhere in `norm` (or its leet folding).
     pub fn is_match(&self, norm: &str, leet: Option<&str>) -> bool {
-        self.rules
-            .iter()
-            .any(|r| Self::text(r, norm, leet).is_some_and(|t| r.regex.is_match(t)))
+        self.rules.iter().any(|r| r.is_match(norm, leet))
     }
 
     pub fn has_leet(&self) -> bool {

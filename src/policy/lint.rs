@@ -744,13 +744,7 @@ pub fn lint_bytes(path: &Path, bytes: &[u8], cases: CasesArg) -> Vec<Diagnostic>
             .collect();
         let any_violating = prepared.iter().any(|x| x.2);
         for r in &p.rules.rules {
-            let hits = |n: &str, f: &str| {
-                if r.leet {
-                    r.regex.is_match(f)
-                } else {
-                    r.regex.is_match(n)
-                }
-            };
+            let hits = |n: &str, f: &str| r.is_match(n, Some(f));
             let line = line_of(&format!("\"{}\"", r.id));
             if any_violating && !prepared.iter().any(|(n, f, v, _)| *v && hits(n, f)) {
                 l.push(line, Level::Warning, "rule-never-fires", format!(

@@ -200,68 +200,62 @@ pub(crate) fn record(
     } else {
         String::new()
     };
-    // Shadow candidates' outcomes, kept alive here for the records that borrow them.
-    let shadows: Vec<Option<Outcome>> = decision
-        .outcomes
-        .iter()
-        .map(|o| {
-            o.candidate.as_ref().map(|(cand, cres)| Outcome {
-                policy: cand.clone(),
-                action: crate::config::Action::Shadow,
-                result: cres.clone(),
-                latency: o.latency,
-                candidate: None,
+    // Shadow candidates' outcomes as records see them, kept alive here for the records that
+    // borrow them; nothing is built unless there are records to write and a candidate.
+    let with_candidate = decision.outcomes.iter().any(|o| o.candidate.is_some());
+    let shadows: Vec<Option<Outcome>> = if audit && with_candidate {
+        decision
+            .outcomes
+            .iter()
+            .map(|o| {
+                o.candidate.as_ref().map(|(cand, cres)| Outcome {
+                    policy: cand.clone(),
+                    action: crate::config::Action::Shadow,
+                    result: cres.clone(),
+                    latency: o.latency,
+                    candidate: None,
+                })
             })
-        })
-        .collect();
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut recs = Vec::with_capacity(if audit { decision.outcomes.len() } else { 0 });
-    for (o, shadow) in decision.outcomes.iter().zip(&shadows) {
-        let effect = o.effect(rctx.fail_mode);
-        let verdict = match &o.result {
-            Ok(v) if v.violation => "violation",
-            Ok(_) => "allow",
-            Err(_) => "error",
-        };
+    for (i, o) in decision.outcomes.iter().enumerate() {
         gw.metrics
             .decisions
-            .with_label_values(&[&o.policy.id, dir, verdict, effect])
+            .with_label_values(&[&o.policy.id, dir, o.verdict(), o.effect(rctx.fail_mode)])
             .inc();
         if let Err(e) = &o.result {
             gw.metrics.errors.with_label_values(&["classifier"]).inc();
             tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
         }
-        let agrees = match (&o.candidate, shadow) {
-            (Some((cand, cres)), Some(shadow)) => {
-                let agrees = gw.shadow.compare(&crate::shadow::Comparison {
-                    policy_id: &o.policy.id,
-                    live_version: &o.policy.version,
-                    candidate_version: &cand.version,
-                    candidate_hash: &cand.content_hash,
-                    request_id: rctx.request_id,
-                    route: rctx.route,
-                    direction: rctx.direction,
-                    live: &o.result,
-                    candidate: cres,
-                });
-                Some((agrees, shadow))
-            }
-            _ => None,
-        };
+        // The shadow comparison counts whether or not records are written.
+        let agrees = o.candidate.as_ref().map(|(cand, cres)| {
+            gw.shadow.compare(&crate::shadow::Comparison {
+                policy_id: &o.policy.id,
+                live_version: &o.policy.version,
+                candidate_version: &cand.version,
+                candidate_hash: &cand.content_hash,
+                request_id: rctx.request_id,
+                route: rctx.route,
+                direction: rctx.direction,
+                live: &o.result,
+                candidate: cres,
+            })
+        });
         if !audit {
             continue;
         }
         let mut rec = gw.auditor.build(rctx, &ts, o);
         rec.windows = windows;
-        match agrees {
-            Some((agrees, shadow)) => {
-                rec.candidate_agrees = agrees;
-                let mut crec = gw.auditor.build(rctx, &ts, shadow);
-                crec.effect = "candidate";
-                crec.candidate_agrees = agrees;
-                recs.push(rec);
-                recs.push(crec);
-            }
-            None => recs.push(rec),
+        rec.candidate_agrees = agrees.flatten();
+        recs.push(rec);
+        if let Some(shadow) = shadows.get(i).and_then(Option::as_ref) {
+            let mut crec = gw.auditor.build(rctx, &ts, shadow);
+            crec.effect = "candidate";
+            crec.candidate_agrees = agrees.flatten();
+            recs.push(crec);
         }
     }
     gw.auditor.record_all(&recs);
