@@ -482,6 +482,36 @@ async fn path_spellings_cannot_skip_the_guard() {
         m.state.last().unwrap().header("authorization"),
         Some(&b"Bearer k"[..])
     );
+    // Guarded and passed-through requests take turns on one keep-alive connection (the gateway
+    // serves the first kind itself and hands the second to the proxy): bodies arrive whole, and
+    // the guard still holds afterwards.
+    let one = reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    for i in 0..3 {
+        let sent = format!("{{\"input\":\"text {i}\"}}");
+        let r = one
+            .post(gw.url("/v1/embeddings"))
+            .header("content-type", "application/json")
+            .body(sent.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["path"], "/v1/embeddings");
+        assert_eq!(m.state.last().unwrap().body, sent.as_bytes());
+        let before = m.state.count();
+        let r = one
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body("/v1/chat/completions", "pipe bomb"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert_eq!(m.state.count(), before);
+    }
 }
 
 #[tokio::test]

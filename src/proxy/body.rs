@@ -5,7 +5,7 @@ use bytes::{Bytes, BytesMut};
 use std::io::Read;
 use std::time::Duration;
 
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
@@ -72,7 +72,6 @@ pub async fn read_body(
     if expects_continue {
         // curl and others wait (up to a second) for this before sending a large body.
         session
-            .as_downstream_mut()
             .write_continue_response()
             .await
             .map_err(|e| BodyError::Io(e.to_string()))?;

@@ -5,15 +5,15 @@
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::app::Ctx;
 use super::body::{decode, read_body, BodyError};
 use super::gateway::{Gateway, Route};
 use super::output::{relay_buffered, relay_stream, OutputCtx};
 use super::respond;
-use super::service::Ctx;
 use super::upstream::HOP_BY_HOP;
 use crate::audit::RecordContext;
 use crate::classify::Content;
@@ -428,7 +428,7 @@ async fn forward(
             Box::pin(relay_buffered(oc, session, ctx, http, &peer, resp)).await
         };
     }
-    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
+    if let Err(e) = session.write_response_header(Box::new(resp)).await {
         http.shutdown().await;
         ctx.outcome = "client_gone";
         return Err(e);
@@ -436,7 +436,7 @@ async fn forward(
     loop {
         match http.read_response_body().await {
             Ok(Some(chunk)) => {
-                if let Err(e) = session.write_response_body(Some(chunk), false).await {
+                if let Err(e) = session.write_response_body(chunk, false).await {
                     // Client went away: close upstream so generation (and billing) stops.
                     http.shutdown().await;
                     ctx.outcome = "client_gone";
@@ -457,7 +457,7 @@ async fn forward(
             }
         }
     }
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     if http.response_done() {
         gw.connections.release(http, &peer).await;
     } else {

@@ -1,14 +1,16 @@
-//! Pingora glue: the traffic service, the guarded exchange, the admin listener and server assembly.
+//! Pingora glue: the traffic listener's front door, the guarded exchange, pass-through for
+//! unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
+pub mod app;
 pub mod body;
 pub mod exchange;
 pub mod gateway;
 pub mod moderation;
 pub mod output;
+pub mod passthrough;
 pub mod respond;
 pub mod server;
-pub mod service;
 pub mod upstream;
 
 pub use gateway::Gateway;

@@ -4,15 +4,16 @@
 //! Both use the same cascade, deadlines and audit trail as proxied traffic; rationales stay in
 //! the audit log.
 
+use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::app::Ctx;
 use super::body::read_body;
 use super::exchange::record;
 use super::gateway::Gateway;
 use super::respond;
-use super::service::Ctx;
 use crate::audit::RecordContext;
 use crate::classify::Content;
 use crate::config::{Action, Direction, FailMode};
@@ -105,7 +106,7 @@ async fn judge(
     d
 }
 
-fn authorized(gw: &Gateway, session: &pingora::proxy::Session) -> bool {
+fn authorized(gw: &Gateway, session: &ServerSession) -> bool {
     let Some(var) = &gw.config.moderation.token_env else {
         return true;
     };
@@ -127,16 +128,18 @@ fn authorized(gw: &Gateway, session: &pingora::proxy::Session) -> bool {
         })
 }
 
-/// Handles both endpoints; returns false if `path` is neither (or they are disabled).
+/// Whether `path` is one of the two endpoints and they are enabled.
+pub fn is_endpoint(gw: &Gateway, path: &str) -> bool {
+    gw.config.moderation.enabled && (path == MODERATIONS || path == CLASSIFY)
+}
+
+/// Handles both endpoints (`path` is one of them: see `is_endpoint`).
 pub async fn handle(
     gw: &Arc<Gateway>,
     path: &str,
-    session: &mut pingora::proxy::Session,
+    session: &mut ServerSession,
     ctx: &mut Ctx,
-) -> pingora::Result<bool> {
-    if !gw.config.moderation.enabled || (path != MODERATIONS && path != CLASSIFY) {
-        return Ok(false);
-    }
+) -> pingora::Result<()> {
     ctx.route = Some(path.trim_start_matches('/').replace('/', "-"));
     let api = Api::OpenAiChat; // error shape: OpenAI's
     if session.req_header().method != http::Method::POST {
@@ -150,7 +153,7 @@ pub async fn handle(
             true,
         )
         .await?;
-        return Ok(true);
+        return Ok(());
     }
     if !authorized(gw, session) {
         ctx.outcome = "rejected";
@@ -166,7 +169,7 @@ pub async fn handle(
             true,
         )
         .await?;
-        return Ok(true);
+        return Ok(());
     }
     let limit = gw.config.moderation.max_body_bytes;
     let timeout = std::time::Duration::from_millis(gw.config.limits.body_read_timeout_ms);
@@ -183,7 +186,7 @@ pub async fn handle(
                 true,
             )
             .await?;
-            return Ok(true);
+            return Ok(());
         }
     };
     let snap = gw.registry.snapshot();
@@ -214,7 +217,7 @@ pub async fn handle(
             respond::error(session, api, kind, &msg, &ctx.request_id, false).await?;
         }
     }
-    Ok(true)
+    Ok(())
 }
 
 async fn moderations(

@@ -6,17 +6,17 @@
 use bytes::{Bytes, BytesMut};
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use pingora::upstreams::peer::HttpPeer;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::time::Instant;
 
+use super::app::Ctx;
 use super::body::decode;
 use super::exchange::record;
 use super::gateway::{Gateway, Route};
 use super::respond;
-use super::service::Ctx;
 use crate::audit::RecordContext;
 use crate::classify::Content;
 use crate::config::{Action, BlockStyle, Direction};
@@ -223,10 +223,8 @@ pub async fn relay_buffered(
                 if let Some(c) = code {
                     resp.insert_header("x-guardgate-code", c.as_str())?;
                 }
-                session.write_response_header(Box::new(resp), false).await?;
-                session
-                    .write_response_body(Some(Bytes::from(body)), true)
-                    .await?;
+                session.write_response_header(Box::new(resp)).await?;
+                session.write_response_body(Bytes::from(body), true).await?;
                 return Ok(());
             }
             let kind = match verdict {
@@ -260,8 +258,8 @@ async fn finish_plain(
     release(gw, http, peer).await;
     resp.remove_header(&http::header::TRANSFER_ENCODING);
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
     Ok(())
 }
 
@@ -285,7 +283,7 @@ pub async fn relay_stream(
     let out = &oc.route.output;
     let enforce = oc.bound.iter().any(|b| b.action == Action::Block);
     resp.remove_header(&http::header::CONTENT_LENGTH);
-    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_header(Box::new(resp)).await?;
 
     // The upstream is read by its own task so that waiting for bytes can be raced against the
     // hold deadline without cancelling a read half-way; aborting the task drops (closes) the
@@ -338,7 +336,7 @@ pub async fn relay_stream(
             Some(Read::Chunk(b)) => {
                 if !enforce {
                     // Annotate-only: bytes flow untouched; text is kept to judge at the end.
-                    if let Err(e) = session.write_response_body(Some(b.clone()), false).await {
+                    if let Err(e) = session.write_response_body(b.clone(), false).await {
                         reader.abort();
                         ctx.outcome = "client_gone";
                         return Err(e);
@@ -382,7 +380,7 @@ pub async fn relay_stream(
             continue;
         }
         if let Some(b) = hold.releasable_now() {
-            if let Err(e) = session.write_response_body(Some(b), false).await {
+            if let Err(e) = session.write_response_body(b, false).await {
                 reader.abort();
                 ctx.outcome = "client_gone";
                 return Err(e);
@@ -413,9 +411,7 @@ pub async fn relay_stream(
                 "event: guardgate\ndata: {}\n\n",
                 annotation_json(&d.annotations)
             );
-            session
-                .write_response_body(Some(Bytes::from(ev)), false)
-                .await?;
+            session.write_response_body(Bytes::from(ev), false).await?;
         }
         ctx.outcome = if d.annotations.is_empty() {
             "forwarded"
@@ -429,7 +425,7 @@ pub async fn relay_stream(
     if let Some(d) = &last {
         oc.record(ctx, d, Some(hold.windows_judged));
     }
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     if let Ok(Some(http)) = reader.await {
         release(gw, http, peer).await;
     }
@@ -451,7 +447,7 @@ async fn judge_window(
         Final::Allow => {
             *last = Some(d);
             if let Some(b) = hold.approve() {
-                if let Err(e) = session.write_response_body(Some(b), false).await {
+                if let Err(e) = session.write_response_body(b, false).await {
                     ctx.outcome = "client_gone";
                     return Ok(Some(Err(e)));
                 }
@@ -469,8 +465,8 @@ async fn judge_window(
             };
             let tail = Bytes::from(tracker.cut_events(style));
             let res = async {
-                session.write_response_body(Some(tail), false).await?;
-                session.write_response_body(None, true).await
+                session.write_response_body(tail, false).await?;
+                session.write_response_body(Bytes::new(), true).await
             }
             .await;
             Ok(Some(res))

@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 
 use crate::wire::{Api, ErrorKind};
 
@@ -24,10 +24,8 @@ pub async fn json(
     if close {
         session.set_keepalive(None);
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session
-        .write_response_body(Some(Bytes::from(body)), true)
-        .await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(Bytes::from(body), true).await?;
     Ok(())
 }
 

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::admin::AdminApp;
+use super::app::GuardApp;
 use super::gateway::Gateway;
-use super::service::GuardProxy;
+use super::passthrough::Passthrough;
 use crate::policy::watch::{self, WatchOptions};
 
 struct PolicyWatcher {
@@ -151,10 +152,11 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
     let drain = gw.clone();
     server.set_drain_wait(Box::new(move |limit| wait_for_in_flight(&drain, limit)));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
-        &server.configuration,
-        GuardProxy { gw: gw.clone() },
-        "guardgate proxy",
+    let passthrough =
+        pingora::proxy::http_proxy(&server.configuration, Passthrough { gw: gw.clone() });
+    let mut proxy = Service::new(
+        "guardgate proxy".to_string(),
+        GuardApp::new(gw.clone(), passthrough),
     );
     proxy.add_tcp(&listen);
 

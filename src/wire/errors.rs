@@ -46,7 +46,7 @@ fn anthropic(kind: &ErrorKind, message: &str) -> Value {
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::RequestTimeout | ErrorKind::GatewayTimeout => "timeout_error",
         ErrorKind::Unavailable => "overloaded_error",
-        ErrorKind::BadGateway => "api_error",
+        ErrorKind::BadGateway | ErrorKind::Internal => "api_error",
     };
     json!({
         "type": "error",
@@ -79,6 +79,7 @@ mod tests {
             ErrorKind::Unavailable,
             ErrorKind::BadGateway,
             ErrorKind::GatewayTimeout,
+            ErrorKind::Internal,
         ]
     }
 

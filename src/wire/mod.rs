@@ -89,6 +89,8 @@ pub enum ErrorKind {
     /// The upstream could not be reached.
     BadGateway,
     GatewayTimeout,
+    /// The gateway itself failed (a bug or an unexpected state); logged and counted.
+    Internal,
 }
 
 impl ErrorKind {
@@ -103,6 +105,7 @@ impl ErrorKind {
             ErrorKind::Unavailable => 503,
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
+            ErrorKind::Internal => 500,
         }
     }
 }
@@ -428,6 +431,7 @@ mod tests {
         assert_eq!(ErrorKind::Unavailable.status(), 503);
         assert_eq!(ErrorKind::BadGateway.status(), 502);
         assert_eq!(ErrorKind::GatewayTimeout.status(), 504);
+        assert_eq!(ErrorKind::Internal.status(), 500);
     }
 
     #[test]

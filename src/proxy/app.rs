@@ -1,0 +1,257 @@
+//! The traffic listener's front door: a pingora-core `HttpServerApp` that reads each request
+//! header, serves the guarded routes, the moderation endpoints and its own refusals itself, and
+//! hands only unmatched paths (when they pass through) to pingora-proxy.
+//!
+//! A guarded exchange is one function (`exchange::guarded`: read the body, judge, forward or
+//! refuse), so it needs none of pingora-proxy's phases, HTTP cache state or module contexts;
+//! building those for every request was a measurable part of the allow path's CPU (see
+//! docs/BENCHMARKS.md). The header is read by pingora-proxy's own `handle_new_request` (patched
+//! public), so both kinds of request get the same shutdown handling, 400 for a malformed header
+//! and CONNECT refusal.
+
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora::protocols::http::ServerSession;
+use pingora::proxy::HttpProxy;
+use pingora::server::ShutdownWatch;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use super::exchange;
+use super::gateway::Gateway;
+use super::moderation;
+use super::passthrough::Passthrough;
+use super::respond;
+use crate::wire::{Api, ErrorKind};
+
+/// What the gateway knows about one request while it handles it.
+pub struct Ctx {
+    pub request_id: String,
+    pub route: Option<String>,
+    pub outcome: &'static str,
+    /// Dropped with the context, however the request ends.
+    _in_flight: InFlight,
+}
+
+impl Ctx {
+    pub fn new(gw: &Gateway) -> Ctx {
+        Ctx {
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
+            route: None,
+            outcome: "unknown",
+            _in_flight: InFlight::new(&gw.in_flight),
+        }
+    }
+}
+
+/// Counts a request as in flight for as long as it lives, so a graceful shutdown can wait for it.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}
+
+/// Counts and logs a finished request (both kinds of request end here).
+pub fn log_request(gw: &Gateway, ctx: &Ctx, status: Option<u16>, error: Option<&pingora::Error>) {
+    let route = ctx.route.as_deref().unwrap_or("-");
+    let outcome = if error.is_some() && ctx.outcome == "passthrough" {
+        "passthrough_error"
+    } else {
+        ctx.outcome
+    };
+    gw.metrics
+        .requests
+        .with_label_values(&[route, outcome])
+        .inc();
+    if let Some(e) = error {
+        gw.metrics.errors.with_label_values(&["proxy"]).inc();
+        tracing::warn!(request_id = %ctx.request_id, route, error = %e, "request ended with an error");
+    }
+    tracing::debug!(
+        request_id = %ctx.request_id,
+        route,
+        outcome,
+        status = status.unwrap_or(0),
+        "request done"
+    );
+}
+
+pub struct GuardApp {
+    gw: Arc<Gateway>,
+    proxy: Arc<HttpProxy<Passthrough>>,
+}
+
+impl GuardApp {
+    pub fn new(gw: Arc<Gateway>, proxy: HttpProxy<Passthrough>) -> GuardApp {
+        GuardApp {
+            gw,
+            proxy: Arc::new(proxy),
+        }
+    }
+
+    /// Serves a request on a guarded route, a moderation endpoint, or refuses an unrouted path.
+    async fn serve(
+        &self,
+        mut session: Box<ServerSession>,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        if *shutdown.borrow() || self.gw.draining.load(Ordering::Relaxed) {
+            // Upgrade or shutdown under way: finish this request, then let the client reconnect.
+            session.set_keepalive(None);
+        }
+        let mut ctx = Ctx::new(&self.gw);
+        let res = self.dispatch(&mut session, &mut ctx).await;
+        log_request(
+            &self.gw,
+            &ctx,
+            session.response_written().map(|r| r.status.as_u16()),
+            res.as_ref().err().map(|e| e.as_ref()),
+        );
+        match res {
+            Ok(()) => {
+                let settings = HttpPersistentSettings::for_session(&session);
+                session
+                    .finish()
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+            }
+            Err(e) => {
+                // Nothing written yet (an error before the reply started): say so in the API's
+                // shape. Once the header is out, dropping the connection is the only signal left.
+                if session.response_written().is_none() {
+                    if let Some((kind, msg)) = unanswered(&e) {
+                        let api = self
+                            .gw
+                            .route_for(session.req_header().uri.path())
+                            .map_or(Api::OpenAiChat, |r| r.api);
+                        let _ = respond::error(&mut session, api, kind, msg, &ctx.request_id, true)
+                            .await;
+                    }
+                }
+                session.shutdown().await;
+                None
+            }
+        }
+    }
+
+    async fn dispatch(&self, session: &mut ServerSession, ctx: &mut Ctx) -> pingora::Result<()> {
+        let path = session.req_header().uri.path();
+        if moderation::is_endpoint(&self.gw, path) {
+            let path = path.to_string();
+            return moderation::handle(&self.gw, &path, session, ctx).await;
+        }
+        if let Some(route) = self.gw.route_for(path).cloned() {
+            ctx.route = Some(route.name.clone());
+            return exchange::guarded(&self.gw, &route, session, ctx).await;
+        }
+        ctx.outcome = "not_found";
+        self.gw
+            .metrics
+            .bad_requests
+            .with_label_values(&["not_found"])
+            .inc();
+        let msg = format!("guardgate routes no endpoint at {path}");
+        respond::error(
+            session,
+            Api::OpenAiChat,
+            ErrorKind::NotFound,
+            &msg,
+            &ctx.request_id,
+            true,
+        )
+        .await
+    }
+
+    /// Whether this app answers `path` itself rather than passing it through.
+    fn serves(&self, path: &str) -> bool {
+        self.gw.passthrough.is_none()
+            || moderation::is_endpoint(&self.gw, path)
+            || self.gw.route_for(path).is_some()
+    }
+}
+
+/// The refusal for an error that ended a request before any reply was written, or `None` when
+/// the client is gone and nothing can be said (pingora-proxy's `fail_to_proxy` draws the same
+/// line).
+fn unanswered(e: &pingora::Error) -> Option<(ErrorKind, &'static str)> {
+    use pingora::{ErrorSource, ErrorType};
+    match (e.esource(), e.etype()) {
+        (ErrorSource::Downstream, ErrorType::WriteError)
+        | (ErrorSource::Downstream, ErrorType::ReadError)
+        | (ErrorSource::Downstream, ErrorType::ConnectionClosed) => None,
+        (ErrorSource::Downstream, _) => Some((
+            ErrorKind::InvalidRequest { param: None },
+            "the request could not be read",
+        )),
+        (ErrorSource::Upstream, _) => Some((
+            ErrorKind::BadGateway,
+            "the upstream failed before it answered",
+        )),
+        _ => Some((
+            ErrorKind::Internal,
+            "guardgate failed to handle the request",
+        )),
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for GuardApp {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let prev_user_ctx = session.take_connection_user_context();
+        let session = self.proxy.handle_new_request(Box::new(session)).await?;
+        if self.serves(session.req_header().uri.path()) {
+            self.serve(session, shutdown).await
+        } else {
+            self.proxy
+                .process_read_request(session, prev_user_ctx, shutdown)
+                .await
+        }
+    }
+
+    async fn http_cleanup(&self) {
+        // Wakes keep-alive connections waiting for their next header (in the proxy's read).
+        self.proxy.http_cleanup().await;
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        self.proxy.server_options()
+    }
+
+    fn h2_options(&self) -> Option<pingora::protocols::http::v2::server::H2Options> {
+        self.proxy.h2_options()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unanswered;
+    use crate::wire::ErrorKind;
+    use pingora::{Error, ErrorType};
+
+    #[test]
+    fn errors_before_a_reply_get_one_unless_the_client_is_gone() {
+        let mut gone = Error::new(ErrorType::WriteError);
+        gone.as_down();
+        assert_eq!(unanswered(&gone), None);
+        let mut up = Error::new(ErrorType::ReadError);
+        up.as_up();
+        assert_eq!(unanswered(&up).map(|x| x.0), Some(ErrorKind::BadGateway));
+        let header = Error::new(ErrorType::InvalidHTTPHeader);
+        assert_eq!(unanswered(&header).map(|x| x.0), Some(ErrorKind::Internal));
+    }
+}
