@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use super::exchange;
-use super::gateway::Gateway;
+use super::gateway::{Gateway, Route};
 use super::moderation;
 use super::passthrough::Passthrough;
 use super::respond;
@@ -85,6 +85,15 @@ pub fn log_request(gw: &Gateway, ctx: &Ctx, status: Option<u16>, error: Option<&
     );
 }
 
+/// Who answers a request, decided once from its path.
+enum Target {
+    /// `/v1/moderations` or `/guardgate/v1/classify` (the path, one of the two).
+    Moderation(String),
+    Route(Arc<Route>),
+    /// No route: refused here, or passed to pingora-proxy when unmatched paths pass through.
+    Unmatched,
+}
+
 pub struct GuardApp {
     gw: Arc<Gateway>,
     proxy: Arc<HttpProxy<Passthrough>>,
@@ -102,6 +111,7 @@ impl GuardApp {
     async fn serve(
         &self,
         mut session: Box<ServerSession>,
+        target: Target,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         if *shutdown.borrow() || self.gw.draining.load(Ordering::Relaxed) {
@@ -109,7 +119,11 @@ impl GuardApp {
             session.set_keepalive(None);
         }
         let mut ctx = Ctx::new(&self.gw);
-        let res = self.dispatch(&mut session, &mut ctx).await;
+        let api = match &target {
+            Target::Route(route) => route.api,
+            _ => Api::OpenAiChat,
+        };
+        let res = self.dispatch(&mut session, target, &mut ctx).await;
         log_request(
             &self.gw,
             &ctx,
@@ -131,10 +145,6 @@ impl GuardApp {
                 // shape. Once the header is out, dropping the connection is the only signal left.
                 if session.response_written().is_none() {
                     if let Some((kind, msg)) = unanswered(&e) {
-                        let api = self
-                            .gw
-                            .route_for(session.req_header().uri.path())
-                            .map_or(Api::OpenAiChat, |r| r.api);
                         let _ = respond::error(&mut session, api, kind, msg, &ctx.request_id, true)
                             .await;
                     }
@@ -145,39 +155,50 @@ impl GuardApp {
         }
     }
 
-    async fn dispatch(&self, session: &mut ServerSession, ctx: &mut Ctx) -> pingora::Result<()> {
-        let path = session.req_header().uri.path();
-        if moderation::is_endpoint(&self.gw, path) {
-            let path = path.to_string();
-            return moderation::handle(&self.gw, &path, session, ctx).await;
+    async fn dispatch(
+        &self,
+        session: &mut ServerSession,
+        target: Target,
+        ctx: &mut Ctx,
+    ) -> pingora::Result<()> {
+        match target {
+            Target::Moderation(path) => moderation::handle(&self.gw, &path, session, ctx).await,
+            Target::Route(route) => {
+                ctx.route = Some(route.name.clone());
+                exchange::guarded(&self.gw, &route, session, ctx).await
+            }
+            Target::Unmatched => {
+                ctx.outcome = "not_found";
+                self.gw
+                    .metrics
+                    .bad_requests
+                    .with_label_values(&["not_found"])
+                    .inc();
+                let msg = format!(
+                    "guardgate routes no endpoint at {}",
+                    session.req_header().uri.path()
+                );
+                respond::error(
+                    session,
+                    Api::OpenAiChat,
+                    ErrorKind::NotFound,
+                    &msg,
+                    &ctx.request_id,
+                    true,
+                )
+                .await
+            }
         }
-        if let Some(route) = self.gw.route_for(path).cloned() {
-            ctx.route = Some(route.name.clone());
-            return exchange::guarded(&self.gw, &route, session, ctx).await;
-        }
-        ctx.outcome = "not_found";
-        self.gw
-            .metrics
-            .bad_requests
-            .with_label_values(&["not_found"])
-            .inc();
-        let msg = format!("guardgate routes no endpoint at {path}");
-        respond::error(
-            session,
-            Api::OpenAiChat,
-            ErrorKind::NotFound,
-            &msg,
-            &ctx.request_id,
-            true,
-        )
-        .await
     }
 
-    /// Whether this app answers `path` itself rather than passing it through.
-    fn serves(&self, path: &str) -> bool {
-        self.gw.passthrough.is_none()
-            || moderation::is_endpoint(&self.gw, path)
-            || self.gw.route_for(path).is_some()
+    fn target(&self, path: &str) -> Target {
+        if moderation::is_endpoint(&self.gw, path) {
+            Target::Moderation(path.to_string())
+        } else if let Some(route) = self.gw.route_for(path) {
+            Target::Route(route.clone())
+        } else {
+            Target::Unmatched
+        }
     }
 }
 
@@ -214,12 +235,13 @@ impl HttpServerApp for GuardApp {
     ) -> Option<ReusedHttpStream> {
         let prev_user_ctx = session.take_connection_user_context();
         let session = self.proxy.handle_new_request(Box::new(session)).await?;
-        if self.serves(session.req_header().uri.path()) {
-            self.serve(session, shutdown).await
-        } else {
-            self.proxy
-                .process_read_request(session, prev_user_ctx, shutdown)
-                .await
+        match self.target(session.req_header().uri.path()) {
+            Target::Unmatched if self.gw.passthrough.is_some() => {
+                self.proxy
+                    .process_read_request(session, prev_user_ctx, shutdown)
+                    .await
+            }
+            target => self.serve(session, target, shutdown).await,
         }
     }
 

@@ -68,6 +68,18 @@ pub fn canonical_path(path: &str) -> String {
     format!("/{}", parts.join("/")).to_ascii_lowercase()
 }
 
+/// Whether `canonical_path(path)` would return `path` unchanged.
+fn is_canonical(path: &str) -> bool {
+    let Some(rest) = path.strip_prefix('/') else {
+        return false;
+    };
+    rest.is_empty()
+        || (!path.bytes().any(|b| b == b'%' || b.is_ascii_uppercase())
+            && rest
+                .split('/')
+                .all(|s| !s.is_empty() && s != "." && s != ".."))
+}
+
 fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
@@ -357,13 +369,50 @@ impl Gateway {
     }
 
     pub fn route_for(&self, path: &str) -> Option<&Arc<Route>> {
+        if is_canonical(path) {
+            // The common spelling: no allocation per request.
+            return self.routes.get(path);
+        }
         self.routes.get(&canonical_path(path))
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_path;
+    use super::{canonical_path, is_canonical};
+
+    #[test]
+    fn canonical_spellings_are_recognised_exactly() {
+        for p in [
+            "/",
+            "/v1/chat/completions",
+            "/v1/messages",
+            "/v1/chat/completions/",
+            "//v1/chat",
+            "/v1/./chat",
+            "/v1/../chat",
+            "/v1/%63hat",
+            "/V1/chat",
+            "/v1/chat/.",
+            "/v1/chat/..",
+            "v1/chat",
+            "",
+            "/v1/ch%at",
+            "/v1/\u{e9}t\u{e9}",
+            "/.hidden/x",
+        ] {
+            // The shortcut may decline a path that is canonical (`%` that decodes to nothing),
+            // never take one that is not.
+            if is_canonical(p) {
+                assert_eq!(canonical_path(p), p);
+            } else {
+                assert!(canonical_path(p) != p || p.contains('%'), "{p:?}");
+            }
+        }
+        for p in ["/", "/v1/chat/completions", "/v1/messages", "/v1/responses"] {
+            assert!(is_canonical(p), "{p:?}");
+        }
+    }
 
     #[test]
     fn path_spellings_collapse() {
