@@ -19,6 +19,8 @@ pub struct Metrics {
     /// Client mistakes refused with a 4xx, by reason.
     pub bad_requests: IntCounterVec,
     pub upstream_latency: HistogramVec,
+    /// Upstream connections opened (not taken from the idle pool), by upstream.
+    pub upstream_connects: IntCounterVec,
     /// Verdict cache lookups by backend and result (hit, miss).
     pub verdict_cache: IntCounterVec,
     /// Model calls refused before they ran, by backend and reason (queue_full, deadline): the
@@ -98,6 +100,14 @@ impl Metrics {
             &["upstream"],
         )
         .expect("metric");
+        let upstream_connects = IntCounterVec::new(
+            Opts::new(
+                "guardgate_upstream_connects_total",
+                "Upstream connections opened rather than reused from the idle pool, by upstream",
+            ),
+            &["upstream"],
+        )
+        .expect("metric");
         let verdict_cache = IntCounterVec::new(
             Opts::new(
                 "guardgate_verdict_cache_total",
@@ -143,6 +153,7 @@ impl Metrics {
             Box::new(errors.clone()),
             Box::new(bad_requests.clone()),
             Box::new(upstream_latency.clone()),
+            Box::new(upstream_connects.clone()),
         ] {
             registry.register(c).expect("unique metric names");
         }
@@ -160,6 +171,7 @@ impl Metrics {
             errors,
             bad_requests,
             upstream_latency,
+            upstream_connects,
             verdict_cache,
             model_rejections,
             model_queue_depth,

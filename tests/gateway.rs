@@ -605,6 +605,48 @@ async fn upstream_failures_are_explicit() {
 }
 
 #[tokio::test]
+async fn upstream_connections_are_reused_and_dead_ones_replaced() {
+    use std::sync::atomic::Ordering;
+    let (m, gw) = setup("").await;
+    let c = client();
+    let send = || async {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body("/v1/chat/completions", "hello there"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(r.text().await.unwrap().contains("chat.completion"));
+    };
+    for _ in 0..5 {
+        send().await;
+    }
+    assert_eq!(m.state.count(), 5);
+    assert_eq!(
+        m.state.connections.load(Ordering::SeqCst),
+        1,
+        "sequential requests share one upstream connection"
+    );
+
+    // The upstream drops its idle connections: the gateway must notice before it writes, not
+    // fail the next request.
+    m.state.close_all.notify_waiters();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for _ in 0..3 {
+        send().await;
+    }
+    assert_eq!(m.state.count(), 8);
+    assert_eq!(m.state.connections.load(Ordering::SeqCst), 2);
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"guardgate_upstream_connects_total{upstream="mock"} 2"#),
+        "{metrics}"
+    );
+    assert!(!metrics.contains("guardgate_errors_total{"), "{metrics}");
+}
+
+#[tokio::test]
 async fn admin_endpoints() {
     let (_m, gw) = setup("").await;
     let c = client();

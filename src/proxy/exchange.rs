@@ -345,10 +345,24 @@ async fn forward(
                 return upstream_failed(gw, session, route, ctx, "upstream_connect", &e).await;
             }
         };
+        if !reused {
+            gw.metrics
+                .upstream_connects
+                .with_label_values(&[&up.name])
+                .inc();
+        }
         let req = match first.take() {
             Some(r) => r,
             None => upstream_header(session, up, guard_output, body.len())?,
         };
+        if attempt == 1 {
+            // Let every other request that is ready reach this point first, so the upstream
+            // writes of one scheduler pass go out together and the upstream (often on the same
+            // cores) reads them in one wake-up instead of being woken, and switched to, per
+            // request: measured, this halves the context switches per request behind a
+            // rules-bound route.
+            tokio::task::yield_now().await;
+        }
         let res: pingora::Result<()> = async {
             match &mut http {
                 // Header and body in one write: one segment, one wake-up of the upstream.

@@ -6,6 +6,7 @@ pub mod app;
 pub mod body;
 pub mod exchange;
 pub mod gateway;
+pub mod idle;
 pub mod moderation;
 pub mod output;
 pub mod passthrough;

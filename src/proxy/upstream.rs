@@ -3,14 +3,18 @@
 
 use arc_swap::ArcSwapOption;
 use http::HeaderName;
-use pingora::connectors::http::{v1, Connector};
+use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1;
 use pingora::upstreams::peer::{HttpPeer, Peer, ALPN};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::idle;
 use crate::config::UpstreamConfig;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,20 +217,25 @@ impl Upstream {
     }
 }
 
-/// Upstream connections, pooled. An HTTP/1-only peer (plain HTTP, or TLS without `http2`) is
-/// looked up in its pool before anything else, and only a miss builds pingora's connect future:
-/// that future holds the whole TCP connect and TLS handshake (~9 KB), and inline it made every
-/// request's state that large, to be allocated and copied on every request.
+/// Upstream connections, pooled. HTTP/1-only peers (plain HTTP, or TLS without `http2`) keep
+/// their idle connections on per-thread lists (`super::idle`), and only a miss builds pingora's
+/// connect future: that future holds the whole TCP connect and TLS handshake (~9 KB), and inline
+/// it made every request's state that large, to be allocated and copied on every request. Peers
+/// that may speak HTTP/2 use pingora's connector and pool, which multiplex streams.
 pub struct Connections {
     any: Connector,
-    h1: v1::Connector,
+    transport: TransportConnector,
+    /// Keeps this gateway's idle connections apart from another's in the same process.
+    pool_id: u64,
 }
 
 impl Default for Connections {
     fn default() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
         Connections {
             any: Connector::new(None),
-            h1: v1::Connector::new(None),
+            transport: TransportConnector::new(None),
+            pool_id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
@@ -235,11 +244,13 @@ impl Connections {
     /// A session to `peer` and whether it is a reused connection.
     pub async fn get(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
         if h1_only(peer) {
-            if let Some(h1) = self.h1.reused_http_session(peer).await {
+            if let Some(stream) = idle::take(self.pool_id, peer.reuse_hash(), peer.address()) {
+                let h1 = v1::client::HttpSession::new_with_options(stream, peer);
                 return Ok((HttpSession::H1(h1), true));
             }
-            let (h1, reused) = Box::pin(self.h1.get_http_session(peer)).await?;
-            return Ok((HttpSession::H1(h1), reused));
+            let stream = Box::pin(self.transport.new_stream(peer)).await?;
+            let h1 = v1::client::HttpSession::new_with_options(stream, peer);
+            return Ok((HttpSession::H1(h1), false));
         }
         Box::pin(self.any.get_http_session(peer)).await
     }
@@ -248,13 +259,31 @@ impl Connections {
     pub async fn release(&self, http: HttpSession, peer: &HttpPeer) {
         let idle = peer.options.idle_timeout;
         match http {
-            HttpSession::H1(h1) if h1_only(peer) => {
-                self.h1.release_http_session(h1, peer, idle).await
+            HttpSession::H1(mut h1) if h1_only(peer) => {
+                h1.respect_keepalive();
+                if let Some(stream) = h1.reuse().await {
+                    let timeout = idle.unwrap_or(DEFAULT_IDLE);
+                    idle::put(
+                        self.pool_id,
+                        peer.reuse_hash(),
+                        peer.address(),
+                        stream,
+                        timeout,
+                    );
+                }
             }
             other => self.any.release_http_session(other, peer, idle).await,
         }
     }
+
+    /// Idle HTTP/1 connections the calling thread holds.
+    pub fn idle_here(&self) -> usize {
+        idle::count(self.pool_id)
+    }
 }
+
+/// Idle timeout of a pooled connection whose peer sets none.
+const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 
 fn h1_only(peer: &HttpPeer) -> bool {
     peer.get_peer_options()

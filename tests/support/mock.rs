@@ -51,6 +51,11 @@ pub struct MockState {
     pub aborted: Arc<std::sync::atomic::AtomicUsize>,
     /// Streamed replies sent to the end.
     pub completed: Arc<std::sync::atomic::AtomicUsize>,
+    /// Connections accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// `notify_waiters` closes every open connection without a word, as an upstream does with
+    /// connections idle past its keep-alive timeout.
+    pub close_all: Arc<tokio::sync::Notify>,
 }
 
 impl MockState {
@@ -92,11 +97,17 @@ pub async fn start_on(addr: &str) -> MockUpstream {
                 continue;
             };
             let st = st.clone();
+            st.connections
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             tokio::spawn(async move {
+                let close = st.close_all.clone();
                 let svc = service_fn(move |req| handle(req, st.clone()));
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc);
+                tokio::select! {
+                    _ = conn => {}
+                    _ = close.notified() => {}
+                }
             });
         }
     });
