@@ -606,8 +606,30 @@ async fn upstream_failures_are_explicit() {
 
 #[tokio::test]
 async fn upstream_connections_are_reused_and_dead_ones_replaced() {
+    reuse_and_replace(false).await;
+}
+
+/// Work stealing takes pingora's shared pool instead of the per-thread lists: same behaviour.
+#[tokio::test]
+async fn upstream_connections_are_reused_with_work_stealing_too() {
+    reuse_and_replace(true).await;
+}
+
+async fn reuse_and_replace(work_stealing: bool) {
     use std::sync::atomic::Ordering;
-    let (m, gw) = setup("").await;
+    let m = mock::start().await;
+    let cfg = config(
+        &m.base_url(),
+        free_port(),
+        free_port(),
+        ALL_TEST_POLICIES,
+        "",
+    )
+    .replace(
+        "threads = 2\n",
+        &format!("threads = 2\nwork_stealing = {work_stealing}\n"),
+    );
+    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
     let c = client();
     let send = || async {
         let r = c

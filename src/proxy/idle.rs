@@ -7,10 +7,11 @@
 //! non-blocking read: the runtime's reactor has already recorded whether the upstream closed the
 //! socket or sent something unasked, so an idle connection needs nobody watching it.
 //!
-//! With pingora's default one runtime per worker thread, a connection never leaves the thread
-//! whose reactor it is registered with. A sweep task per thread closes connections past their idle
-//! timeout once nothing takes them, so a quiet gateway does not keep sockets the upstream has
-//! already closed.
+//! Used only where each worker thread runs its own runtime (pingora's default; `upstream.rs`
+//! picks pingora's shared pool under work stealing, where requests move between threads and
+//! per-thread lists would keep missing), so a connection never leaves the thread whose reactor it
+//! is registered with. A sweep task per thread closes connections past their idle timeout once
+//! nothing takes them, so a quiet gateway does not keep sockets the upstream has already closed.
 
 use futures_util::FutureExt;
 use pingora::protocols::l4::socket::SocketAddr;

@@ -3,7 +3,7 @@
 
 use arc_swap::ArcSwapOption;
 use http::HeaderName;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::{v1 as h1_connector, Connector};
 use pingora::connectors::TransportConnector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
@@ -218,12 +218,15 @@ impl Upstream {
 }
 
 /// Upstream connections, pooled. HTTP/1-only peers (plain HTTP, or TLS without `http2`) keep
-/// their idle connections on per-thread lists (`super::idle`), and only a miss builds pingora's
+/// their idle connections on per-thread lists (`super::idle`) when each worker thread runs its own
+/// runtime (pingora's default, `server.work_stealing = false`), and only a miss builds pingora's
 /// connect future: that future holds the whole TCP connect and TLS handshake (~9 KB), and inline
-/// it made every request's state that large, to be allocated and copied on every request. Peers
-/// that may speak HTTP/2 use pingora's connector and pool, which multiplex streams.
+/// it made every request's state that large, to be allocated and copied on every request. With
+/// work stealing, requests move between threads and per-thread lists would keep missing, so
+/// pingora's shared pool is used; peers that may speak HTTP/2 use it too, as it multiplexes.
 pub struct Connections {
     any: Connector,
+    h1: h1_connector::Connector,
     transport: TransportConnector,
     /// Keeps this gateway's idle connections apart from another's in the same process.
     pool_id: u64,
@@ -234,32 +237,60 @@ impl Default for Connections {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         Connections {
             any: Connector::new(None),
+            h1: h1_connector::Connector::new(None),
             transport: TransportConnector::new(None),
             pool_id: NEXT.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
 
+/// Which pool a peer's connections go to on this thread.
+enum Pool {
+    PerThread,
+    SharedH1,
+    Any,
+}
+
+fn pool_for(peer: &HttpPeer) -> Pool {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    if !h1_only(peer) {
+        return Pool::Any;
+    }
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::CurrentThread) => Pool::PerThread,
+        _ => Pool::SharedH1,
+    }
+}
+
 impl Connections {
     /// A session to `peer` and whether it is a reused connection.
     pub async fn get(&self, peer: &HttpPeer) -> pingora::Result<(HttpSession, bool)> {
-        if h1_only(peer) {
-            if let Some(stream) = idle::take(self.pool_id, peer.reuse_hash(), peer.address()) {
+        match pool_for(peer) {
+            Pool::PerThread => {
+                if let Some(stream) = idle::take(self.pool_id, peer.reuse_hash(), peer.address()) {
+                    let h1 = v1::client::HttpSession::new_with_options(stream, peer);
+                    return Ok((HttpSession::H1(h1), true));
+                }
+                let stream = Box::pin(self.transport.new_stream(peer)).await?;
                 let h1 = v1::client::HttpSession::new_with_options(stream, peer);
-                return Ok((HttpSession::H1(h1), true));
+                Ok((HttpSession::H1(h1), false))
             }
-            let stream = Box::pin(self.transport.new_stream(peer)).await?;
-            let h1 = v1::client::HttpSession::new_with_options(stream, peer);
-            return Ok((HttpSession::H1(h1), false));
+            Pool::SharedH1 => {
+                if let Some(h1) = self.h1.reused_http_session(peer).await {
+                    return Ok((HttpSession::H1(h1), true));
+                }
+                let (h1, reused) = Box::pin(self.h1.get_http_session(peer)).await?;
+                Ok((HttpSession::H1(h1), reused))
+            }
+            Pool::Any => Box::pin(self.any.get_http_session(peer)).await,
         }
-        Box::pin(self.any.get_http_session(peer)).await
     }
 
     /// Returns a session whose exchange is complete to the pool it came from.
     pub async fn release(&self, http: HttpSession, peer: &HttpPeer) {
         let idle = peer.options.idle_timeout;
-        match http {
-            HttpSession::H1(mut h1) if h1_only(peer) => {
+        match (pool_for(peer), http) {
+            (Pool::PerThread, HttpSession::H1(mut h1)) => {
                 h1.respect_keepalive();
                 if let Some(stream) = h1.reuse().await {
                     let timeout = idle.unwrap_or(DEFAULT_IDLE);
@@ -272,13 +303,11 @@ impl Connections {
                     );
                 }
             }
-            other => self.any.release_http_session(other, peer, idle).await,
+            (Pool::SharedH1, HttpSession::H1(h1)) => {
+                self.h1.release_http_session(h1, peer, idle).await
+            }
+            (_, other) => self.any.release_http_session(other, peer, idle).await,
         }
-    }
-
-    /// Idle HTTP/1 connections the calling thread holds.
-    pub fn idle_here(&self) -> usize {
-        idle::count(self.pool_id)
     }
 }
 
