@@ -123,17 +123,9 @@ pub fn count(pool: u64) -> usize {
     })
 }
 
+/// The sweep runs on the calling thread's runtime, which must be a current-thread one (the only
+/// kind `upstream.rs` uses these lists on), so that it sees this thread's lists.
 fn start_sweeper() {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    let on_this_thread = Handle::try_current()
-        .map(|h| h.runtime_flavor() == RuntimeFlavor::CurrentThread)
-        .unwrap_or(false);
-    if !on_this_thread {
-        // A multi-thread runtime may run the task on another thread, whose lists are not these:
-        // leave the flag down so that `take` and `put` here keep the lists short instead.
-        LISTS.with(|l| l.borrow_mut().sweeping = false);
-        return;
-    }
     tokio::spawn(async {
         loop {
             tokio::time::sleep(SWEEP_EVERY).await;
