@@ -1,9 +1,9 @@
 //! Anthropic Messages (`/v1/messages`).
 
 use super::{
-    as_object, collect_descriptions, expected, field, index, missing, model_field, opt_str,
-    present, quoted, req_str, stream_flag, tool_definitions, Extractor, ParsedRequest, Source,
-    WireError,
+    as_object, collect_descriptions, content_field, expected, field, index, missing, model_field,
+    opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor, ParsedRequest,
+    Source, WireError,
 };
 use serde_json::{Map, Value};
 
@@ -71,23 +71,15 @@ pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
                 ))
             }
         };
-        let content_path = field(&path, "content");
-        match present(msg, "content") {
-            None => return Err(missing(&content_path)),
-            Some(Value::String(s)) => out.text(source, s, content_path),
-            Some(Value::Array(blocks)) => {
-                for (j, block) in blocks.iter().enumerate() {
-                    content_block(block, &index(&content_path, j), source, &mut out)?;
-                }
-            }
-            Some(v) => {
-                return Err(expected(
-                    &content_path,
-                    "a string or an array of content blocks",
-                    v,
-                ))
-            }
-        }
+        content_field(
+            msg,
+            &path,
+            true,
+            "content blocks",
+            source,
+            &mut out,
+            content_block,
+        )?;
     }
 
     tool_definitions(obj, "tools", &mut out)?;
@@ -162,25 +154,7 @@ fn nested_blocks(
     source: Source,
     out: &mut Extractor,
 ) -> Result<(), WireError> {
-    let content_path = field(path, "content");
-    match present(b, "content") {
-        None => Ok(()),
-        Some(Value::String(s)) => {
-            out.text(source, s, content_path);
-            Ok(())
-        }
-        Some(Value::Array(blocks)) => {
-            for (i, block) in blocks.iter().enumerate() {
-                content_block(block, &index(&content_path, i), source, out)?;
-            }
-            Ok(())
-        }
-        Some(v) => Err(expected(
-            &content_path,
-            "a string or an array of content blocks",
-            v,
-        )),
-    }
+    content_field(b, path, false, "content blocks", source, out, content_block)
 }
 
 fn document(b: &Obj, path: &str, source: Source, out: &mut Extractor) -> Result<(), WireError> {

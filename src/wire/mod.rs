@@ -351,6 +351,40 @@ fn model_field(obj: &Map<String, Value>, required: bool) -> Result<Option<String
     Ok(model.map(str::to_string))
 }
 
+/// The `content` field of a message, item or block, as every API spells it: a plain string, or
+/// an array of typed parts that `part` reads. Absent or null is an error when `required`, and
+/// otherwise nothing to read.
+fn content_field(
+    obj: &Map<String, Value>,
+    path: &str,
+    required: bool,
+    parts: &str,
+    source: Source,
+    out: &mut Extractor,
+    part: fn(&Value, &str, Source, &mut Extractor) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let content_path = field(path, "content");
+    match present(obj, "content") {
+        None if required => Err(missing(&content_path)),
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            out.text(source, s, content_path);
+            Ok(())
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                part(item, &index(&content_path, i), source, out)?;
+            }
+            Ok(())
+        }
+        Some(v) => Err(expected(
+            &content_path,
+            &format!("a string or an array of {parts}"),
+            v,
+        )),
+    }
+}
+
 /// Every `description` string anywhere under `v`. JSON-schema descriptions
 /// are shown to the model verbatim, so a tool definition can hide
 /// instructions deep inside its parameter schema.

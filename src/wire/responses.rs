@@ -1,9 +1,9 @@
 //! OpenAI Responses (`/v1/responses`).
 
 use super::{
-    as_object, collect_descriptions, expected, field, index, missing, model_field, opt_array,
-    opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
-    ParsedRequest, Source, WireError,
+    as_object, collect_descriptions, content_field, expected, field, index, missing, model_field,
+    opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions,
+    Extractor, ParsedRequest, Source, WireError,
 };
 use serde_json::{Map, Value};
 
@@ -107,25 +107,7 @@ fn message(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
             ))
         }
     };
-    let content_path = field(path, "content");
-    match present(it, "content") {
-        None => Err(missing(&content_path)),
-        Some(Value::String(s)) => {
-            out.text(source, s, content_path);
-            Ok(())
-        }
-        Some(Value::Array(parts)) => {
-            for (i, part) in parts.iter().enumerate() {
-                content_part(part, &index(&content_path, i), source, out)?;
-            }
-            Ok(())
-        }
-        Some(v) => Err(expected(
-            &content_path,
-            "a string or an array of content parts",
-            v,
-        )),
-    }
+    content_field(it, path, true, "content parts", source, out, content_part)
 }
 
 fn content_part(
