@@ -26,21 +26,13 @@ async fn blocked(c: &reqwest::Client, gw: &GatewayProc, text: &str) -> bool {
 #[tokio::test]
 async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
-    let gw = start_gateway(
-        &cfg,
-        &[
+    let cfg = TestConfig::new(&m.base_url());
+    let gw = cfg
+        .start(&[
             ("gated.md", &version("1", "\"pipe bomb\", \"nail bomb\"")),
             ("gated.cases.jsonl", CASES),
-        ],
-    )
-    .await;
+        ])
+        .await;
     let c = reqwest::Client::new();
     assert!(blocked(&c, &gw, "nail bomb").await);
     // v2 forgets "nail bomb": recall 0.5 < 1.0, refused.
@@ -107,17 +99,8 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
 #[tokio::test]
 async fn gate_without_thresholds_is_an_error() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
+    let cfg = TestConfig::new(&m.base_url());
     let bad = version("1", "\"x\"").replace("[thresholds]\nmin_recall = 1.0\nmax_fpr = 0.0\n", "");
-    let e = try_start_gateway(&cfg, &[("gated.md", &bad)])
-        .await
-        .err()
-        .unwrap();
+    let e = cfg.try_start(&[("gated.md", &bad)]).await.err().unwrap();
     assert!(e.contains("gate = true needs a [thresholds] table"), "{e}");
 }

@@ -9,22 +9,14 @@ use support::*;
 
 async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        extra,
-    );
-    let gw = start_gateway(
-        &cfg,
-        &[
+    let cfg = TestConfig::new(&m.base_url()).extra(extra);
+    let gw = cfg
+        .start(&[
             ("weapons.md", WEAPONS),
             ("profanity.md", PROFANITY),
             ("shadowed.md", SHADOWED),
-        ],
-    )
-    .await;
+        ])
+        .await;
     (m, gw)
 }
 
@@ -290,12 +282,12 @@ async fn route_action_override_and_severity_threshold() {
     let m = mock::start().await;
     // The route turns the block policy into annotate-only; W2 (low) is below a high threshold.
     let sel = "[[routes.policies]]\nselect = \"test/weapons\"\naction = \"annotate\"\n";
-    let cfg = config(&m.base_url(), free_port(), free_port(), sel, "");
+    let cfg = TestConfig::new(&m.base_url()).route_policies(sel);
     let weapons = WEAPONS.replace(
         "action = \"block\"",
         "action = \"block\"\nseverity_threshold = \"high\"",
     );
-    let gw = start_gateway(&cfg, &[("weapons.md", &weapons)]).await;
+    let gw = cfg.start(&[("weapons.md", &weapons)]).await;
     let c = client();
     let r = c
         .post(gw.url("/v1/chat/completions"))
@@ -567,8 +559,8 @@ async fn streaming_replies_pass_through_byte_for_byte() {
 #[tokio::test]
 async fn upstream_failures_are_explicit() {
     let dead = format!("http://127.0.0.1:{}", free_port());
-    let cfg = config(&dead, free_port(), free_port(), ALL_TEST_POLICIES, "");
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let cfg = TestConfig::new(&dead);
+    let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     let r = c
         .post(gw.url("/v1/messages"))
@@ -618,18 +610,8 @@ async fn upstream_connections_are_reused_with_work_stealing_too() {
 async fn reuse_and_replace(work_stealing: bool) {
     use std::sync::atomic::Ordering;
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace(
-        "threads = 2\n",
-        &format!("threads = 2\nwork_stealing = {work_stealing}\n"),
-    );
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let cfg = TestConfig::new(&m.base_url()).server(&format!("work_stealing = {work_stealing}"));
+    let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     let send = || async {
         let r = c
@@ -737,21 +719,8 @@ async fn admin_endpoints() {
 async fn admin_token_protects_exposed_admin() {
     std::env::set_var("GG_TEST_ADMIN_TOKEN", "s3cret");
     let m = mock::start().await;
-    let admin_port = free_port();
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        admin_port,
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace(
-        &format!("[admin]\nlisten = \"127.0.0.1:{admin_port}\""),
-        &format!(
-            "[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_env = \"GG_TEST_ADMIN_TOKEN\""
-        ),
-    );
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let cfg = TestConfig::new(&m.base_url()).admin("token_env = \"GG_TEST_ADMIN_TOKEN\"");
+    let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     assert_eq!(
         c.get(gw.admin("/admin/policies"))
@@ -789,46 +758,33 @@ async fn admin_token_protects_exposed_admin() {
 #[tokio::test]
 async fn bad_config_and_policies_stop_the_start_with_reasons() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    ) + "\n[bogus_section]\nx = 1\n";
-    let e = try_start_gateway(&cfg, &[("weapons.md", WEAPONS)])
+    let cfg = TestConfig::new(&m.base_url()).extra("\n[bogus_section]\nx = 1\n");
+    let e = cfg
+        .try_start(&[("weapons.md", WEAPONS)])
         .await
         .err()
         .expect("must fail");
     assert!(e.contains("guardgate.toml"), "{e}");
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
+    let cfg = TestConfig::new(&m.base_url());
     let broken = WEAPONS.replace("ghost\\s+gun", "ghost(gun");
-    let e = try_start_gateway(&cfg, &[("weapons.md", &broken)])
+    let e = cfg
+        .try_start(&[("weapons.md", &broken)])
         .await
         .err()
         .expect("must fail");
     assert!(e.contains("weapons.md") && e.contains("bad regex"), "{e}");
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        "[[routes.policies]]\nselect = \"nope/*\"\n",
-        "",
-    );
-    let e = try_start_gateway(&cfg, &[("weapons.md", WEAPONS)])
+    let cfg =
+        TestConfig::new(&m.base_url()).route_policies("[[routes.policies]]\nselect = \"nope/*\"\n");
+    let e = cfg
+        .try_start(&[("weapons.md", WEAPONS)])
         .await
         .err()
         .expect("must fail");
     assert!(e.contains("matches no loaded policy"), "{e}");
     // A policy without rules needs a model backend, which this build does not configure.
     let no_rules = "+++\nid = \"test/nl\"\ntitle = \"NL\"\nversion = \"1\"\n+++\nText only.\n";
-    let e = try_start_gateway(&cfg.replace("nope/*", "test/*"), &[("nl.md", no_rules)])
+    let e = TestConfig::new(&m.base_url())
+        .try_start(&[("nl.md", no_rules)])
         .await
         .err()
         .expect("must fail");
@@ -871,20 +827,10 @@ async fn a_listen_address_in_use_stops_the_start() {
 #[tokio::test]
 async fn large_bodies_and_hop_by_hop_headers_on_the_way_up() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace("threads = 2", "threads = 2\nwork_stealing = true")
-    .replace("max_body_bytes = 65536", "max_body_bytes = 1048576")
-    .replace(
-        "max_decoded_body_bytes = 262144",
-        "max_decoded_body_bytes = 1048576",
-    );
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let cfg = TestConfig::new(&m.base_url())
+        .server("work_stealing = true")
+        .body_limits(1 << 20, 1 << 20);
+    let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     let chat = "/v1/chat/completions";
     for words in [10, 30_000] {
@@ -929,18 +875,9 @@ async fn large_bodies_and_hop_by_hop_headers_on_the_way_up() {
 async fn gateway_key_from_env_is_added_only_without_client_credentials() {
     std::env::set_var("GG_TEST_UPSTREAM_KEY", "sk-from-env");
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace(
-        "connect_timeout_ms = 1000",
-        "connect_timeout_ms = 1000\napi_key_env = \"GG_TEST_UPSTREAM_KEY\"",
-    );
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS)]).await;
+    let cfg =
+        TestConfig::new(&m.base_url()).upstream_options("api_key_env = \"GG_TEST_UPSTREAM_KEY\"");
+    let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     let chat = "/v1/chat/completions";
     c.post(gw.url(chat))
@@ -970,13 +907,7 @@ async fn check_config_command() {
     let m = mock::start().await;
     let dir = tempfile::tempdir().unwrap();
     write_policies(&dir.path().join("policies"), &[("weapons.md", WEAPONS)]);
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
+    let cfg = TestConfig::new(&m.base_url()).render();
     std::fs::write(dir.path().join("g.toml"), &cfg).unwrap();
     let (code, out, _) = run_cli(&["check-config", "--config", "g.toml"], dir.path());
     assert_eq!(code, 0, "{out}");

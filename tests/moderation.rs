@@ -14,14 +14,10 @@ async fn setup(extra_cfg: &str) -> (mock::MockUpstream, model_server::ModelServe
         "[moderation]\nenabled = true\npolicies = [\"test/*\"]\n{extra_cfg}\n[[backends]]\nname = \"safeguard\"\nkind = \"remote\"\nbase_url = \"{}\"\nmodel = \"safeguard-20b\"\n",
         ms.base_url()
     );
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        &extra,
-    );
-    let gw = start_gateway(&cfg, &[("weapons.md", WEAPONS), ("nl.md", NL_POLICY)]).await;
+    let cfg = TestConfig::new(&m.base_url()).extra(&extra);
+    let gw = cfg
+        .start(&[("weapons.md", WEAPONS), ("nl.md", NL_POLICY)])
+        .await;
     (m, ms, gw)
 }
 

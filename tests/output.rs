@@ -19,18 +19,10 @@ fn output_policies(on_block: &str) -> String {
 
 async fn setup(on_block: &str) -> (mock::MockUpstream, GatewayProc) {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        &output_policies(on_block),
-        "",
-    );
-    let gw = start_gateway(
-        &cfg,
-        &[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)],
-    )
-    .await;
+    let cfg = TestConfig::new(&m.base_url()).route_policies(&output_policies(on_block));
+    let gw = cfg
+        .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+        .await;
     (m, gw)
 }
 
@@ -332,8 +324,8 @@ async fn slow_streams_are_released_after_max_hold() {
 async fn annotate_only_streams_flow_untouched_and_are_recorded() {
     let m = mock::start().await;
     let sel = "[[routes.policies]]\nselect = \"test/profanity\"\ndirections = [\"output\"]\n[routes.output]\nannotate_event = true\n";
-    let cfg = config(&m.base_url(), free_port(), free_port(), sel, "");
-    let gw = start_gateway(&cfg, &[("profanity.md", PROFANITY)]).await;
+    let cfg = TestConfig::new(&m.base_url()).route_policies(sel);
+    let gw = cfg.start(&[("profanity.md", PROFANITY)]).await;
     let c = client();
     let text = "well darn, that is the answer";
     let (got, _) = stream(&c, &gw, "/v1/chat/completions", text, 9).await;

@@ -95,14 +95,8 @@ fn write_atomic(path: &Path, text: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reload_under_load_loses_no_request() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
-    let gw = Arc::new(start_gateway(&cfg, &[("switch.md", &version(0))]).await);
+    let cfg = TestConfig::new(&m.base_url());
+    let gw = Arc::new(cfg.start(&[("switch.md", &version(0))]).await);
     let file = gw.policies_dir().join("switch.md");
     let c = reqwest::Client::new();
 
@@ -223,15 +217,8 @@ async fn configmap_symlink_swap_reloads() {
     std::fs::write(pol.join("..2026_11_28_v0/switch.md"), version(0)).unwrap();
     std::os::unix::fs::symlink("..2026_11_28_v0", pol.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/switch.md", pol.join("switch.md")).unwrap();
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace("poll_interval_ms = 500", "poll_interval_ms = 0");
-    let gw = launch(dir, &cfg).await.unwrap();
+    let cfg = TestConfig::new(&m.base_url()).poll_interval_ms(0);
+    let gw = launch(dir, &cfg.render()).await.unwrap();
     let c = reqwest::Client::new();
     assert_eq!(probe(&c, &gw, "alpha").await, Ok(Some("A1".into())));
     for n in 1..=3 {
@@ -258,16 +245,10 @@ async fn configmap_symlink_swap_reloads() {
 #[tokio::test]
 async fn sighup_and_admin_reload_without_watching() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    )
-    .replace("debounce_ms = 50", "debounce_ms = 50\nwatch = false")
-    .replace("poll_interval_ms = 500", "poll_interval_ms = 0");
-    let gw = start_gateway(&cfg, &[("switch.md", &version(0))]).await;
+    let cfg = TestConfig::new(&m.base_url())
+        .policies("watch = false")
+        .poll_interval_ms(0);
+    let gw = cfg.start(&[("switch.md", &version(0))]).await;
     let c = reqwest::Client::new();
     let file = gw.policies_dir().join("switch.md");
     write_atomic(&file, &version(1));

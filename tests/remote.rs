@@ -32,18 +32,10 @@ async fn setup_with(
 ) -> (mock::MockUpstream, model_server::ModelServer, GatewayProc) {
     let m = mock::start().await;
     let ms = model_server::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        &backend(&ms.base_url(), extra),
-    )
-    .replace(
-        "fail_mode = \"closed\"",
-        &format!("fail_mode = \"{fail_mode}\""),
-    );
-    let gw = start_gateway(&cfg, policies).await;
+    let cfg = TestConfig::new(&m.base_url())
+        .extra(&backend(&ms.base_url(), extra))
+        .fail_mode(fail_mode);
+    let gw = cfg.start(policies).await;
     (m, ms, gw)
 }
 
@@ -217,20 +209,11 @@ async fn per_policy_backend_choice() {
         .contains("Forbidden"));
     // Naming a backend that is not configured stops the start.
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
+    let cfg = TestConfig::new(&m.base_url());
     let bad = WEAPONS.replace(
         "action = \"block\"",
         "action = \"block\"\nbackends = [\"rules\", \"nope\"]",
     );
-    let e = try_start_gateway(&cfg, &[("weapons.md", &bad)])
-        .await
-        .err()
-        .unwrap();
+    let e = cfg.try_start(&[("weapons.md", &bad)]).await.err().unwrap();
     assert!(e.contains("\"nope\", which is not configured"), "{e}");
 }

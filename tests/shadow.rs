@@ -12,18 +12,10 @@ const CANDIDATE: &str = "+++\nid = \"test/weapons\"\ntitle = \"Weapons\"\nversio
 #[tokio::test]
 async fn candidate_is_compared_but_never_enforced() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
-    let gw = start_gateway(
-        &cfg,
-        &[("weapons.md", LIVE), ("weapons.candidate.md", CANDIDATE)],
-    )
-    .await;
+    let cfg = TestConfig::new(&m.base_url());
+    let gw = cfg
+        .start(&[("weapons.md", LIVE), ("weapons.candidate.md", CANDIDATE)])
+        .await;
     let c = reqwest::Client::new();
     let mut statuses = Vec::new();
     for text in ["a pipe bomb", "a nail bomb", "a zip gun", "hello"] {
@@ -74,21 +66,17 @@ async fn candidate_is_compared_but_never_enforced() {
 #[tokio::test]
 async fn invalid_candidates_are_refused() {
     let m = mock::start().await;
-    let cfg = config(
-        &m.base_url(),
-        free_port(),
-        free_port(),
-        ALL_TEST_POLICIES,
-        "",
-    );
+    let cfg = TestConfig::new(&m.base_url());
     let orphan = CANDIDATE.replace("test/weapons", "test/other");
-    let e = try_start_gateway(&cfg, &[("weapons.md", LIVE), ("other.md", &orphan)])
+    let e = cfg
+        .try_start(&[("weapons.md", LIVE), ("other.md", &orphan)])
         .await
         .err()
         .unwrap();
     assert!(e.contains("no live policy has that id"), "{e}");
     let same = CANDIDATE.replace("1.1.0", "1.0.0");
-    let e = try_start_gateway(&cfg, &[("weapons.md", LIVE), ("c.md", &same)])
+    let e = cfg
+        .try_start(&[("weapons.md", LIVE), ("c.md", &same)])
         .await
         .err()
         .unwrap();

@@ -193,17 +193,127 @@ impl Drop for GatewayProc {
     }
 }
 
-/// The standard test config: the four API routes to `upstream`, each with the given policy
-/// selection lines appended (TOML for `[[routes.policies]]`).
-pub fn config(
-    upstream: &str,
-    port: u16,
-    admin_port: u16,
-    route_policies: &str,
-    extra: &str,
-) -> String {
-    let mut s = format!(
-        r#"
+/// The standard test config: the four API routes to `upstream`, each with `route_policies`
+/// (TOML for `[[routes.policies]]`) appended, plus the lines a test adds to a section. Built
+/// field by field so that a test says what it changes instead of editing the rendered text.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    pub upstream: String,
+    pub port: u16,
+    pub admin_port: u16,
+    route_policies: String,
+    server: String,
+    admin: String,
+    upstream_options: String,
+    max_body_bytes: usize,
+    max_decoded_body_bytes: usize,
+    policies: String,
+    poll_interval_ms: u64,
+    fail_mode: String,
+    extra: String,
+}
+
+impl TestConfig {
+    /// The standard config on fresh loopback ports, every route bound to `test/*`.
+    pub fn new(upstream: &str) -> TestConfig {
+        TestConfig {
+            upstream: upstream.to_string(),
+            port: free_port(),
+            admin_port: free_port(),
+            route_policies: ALL_TEST_POLICIES.to_string(),
+            server: String::new(),
+            admin: String::new(),
+            upstream_options: String::new(),
+            max_body_bytes: 65536,
+            max_decoded_body_bytes: 262144,
+            policies: String::new(),
+            poll_interval_ms: 500,
+            fail_mode: "closed".into(),
+            extra: String::new(),
+        }
+    }
+
+    /// Replaces the policy selection of every route.
+    pub fn route_policies(mut self, toml: &str) -> TestConfig {
+        self.route_policies = toml.to_string();
+        self
+    }
+
+    /// Lines added to `[server]`.
+    pub fn server(mut self, lines: &str) -> TestConfig {
+        self.server += lines;
+        self.server.push('\n');
+        self
+    }
+
+    /// Lines added to `[admin]`.
+    pub fn admin(mut self, lines: &str) -> TestConfig {
+        self.admin += lines;
+        self.admin.push('\n');
+        self
+    }
+
+    /// Lines added to the `mock` upstream's `[[upstreams]]` table.
+    pub fn upstream_options(mut self, lines: &str) -> TestConfig {
+        self.upstream_options += lines;
+        self.upstream_options.push('\n');
+        self
+    }
+
+    pub fn body_limits(
+        mut self,
+        max_body_bytes: usize,
+        max_decoded_body_bytes: usize,
+    ) -> TestConfig {
+        self.max_body_bytes = max_body_bytes;
+        self.max_decoded_body_bytes = max_decoded_body_bytes;
+        self
+    }
+
+    /// Lines added to `[policies]`.
+    pub fn policies(mut self, lines: &str) -> TestConfig {
+        self.policies += lines;
+        self.policies.push('\n');
+        self
+    }
+
+    /// The policy directories' poll interval (0: no polling, only the watcher and explicit
+    /// reloads).
+    pub fn poll_interval_ms(mut self, ms: u64) -> TestConfig {
+        self.poll_interval_ms = ms;
+        self
+    }
+
+    /// Every route's fail mode (`open` or `closed`, the default).
+    pub fn fail_mode(mut self, mode: &str) -> TestConfig {
+        self.fail_mode = mode.into();
+        self
+    }
+
+    /// TOML appended after the routes (more upstreams, routes, sections).
+    pub fn extra(mut self, toml: &str) -> TestConfig {
+        self.extra += toml;
+        self
+    }
+
+    pub fn render(&self) -> String {
+        let TestConfig {
+            upstream,
+            port,
+            admin_port,
+            route_policies,
+            server,
+            admin,
+            upstream_options,
+            max_body_bytes,
+            max_decoded_body_bytes,
+            policies,
+            poll_interval_ms,
+            fail_mode,
+            extra,
+        } = self;
+        let mut s = format!(
+            r#"
 [server]
 listen = "127.0.0.1:{port}"
 threads = 2
@@ -211,20 +321,20 @@ grace_period_seconds = 0
 graceful_shutdown_timeout_seconds = 1
 upgrade_sock = "upgrade.sock"
 pid_file = "guardgate.pid"
-
+{server}
 [admin]
 listen = "127.0.0.1:{admin_port}"
-
+{admin}
 [limits]
-max_body_bytes = 65536
-max_decoded_body_bytes = 262144
+max_body_bytes = {max_body_bytes}
+max_decoded_body_bytes = {max_decoded_body_bytes}
 body_read_timeout_ms = 2000
 
 [policies]
 dirs = ["policies"]
 debounce_ms = 50
-poll_interval_ms = 500
-
+poll_interval_ms = {poll_interval_ms}
+{policies}
 [audit]
 sink = "file"
 path = "audit.jsonl"
@@ -234,20 +344,49 @@ name = "mock"
 base_url = "{upstream}"
 connect_timeout_ms = 1000
 read_timeout_ms = 5000
-"#
-    );
-    for (name, path, api) in [
-        ("chat", "/v1/chat/completions", "openai-chat"),
-        ("completions", "/v1/completions", "openai-completions"),
-        ("responses", "/v1/responses", "openai-responses"),
-        ("messages", "/v1/messages", "anthropic-messages"),
-    ] {
-        s += &format!(
-            "\n[[routes]]\nname = \"{name}\"\npath = \"{path}\"\napi = \"{api}\"\nupstream = \"mock\"\nfail_mode = \"closed\"\n{route_policies}\n"
+{upstream_options}"#
         );
+        for (name, path, api) in [
+            ("chat", "/v1/chat/completions", "openai-chat"),
+            ("completions", "/v1/completions", "openai-completions"),
+            ("responses", "/v1/responses", "openai-responses"),
+            ("messages", "/v1/messages", "anthropic-messages"),
+        ] {
+            s += &format!(
+                "\n[[routes]]\nname = \"{name}\"\npath = \"{path}\"\napi = \"{api}\"\nupstream = \"mock\"\nfail_mode = \"{fail_mode}\"\n{route_policies}\n"
+            );
+        }
+        s += extra;
+        s
     }
-    s += extra;
-    s
+
+    /// Starts the gateway with this config in a fresh temp dir holding `policies`.
+    pub async fn start(&self, policies: &[(&str, &str)]) -> GatewayProc {
+        start_gateway(&self.render(), policies).await
+    }
+
+    /// Like [`TestConfig::start`], for tests that expect the start to fail.
+    pub async fn try_start(&self, policies: &[(&str, &str)]) -> Result<GatewayProc, String> {
+        try_start_gateway(&self.render(), policies).await
+    }
+}
+
+/// [`TestConfig`] on given ports, for tests that must know them before the config exists.
+pub fn config(
+    upstream: &str,
+    port: u16,
+    admin_port: u16,
+    route_policies: &str,
+    extra: &str,
+) -> String {
+    TestConfig {
+        port,
+        admin_port,
+        ..TestConfig::new(upstream)
+    }
+    .route_policies(route_policies)
+    .extra(extra)
+    .render()
 }
 
 pub const ALL_TEST_POLICIES: &str = "[[routes.policies]]\nselect = \"test/*\"\n";
