@@ -223,19 +223,11 @@ fn server_tool_result(v: &Value, path: &str, out: &mut Extractor) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, Api, Segment};
+    use super::super::{parse_request, seg, Api};
     use super::*;
 
     fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
         parse_request(Api::AnthropicMessages, body.as_bytes())
-    }
-
-    fn seg(source: Source, text: &str, location: &str) -> Segment {
-        Segment {
-            source,
-            text: text.to_string(),
-            location: location.to_string(),
-        }
     }
 
     #[test]

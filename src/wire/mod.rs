@@ -425,6 +425,16 @@ fn tool_definitions(
     Ok(())
 }
 
+/// A segment as the extractors' tests expect it.
+#[cfg(test)]
+fn seg(source: Source, text: &str, location: &str) -> Segment {
+    Segment {
+        source,
+        text: text.to_string(),
+        location: location.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -183,19 +183,11 @@ pub(super) fn parse_completions(obj: &Obj) -> Result<ParsedRequest, WireError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, Api, Segment};
+    use super::super::{parse_request, seg, Api};
     use super::*;
 
     fn chat(body: &str) -> Result<ParsedRequest, WireError> {
         parse_request(Api::OpenAiChat, body.as_bytes())
-    }
-
-    fn seg(source: Source, text: &str, location: &str) -> Segment {
-        Segment {
-            source,
-            text: text.to_string(),
-            location: location.to_string(),
-        }
     }
 
     fn chat_err(body: &str) -> WireError {

@@ -1,9 +1,9 @@
 //! OpenAI Responses (`/v1/responses`).
 
 use super::{
-    as_object, collect_descriptions, content_field, expected, field, index, missing, model_field,
-    opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions,
-    Extractor, ParsedRequest, Source, WireError,
+    as_object, collect_descriptions, content_field, expected, field, index, model_field, opt_array,
+    opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
+    ParsedRequest, Source, WireError,
 };
 use serde_json::{Map, Value};
 
@@ -267,19 +267,11 @@ fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, Api, Segment};
+    use super::super::{parse_request, seg, Api};
     use super::*;
 
     fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
         parse_request(Api::OpenAiResponses, body.as_bytes())
-    }
-
-    fn seg(source: Source, text: &str, location: &str) -> Segment {
-        Segment {
-            source,
-            text: text.to_string(),
-            location: location.to_string(),
-        }
     }
 
     #[test]
