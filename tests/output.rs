@@ -413,3 +413,58 @@ async fn upstream_failure_mid_stream_is_not_passed_off_as_a_clean_end() {
         "the gateway is fine afterwards"
     );
 }
+
+/// A streamed event that never ends within `routes.output.max_reply_bytes` cannot be judged:
+/// fail-closed routes end the stream with the reason, fail-open routes judge what they hold and
+/// let the rest through unchanged; either way the gateway stops buffering it.
+#[tokio::test]
+async fn oversized_stream_events_follow_the_fail_mode() {
+    let huge = "a".repeat(3000);
+    let reply = format!("{LONG_GOOD} {huge} and the end.");
+    let want = mock::chat_sse("m", &reply);
+    for fail_mode in ["closed", "open"] {
+        let m = mock::start().await;
+        let gw = TestConfig::new(&m.base_url())
+            .route_policies(&(output_policies("error") + "max_reply_bytes = 2048\n"))
+            .fail_mode(fail_mode)
+            .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+            .await;
+        let (got, _) = stream(&client(), &gw, "/v1/chat/completions", &reply, 64).await;
+        let text = String::from_utf8_lossy(&got);
+        if fail_mode == "closed" {
+            assert!(
+                !text.contains(&huge),
+                "the unjudged event reached the client"
+            );
+            assert!(
+                text.contains("could not classify the upstream reply")
+                    && text.contains("max_reply_bytes"),
+                "{text}"
+            );
+            // Text judged before the oversized event still went out.
+            assert!(text.contains("{\"content\":\"Here \"}"), "{text}");
+        } else {
+            assert_eq!(
+                text,
+                String::from_utf8_lossy(&want),
+                "fail-open changes nothing"
+            );
+        }
+        gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 1")
+            .await;
+    }
+    // Annotate-only: the stream flows untouched, and parsing stops at the oversized event.
+    let m = mock::start().await;
+    let sel = "[[routes.policies]]\nselect = \"test/profanity\"\ndirections = [\"output\"]\n[routes.output]\nmax_reply_bytes = 2048\n";
+    let gw = TestConfig::new(&m.base_url())
+        .route_policies(sel)
+        .start(&[("profanity.md", PROFANITY)])
+        .await;
+    let (got, _) = stream(&client(), &gw, "/v1/chat/completions", &reply, 64).await;
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want)
+    );
+    gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 1")
+        .await;
+}

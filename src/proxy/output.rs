@@ -316,6 +316,9 @@ pub async fn relay_stream(
     let mut whole_len = 0usize;
     let mut last: Option<Decision> = None;
     let mut ended = false;
+    // Whether events are still being parsed: annotate-only streams stop after an event too large
+    // to judge, and just flow.
+    let mut inspecting = true;
 
     while !ended {
         let deadline = hold
@@ -342,7 +345,11 @@ pub async fn relay_stream(
                         return Err(e);
                     }
                 }
-                parser.push(&b)
+                if inspecting {
+                    parser.push(&b)
+                } else {
+                    Vec::new()
+                }
             }
             Some(Read::Failed(e)) => {
                 gw.metrics
@@ -375,6 +382,40 @@ pub async fn relay_stream(
                     }
                 }
             }
+        }
+        // An event that never ends (no blank line) cannot be judged, and buffering it without a
+        // bound would let one reply grow the gateway's memory: past max_reply_bytes the stream is
+        // unclassifiable, and the route's fail mode decides.
+        if inspecting && parser.buffered() > out.max_reply_bytes {
+            let why = format!(
+                "a stream event exceeds {} bytes (routes.output.max_reply_bytes)",
+                out.max_reply_bytes
+            );
+            gw.metrics
+                .errors
+                .with_label_values(&["output_unclassifiable"])
+                .inc();
+            tracing::warn!(request_id = %ctx.request_id, route = %oc.route.name, reason = %why, "streamed reply could not be classified");
+            if !enforce {
+                // Its bytes are already on their way to the client; only the parsing stops.
+                inspecting = false;
+                parser.take_buffered();
+                continue;
+            }
+            let stop = oversized_event(
+                oc,
+                ctx,
+                session,
+                &mut hold,
+                &tracker,
+                &mut last,
+                &mut parser,
+                &mut rx,
+                &why,
+            )
+            .await;
+            reader.abort();
+            return stop;
         }
         if !enforce {
             continue;
@@ -430,6 +471,71 @@ pub async fn relay_stream(
         release(gw, http, peer).await;
     }
     Ok(())
+}
+
+/// A blocking stream that turned unclassifiable mid-way (see `relay_stream`). Fail-closed: the
+/// stream ends the way a block ends it, with the reason. Fail-open: the text held so far is still
+/// judged (and may be cut), then the event that could not be judged and the rest of the stream
+/// pass through unparsed.
+#[allow(clippy::too_many_arguments)]
+async fn oversized_event(
+    oc: &OutputCtx<'_>,
+    ctx: &mut Ctx,
+    session: &mut Session,
+    hold: &mut HoldBack,
+    tracker: &StreamTracker,
+    last: &mut Option<Decision>,
+    parser: &mut SseParser,
+    rx: &mut tokio::sync::mpsc::Receiver<Read>,
+    why: &str,
+) -> pingora::Result<()> {
+    if oc.route.fail_mode == crate::config::FailMode::Closed {
+        hold.reject();
+        if let Some(d) = last.as_ref() {
+            oc.record(ctx, d, Some(hold.windows_judged));
+        }
+        ctx.outcome = "fail_closed";
+        let msg = format!(
+            "guardgate could not classify the upstream reply ({why}); the route is fail-closed"
+        );
+        let style = match oc.route.output.on_block {
+            BlockStyle::Replace => None,
+            BlockStyle::Error => Some(msg.as_str()),
+        };
+        session
+            .write_response_body(Bytes::from(tracker.cut_events(style)), false)
+            .await?;
+        return session.write_response_body(Bytes::new(), true).await;
+    }
+    if hold.has_pending_text() {
+        if let Some(stop) = judge_window(oc, ctx, session, hold, tracker, last).await? {
+            return stop;
+        }
+    } else if let Some(b) = hold.releasable_now() {
+        session.write_response_body(b, false).await?;
+    }
+    if let Some(d) = last.as_ref() {
+        oc.record(ctx, d, Some(hold.windows_judged));
+    }
+    ctx.outcome = "fail_open";
+    session
+        .write_response_body(parser.take_buffered(), false)
+        .await?;
+    while let Some(item) = rx.recv().await {
+        match item {
+            Read::Chunk(b) => session.write_response_body(b, false).await?,
+            Read::Failed(e) => {
+                oc.gw
+                    .metrics
+                    .errors
+                    .with_label_values(&["upstream_body"])
+                    .inc();
+                ctx.outcome = "upstream_error";
+                return Err(Box::new(e));
+            }
+        }
+    }
+    session.write_response_body(Bytes::new(), true).await
 }
 
 /// Judges the current window. `Ok(Some(result))` means the stream is over (cut, or the client

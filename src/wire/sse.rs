@@ -37,6 +37,15 @@ impl SseParser {
         self.buf.len()
     }
 
+    /// Takes the bytes of the incomplete event, leaving the parser empty: what a caller that
+    /// gives up on parsing a stream still has to forward.
+    pub fn take_buffered(&mut self) -> Bytes {
+        self.scanned = 0;
+        self.event = None;
+        self.data = None;
+        self.buf.split().freeze()
+    }
+
     /// Feeds bytes and returns every event they complete.
     pub fn push(&mut self, chunk: &[u8]) -> Vec<SseEvent> {
         self.buf.extend_from_slice(chunk);
