@@ -174,7 +174,7 @@ pub async fn relay_buffered(
             if oc.route.fail_mode == crate::config::FailMode::Closed {
                 http.shutdown().await;
                 ctx.outcome = "fail_closed";
-                let msg = format!("guardgate could not classify the upstream reply ({why}); the route is fail-closed");
+                let msg = unclassifiable_message(&why);
                 return respond::error(
                     session,
                     api,
@@ -473,6 +473,28 @@ pub async fn relay_stream(
     Ok(())
 }
 
+fn unclassifiable_message(why: &str) -> String {
+    format!("guardgate could not classify the upstream reply ({why}); the route is fail-closed")
+}
+
+/// Ends a stream the way the API ends a filtered reply, or with its error event carrying `msg`
+/// (`on_block = "error"`).
+async fn cut_stream(
+    oc: &OutputCtx<'_>,
+    session: &mut Session,
+    tracker: &StreamTracker,
+    msg: &str,
+) -> pingora::Result<()> {
+    let style = match oc.route.output.on_block {
+        BlockStyle::Replace => None,
+        BlockStyle::Error => Some(msg),
+    };
+    session
+        .write_response_body(Bytes::from(tracker.cut_events(style)), false)
+        .await?;
+    session.write_response_body(Bytes::new(), true).await
+}
+
 /// A blocking stream that turned unclassifiable mid-way (see `relay_stream`). Fail-closed: the
 /// stream ends the way a block ends it, with the reason. Fail-open: the text held so far is still
 /// judged (and may be cut), then the event that could not be judged and the rest of the stream
@@ -495,17 +517,7 @@ async fn oversized_event(
             oc.record(ctx, d, Some(hold.windows_judged));
         }
         ctx.outcome = "fail_closed";
-        let msg = format!(
-            "guardgate could not classify the upstream reply ({why}); the route is fail-closed"
-        );
-        let style = match oc.route.output.on_block {
-            BlockStyle::Replace => None,
-            BlockStyle::Error => Some(msg.as_str()),
-        };
-        session
-            .write_response_body(Bytes::from(tracker.cut_events(style)), false)
-            .await?;
-        return session.write_response_body(Bytes::new(), true).await;
+        return cut_stream(oc, session, tracker, &unclassifiable_message(why)).await;
     }
     if hold.has_pending_text() {
         if let Some(stop) = judge_window(oc, ctx, session, hold, tracker, last).await? {
@@ -565,17 +577,7 @@ async fn judge_window(
             oc.record(ctx, &d, Some(hold.windows_judged));
             ctx.outcome = "output_blocked";
             let msg = oc.withheld_message(verdict);
-            let style = match oc.route.output.on_block {
-                BlockStyle::Replace => None,
-                BlockStyle::Error => Some(msg.as_str()),
-            };
-            let tail = Bytes::from(tracker.cut_events(style));
-            let res = async {
-                session.write_response_body(tail, false).await?;
-                session.write_response_body(Bytes::new(), true).await
-            }
-            .await;
-            Ok(Some(res))
+            Ok(Some(cut_stream(oc, session, tracker, &msg).await))
         }
     }
 }
