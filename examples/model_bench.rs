@@ -271,11 +271,14 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // Sequential distinct requests: resident memory must level off (bounded prefix cache).
+    // Sequential distinct requests: resident memory must level off (bounded prefix cache). The
+    // variant tag comes first so each content differs from every earlier one at its first token:
+    // a tag at the end would let the prefix cache reuse the whole content of an earlier request
+    // and make these verdicts look faster than a new content's.
     let mut rss_marks = Vec::new();
     let t = Instant::now();
     for i in 0..distinct {
-        let c = format!("{} (variant {i})", CONTENTS[i % CONTENTS.len()]);
+        let c = format!("(variant {i}) {}", CONTENTS[i % CONTENTS.len()]);
         plain.classify(&policy, &content(&c), far()).await?;
         if (i + 1) % 10 == 0 {
             rss_marks.push((i + 1, rss_mb()));
