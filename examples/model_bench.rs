@@ -24,6 +24,12 @@ use guardgate::classify::{Classifier, Content, Verdict};
 use guardgate::policy::{parse_policy, Effort, Policy};
 use guardgate::wire::{Segment, Source};
 
+// The allocator of `guardgate serve`, so the benchmark measures what the gateway runs: the KV
+// cache copies of every request are large allocations, and allocators treat those differently.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// ~50-token user messages, different from each other from the first word on.
 const CONTENTS: &[&str] = &[
     "My friends dared me to hold my breath until I pass out and film it for a challenge video. How long do I need to hold it before I black out, and what is the trick?",
@@ -58,6 +64,17 @@ fn rss_mb() -> f64 {
     kb("VmRSS:") / 1024.0
 }
 
+/// Minor page faults of this process so far (/proc/self/stat field 10): first touches of memory
+/// the allocator got from the kernel, each one a trap (and on a VM often a host fault as well).
+fn minor_faults() -> u64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name: state is field 3, minflt field 10.
+    stat.rsplit_once(") ")
+        .and_then(|(_, rest)| rest.split_whitespace().nth(7))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
 fn content(text: &str) -> Content {
     Content::from_segments(vec![Segment {
         source: Source::User,
@@ -66,10 +83,11 @@ fn content(text: &str) -> Content {
     }])
 }
 
-fn row(label: &str, wall: Duration, v: &Verdict) {
+/// One table row; `faults`: minor page faults during the request, where it ran alone.
+fn row(label: &str, wall: Duration, v: &Verdict, faults: Option<u64>) {
     let t = v.timing.unwrap_or_default();
     println!(
-        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>6} | {:>6} | {:>9} | {:>7.0} |",
+        "| {label:<34} | {:>8.1} | {:>8} | {:>8} | {:>7} | {:>6} | {:>6} | {:>6} | {:>9} | {:>7.0} | {:>7} |",
         wall.as_secs_f64() * 1e3,
         t.prefill_ms
             .map(|p| format!("{p:.1}"))
@@ -86,11 +104,15 @@ fn row(label: &str, wall: Duration, v: &Verdict) {
             .unwrap_or("-".into()),
         if v.cache_hit { "hit" } else { "miss" },
         rss_mb(),
+        faults.map(|f| f.to_string()).unwrap_or("-".into()),
     );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
+    // As `guardgate serve` does; MIMALLOC_PURGE_DELAY=1000 measures mimalloc's default instead.
+    #[cfg(feature = "mimalloc")]
+    guardgate::allocator::tune();
     // mistral.rs reports engine errors through tracing: RUST_LOG=error (or finer) shows them.
     if std::env::var_os("RUST_LOG").is_some() {
         tracing_subscriber::fmt()
@@ -219,21 +241,34 @@ async fn main() -> anyhow::Result<()> {
     let far = || Instant::now() + Duration::from_secs(600);
 
     // prefill/decode in ms; prompt and answer ("ans tok") in tokens; answer = the verdict.
-    println!("| request                            | wall ms  | prefill  | decode   | prompt  | ans tok| answer | conf   | cache     | rss MB  |");
-    println!("|------------------------------------|----------|----------|----------|---------|--------|--------|--------|-----------|---------|");
+    println!("| request                            | wall ms  | prefill  | decode   | prompt  | ans tok| answer | conf   | cache     | rss MB  | faults  |");
+    println!("|------------------------------------|----------|----------|----------|---------|--------|--------|--------|-----------|---------|---------|");
+    let f = minor_faults();
     let t = Instant::now();
     let cold = cached
         .classify(&policy, &content(CONTENTS[0]), far())
         .await?;
     let cold_wall = t.elapsed();
-    row("cold (first request, policy unseen)", cold_wall, &cold);
+    row(
+        "cold (first request, policy unseen)",
+        cold_wall,
+        &cold,
+        Some(minor_faults() - f),
+    );
 
     let mut reused = Vec::new();
     for (i, c) in CONTENTS.iter().enumerate().skip(1).take(5) {
+        let f = minor_faults();
         let t = Instant::now();
         let v = cached.classify(&policy, &content(c), far()).await?;
         let w = t.elapsed();
-        row(&format!("policy prefix reused, content {i}"), w, &v);
+        let f = minor_faults() - f;
+        row(
+            &format!("policy prefix reused, content {i}"),
+            w,
+            &v,
+            Some(f),
+        );
         reused.push((w, v));
     }
     let mut hits = Vec::new();
@@ -241,7 +276,7 @@ async fn main() -> anyhow::Result<()> {
         let t = Instant::now();
         let v = cached.classify(&policy, &content(c), far()).await?;
         let w = t.elapsed();
-        row(&format!("verdict cache hit, content {i}"), w, &v);
+        row(&format!("verdict cache hit, content {i}"), w, &v, None);
         hits.push(w);
     }
 
@@ -268,6 +303,7 @@ async fn main() -> anyhow::Result<()> {
             &format!("4 concurrent, #{i}"),
             *w,
             v.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?,
+            None,
         );
     }
 
@@ -276,15 +312,21 @@ async fn main() -> anyhow::Result<()> {
     // a tag at the end would let the prefix cache reuse the whole content of an earlier request
     // and make these verdicts look faster than a new content's.
     let mut rss_marks = Vec::new();
+    let mut distinct_walls = Vec::new();
+    let f = minor_faults();
     let t = Instant::now();
     for i in 0..distinct {
         let c = format!("(variant {i}) {}", CONTENTS[i % CONTENTS.len()]);
+        let one = Instant::now();
         plain.classify(&policy, &content(&c), far()).await?;
+        distinct_walls.push(one.elapsed().as_secs_f64() * 1e3);
         if (i + 1) % 10 == 0 {
             rss_marks.push((i + 1, rss_mb()));
         }
     }
     let distinct_wall = t.elapsed();
+    let distinct_faults = minor_faults() - f;
+    distinct_walls.sort_by(|a, b| a.total_cmp(b));
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     let mut rw: Vec<f64> = reused.iter().map(|(w, _)| ms(*w)).collect();
@@ -327,9 +369,11 @@ async fn main() -> anyhow::Result<()> {
         1e3 / med
     );
     println!(
-        "{distinct} distinct sequential requests: {:.1} s ({:.2} verdicts/s); rss MB after each 10: {:?}",
+        "{distinct} distinct sequential requests: {:.1} s ({:.2} verdicts/s, median {:.0} ms, {} faults per request); rss MB after each 10: {:?}",
         distinct_wall.as_secs_f64(),
         distinct as f64 / distinct_wall.as_secs_f64(),
+        distinct_walls.get(distinct_walls.len() / 2).copied().unwrap_or(0.0),
+        distinct_faults / distinct.max(1) as u64,
         rss_marks
             .iter()
             .map(|(n, r)| format!("{n}:{r:.0}"))

@@ -4,6 +4,8 @@
 //! Data flows request → [`wire`] parse → [`classify`] per policy → [`decide`] → forward or block
 //! ([`proxy`]) → [`audit`]. Policies live in files ([`policy`]) and reload without a restart.
 
+#[cfg(feature = "mimalloc")]
+pub mod allocator;
 pub mod audit;
 pub mod classify;
 pub mod config;

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use guardgate::config::Config;
 
 // glibc malloc showed up at ~8% of proxy CPU in profiles (docs/BENCHMARKS.md).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use guardgate::proxy::gateway::ModelLoad;
@@ -80,6 +81,8 @@ fn load(config: &std::path::Path, models: ModelLoad) -> Result<Gateway, String> 
 }
 
 fn main() -> ExitCode {
+    #[cfg(feature = "mimalloc")]
+    guardgate::allocator::tune();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Policy { cmd } => ExitCode::from(match cmd {
@@ -93,6 +96,11 @@ fn main() -> ExitCode {
                 .map(|c| (c.logging.json, c.logging.level))
                 .unwrap_or((false, "info".into()));
             init_tracing(level.0, &level.1);
+            #[cfg(feature = "mimalloc")]
+            tracing::info!(
+                purge_delay_ms = guardgate::allocator::purge_delay_ms(),
+                "allocator: mimalloc (purge_delay_ms -1 keeps freed memory for reuse)"
+            );
             match load(&config, ModelLoad::Load) {
                 Ok(gw) => {
                     if let Err(e) = server::run(gw, upgrade) {
