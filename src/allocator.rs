@@ -3,10 +3,11 @@
 //! mimalloc (v3) returns memory to the kernel once it has been free for a second ("purging"). A
 //! model verdict frees and reallocates KV cache copies (tens of MB) on every request, and the
 //! prefix cache frees an evicted entry's, so with the default the verdicts kept faulting memory
-//! back in, one 2 MiB huge page at a time, each zeroed by the kernel. With purging off the memory is reused: 0 page faults per verdict instead of
-//! ~1,000, and the steady-state verdict 11 % faster on 2 cores (docs/BENCHMARKS.md, twelfth
-//! session). The cost is that resident memory stays at its peak, which the bounded caches (prefix
-//! cache entries, verdict cache, upstream pool) already cap.
+//! back in, one 2 MiB huge page at a time, each zeroed by the kernel. With purging off the memory
+//! is reused: 0 page faults per verdict instead of 400-1,100, and the steady-state verdict ~8 %
+//! faster on 2 cores (docs/BENCHMARKS.md, twelfth session). The cost is that resident memory stays
+//! at its peak, which the bounded caches (prefix cache entries, verdict cache, upstream pool)
+//! already cap.
 
 /// mimalloc's `mi_option_purge_delay` (v3 `mimalloc.h`: the 16th entry of `mi_option_e`;
 /// libmimalloc-sys names the options around it but not this one).
