@@ -7,11 +7,14 @@
 Reports, like model_bench: the cold request (prompt tokens / prefill time = prompt tok/s), and
 requests whose system message (the policy) was already evaluated: llama-cpp-python keeps the KV
 cache of the previous prompt and only evaluates the tokens after the longest common prefix.
+Then decoding: milliseconds per greedy token after a ~900-token prompt.
 """
 import argparse
 import json
 import time
 
+import llama_cpp
+import numpy as np
 from llama_cpp import Llama
 
 
@@ -51,6 +54,23 @@ def main() -> None:
         w, toks, _ = ask(p)
         colds.append(toks / w)
     print(f"cold prompt throughput over 3 more runs: {sorted(colds)[1]:.0f} tok/s (median)")
+    # Decoding, the cost of a JSON answer (~35-60 tokens): greedy tokens one at a time after a
+    # prompt, EOS ignored so every run decodes the same count. The reference for model_bench's
+    # "decode" column divided by its answer tokens.
+    n = 48
+    per_token = []
+    for p in prompts[6:9]:
+        llm.reset()
+        toks = llm.tokenize(f"{p['system']}\n{p['user']}".encode(), add_bos=True)
+        llm.eval(toks)
+        t = time.perf_counter()
+        for _ in range(n):
+            # The last evaluated position's logits (the C API: `scores` keeps n_batch rows).
+            logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(llm.ctx), shape=(llm.n_vocab(),))
+            tok = int(logits.argmax())
+            llm.eval([tok])
+        per_token.append((time.perf_counter() - t) * 1e3 / n)
+    print(f"decoding: {sorted(per_token)[1]:.1f} ms per token (median of 3 runs of {n} greedy tokens)")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,11 @@ RAYON_NUM_THREADS="$THREADS" "$BENCH" --model "$MODEL" --threads "$THREADS" --we
 if ! "$VENV/bin/python" -c 'import llama_cpp' >/dev/null 2>&1; then
     echo "== installing llama-cpp-python (compiles llama.cpp: several minutes) =="
     [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    CMAKE_ARGS="-DGGML_NATIVE=ON" "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+    # The ISA level of guardgate's own build (x86-64-v3: AVX2, FMA, F16C, BMI2), not -march=native:
+    # the same instructions on both sides, and a native build on a host with AMX crashed in its
+    # first multi-token decode inside a VM (SIGSEGV, on a Sapphire Rapids guest).
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+        "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
         'llama-cpp-python==0.3.36'
 fi
 echo "== llama.cpp (llama-cpp-python), $THREADS threads =="
