@@ -132,9 +132,10 @@ cargo_tests() {
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
         echo "cargo test: timed out after ${CARGO_TEST_TIMEOUT:-2400}s (a test hung?)"
     fi
-    # The patched mistralrs-quant's own kernel test (its F32 prefill panels against candle's
-    # matmul); the model tests above run that code too, but only this one checks its numbers.
-    cargo test --release -p mistralrs-quant --lib gguf::panels 2>&1 | tee -a "$LOGS/cargo-test.log"
+    # The patched mistralrs-quant's own kernel tests (its F32 prefill panels and its Q8_0 decoding
+    # kernel against candle's); the model tests above run that code too, but only these check
+    # its numbers.
+    cargo test --release -p mistralrs-quant --lib gguf:: 2>&1 | tee -a "$LOGS/cargo-test.log"
     local rc_quant="${PIPESTATUS[0]}"
     [ "$rc" -ne 0 ] && return "$rc"
     return "$rc_quant"

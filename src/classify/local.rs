@@ -167,7 +167,7 @@ impl LocalSettings {
 }
 
 /// Runs a model load with the patched mistralrs-quant told whether to keep F32 copies of the
-/// quantised weights for prefill (patches/mistralrs-quant-0.8.1-f32-prefill.patch). mistral.rs's
+/// quantised weights for prefill (patches/mistralrs-quant-0.8.1-cpu-matmul.patch). mistral.rs's
 /// loaders take no such option, so it is an environment variable that each weight reads as it
 /// loads; a lock keeps two loads with different settings from interleaving, and the caller's own
 /// value of the variable is put back afterwards.
