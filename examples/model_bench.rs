@@ -3,13 +3,15 @@
 //!   cargo run --release --example model_bench -- [--model FILE] [--policy FILE] [--threads N]
 //!       [--distinct N] [--family chat|gpt-oss-safeguard] [--binary] [--dump-prompts FILE]
 //!       [--device cpu|cuda:N] [--dtype f32|f16|bf16|auto] [--weights auto|quantized|f32-prefill]
+//!       [--second-policy FILE]
 //!
 //! Phases: load; one short unrelated request (weights warm-up: F32 prefill copies are made on
 //! first use); one cold request (policy prefix not cached); requests that share the policy prefix with
 //! an earlier one (different content each time: an identical prompt gets no prefix reuse in
 //! mistral.rs, and the verdict cache answers exact repeats anyway); verdict-cache hits; 4
 //! concurrent requests; then `--distinct` more distinct requests to show resident memory stays
-//! bounded (the prefix cache evicts on CPU with patches/mistralrs-core-*.patch).
+//! bounded (the prefix cache evicts on CPU with patches/mistralrs-core-*.patch), between a
+//! request of a second policy and a second one of it (whether its cached prefix survives).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -150,9 +152,17 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut policy: Policy = parse_policy(&policy_path, &std::fs::read(&policy_path)?)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.path, e.reason))?;
+    // A second policy, used once before the distinct requests and once after them: does its
+    // cached prefix survive that many requests of the first policy?
+    let second_path = arg("--second-policy")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("policies/teen-safety/age-restricted.md"));
+    let mut second: Policy = parse_policy(&second_path, &std::fs::read(&second_path)?)
+        .map_err(|e| anyhow::anyhow!("{}: {}", e.path, e.reason))?;
     if std::env::args().any(|a| a == "--binary") {
         // Time to verdict without answer decoding: a 0/1 answer is one constrained token.
         policy.output_format = OutputFormat::Binary;
+        second.output_format = OutputFormat::Binary;
     }
     if let Some(out) = arg("--dump-prompts") {
         // The exact messages this benchmark sends, for the llama.cpp reference run
@@ -311,6 +321,12 @@ async fn main() -> anyhow::Result<()> {
     // variant tag comes first so each content differs from every earlier one at its first token:
     // a tag at the end would let the prefix cache reuse the whole content of an earlier request
     // and make these verdicts look faster than a new content's.
+    let second_first = Instant::now();
+    plain
+        .classify(&second, &content(CONTENTS[2]), far())
+        .await?;
+    let second_first = second_first.elapsed();
+
     let mut rss_marks = Vec::new();
     let mut distinct_walls = Vec::new();
     let f = minor_faults();
@@ -326,6 +342,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let distinct_wall = t.elapsed();
     let distinct_faults = minor_faults() - f;
+    let second_again = Instant::now();
+    plain
+        .classify(&second, &content(CONTENTS[3]), far())
+        .await?;
+    let second_again = second_again.elapsed();
     distinct_walls.sort_by(|a, b| a.total_cmp(b));
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -378,6 +399,12 @@ async fn main() -> anyhow::Result<()> {
             .iter()
             .map(|(n, r)| format!("{n}:{r:.0}"))
             .collect::<Vec<_>>()
+    );
+    println!(
+        "second policy ({}): first request {:.0} ms (its prefix uncached), again after the {distinct} distinct requests {:.0} ms",
+        second.id,
+        ms(second_first),
+        ms(second_again)
     );
     let hwm = std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
