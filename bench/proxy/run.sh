@@ -329,21 +329,33 @@ cpu_ticks() {
     done
     echo "$total $user"
 }
+# switches PID: context switches (voluntary + involuntary) so far of PID's threads and its
+# children's (nginx workers). Per request, they tell whether a proxy's cost is wake-ups or work.
+switches() {
+    local p
+    for p in "$1" $(pgrep -P "$1" || true); do
+        cat /proc/"$p"/task/*/status 2>/dev/null || true
+    done | awk '/^(non)?voluntary_ctxt_switches:/ {n += $2} END {print n + 0}'
+}
 CLK_TCK="$(getconf CLK_TCK)"
 # run_wrk NAME URL CONNS DURATION -> sets R_RPS R_P50 R_P99 R_ERR R_CPU_PROXY R_USER_PROXY R_CPU_MOCK
-# (CPU us per request of the proxy under test, its user-space part, and the mock's during the
-# measured run); keeps the raw output.
+# R_CS_PROXY R_CS_MOCK (CPU us per request of the proxy under test, its user-space part, and the
+# mock's during the measured run; context switches per 100 requests of each); keeps the raw output.
 run_wrk() {
-    local name=$1 url=$2 c=$3 d=$4 raw="$WORK/wrk-$1-c$3.txt" p0 p1 m0 m1 n
+    local name=$1 url=$2 c=$3 d=$4 raw="$WORK/wrk-$1-c$3.txt" p0 p1 m0 m1 n s0=0 s1=0 t0 t1
     BENCH_BODY="$BODY" "${ON_WRK[@]}" wrk -t1 -c"$c" -d"${WARMUP}s" -s "$HERE/post.lua" "$url" >/dev/null
     m0="$(cpu_ticks "${SPID[mock]}")"
+    t0="$(switches "${SPID[mock]}")"
     p0="0 0"
-    [ "$name" = a ] || p0="$(cpu_ticks "${SPID[$name]}")"
+    [ "$name" = a ] || { p0="$(cpu_ticks "${SPID[$name]}")"; s0="$(switches "${SPID[$name]}")"; }
     BENCH_BODY="$BODY" "${ON_WRK[@]}" wrk -t1 -c"$c" -d"${d}s" --latency -s "$HERE/post.lua" "$url" >"$raw"
     m1="$(cpu_ticks "${SPID[mock]}")"
+    t1="$(switches "${SPID[mock]}")"
     p1="0 0"
-    [ "$name" = a ] || p1="$(cpu_ticks "${SPID[$name]}")"
+    [ "$name" = a ] || { p1="$(cpu_ticks "${SPID[$name]}")"; s1="$(switches "${SPID[$name]}")"; }
     n="$(awk '/requests in/ {print $1}' "$raw")"
+    R_CS_PROXY="$(awk -v t=$((s1 - s0)) -v n="$n" 'BEGIN {printf "%.0f", t * 100 / n}')"
+    R_CS_MOCK="$(awk -v t=$((t1 - t0)) -v n="$n" 'BEGIN {printf "%.0f", t * 100 / n}')"
     R_CPU_MOCK="$(awk -v t=$((${m1% *} - ${m0% *})) -v n="$n" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
     R_CPU_PROXY="$(awk -v t=$((${p1% *} - ${p0% *})) -v n="$n" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
     R_USER_PROXY="$(awk -v t=$((${p1#* } - ${p0#* })) -v n="$n" -v hz="$CLK_TCK" 'BEGIN {printf "%.1f", t * 1e6 / hz / n}')"
@@ -360,7 +372,7 @@ SCEN=(a b c d)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
     [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary")
-declare -A RPS P50 P99 ERR CPUP CPUU CPUM XN
+declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -374,7 +386,7 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
             run_wrk "$s" "${URL[$s]}" "$c" "$d"
             R_ALL[rps,$s,$c]+=" $R_RPS" R_ALL[p50,$s,$c]+=" $R_P50" R_ALL[p99,$s,$c]+=" $R_P99"
             R_ALL[err,$s,$c]+=" $R_ERR" R_ALL[cpup,$s,$c]+=" $R_CPU_PROXY" R_ALL[cpum,$s,$c]+=" $R_CPU_MOCK"
-            R_ALL[cpuu,$s,$c]+=" $R_USER_PROXY"
+            R_ALL[cpuu,$s,$c]+=" $R_USER_PROXY" R_ALL[csp,$s,$c]+=" $R_CS_PROXY" R_ALL[csm,$s,$c]+=" $R_CS_MOCK"
             [ "$s" = b ] && nginx_rps=$R_RPS
             # (b) runs before every guardgate scenario of the round, so each ratio is to the nginx
             # run of the same round, minutes apart at most.
@@ -389,6 +401,8 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
         CPUP[$s,$c]="$(echo "${R_ALL[cpup,$s,$c]}" | median)"
         CPUM[$s,$c]="$(echo "${R_ALL[cpum,$s,$c]}" | median)"
         CPUU[$s,$c]="$(echo "${R_ALL[cpuu,$s,$c]}" | median)"
+        CSP[$s,$c]="$(echo "${R_ALL[csp,$s,$c]}" | median)"
+        CSM[$s,$c]="$(echo "${R_ALL[csm,$s,$c]}" | median)"
         XN[$s,$c]="$(echo "${R_ALL[xn,$s,$c]:-}" | median)"
     done
 done
@@ -406,8 +420,8 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
     d=${load##*:}
     echo
     echo "-c$c -d${d}s"
-    printf '%-26s %9s %8s %8s %8s %8s %8s %10s %10s %9s %6s\n' scenario req/s p50_us p99_us "x nginx" \
-        "+p50_us" "+p99_us" proxy_cpu proxy_user mock_cpu errors
+    printf '%-26s %9s %8s %8s %8s %8s %8s %10s %10s %9s %8s %8s %6s\n' scenario req/s p50_us p99_us "x nginx" \
+        "+p50_us" "+p99_us" proxy_cpu proxy_user mock_cpu proxy_cs mock_cs errors
     for s in "${SCEN[@]}"; do
         ratio="$(awk -v x="${XN[$s,$c]:-}" -v r="${RPS[$s,$c]}" -v y="${RPS[b,$c]}" 'BEGIN {printf "%.2f", (x != "") ? x : r / y}')"
         if [ "$s" = a ]; then
@@ -416,10 +430,10 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
             a50="$(awk -v x="${P50[$s,$c]}" -v y="${P50[a,$c]}" 'BEGIN {printf "%+.0f", x - y}')"
             a99="$(awk -v x="${P99[$s,$c]}" -v y="${P99[a,$c]}" 'BEGIN {printf "%+.0f", x - y}')"
         fi
-        pc="${CPUP[$s,$c]}" pu="${CPUU[$s,$c]}"
-        [ "$s" != a ] || pc=- pu=-
-        printf '%-26s %9.0f %8.0f %8.0f %8s %8s %8s %10s %10s %9s %6s\n' "${LABEL[$s]}" "${RPS[$s,$c]}" \
-            "${P50[$s,$c]}" "${P99[$s,$c]}" "$ratio" "$a50" "$a99" "$pc" "$pu" "${CPUM[$s,$c]}" "${ERR[$s,$c]}"
+        pc="${CPUP[$s,$c]}" pu="${CPUU[$s,$c]}" ps="${CSP[$s,$c]}"
+        [ "$s" != a ] || pc=- pu=- ps=-
+        printf '%-26s %9.0f %8.0f %8.0f %8s %8s %8s %10s %10s %9s %8s %8s %6s\n' "${LABEL[$s]}" "${RPS[$s,$c]}" \
+            "${P50[$s,$c]}" "${P99[$s,$c]}" "$ratio" "$a50" "$a99" "$pc" "$pu" "${CPUM[$s,$c]}" "$ps" "${CSM[$s,$c]}" "${ERR[$s,$c]}"
     done
 done
 echo
@@ -429,3 +443,4 @@ echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughp
 [ -z "$BASELINE_BIN" ] || echo "(f) baseline binary: $BASELINE_BIN"
 echo "proxy_cpu / mock_cpu = CPU time (user+sys, us) per request of the proxy under test / of the mock (/proc/PID/stat, ${CLK_TCK} Hz ticks)"
 echo "proxy_user = the user-space part of proxy_cpu (the proxy's own code; the rest is mostly the kernel's loopback TCP)"
+echo "proxy_cs / mock_cs = context switches (voluntary + involuntary, all threads and workers) per 100 requests"
