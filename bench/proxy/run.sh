@@ -8,6 +8,9 @@
 #   (e) gg-rules-noaudit  as (d) with audit sink "off" (isolates the audit-record cost; SKIP_E=1 drops it)
 #   (f) gg-baseline       as (c), or (d) with BASELINE_CONFIG=rules, with another guardgate binary
 #                         (only with BASELINE_BIN): before/after in the same run
+#   (g) pingora floor     wrk -> the smallest pingora-proxy reverse proxy (examples/pingora_floor.rs,
+#                         same threads, allocator and keep-alive) -> mock: what the framework guardgate
+#                         is built on costs by itself (SKIP_G=1 drops it)
 #
 # Each scenario: a short warm-up, then a measured wrk run, at high load (-c$CONNS) and at low load
 # (-c1, where p99 added latency is meaningful). Prints one table per load level.
@@ -20,9 +23,11 @@
 #   CONNS          connections for the high-load run (default 32)
 #   DURATION       seconds of each measured high-load run (default 10); LOW_DURATION (default 5)
 #   WARMUP         seconds of warm-up before each measured run (default 2)
-#   BASE_PORT      first of 8 consecutive loopback ports (default 18400)
+#   BASE_PORT      first of 11 consecutive loopback ports (default 18400)
 #   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
 #   SKIP_E=1       skip scenario (e)
+#   FLOOR_BIN      the pingora_floor example (default $CARGO_TARGET_DIR/release/examples/pingora_floor,
+#                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
 #   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
@@ -35,6 +40,8 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
 GUARDGATE_BIN="${GUARDGATE_BIN:-$CARGO_TARGET_DIR/release/guardgate}"
+FLOOR_BIN="${FLOOR_BIN:-$CARGO_TARGET_DIR/release/examples/pingora_floor}"
+SKIP_G="${SKIP_G:-0}"
 THREADS="${THREADS:-1}"
 CONNS="${CONNS:-32}"
 DURATION="${DURATION:-10}"
@@ -58,6 +65,11 @@ if [ ! -x "$GUARDGATE_BIN" ]; then
     (cd "$ROOT" && cargo build --release --bins --examples) >&2
     [ -x "$GUARDGATE_BIN" ] || die "no binary at $GUARDGATE_BIN after the build"
 fi
+if [ "$SKIP_G" != 1 ] && [ ! -x "$FLOOR_BIN" ]; then
+    log "building $FLOOR_BIN (release)"
+    (cd "$ROOT" && cargo build --release --example pingora_floor) >&2
+    [ -x "$FLOOR_BIN" ] || die "no binary at $FLOOR_BIN after the build"
+fi
 
 NCPU="$(nproc)"
 if [ "$PIN" = 1 ] && [ "$NCPU" -ge 2 ] && command -v taskset >/dev/null; then
@@ -80,12 +92,13 @@ P_NOAUD=$((BASE_PORT + 6))
 P_NOAUD_ADMIN=$((BASE_PORT + 7))
 P_BASE=$((BASE_PORT + 8))
 P_BASE_ADMIN=$((BASE_PORT + 9))
+P_FLOOR=$((BASE_PORT + 10))
 ROUNDS="${ROUNDS:-1}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
 case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
-for p in $(seq "$BASE_PORT" $((BASE_PORT + 9))); do
+for p in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         die "port $p is already in use on 127.0.0.1 (set BASE_PORT)"
     fi
@@ -256,6 +269,13 @@ start_nginx "$WORK/nginx" b
 start_gg "$WORK/gg-pass" c
 start_gg "$WORK/gg-rules" d
 [ "${SKIP_E:-0}" = 1 ] || start_gg "$WORK/gg-noaudit" e
+if [ "$SKIP_G" != 1 ]; then
+    mkdir -p "$WORK/floor"
+    "${ON_SERVER[@]}" "$FLOOR_BIN" "127.0.0.1:$P_FLOOR" "127.0.0.1:$P_MOCK" "$WORK/floor" "$THREADS" \
+        >"$WORK/floor/stdout.log" 2>"$WORK/floor/stderr.log" &
+    PIDS+=($!)
+    SPID[g]=$!
+fi
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT"
@@ -274,6 +294,7 @@ wait_http "http://127.0.0.1:$P_RULES_ADMIN/readyz" "guardgate (rules)" "$WORK/gg
 [ "${SKIP_E:-0}" = 1 ] || wait_http "http://127.0.0.1:$P_NOAUD_ADMIN/readyz" "guardgate (rules, no audit)" "$WORK/gg-noaudit/stderr.log"
 [ -z "$BASELINE_BIN" ] || wait_http "http://127.0.0.1:$P_BASE_ADMIN/readyz" "guardgate (baseline)" "$WORK/gg-base/stderr.log"
 URL_F="http://127.0.0.1:$P_BASE/v1/chat/completions"
+URL_G="http://127.0.0.1:$P_FLOOR/v1/chat/completions"
 
 # ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
 BODY="$HERE/body.json"
@@ -292,6 +313,11 @@ check() { # $1 name, $2 url, $3 1 if guardgate
 for _ in $(seq 50); do (check a "$URL_A" 0) 2>/dev/null && break; sleep 0.1; done
 check "(a) direct" "$URL_A" 0
 check "(b) nginx" "$URL_B" 0
+if [ "$SKIP_G" != 1 ]; then
+    # No readiness endpoint either: retry until it answers (5 s at most), then check for real.
+    for _ in $(seq 50); do (check g "$URL_G" 0) 2>/dev/null && break; sleep 0.1; done
+    check "(g) pingora floor" "$URL_G" 0
+fi
 check "(c) gg-pass" "$URL_C" 1
 check "(d) gg-rules" "$URL_D" 1
 [ "${SKIP_E:-0}" = 1 ] || check "(e) gg-rules-noaudit" "$URL_E" 1
@@ -366,12 +392,14 @@ run_wrk() {
     [ -n "$R_RPS" ] || { cat "$raw" >&2; die "could not parse wrk output for $name"; }
 }
 
-SCEN=(a b c d)
+SCEN=(a b)
+[ "$SKIP_G" = 1 ] || SCEN+=(g)
+SCEN+=(c d)
 [ "${SKIP_E:-0}" = 1 ] || SCEN+=(e)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
-declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F")
+declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL
@@ -441,6 +469,7 @@ echo "(d) audit records written during the runs: $((AUDIT_AFTER - AUDIT_BEFORE))
 echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughput / (b) throughput of the same round"
 [ "$ROUNDS" = 1 ] || echo "every figure is the median of $ROUNDS interleaved rounds (errors: the sum)"
 [ -z "$BASELINE_BIN" ] || echo "(f) baseline binary: $BASELINE_BIN"
+[ "$SKIP_G" = 1 ] || echo "(g) pingora floor: $FLOOR_BIN (pingora-proxy with one upstream_peer hook)"
 echo "proxy_cpu / mock_cpu = CPU time (user+sys, us) per request of the proxy under test / of the mock (/proc/PID/stat, ${CLK_TCK} Hz ticks)"
 echo "proxy_user = the user-space part of proxy_cpu (the proxy's own code; the rest is mostly the kernel's loopback TCP)"
 echo "proxy_cs / mock_cs = context switches (voluntary + involuntary, all threads and workers) per 100 requests"
