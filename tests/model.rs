@@ -125,10 +125,23 @@ async fn constrained_answers_always_parse() {
     let m = shared();
     let c = ModelClassifier::new("local:test", m.clone(), Family::Chat, Effort::Low);
     let (bin, js) = (policy(BINARY), policy(JSON_POLICY));
+    let mut graded = 0;
     for t in TEXTS {
         let v = c.classify(&bin, &content(t), far()).await;
         let v = v.unwrap_or_else(|e| panic!("binary answer for {t:?} did not parse: {e}"));
         assert_eq!(v.completion_tokens, Some(1), "one constrained token");
+        // P(1) over the two answers: consistent with the answer (no threshold is set), and a
+        // probability rather than the 0/1 that logprobs of the unmasked vocabulary gave.
+        let p = v.confidence.expect("a binary verdict carries P(1)");
+        assert!((0.0..=1.0).contains(&p), "P(1) = {p} for {t:?}");
+        assert_eq!(
+            p >= 0.5,
+            v.violation,
+            "P(1) = {p} against the answer for {t:?}"
+        );
+        if p > 0.0 && p < 1.0 {
+            graded += 1;
+        }
         assert_eq!(v.model.as_deref(), Some("SmolLM2-135M-Instruct.Q8_0.gguf"));
         let t_ = v.timing.expect("timing");
         assert!(t_.prefill_ms.is_some() && t_.decode_ms.is_some());
@@ -144,6 +157,41 @@ async fn constrained_answers_always_parse() {
         let r = v.rationale.expect("the JSON schema requires a rationale");
         assert!(r.chars().count() <= 120, "bounded rationale: {r:?}");
     }
+    assert!(graded > 0, "every binary confidence was exactly 0 or 1");
+}
+
+/// `violation_threshold` decides on the model's P(1): just above it the verdict is "allowed",
+/// at it "violation", whatever the answer token was.
+#[tokio::test]
+async fn a_violation_threshold_decides_on_the_answer_probability() {
+    let m = shared();
+    let bin = policy(BINARY);
+    let text = content(TEXTS[0]);
+    let plain = ModelClassifier::new("local:test", m.clone(), Family::Chat, Effort::Low);
+    let p = plain
+        .classify(&bin, &text, far())
+        .await
+        .expect("binary verdict")
+        .confidence
+        .expect("P(1)");
+    assert!(
+        p > 0.0 && p < 1.0,
+        "P(1) = {p}: not graded, nothing to test"
+    );
+    let at = |t: f32| {
+        ModelClassifier::new("local:test", m.clone(), Family::Chat, Effort::Low)
+            .with_violation_threshold(Some(t))
+    };
+    let above = at((p + 1.0) / 2.0)
+        .classify(&bin, &text, far())
+        .await
+        .unwrap();
+    assert!(!above.violation, "threshold above P(1) = {p}");
+    let below = at(p / 2.0).classify(&bin, &text, far()).await.unwrap();
+    assert!(below.violation, "threshold below P(1) = {p}");
+    // The same request, the same P(1) (up to rounding: one run may reuse a cached prefix).
+    let again = below.confidence.expect("P(1)");
+    assert!((again - p).abs() < 1e-3, "P(1) {again} against {p}");
 }
 
 #[tokio::test]

@@ -20,7 +20,7 @@ use mistralrs_core::{
     AutoDeviceMapParams, Constraint, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
     GGUFSpecificConfig, IsqOrganization, MistralRsBuilder, ModelDType, NormalLoaderBuilder,
     NormalRequest, NormalSpecificConfig, ReasoningEffort, Request, RequestMessage, Response,
-    SamplingParams, SchedulerConfig, StopTokens, TokenSource,
+    SamplingParams, SchedulerConfig, StopTokens, TokenSource, TokenizationRequest,
 };
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -213,6 +213,9 @@ pub struct LocalModel {
     max_queue: usize,
     max_tokens: u32,
     harmony: bool,
+    /// The token ids of the answers `0` and `1`, when each is a single token: a binary verdict's
+    /// P(1) is read from their two logits. `None`: binary verdicts carry no confidence.
+    answer_tokens: Option<(u32, u32)>,
     metrics: Option<Arc<Metrics>>,
 }
 
@@ -313,6 +316,22 @@ impl LocalModel {
         .join()
         .map_err(|_| "the model engine panicked while starting".to_string())?
         .map_err(|e| format!("runtime: {e}"))?;
+        let answer_tokens = {
+            let r = runner.clone();
+            std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .ok()
+                    .and_then(|rt| rt.block_on(answer_tokens(&r)))
+            })
+            .join()
+            .ok()
+            .flatten()
+        };
+        if answer_tokens.is_none() {
+            tracing::warn!(model = %s.model_id(), "the answers 0 and 1 are not one token each: binary verdicts will carry no confidence and violation_threshold has no effect");
+        }
         let model = LocalModel {
             id: s.model_id(),
             backend,
@@ -322,6 +341,7 @@ impl LocalModel {
             max_queue: s.max_queue,
             max_tokens: s.max_tokens,
             harmony: s.family == Family::GptOssSafeguard,
+            answer_tokens,
             metrics,
         };
         Ok(model)
@@ -371,9 +391,15 @@ impl LocalModel {
         let mut sampling = SamplingParams::deterministic();
         sampling.max_len = Some(max_len);
         let binary = !self.harmony && p.format == OutputFormat::Binary;
-        if binary {
-            sampling.top_n_logprobs = 2;
-        }
+        // P(1) of a binary answer, from the two answer logits as the model gives them. Not from
+        // mistral.rs's logprobs: with greedy sampling they are log10 of the raw logits, and when
+        // the unconstrained choice is already 0 or 1 they come from the unmasked vocabulary, where
+        // the other answer is rarely among the top few (every verdict read as confidence 1.0).
+        let p_one = Arc::new(std::sync::Mutex::new(None::<f32>));
+        let logits_processors = match self.answer_tokens {
+            Some((zero, one)) if binary => Some(vec![answer_probability(zero, one, &p_one)]),
+            _ => None,
+        };
         // A constrained JSON answer is complete at its closing `"}` (the rationale cannot hold a
         // `"`), so that is a stop string. Without it, a ChatML model ran on unconstrained to
         // `max_len` (256 tokens instead of ~40): llguidance ends the grammar on the tokenizer's
@@ -389,15 +415,14 @@ impl LocalModel {
             messages,
             sampling_params: sampling,
             response: tx,
-            // The two probabilities of a 0/1 answer are its confidence (and allow a threshold).
-            return_logprobs: binary,
+            return_logprobs: false,
             is_streaming: true,
             id: 0,
             constraint,
             suffix: None,
             tools: None,
             tool_choice: None,
-            logits_processors: None,
+            logits_processors,
             return_raw_logits: false,
             web_search_options: None,
             model_id: None,
@@ -414,7 +439,6 @@ impl LocalModel {
             .map_err(|_| ClassifyError::Backend("model engine stopped".into()))?;
         let mut text = String::new();
         let mut reasoning = String::new();
-        let mut p_violation = None;
         let mut first: Option<Instant> = None;
         let mut usage = None;
         let mut finished = false;
@@ -427,9 +451,6 @@ impl LocalModel {
                     let mut done = false;
                     for ch in &c.choices {
                         if let Some(t) = &ch.delta.content {
-                            if text.is_empty() && p_violation.is_none() {
-                                p_violation = ch.logprobs.as_ref().and_then(binary_probability);
-                            }
                             text.push_str(t);
                         }
                         if let Some(t) = &ch.delta.reasoning_content {
@@ -485,6 +506,7 @@ impl LocalModel {
         }
         let end = Instant::now();
         let first = first.unwrap_or(end);
+        let p_violation = *p_one.lock().unwrap_or_else(|e| e.into_inner());
         Ok(Completion {
             text,
             reasoning: (!reasoning.is_empty()).then_some(reasoning),
@@ -501,17 +523,61 @@ impl LocalModel {
     }
 }
 
-/// P(1) over {0, 1} from the first answer token's top log-probabilities (reported after the
-/// `[01]` constraint mask).
-fn binary_probability(lp: &mistralrs_core::ResponseLogprob) -> Option<f32> {
-    let find = |d: &str| {
-        lp.top_logprobs
-            .iter()
-            .find(|t| t.bytes.as_deref().map(str::trim) == Some(d))
-            .map(|t| t.logprob.exp())
+/// A logits processor that leaves the logits as they are and records P(1) over {0, 1}: the
+/// softmax of the two answer logits, which is the model's own odds between the only two answers
+/// the `[01]` constraint allows (the verdict is the larger of the two, so P(1) >= 0.5 exactly
+/// when the answer is 1).
+fn answer_probability(
+    zero: u32,
+    one: u32,
+    slot: &Arc<std::sync::Mutex<Option<f32>>>,
+) -> Arc<dyn mistralrs_core::CustomLogitsProcessor> {
+    let slot = slot.clone();
+    Arc::new(
+        move |logits: &mistralrs::Tensor, _ctx: &[u32]| -> mistralrs::Result<mistralrs::Tensor> {
+            let l0 = logits.get(zero as usize)?.to_scalar::<f32>()?;
+            let l1 = logits.get(one as usize)?.to_scalar::<f32>()?;
+            let p = p_one_of(l0, l1);
+            if p.is_finite() {
+                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
+                // The answer is one token: the first step's logits are the ones that chose it.
+                s.get_or_insert(p);
+            }
+            Ok(logits.clone())
+        },
+    )
+}
+
+/// softmax([l0, l1])[1]. The form saturates to 0 or 1 for far-apart logits instead of
+/// overflowing; a NaN logit gives NaN, which is not recorded (the model's answer then stands).
+fn p_one_of(l0: f32, l1: f32) -> f32 {
+    1.0 / (1.0 + (l0 - l1).exp())
+}
+
+/// The token ids of `0` and `1` in the model's vocabulary, asked of the engine's own tokenizer;
+/// `None` unless each is exactly one token.
+async fn answer_tokens(runner: &mistralrs_core::MistralRs) -> Option<(u32, u32)> {
+    let one_token = |text: &'static str| async move {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let sender = runner.get_sender(None).ok()?;
+        sender
+            .send(Request::Tokenize(TokenizationRequest {
+                text: either::Either::Right(text.to_string()),
+                tools: None,
+                add_generation_prompt: false,
+                add_special_tokens: false,
+                enable_thinking: None,
+                reasoning_effort: None,
+                response: tx,
+            }))
+            .await
+            .ok()?;
+        match rx.recv().await? {
+            Ok(ids) if ids.len() == 1 => Some(ids[0]),
+            _ => None,
+        }
     };
-    let (p1, p0) = (find("1").unwrap_or(0.0), find("0").unwrap_or(0.0));
-    (p1 + p0 > 0.0).then(|| p1 / (p1 + p0))
+    Some((one_token("0").await?, one_token("1").await?))
 }
 
 fn normal_loader(model_id: String) -> Result<Box<dyn mistralrs_core::Loader>, String> {
@@ -611,6 +677,18 @@ impl ChatModel for LocalModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answer_probability_is_the_softmax_of_the_two_logits() {
+        assert_eq!(p_one_of(3.0, 3.0), 0.5);
+        let p = p_one_of(1.0, 2.0);
+        assert!((p - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6);
+        assert!((p + p_one_of(2.0, 1.0) - 1.0).abs() < 1e-6);
+        // Far apart: saturates, never NaN or infinite.
+        assert_eq!(p_one_of(-200.0, 200.0), 1.0);
+        assert_eq!(p_one_of(200.0, -200.0), 0.0);
+        assert!(p_one_of(f32::NAN, 1.0).is_nan());
+    }
 
     #[test]
     fn json_answers_have_one_layout_and_only_the_policy_codes() {
