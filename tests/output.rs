@@ -468,3 +468,142 @@ async fn oversized_stream_events_follow_the_fail_mode() {
     gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 1")
         .await;
 }
+
+/// An upstream that answers every request with `reply`, written as raw bytes: for replies hyper's
+/// server would not produce (1xx before the response, a coded stream).
+async fn raw_upstream(reply: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let reply = reply.clone();
+            tokio::spawn(async move {
+                // Read the header and a Content-Length body, then answer and close.
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    let Ok(n) = s.read(&mut tmp).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&tmp[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    if buf.len() >= end + 4 + len {
+                        break;
+                    }
+                }
+                let _ = s.write_all(&reply).await;
+                let _ = s.shutdown().await;
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn informational_responses_before_the_reply_are_skipped() {
+    let body = serde_json::to_vec(&mock::chat_completion("m", LONG_GOOD)).unwrap();
+    let mut reply = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>; rel=preload\r\n\r\n".to_vec();
+    reply.extend_from_slice(
+        format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    reply.extend_from_slice(&body);
+    let up = raw_upstream(reply).await;
+    let gw = TestConfig::new(&up)
+        .route_policies(&output_policies("replace"))
+        .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+        .await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&req("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(&r.bytes().await.unwrap()[..], &body[..]);
+
+    // An endless run of them is a broken upstream, not a hang or a crash.
+    let up = raw_upstream(b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(20)).await;
+    let gw = TestConfig::new(&up)
+        .route_policies(&output_policies("replace"))
+        .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+        .await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&req("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+}
+
+#[tokio::test]
+async fn guarded_requests_ask_for_an_uncoded_reply_and_a_coded_stream_follows_the_fail_mode() {
+    let m = mock::start().await;
+    let gw = TestConfig::new(&m.base_url())
+        .route_policies(&output_policies("replace"))
+        .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+        .await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("accept-encoding", "gzip, br")
+        .json(&req("/v1/chat/completions", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        m.state.last().unwrap().header("accept-encoding"),
+        Some(&b"identity"[..])
+    );
+
+    // A stream sent gzip-coded anyway cannot be judged as it flows.
+    let sse = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n".to_vec();
+    let mut reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: identity\r\ncontent-encoding: gzip\r\nconnection: close\r\n\r\n".to_vec();
+    reply.extend_from_slice(&sse);
+    for fail_mode in ["closed", "open"] {
+        let up = raw_upstream(reply.clone()).await;
+        let gw = TestConfig::new(&up)
+            .route_policies(&output_policies("replace"))
+            .fail_mode(fail_mode)
+            .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+            .await;
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&req("/v1/chat/completions", true))
+            .send()
+            .await
+            .unwrap();
+        if fail_mode == "closed" {
+            assert_eq!(r.status(), 503);
+            let v: Value = r.json().await.unwrap();
+            assert!(
+                v["error"]["message"]
+                    .as_str()
+                    .unwrap()
+                    .contains("content coding"),
+                "{v}"
+            );
+        } else {
+            assert_eq!(r.status(), 200);
+            assert_eq!(&r.bytes().await.unwrap()[..], &sse[..]);
+        }
+        gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 1")
+            .await;
+    }
+}

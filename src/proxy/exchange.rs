@@ -87,11 +87,16 @@ pub async fn guarded(
     // A route without input policies has nothing to judge: its body goes upstream unparsed (the
     // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
     if !bound.is_empty() {
-        let encoding = session
+        // Every header line counts: the upstream joins repeated lines into one list, so reading
+        // only the first would let `identity` on one line hide `br` on the next.
+        let lines: Vec<&str> = session
             .req_header()
             .headers
-            .get(http::header::CONTENT_ENCODING)
-            .map(|v| v.to_str().unwrap_or("\u{FFFD}").to_string());
+            .get_all(http::header::CONTENT_ENCODING)
+            .iter()
+            .map(|v| v.to_str().unwrap_or("\u{FFFD}"))
+            .collect();
+        let encoding = (!lines.is_empty()).then(|| lines.join(", "));
         let decoded = match decode(&raw, encoding.as_deref(), limits.max_decoded_body_bytes) {
             Ok(b) => b,
             Err(e) => return body_error(gw, session, api, ctx, e).await,
@@ -295,6 +300,9 @@ async fn body_error(
 /// they are, where one more segment costs little next to the copy.
 const ONE_WRITE_MAX: usize = 64 * 1024;
 
+/// 1xx responses skipped before an upstream's reply before it is treated as broken.
+const MAX_INFORMATIONAL: usize = 8;
+
 /// The client's request header as the upstream gets it.
 fn upstream_header(
     session: &Session,
@@ -305,8 +313,9 @@ fn upstream_header(
     let mut req = Box::new(session.req_header().clone());
     up.prepare_request(&mut req)?;
     if guard_output {
-        // The reply must be read to be judged: ask for it uncompressed.
-        req.remove_header(&http::header::ACCEPT_ENCODING);
+        // The reply must be read to be judged: ask for it uncompressed. Explicitly, because a
+        // request without Accept-Encoding accepts any coding (RFC 9110 12.5.3).
+        req.insert_header(http::header::ACCEPT_ENCODING, "identity")?;
     }
     req.remove_header(&http::header::TRANSFER_ENCODING);
     req.remove_header(&http::header::EXPECT);
@@ -376,6 +385,23 @@ async fn forward(
             }
             http.finish_request_body().await?;
             http.read_response_header().await?;
+            // 100 Continue and 103 Early Hints may come before the response (RFC 9110 15.2);
+            // they are not relayed, and the reply's header is the next one. Bounded, so an
+            // upstream cannot hold the request with an endless run of them.
+            let mut informational = 0;
+            while http
+                .response_header()
+                .is_some_and(|h| h.status.is_informational() && h.status.as_u16() != 101)
+            {
+                informational += 1;
+                if informational > MAX_INFORMATIONAL {
+                    return Err(pingora::Error::explain(
+                        pingora::ErrorType::InvalidHTTPHeader,
+                        "too many informational (1xx) responses from the upstream",
+                    ));
+                }
+                http.read_response_header().await?;
+            }
             Ok(())
         }
         .await;
@@ -434,6 +460,42 @@ async fn forward(
                 .to_ascii_lowercase()
                 .starts_with("text/event-stream")
         });
+    // A stream in a content coding (sent despite Accept-Encoding: identity) cannot be judged
+    // as it flows: it is unclassifiable, and the route's fail mode decides.
+    let encoded = resp
+        .headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .any(|v| {
+            v.to_str().map_or(true, |v| {
+                v.split(',')
+                    .map(str::trim)
+                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
+            })
+        });
+    let mut guard_output = guard_output;
+    if guard_output && resp.status.is_success() && is_sse && encoded {
+        gw.metrics
+            .errors
+            .with_label_values(&["output_unclassifiable"])
+            .inc();
+        tracing::warn!(request_id = %ctx.request_id, route = %route.name, "streamed reply has a content coding and could not be classified");
+        if route.fail_mode == crate::config::FailMode::Closed {
+            http.shutdown().await;
+            ctx.outcome = "fail_closed";
+            let msg = "guardgate could not classify the upstream reply (a stream in a content coding); the route is fail-closed";
+            return respond::error(
+                session,
+                route.api,
+                ErrorKind::Unavailable,
+                msg,
+                &ctx.request_id,
+                false,
+            )
+            .await;
+        }
+        guard_output = false;
+    }
     // Upstream errors carry no model output: they are relayed as they are.
     if guard_output && resp.status.is_success() {
         return if is_sse {

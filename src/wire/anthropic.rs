@@ -89,6 +89,14 @@ pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
         as_object(format, "output_format")?;
         collect_descriptions(format, "output_format", Source::Other, &mut out);
     }
+    // The generally available form of the same (the beta field above is its predecessor).
+    if let Some(config) = present(obj, "output_config") {
+        let config = as_object(config, "output_config")?;
+        if let Some(format) = config.get("format").filter(|f| !f.is_null()) {
+            as_object(format, "output_config.format")?;
+            collect_descriptions(format, "output_config.format", Source::Other, &mut out);
+        }
+    }
 
     Ok(out.finish(model, stream))
 }
@@ -349,6 +357,33 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn schemas_are_read_beyond_their_descriptions() {
+        let body = r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],
+          "tools":[{"name":"t","input_schema":{"type":"object","properties":{
+              "s":{"type":"string","title":"pick one","enum":["alpha",{"k":"beta"}],"default":"gamma"},
+              "n":{"type":"integer","const":3,"examples":["delta"]}}},
+            "input_examples":[{"q":"epsilon"}]}],
+          "output_config":{"effort":"low","format":{"type":"json_schema","schema":{"type":"object",
+            "properties":{"a":{"type":"string","description":"zeta"}}}}}}"#;
+        let req = parse_body(body).unwrap();
+        let texts: Vec<&str> = req.segments.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            vec!["hi", "pick one", "alpha", "k", "beta", "gamma", "delta", "q", "epsilon", "zeta"]
+        );
+        let last = req.segments.last().unwrap();
+        assert_eq!(
+            last.location,
+            "output_config.format.schema.properties.a.description"
+        );
+        let err = parse_body(
+            r#"{"model":"m","max_tokens":10,"messages":[{"role":"user","content":"hi"}],"output_config":{"format":"json"}}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("output_config.format"), "{err}");
     }
 
     #[test]

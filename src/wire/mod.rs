@@ -385,16 +385,23 @@ fn content_field(
     }
 }
 
-/// Every `description` string anywhere under `v`. JSON-schema descriptions
-/// are shown to the model verbatim, so a tool definition can hide
-/// instructions deep inside its parameter schema.
+/// Every string of a tool or output schema that the model reads: `description`, `title` and
+/// MCP `server_description` strings, and the data values a schema carries
+/// (`enum`, `const`, `default`, `examples`, Anthropic `input_examples`), at any depth. Schemas
+/// are rendered into the model's prompt, so a tool definition can hide instructions anywhere in
+/// them, not only in descriptions.
 fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extractor) {
     match v {
         Value::Object(obj) => {
             for (key, child) in obj {
                 let child_path = field(path, key);
-                match child {
-                    Value::String(s) if key == "description" => out.text(source, s, child_path),
+                match (key.as_str(), child) {
+                    ("description" | "title" | "server_description", Value::String(s)) => {
+                        out.text(source, s, child_path)
+                    }
+                    ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
+                        collect_strings(child, &child_path, source, out)
+                    }
                     _ => collect_descriptions(child, &child_path, source, out),
                 }
             }
@@ -402,6 +409,27 @@ fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extract
         Value::Array(items) => {
             for (i, child) in items.iter().enumerate() {
                 collect_descriptions(child, &index(path, i), source, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string under `v`, object keys included: schema data values and examples are shown to
+/// the model as they are.
+fn collect_strings(v: &Value, path: &str, source: Source, out: &mut Extractor) {
+    match v {
+        Value::String(s) => out.text(source, s, path.to_string()),
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                let child_path = field(path, key);
+                out.text(source, key, child_path.clone());
+                collect_strings(child, &child_path, source, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                collect_strings(child, &index(path, i), source, out);
             }
         }
         _ => {}

@@ -146,6 +146,8 @@ pub fn blocked_reply(api: Api, original: &Value, message: &str) -> Value {
                     c["message"] =
                         json!({"role": "assistant", "content": message, "refusal": null});
                     c["finish_reason"] = json!("content_filter");
+                    // The tokens' log-probabilities spell out the withheld reply.
+                    c["logprobs"] = Value::Null;
                 }
             }
         }
@@ -154,6 +156,7 @@ pub fn blocked_reply(api: Api, original: &Value, message: &str) -> Value {
                 for c in choices.iter_mut() {
                     c["text"] = json!(message);
                     c["finish_reason"] = json!("content_filter");
+                    c["logprobs"] = Value::Null;
                 }
             }
         }
@@ -444,6 +447,19 @@ mod tests {
         assert_eq!(t, vec!["yo", "h {\"q\":\"z\"}"]);
         let c = json!({"choices":[{"text":"abc"}]});
         assert_eq!(extract_reply(Api::OpenAiCompletions, &c)[0].text, "abc");
+    }
+
+    #[test]
+    fn blocked_replies_drop_the_log_probabilities() {
+        // The withheld tokens would be spelled out there.
+        let chat = json!({"choices":[{"index":0,"message":{"role":"assistant","content":"bad"},"logprobs":{"content":[{"token":"bad","logprob":-0.1,"bytes":[98,97,100],"top_logprobs":[]}]},"finish_reason":"stop"}]});
+        let b = blocked_reply(Api::OpenAiChat, &chat, "withheld");
+        assert!(b["choices"][0]["logprobs"].is_null());
+        assert!(!b.to_string().contains("bad"), "{b}");
+        let c = json!({"choices":[{"index":0,"text":"bad","logprobs":{"tokens":["bad"],"token_logprobs":[-0.1],"text_offset":[0]},"finish_reason":"stop"}]});
+        let b = blocked_reply(Api::OpenAiCompletions, &c, "withheld");
+        assert!(b["choices"][0]["logprobs"].is_null());
+        assert!(!b.to_string().contains("bad"), "{b}");
     }
 
     #[test]

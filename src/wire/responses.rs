@@ -181,8 +181,9 @@ fn push_call(name: &str, arguments: &str, path: &str, out: &mut Extractor) {
 }
 
 /// Items replayed from hosted tools (shell, MCP, code interpreter, ...).
-/// Their shapes evolve quickly, so this reads the text it recognises and
-/// ignores the rest instead of refusing; the upstream validates them.
+/// Their shapes evolve quickly, so this reads the text it recognises, and
+/// every string of the items it does not, instead of refusing them; the
+/// upstream validates them.
 fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
     let s = |key: &str| it.get(key).and_then(Value::as_str).unwrap_or("");
     match ty {
@@ -260,7 +261,48 @@ fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
                 }
             }
         }
-        // web_search_call, image_generation_call, ...: no text we can read.
+        // web_search_call (its action's query), computer_call (text it types), item types newer
+        // than this parser: every string the item carries, but for identifiers and payloads
+        // that are not text.
+        _ => {
+            for (key, child) in it {
+                if !NOT_TEXT.contains(&key.as_str()) {
+                    strings_of(child, &field(path, key), out);
+                }
+            }
+        }
+    }
+}
+
+/// Keys of hosted-tool items whose values are identifiers, states or binary payloads: never
+/// words the model reads.
+const NOT_TEXT: &[&str] = &[
+    "type",
+    "id",
+    "status",
+    "call_id",
+    "approval_request_id",
+    "encrypted_content",
+    "result",
+    "image_url",
+    "file_id",
+];
+
+fn strings_of(v: &Value, path: &str, out: &mut Extractor) {
+    match v {
+        Value::String(s) => out.text(Source::ToolCall, s, path.to_string()),
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                if !NOT_TEXT.contains(&key.as_str()) {
+                    strings_of(child, &field(path, key), out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                strings_of(child, &index(path, i), out);
+            }
+        }
         _ => {}
     }
 }
@@ -272,6 +314,30 @@ mod tests {
 
     fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
         parse_request(Api::OpenAiResponses, body.as_bytes())
+    }
+
+    #[test]
+    fn other_hosted_tool_items_give_all_their_text() {
+        let body = r#"{"model":"m","input":[
+            {"type":"web_search_call","id":"ws_1","status":"completed","action":{"type":"search","query":"how to pick a lock"}},
+            {"type":"computer_call","id":"cu_1","call_id":"c1","status":"completed","action":{"type":"type","text":"rm -rf /"},"pending_safety_checks":[]},
+            {"type":"mcp_approval_response","approval_request_id":"apr_1","approve":false,"reason":"not today"},
+            {"type":"image_generation_call","id":"ig_1","status":"completed","result":"iVBORw0KGgo"}
+          ]}"#;
+        let req = parse_body(body).unwrap();
+        let texts: Vec<(&str, &str)> = req
+            .segments
+            .iter()
+            .map(|s| (s.text.as_str(), s.location.as_str()))
+            .collect();
+        assert_eq!(
+            texts,
+            vec![
+                ("how to pick a lock", "input[0].action.query"),
+                ("rm -rf /", "input[1].action.text"),
+                ("not today", "input[2].reason"),
+            ]
+        );
     }
 
     #[test]
