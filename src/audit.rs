@@ -76,6 +76,13 @@ pub struct AuditRecord<'a> {
     /// For streamed replies: how many hold-back windows were judged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub windows: Option<u32>,
+    /// Images, audio and files in the request that no classifier read (forwarded unjudged).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unclassified_parts: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 pub struct RecordContext<'a> {
@@ -85,6 +92,8 @@ pub struct RecordContext<'a> {
     pub direction: Direction,
     pub fail_mode: FailMode,
     pub generation: u64,
+    /// Non-text parts of the judged content that no classifier read.
+    pub unclassified_parts: usize,
 }
 
 fn truncate(s: &str, max: usize) -> Cow<'_, str> {
@@ -192,6 +201,7 @@ impl Auditor {
             model_timing: v.and_then(|v| v.timing),
             sampled_out: v.is_some_and(|v| v.sampled_out),
             windows: None,
+            unclassified_parts: ctx.unclassified_parts,
             candidate_agrees: None,
         }
     }

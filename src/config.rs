@@ -491,6 +491,22 @@ pub struct RouteConfig {
     /// How replies are guarded when output policies are bound to this route.
     #[serde(default)]
     pub output: OutputConfig,
+    /// What happens to images, audio and files in a guarded request: the text classifiers
+    /// cannot read them, so a route decides whether they go upstream unjudged.
+    #[serde(default)]
+    pub non_text_parts: NonTextParts,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum NonTextParts {
+    /// Sent upstream; each request's count is in its input audit records and in
+    /// `guardgate_unclassified_parts_total`.
+    #[default]
+    Forward,
+    /// The request is refused with a 400 naming the parts: for text-only routes, where an
+    /// image could carry instructions the guard never sees.
+    Refuse,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub model_queue_depth: prometheus::IntGaugeVec,
     /// Model decisions skipped by a policy's sampling rate, by policy.
     pub sampled_out: IntCounterVec,
+    /// Images, audio and files in guarded requests, which no text classifier read, by route.
+    pub unclassified_parts: IntCounterVec,
 }
 
 impl Metrics {
@@ -140,8 +142,17 @@ impl Metrics {
             &["policy"],
         )
         .expect("metric");
+        let unclassified_parts = IntCounterVec::new(
+            Opts::new(
+                "guardgate_unclassified_parts_total",
+                "Non-text parts (images, audio, files) of guarded requests, which the text classifiers cannot read",
+            ),
+            &["route"],
+        )
+        .expect("metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unclassified_parts.clone()),
             Box::new(verdict_cache.clone()),
             Box::new(model_rejections.clone()),
             Box::new(model_queue_depth.clone()),
@@ -176,6 +187,7 @@ impl Metrics {
             model_rejections,
             model_queue_depth,
             sampled_out,
+            unclassified_parts,
         }
     }
 

@@ -931,3 +931,88 @@ async fn check_config_command() {
     );
     assert_eq!(code, 0, "{out}{err}");
 }
+
+/// Images, audio and files cannot be read by the text classifiers: forwarded and counted by
+/// default, refused with the API's error shape where a route says so.
+#[tokio::test]
+async fn non_text_parts_are_counted_or_refused_per_route() {
+    let with_parts = |api: &str| match api {
+        "/v1/chat/completions" => json!({"model": "m", "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]}]}),
+        "/v1/responses" => json!({"model": "m", "input": [{"role": "user", "content": [
+            {"type": "input_text", "text": "what is this?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,AAAA"}]}]}),
+        _ => json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": [
+            {"type": "text", "text": "what is this?"},
+            {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}}]}]}),
+    };
+    let apis = ["/v1/chat/completions", "/v1/responses", "/v1/messages"];
+    let policies = [("weapons.md", WEAPONS), ("profanity.md", PROFANITY)];
+
+    let m = mock::start().await;
+    let gw = TestConfig::new(&m.base_url()).start(&policies).await;
+    let c = client();
+    for api in apis {
+        let r = c
+            .post(gw.url(api))
+            .json(&with_parts(api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{api}");
+    }
+    assert_eq!(m.state.count(), 3);
+    let audit = gw.audit_wait(3).await;
+    assert!(
+        audit.iter().all(|r| r["unclassified_parts"] == 1),
+        "{audit:?}"
+    );
+    gw.metrics_eventually("guardgate_unclassified_parts_total{route=\"chat\"} 1")
+        .await;
+    // Text-only requests carry no such field.
+    c.post(gw.url("/v1/chat/completions"))
+        .json(&body("/v1/chat/completions", "hello"))
+        .send()
+        .await
+        .unwrap();
+    let audit = gw.audit_wait(audit.len() + 1).await;
+    assert!(audit.last().unwrap().get("unclassified_parts").is_none());
+
+    let m = mock::start().await;
+    let gw = TestConfig::new(&m.base_url())
+        .route_policies(&format!("non_text_parts = \"refuse\"\n{ALL_TEST_POLICIES}"))
+        .start(&policies)
+        .await;
+    for api in apis {
+        let r = c
+            .post(gw.url(api))
+            .json(&with_parts(api))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{api}");
+        let v: Value = r.json().await.unwrap();
+        if api == "/v1/messages" {
+            assert!(is_anthropic_error(&v), "{v}");
+        } else {
+            assert!(is_openai_error(&v), "{v}");
+        }
+        assert!(v.to_string().contains("accepts text only"), "{v}");
+        // Text alone still passes.
+        let r = c
+            .post(gw.url(api))
+            .json(&body(api, "hello"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{api}");
+    }
+    assert_eq!(
+        m.state.count(),
+        3,
+        "no refused request reached the upstream"
+    );
+    gw.metrics_eventually("guardgate_bad_requests_total{reason=\"non_text_parts\"} 3")
+        .await;
+}

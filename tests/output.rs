@@ -607,3 +607,44 @@ async fn guarded_requests_ask_for_an_uncoded_reply_and_a_coded_stream_follows_th
             .await;
     }
 }
+
+/// A plain reply over `routes.output.max_reply_bytes` cannot be judged: fail-closed routes refuse
+/// it, fail-open ones relay all of it, not the part read before the limit.
+#[tokio::test]
+async fn oversized_plain_replies_follow_the_fail_mode_and_are_never_truncated() {
+    let reply = format!("{LONG_GOOD} {} and the end.", "a".repeat(6000));
+    let want = serde_json::to_vec(&mock::chat_completion("m", &reply)).unwrap();
+    for fail_mode in ["closed", "open"] {
+        let m = mock::start().await;
+        let gw = TestConfig::new(&m.base_url())
+            .route_policies(&(output_policies("replace") + "max_reply_bytes = 2048\n"))
+            .fail_mode(fail_mode)
+            .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+            .await;
+        for chunk in [None, Some("700")] {
+            let mut rb = client()
+                .post(gw.url("/v1/chat/completions"))
+                .header("x-mock-reply", &reply)
+                .json(&req("/v1/chat/completions", false));
+            if let Some(c) = chunk {
+                rb = rb.header("x-mock-chunk-bytes", c);
+            }
+            let r = rb.send().await.unwrap();
+            if fail_mode == "closed" {
+                assert_eq!(r.status(), 503);
+                let v: Value = r.json().await.unwrap();
+                assert!(
+                    v["error"]["message"].as_str().unwrap().contains("2048"),
+                    "{v}"
+                );
+            } else {
+                assert_eq!(r.status(), 200);
+                let got = r.bytes().await.unwrap();
+                assert_eq!(got.len(), want.len(), "chunk {chunk:?}");
+                assert_eq!(&got[..], &want[..]);
+            }
+        }
+        gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 2")
+            .await;
+    }
+}

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::wire::{Segment, Source};
+use crate::wire::output::source_of_key;
+use crate::wire::Segment;
 
 #[derive(Debug)]
 pub struct HoldBack {
@@ -89,7 +90,7 @@ impl HoldBack {
             .map(|(k, t)| {
                 let prev = self.judged_tail.get(k).map(String::as_str).unwrap_or("");
                 Segment {
-                    source: Source::Assistant,
+                    source: source_of_key(k),
                     text: format!("{prev}{t}"),
                     location: k.clone(),
                 }

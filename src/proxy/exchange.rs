@@ -6,6 +6,7 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::http::ServerSession as Session;
+use pingora::upstreams::peer::HttpPeer;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -119,6 +120,28 @@ pub async fn guarded(
             }
         };
 
+        let non_text = parsed.unclassified_parts;
+        if non_text > 0 {
+            gw.metrics
+                .unclassified_parts
+                .with_label_values(&[&route.name])
+                .inc_by(non_text as u64);
+            if route.non_text_parts == crate::config::NonTextParts::Refuse {
+                reject(ctx, "non_text_parts");
+                let msg = format!(
+                    "this route accepts text only: the request has {non_text} image, audio or file part(s) that guardgate cannot classify"
+                );
+                return respond::error(
+                    session,
+                    api,
+                    ErrorKind::InvalidRequest { param: None },
+                    &msg,
+                    &ctx.request_id,
+                    false,
+                )
+                .await;
+            }
+        }
         let content = Content::from_segments(parsed.segments);
         let deadline = Instant::now() + route.deadline;
         // Boxed, like the output relays below: these futures are kilobytes large, and inline
@@ -139,6 +162,7 @@ pub async fn guarded(
             direction: Direction::Input,
             fail_mode: route.fail_mode,
             generation: snap.generation,
+            unclassified_parts: non_text,
         };
         record(gw, &rctx, &decision, None);
         match decision.verdict {
@@ -504,10 +528,43 @@ async fn forward(
             Box::pin(relay_buffered(oc, session, ctx, http, &peer, resp)).await
         };
     }
+    relay_untouched(
+        gw,
+        session,
+        ctx,
+        &route.name,
+        http,
+        &peer,
+        resp,
+        Bytes::new(),
+    )
+    .await
+}
+
+/// Sends the upstream's response header and then its body as it arrives, starting with `read`
+/// (bytes already taken from the body), without judging any of it.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn relay_untouched(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    route_name: &str,
+    mut http: HttpSession,
+    peer: &HttpPeer,
+    resp: ResponseHeader,
+    read: Bytes,
+) -> pingora::Result<()> {
     if let Err(e) = session.write_response_header(Box::new(resp)).await {
         http.shutdown().await;
         ctx.outcome = "client_gone";
         return Err(e);
+    }
+    if !read.is_empty() {
+        if let Err(e) = session.write_response_body(read, false).await {
+            http.shutdown().await;
+            ctx.outcome = "client_gone";
+            return Err(e);
+        }
     }
     loop {
         match http.read_response_body().await {
@@ -527,7 +584,7 @@ async fn forward(
                     .with_label_values(&["upstream_body"])
                     .inc();
                 ctx.outcome = "upstream_error";
-                tracing::warn!(request_id = %ctx.request_id, route = %route.name, error = %e, "upstream failed mid-response");
+                tracing::warn!(request_id = %ctx.request_id, route = %route_name, error = %e, "upstream failed mid-response");
                 // The header is out; dropping the connection is the only honest signal left.
                 return Err(e);
             }
@@ -535,7 +592,7 @@ async fn forward(
     }
     session.write_response_body(Bytes::new(), true).await?;
     if http.response_done() {
-        gw.connections.release(http, &peer).await;
+        gw.connections.release(http, peer).await;
     } else {
         http.shutdown().await;
     }

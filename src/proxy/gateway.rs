@@ -27,6 +27,7 @@ pub struct Route {
     pub fail_mode: FailMode,
     pub deadline: Duration,
     pub output: OutputConfig,
+    pub non_text_parts: crate::config::NonTextParts,
 }
 
 pub struct Gateway {
@@ -317,6 +318,7 @@ impl Gateway {
                     fail_mode: r.fail_mode,
                     deadline: Duration::from_millis(r.classifier_deadline_ms),
                     output: r.output.clone(),
+                    non_text_parts: r.non_text_parts,
                 }),
             );
         }

@@ -101,6 +101,7 @@ async fn judge(
         direction: Direction::Input,
         fail_mode: FailMode::Open,
         generation,
+        unclassified_parts: 0,
     };
     record(gw, &rctx, &d, None);
     d

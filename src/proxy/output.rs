@@ -56,6 +56,7 @@ impl OutputCtx<'_> {
             direction: Direction::Output,
             fail_mode: self.route.fail_mode,
             generation: self.generation,
+            unclassified_parts: 0,
         };
         record(self.gw, &rctx, d, windows);
     }
@@ -113,14 +114,17 @@ pub async fn relay_buffered(
     let limit = oc.route.output.max_reply_bytes;
     let mut buf = BytesMut::new();
     let mut problem: Option<String> = None;
+    // Set when reading stopped at the limit: the rest of the body is still upstream.
+    let mut cut_short = false;
     loop {
         match http.read_response_body().await {
             Ok(Some(b)) => {
-                if buf.len() + b.len() > limit {
+                buf.extend_from_slice(&b);
+                if buf.len() > limit {
                     problem = Some(format!("the reply exceeds {limit} bytes"));
+                    cut_short = true;
                     break;
                 }
-                buf.extend_from_slice(&b);
             }
             Ok(None) => break,
             Err(e) => {
@@ -148,11 +152,14 @@ pub async fn relay_buffered(
         }
     }
     let raw = buf.freeze();
-    let encoding = resp
+    // Every header line: repeated lines form one list of codings.
+    let codings: Vec<&str> = resp
         .headers
-        .get(http::header::CONTENT_ENCODING)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{FFFD}"))
+        .collect();
+    let encoding = (!codings.is_empty()).then(|| codings.join(", "));
     let parsed = match problem {
         Some(p) => Err(p),
         None => decode(&raw, encoding.as_deref(), limit.saturating_mul(4))
@@ -186,6 +193,21 @@ pub async fn relay_buffered(
                 .await;
             }
             ctx.outcome = "fail_open";
+            if cut_short {
+                // Sent as it comes, the upstream's own framing kept: what was read, then the
+                // rest. Sending only what was read would be a truncated reply passed off as whole.
+                return super::exchange::relay_untouched(
+                    gw,
+                    session,
+                    ctx,
+                    &oc.route.name,
+                    http,
+                    peer,
+                    resp,
+                    raw,
+                )
+                .await;
+            }
             return finish_plain(gw, session, http, peer, resp, raw).await;
         }
     };
@@ -441,7 +463,7 @@ pub async fn relay_stream(
         let segments = whole
             .into_iter()
             .map(|(k, t)| crate::wire::Segment {
-                source: crate::wire::Source::Assistant,
+                source: crate::wire::output::source_of_key(&k),
                 text: t,
                 location: k,
             })

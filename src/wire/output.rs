@@ -26,6 +26,56 @@ fn arr<'a>(v: &'a Value, key: &str) -> &'a [Value] {
         .unwrap_or(&[])
 }
 
+/// Keys whose values are identifiers, states or encoded data rather than text anyone reads:
+/// skipped when every string of a structure is taken.
+const NOT_TEXT: &[&str] = &[
+    "type",
+    "id",
+    "object",
+    "role",
+    "status",
+    "index",
+    "call_id",
+    "tool_use_id",
+    "approval_request_id",
+    "encrypted_content",
+    "signature",
+    "data",
+    "result",
+    "image_url",
+    "file_id",
+    "b64_json",
+    "partial_image_b64",
+    "logprobs",
+];
+
+/// Every string under `v` except those of `NOT_TEXT` keys: for reply parts whose text may sit in
+/// any field (hosted-tool items, server-tool results, parts of types newer than this code), so
+/// a new shape is judged rather than passed unread.
+fn texts(v: &Value, path: String, source: Source, out: &mut Vec<Segment>) {
+    match v {
+        Value::String(t) => out.extend(seg(source, path, t)),
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                if !NOT_TEXT.contains(&key.as_str()) {
+                    texts(child, format!("{path}.{key}"), source, out);
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                texts(child, format!("{path}[{i}]"), source, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `name(arguments)`, how a tool call is shown to the classifier.
+fn call_text(name: &str, arguments: &str) -> String {
+    format!("{name}({arguments})")
+}
+
 /// Text of a complete (non-streamed) reply, as segments with JSON locations.
 pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
     let mut out = Vec::new();
@@ -33,19 +83,37 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
         Api::OpenAiChat => {
             for (i, c) in arr(v, "choices").iter().enumerate() {
                 let m = c.get("message").unwrap_or(&Value::Null);
+                // A string, or (some compatible servers) an array of parts; reasoning fields of
+                // servers that return the model's reasoning; an audio reply's transcript.
+                for key in [
+                    "content",
+                    "refusal",
+                    "reasoning_content",
+                    "reasoning",
+                    "reasoning_details",
+                ] {
+                    if let Some(x) = m.get(key) {
+                        texts(
+                            x,
+                            format!("choices[{i}].message.{key}"),
+                            Source::Assistant,
+                            &mut out,
+                        );
+                    }
+                }
                 out.extend(seg(
                     Source::Assistant,
-                    format!("choices[{i}].message.content"),
-                    s(m, "content"),
-                ));
-                out.extend(seg(
-                    Source::Assistant,
-                    format!("choices[{i}].message.refusal"),
-                    s(m, "refusal"),
+                    format!("choices[{i}].message.audio.transcript"),
+                    m.get("audio").map_or("", |a| s(a, "transcript")),
                 ));
                 for (j, t) in arr(m, "tool_calls").iter().enumerate() {
-                    let f = t.get("function").unwrap_or(&Value::Null);
-                    let text = format!("{}({})", s(f, "name"), s(f, "arguments"));
+                    let text = match t.get("custom") {
+                        Some(c) => call_text(s(c, "name"), s(c, "input")),
+                        None => {
+                            let f = t.get("function").unwrap_or(&Value::Null);
+                            call_text(s(f, "name"), s(f, "arguments"))
+                        }
+                    };
                     out.extend(seg(
                         Source::ToolCall,
                         format!("choices[{i}].message.tool_calls[{j}]"),
@@ -53,11 +121,10 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
                     ));
                 }
                 if let Some(f) = m.get("function_call") {
-                    let text = format!("{}({})", s(f, "name"), s(f, "arguments"));
                     out.extend(seg(
                         Source::ToolCall,
                         format!("choices[{i}].message.function_call"),
-                        &text,
+                        &call_text(s(f, "name"), s(f, "arguments")),
                     ));
                 }
             }
@@ -76,15 +143,12 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
                 match s(item, "type") {
                     "message" => {
                         for (j, p) in arr(item, "content").iter().enumerate() {
-                            let text = match s(p, "type") {
-                                "refusal" => s(p, "refusal"),
-                                _ => s(p, "text"),
-                            };
-                            out.extend(seg(
-                                Source::Assistant,
+                            texts(
+                                p,
                                 format!("output[{i}].content[{j}]"),
-                                text,
-                            ));
+                                Source::Assistant,
+                                &mut out,
+                            );
                         }
                     }
                     "function_call" | "custom_tool_call" => {
@@ -93,19 +157,27 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
                         } else {
                             s(item, "input")
                         };
-                        let text = format!("{}({})", s(item, "name"), args);
-                        out.extend(seg(Source::ToolCall, format!("output[{i}]"), &text));
+                        out.extend(seg(
+                            Source::ToolCall,
+                            format!("output[{i}]"),
+                            &call_text(s(item, "name"), args),
+                        ));
                     }
                     "reasoning" => {
-                        for (j, p) in arr(item, "summary").iter().enumerate() {
-                            out.extend(seg(
-                                Source::Assistant,
-                                format!("output[{i}].summary[{j}]"),
-                                s(p, "text"),
-                            ));
+                        for key in ["summary", "content"] {
+                            for (j, p) in arr(item, key).iter().enumerate() {
+                                texts(
+                                    p,
+                                    format!("output[{i}].{key}[{j}]"),
+                                    Source::Assistant,
+                                    &mut out,
+                                );
+                            }
                         }
                     }
-                    _ => {}
+                    // Hosted tools (web search, MCP, code interpreter, shell, computer use) and
+                    // newer item types: their text sits in type-specific fields.
+                    _ => texts(item, format!("output[{i}]"), Source::ToolCall, &mut out),
                 }
             }
         }
@@ -122,12 +194,15 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
                         format!("content[{i}].thinking"),
                         s(b, "thinking"),
                     )),
-                    "tool_use" | "server_tool_use" => {
+                    // Its `data` is encrypted: nothing a client can read.
+                    "redacted_thinking" => {}
+                    "tool_use" | "server_tool_use" | "mcp_tool_use" => {
                         let input = b.get("input").map(Value::to_string).unwrap_or_default();
                         let text = format!("{} {}", s(b, "name"), input);
                         out.extend(seg(Source::ToolCall, format!("content[{i}]"), &text));
                     }
-                    _ => {}
+                    // Server-tool and MCP results, and newer block types.
+                    _ => texts(b, format!("content[{i}]"), Source::ToolResult, &mut out),
                 }
             }
         }
@@ -214,7 +289,10 @@ pub struct StreamTracker {
     /// Envelope fields of the first chunk (id, created, model) to reuse in synthetic events.
     envelope: Value,
     choices: BTreeMap<u64, ()>,
-    open_blocks: BTreeMap<u64, ()>,
+    /// Open content blocks and the key their text goes under.
+    open_blocks: BTreeMap<u64, String>,
+    /// Responses output items by index: true for tool items, whose text is keyed as a tool call.
+    items: BTreeMap<u64, bool>,
     response: Option<Value>,
     last_seq: Option<u64>,
 }
@@ -226,6 +304,7 @@ impl StreamTracker {
             envelope: Value::Null,
             choices: BTreeMap::new(),
             open_blocks: BTreeMap::new(),
+            items: BTreeMap::new(),
             response: None,
             last_seq: None,
         }
@@ -264,50 +343,84 @@ impl StreamTracker {
                         continue;
                     }
                     let d = c.get("delta").unwrap_or(&Value::Null);
-                    push(&mut out, format!("choices[{i}].content"), s(d, "content"));
-                    push(&mut out, format!("choices[{i}].refusal"), s(d, "refusal"));
+                    for key in [
+                        "content",
+                        "refusal",
+                        "reasoning_content",
+                        "reasoning",
+                        "reasoning_details",
+                    ] {
+                        if let Some(x) = d.get(key) {
+                            push_texts(&mut out, format!("choices[{i}].{key}"), x);
+                        }
+                    }
+                    if let Some(a) = d.get("audio") {
+                        push(&mut out, format!("choices[{i}].audio"), s(a, "transcript"));
+                    }
                     for t in arr(d, "tool_calls") {
                         let j = t.get("index").and_then(Value::as_u64).unwrap_or(0);
-                        let f = t.get("function").unwrap_or(&Value::Null);
-                        push(
-                            &mut out,
-                            format!("choices[{i}].tool_calls[{j}]"),
-                            s(f, "name"),
-                        );
-                        push(
-                            &mut out,
-                            format!("choices[{i}].tool_calls[{j}]"),
-                            s(f, "arguments"),
-                        );
+                        let key = format!("choices[{i}].tool_calls[{j}]");
+                        let (f, args) = match t.get("custom") {
+                            Some(c) => (c, "input"),
+                            None => (t.get("function").unwrap_or(&Value::Null), "arguments"),
+                        };
+                        push(&mut out, key.clone(), s(f, "name"));
+                        push(&mut out, key, s(f, args));
+                    }
+                    // The deprecated single function call, still streamed by compatible servers.
+                    if let Some(f) = d.get("function_call") {
+                        let key = format!("choices[{i}].function_call");
+                        push(&mut out, key.clone(), s(f, "name"));
+                        push(&mut out, key, s(f, "arguments"));
                     }
                 }
             }
             Api::OpenAiResponses => {
                 let t = s(&v, "type");
-                let key = || {
-                    format!(
-                        "output[{}].content[{}]",
-                        v.get("output_index").and_then(Value::as_u64).unwrap_or(0),
-                        v.get("content_index").and_then(Value::as_u64).unwrap_or(0)
-                    )
+                let oi = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+                let key = |items: &BTreeMap<u64, bool>| {
+                    if items.get(&oi).copied().unwrap_or(false) {
+                        format!("output[{oi}].tool_call")
+                    } else {
+                        format!(
+                            "output[{oi}].content[{}]",
+                            v.get("content_index").and_then(Value::as_u64).unwrap_or(0)
+                        )
+                    }
                 };
                 match t {
                     "response.created" | "response.in_progress" => {
                         self.response = v.get("response").cloned()
                     }
-                    "response.output_text.delta"
-                    | "response.refusal.delta"
-                    | "response.reasoning_summary_text.delta"
-                    | "response.function_call_arguments.delta"
-                    | "response.custom_tool_call_input.delta" => {
-                        push(&mut out, key(), s(&v, "delta"));
-                    }
                     "response.output_item.added" => {
                         let item = v.get("item").unwrap_or(&Value::Null);
-                        push(&mut out, key(), s(item, "name"));
+                        let tool = !matches!(s(item, "type"), "message" | "reasoning");
+                        self.items.insert(oi, tool);
+                        push(&mut out, key(&self.items), s(item, "name"));
+                    }
+                    "response.output_item.done" => {
+                        // What hosted tools produce arrives whole here (a search's query, an MCP
+                        // tool's output); what was streamed as deltas is not read twice.
+                        let item = v.get("item").unwrap_or(&Value::Null);
+                        if let (false, Some(obj)) =
+                            (STREAMED_ITEMS.contains(&s(item, "type")), item.as_object())
+                        {
+                            for (k, x) in obj {
+                                let streamed = matches!(k.as_str(), "name" | "arguments" | "code");
+                                if !streamed && !NOT_TEXT.contains(&k.as_str()) {
+                                    push_texts(&mut out, key(&self.items), x);
+                                }
+                            }
+                        }
                     }
                     "response.completed" | "response.incomplete" | "response.failed" | "error" => {
                         out.terminal = true
+                    }
+                    // Every text delta (output text, refusals, reasoning and its summary,
+                    // function, custom-tool and MCP arguments, code interpreter code, audio
+                    // transcripts, and kinds newer than this code); the audio itself is not text.
+                    _ if t.ends_with(".delta") && t != "response.audio.delta" => {
+                        push(&mut out, key(&self.items), s(&v, "delta"));
                     }
                     _ => {}
                 }
@@ -316,16 +429,45 @@ impl StreamTracker {
                 "message_start" => self.envelope = v.get("message").cloned().unwrap_or(Value::Null),
                 "content_block_start" => {
                     let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                    self.open_blocks.insert(i, ());
                     let b = v.get("content_block").unwrap_or(&Value::Null);
-                    push(&mut out, format!("content[{i}]"), s(b, "text"));
-                    push(&mut out, format!("content[{i}]"), s(b, "name"));
+                    let kind = s(b, "type");
+                    let key = match kind {
+                        "text" | "thinking" | "redacted_thinking" => format!("content[{i}]"),
+                        "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                            format!("content[{i}].tool_call")
+                        }
+                        _ => format!("content[{i}].tool_result"),
+                    };
+                    match kind {
+                        "text" => push(&mut out, key.clone(), s(b, "text")),
+                        "thinking" => push(&mut out, key.clone(), s(b, "thinking")),
+                        "redacted_thinking" => {}
+                        "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                            push(&mut out, key.clone(), s(b, "name"));
+                            // Streamed as partial JSON; an input already in the start event
+                            // (not `{}`) is text too.
+                            if let Some(input) = b
+                                .get("input")
+                                .filter(|x| x.as_object().map_or(!x.is_null(), |o| !o.is_empty()))
+                            {
+                                push(&mut out, key.clone(), &input.to_string());
+                            }
+                        }
+                        // Server-tool and MCP results arrive whole in their start event.
+                        _ => push_texts(&mut out, key.clone(), b),
+                    }
+                    self.open_blocks.insert(i, key);
                 }
                 "content_block_delta" => {
                     let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                    let key = self
+                        .open_blocks
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| format!("content[{i}]"));
                     let d = v.get("delta").unwrap_or(&Value::Null);
                     for k in ["text", "partial_json", "thinking"] {
-                        push(&mut out, format!("content[{i}]"), s(d, k));
+                        push(&mut out, key.clone(), s(d, k));
                     }
                 }
                 "content_block_stop" => {
@@ -414,6 +556,29 @@ impl StreamTracker {
     }
 }
 
+/// Responses item types whose text arrives as deltas, so their `output_item.done` repeats it.
+const STREAMED_ITEMS: &[&str] = &["message", "reasoning", "function_call", "custom_tool_call"];
+
+/// Every string of a streamed structure under one key (see `texts`).
+fn push_texts(out: &mut EventText, key: String, v: &Value) {
+    let mut segs = Vec::new();
+    texts(v, String::new(), Source::Assistant, &mut segs);
+    for sg in segs {
+        out.deltas.push((key.clone(), sg.text));
+    }
+}
+
+/// Where streamed text under `key` came from, for the classifier's view of the window.
+pub fn source_of_key(key: &str) -> Source {
+    if key.contains("tool_call") || key.contains("function_call") {
+        Source::ToolCall
+    } else if key.contains("tool_result") {
+        Source::ToolResult
+    } else {
+        Source::Assistant
+    }
+}
+
 fn push(out: &mut EventText, key: String, text: &str) {
     if !text.is_empty() {
         out.deltas.push((key, text.to_string()));
@@ -447,6 +612,107 @@ mod tests {
         assert_eq!(t, vec!["yo", "h {\"q\":\"z\"}"]);
         let c = json!({"choices":[{"text":"abc"}]});
         assert_eq!(extract_reply(Api::OpenAiCompletions, &c)[0].text, "abc");
+    }
+
+    fn texts_of(api: Api, v: &Value) -> Vec<(String, Source)> {
+        extract_reply(api, v)
+            .into_iter()
+            .map(|s| (s.text, s.source))
+            .collect()
+    }
+
+    /// Text anywhere a client can read it is judged: array content, reasoning fields, audio
+    /// transcripts, custom tool calls, hosted-tool items and server-tool results.
+    #[test]
+    fn replies_are_read_beyond_the_plain_text_fields() {
+        let chat = json!({"choices":[{"index":0,"message":{"role":"assistant",
+            "content":[{"type":"text","text":"part one"},{"type":"image_url","image_url":{"url":"data:x"}}],
+            "reasoning_content":"thought","audio":{"id":"a","data":"QUJD","transcript":"spoken"},
+            "tool_calls":[{"id":"c","type":"custom","custom":{"name":"sh","input":"rm -rf"}}]}}]});
+        assert_eq!(
+            texts_of(Api::OpenAiChat, &chat),
+            vec![
+                ("part one".into(), Source::Assistant),
+                ("thought".into(), Source::Assistant),
+                ("spoken".into(), Source::Assistant),
+                ("sh(rm -rf)".into(), Source::ToolCall),
+            ]
+        );
+        let resp = json!({"output":[
+            {"type":"reasoning","id":"r","summary":[],"content":[{"type":"reasoning_text","text":"raw thought"}]},
+            {"type":"web_search_call","id":"w","status":"completed","action":{"type":"search","query":"find it"}},
+            {"type":"mcp_call","id":"m","name":"lookup","arguments":"{}","output":"tool said","server_label":"s"}]});
+        let t: Vec<String> = texts_of(Api::OpenAiResponses, &resp)
+            .into_iter()
+            .map(|(t, _)| t)
+            .collect();
+        assert_eq!(
+            t,
+            vec!["raw thought", "find it", "lookup", "{}", "tool said", "s"]
+        );
+        let msg = json!({"content":[
+            {"type":"mcp_tool_use","id":"t","name":"q","server_name":"srv","input":{"x":"y"}},
+            {"type":"redacted_thinking","data":"opaque"},
+            {"type":"web_search_tool_result","tool_use_id":"t","content":[{"type":"web_search_result","title":"page","url":"u","encrypted_content":"zz"}]}]});
+        assert_eq!(
+            texts_of(Api::AnthropicMessages, &msg),
+            vec![
+                ("q {\"x\":\"y\"}".into(), Source::ToolCall),
+                ("page".into(), Source::ToolResult),
+                ("u".into(), Source::ToolResult),
+            ]
+        );
+    }
+
+    fn stream_text(api: Api, stream: &str) -> BTreeMap<String, String> {
+        let mut t = StreamTracker::new(api);
+        let mut text: BTreeMap<String, String> = BTreeMap::new();
+        for e in SseParser::new().push(stream.as_bytes()) {
+            for (k, d) in t.on_event(&e).deltas {
+                text.entry(k).or_default().push_str(&d);
+            }
+        }
+        text
+    }
+
+    #[test]
+    fn streams_are_read_beyond_the_plain_text_deltas() {
+        let chat = concat!(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\",\"arguments\":\"\"}}}]}\n\n",
+            "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"{\\\"a\\\":1}\"}}}]}\n\n",
+        );
+        let t = stream_text(Api::OpenAiChat, chat);
+        assert_eq!(t["choices[0].reasoning_content"], "hm");
+        assert_eq!(t["choices[0].function_call"], "f{\"a\":1}");
+        assert_eq!(source_of_key("choices[0].function_call"), Source::ToolCall);
+        assert_eq!(
+            source_of_key("choices[0].reasoning_content"),
+            Source::Assistant
+        );
+
+        let resp = concat!(
+            "data: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"reasoning\"}}\n\n",
+            "data: {\"type\":\"response.reasoning_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"think\"}\n\n",
+            "data: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"mcp_call\",\"name\":\"lookup\"}}\n\n",
+            "data: {\"type\":\"response.mcp_call_arguments.delta\",\"output_index\":1,\"delta\":\"{\\\"q\\\":1}\"}\n\n",
+            "data: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"type\":\"mcp_call\",\"id\":\"m\",\"name\":\"lookup\",\"arguments\":\"{\\\"q\\\":1}\",\"output\":\" result\"}}\n\n",
+            "data: {\"type\":\"response.audio.delta\",\"output_index\":2,\"delta\":\"QUJD\"}\n\n",
+        );
+        let t = stream_text(Api::OpenAiResponses, resp);
+        assert_eq!(t["output[0].content[0]"], "think");
+        assert_eq!(t["output[1].tool_call"], "lookup{\"q\":1} result");
+        assert_eq!(t.len(), 2, "audio data is not text: {t:?}");
+
+        let msg = concat!(
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"run\",\"input\":{}}}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"c\\\":2}\"}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"web_search_tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":\"web_search_result\",\"title\":\"found\"}]}}\n\n",
+        );
+        let t = stream_text(Api::AnthropicMessages, msg);
+        assert_eq!(t["content[0].tool_call"], "run{\"c\":2}");
+        assert_eq!(t["content[1].tool_result"], "found");
+        assert_eq!(source_of_key("content[1].tool_result"), Source::ToolResult);
     }
 
     #[test]

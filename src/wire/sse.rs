@@ -25,7 +25,14 @@ pub struct SseParser {
     scanned: usize,
     event: Option<String>,
     data: Option<String>,
+    /// Whether the stream's first line has been read: a UTF-8 byte order mark before it is not
+    /// part of the field name (the spec strips it, and so do clients), so it must not hide the
+    /// first field from classification.
+    first_line_done: bool,
 }
+
+/// U+FEFF in UTF-8.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseParser {
     pub fn new() -> SseParser {
@@ -69,6 +76,13 @@ impl SseParser {
                 }
             }
             self.scanned = next;
+            let mut line_start = line_start;
+            if !self.first_line_done {
+                self.first_line_done = true;
+                if self.buf[line_start..line_end].starts_with(BOM) {
+                    line_start += BOM.len();
+                }
+            }
             if line_end == line_start {
                 let raw = self.buf.split_to(self.scanned).freeze();
                 self.scanned = 0;
@@ -92,7 +106,12 @@ impl SseParser {
             return None;
         }
         let rest = self.buf.split().freeze();
-        let tail = String::from_utf8_lossy(&rest[self.scanned.min(rest.len())..]).into_owned();
+        let mut from = self.scanned.min(rest.len());
+        if !self.first_line_done && rest[from..].starts_with(BOM) {
+            from += BOM.len();
+        }
+        self.first_line_done = true;
+        let tail = String::from_utf8_lossy(&rest[from..]).into_owned();
         for line in tail.split(['\r', '\n']).filter(|l| !l.is_empty()) {
             self.field(line);
         }
@@ -176,6 +195,24 @@ mod tests {
                 check(&[&STREAM[..i], &STREAM[i..j], &STREAM[j..]]);
             }
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_the_first_line_is_not_part_of_it() {
+        let stream = b"\xEF\xBB\xBFdata: hidden\n\ndata: \xEF\xBB\xBFkept\n\n";
+        for split in 0..=stream.len() {
+            let mut p = SseParser::new();
+            let mut ev = p.push(&stream[..split]);
+            ev.extend(p.push(&stream[split..]));
+            assert_eq!(ev.len(), 2, "split at {split}");
+            assert_eq!(ev[0].data.as_deref(), Some("hidden"));
+            assert_eq!(&ev[0].raw[..3], BOM, "the raw bytes keep it");
+            // Only the stream's first line loses it.
+            assert_eq!(ev[1].data.as_deref(), Some("\u{FEFF}kept"));
+        }
+        let mut p = SseParser::new();
+        assert!(p.push(b"\xEF\xBB\xBFdata: tail").is_empty());
+        assert_eq!(p.finish().unwrap().data.as_deref(), Some("tail"));
     }
 
     #[test]
