@@ -98,6 +98,32 @@ pub async fn read_body(
 
 /// Decodes `body` per the Content-Encoding header (a comma-separated list applied in order, so
 /// decoded in reverse). Output is capped at `limit` to defuse decompression bombs.
+/// The Content-Encoding of a message as one list: every header line counts, because repeated
+/// lines form one list, and reading only the first would let `identity` there hide `br` on the
+/// next. None without the header.
+pub fn content_codings(headers: &http::HeaderMap) -> Option<String> {
+    let lines: Vec<&str> = headers
+        .get_all(http::header::CONTENT_ENCODING)
+        .iter()
+        .map(|v| v.to_str().unwrap_or("\u{FFFD}"))
+        .collect();
+    (!lines.is_empty()).then(|| lines.join(", "))
+}
+
+/// The codings of a Content-Encoding list that change the bytes (`identity` does not).
+fn codings_of(header: &str) -> Vec<String> {
+    header
+        .split(',')
+        .map(|c| c.trim().to_ascii_lowercase())
+        .filter(|c| !c.is_empty() && c != "identity")
+        .collect()
+}
+
+/// Whether a body with this Content-Encoding list is not plain bytes.
+pub fn is_coded(content_encoding: Option<&str>) -> bool {
+    content_encoding.is_some_and(|h| !codings_of(h).is_empty())
+}
+
 pub fn decode(
     body: &Bytes,
     content_encoding: Option<&str>,
@@ -106,11 +132,7 @@ pub fn decode(
     let Some(header) = content_encoding else {
         return Ok(body.clone());
     };
-    let codings: Vec<String> = header
-        .split(',')
-        .map(|c| c.trim().to_ascii_lowercase())
-        .filter(|c| !c.is_empty() && c != "identity")
-        .collect();
+    let codings = codings_of(header);
     let mut data = body.clone();
     for coding in codings.iter().rev() {
         let reader: Box<dyn Read + '_> = match coding.as_str() {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::app::Ctx;
-use super::body::{decode, read_body, BodyError};
+use super::body::{content_codings, decode, is_coded, read_body, BodyError};
 use super::gateway::{Gateway, Route};
 use super::output::{relay_buffered, relay_stream, OutputCtx};
 use super::respond;
@@ -88,16 +88,7 @@ pub async fn guarded(
     // A route without input policies has nothing to judge: its body goes upstream unparsed (the
     // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
     if !bound.is_empty() {
-        // Every header line counts: the upstream joins repeated lines into one list, so reading
-        // only the first would let `identity` on one line hide `br` on the next.
-        let lines: Vec<&str> = session
-            .req_header()
-            .headers
-            .get_all(http::header::CONTENT_ENCODING)
-            .iter()
-            .map(|v| v.to_str().unwrap_or("\u{FFFD}"))
-            .collect();
-        let encoding = (!lines.is_empty()).then(|| lines.join(", "));
+        let encoding = content_codings(&session.req_header().headers);
         let decoded = match decode(&raw, encoding.as_deref(), limits.max_decoded_body_bytes) {
             Ok(b) => b,
             Err(e) => return body_error(gw, session, api, ctx, e).await,
@@ -486,17 +477,7 @@ async fn forward(
         });
     // A stream in a content coding (sent despite Accept-Encoding: identity) cannot be judged
     // as it flows: it is unclassifiable, and the route's fail mode decides.
-    let encoded = resp
-        .headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .any(|v| {
-            v.to_str().map_or(true, |v| {
-                v.split(',')
-                    .map(str::trim)
-                    .any(|c| !c.is_empty() && !c.eq_ignore_ascii_case("identity"))
-            })
-        });
+    let encoded = is_coded(content_codings(&resp.headers).as_deref());
     let mut guard_output = guard_output;
     if guard_output && resp.status.is_success() && is_sse && encoded {
         gw.metrics

@@ -152,14 +152,7 @@ pub async fn relay_buffered(
         }
     }
     let raw = buf.freeze();
-    // Every header line: repeated lines form one list of codings.
-    let codings: Vec<&str> = resp
-        .headers
-        .get_all(http::header::CONTENT_ENCODING)
-        .iter()
-        .map(|v| v.to_str().unwrap_or("\u{FFFD}"))
-        .collect();
-    let encoding = (!codings.is_empty()).then(|| codings.join(", "));
+    let encoding = super::body::content_codings(&resp.headers);
     let parsed = match problem {
         Some(p) => Err(p),
         None => decode(&raw, encoding.as_deref(), limit.saturating_mul(4))
