@@ -29,6 +29,10 @@ pub struct SseParser {
     /// part of the field name (the spec strips it, and so do clients), so it must not hide the
     /// first field from classification.
     first_line_done: bool,
+    /// The last line ended in a CR that was the last byte received: if the next byte is an LF,
+    /// it belongs to that line ending and must not be read as an empty line (which would end an
+    /// event early).
+    skip_lf: bool,
 }
 
 /// U+FEFF in UTF-8.
@@ -50,6 +54,7 @@ impl SseParser {
         self.scanned = 0;
         self.event = None;
         self.data = None;
+        self.skip_lf = false;
         self.buf.split().freeze()
     }
 
@@ -58,6 +63,12 @@ impl SseParser {
         self.buf.extend_from_slice(chunk);
         let mut out = Vec::new();
         loop {
+            if self.skip_lf && self.scanned < self.buf.len() {
+                self.skip_lf = false;
+                if self.buf[self.scanned] == b'\n' {
+                    self.scanned += 1;
+                }
+            }
             let rest = &self.buf[self.scanned..];
             let Some(pos) = rest.iter().position(|&b| b == b'\n' || b == b'\r') else {
                 break;
@@ -66,12 +77,13 @@ impl SseParser {
             let line_end = self.scanned + pos;
             let mut next = line_end + 1;
             if self.buf[line_end] == b'\r' {
-                // A CR at the very end may be the first half of a CRLF split across reads: wait
-                // for the next byte so that an event's bytes never depend on how reads fell.
+                // A CR at the very end may be the first half of a CRLF split across reads. The
+                // line is complete either way, so it is processed now (an upstream that ends
+                // lines with CR alone must not have each event held until the next one starts);
+                // the LF, if it comes, is skipped and travels with the following bytes.
                 if next == self.buf.len() {
-                    break;
-                }
-                if self.buf[next] == b'\n' {
+                    self.skip_lf = true;
+                } else if self.buf[next] == b'\n' {
                     next += 1;
                 }
             }
@@ -111,6 +123,7 @@ impl SseParser {
             from += BOM.len();
         }
         self.first_line_done = true;
+        self.skip_lf = false;
         let tail = String::from_utf8_lossy(&rest[from..]).into_owned();
         for line in tail.split(['\r', '\n']).filter(|l| !l.is_empty()) {
             self.field(line);
@@ -173,19 +186,30 @@ mod tests {
         );
     }
 
-    /// Any split of a valid stream yields the same events with the same bytes (exhaustive over
-    /// every single and double split point, plus one byte at a time).
+    fn fields(events: &[SseEvent]) -> Vec<(Option<String>, Option<String>)> {
+        events
+            .iter()
+            .filter(|e| e.event.is_some() || e.data.is_some())
+            .map(|e| (e.event.clone(), e.data.clone()))
+            .collect()
+    }
+
+    /// Any split of a valid stream yields the same events, and their bytes still reassemble the
+    /// stream exactly (exhaustive over every single and double split point, plus one byte at a
+    /// time). Only where a CRLF is split does its LF travel with the next event's bytes.
     #[test]
     fn any_split_yields_the_same_events() {
-        let want = all_at_once();
+        let want = fields(&all_at_once());
         let check = |pieces: &[&[u8]]| {
             let mut p = SseParser::new();
             let mut got = Vec::new();
             for piece in pieces {
                 got.extend(p.push(piece));
             }
-            assert_eq!(p.finish(), None);
-            assert_eq!(got, want, "split {pieces:?}");
+            got.extend(p.finish());
+            assert_eq!(fields(&got), want, "split {pieces:?}");
+            let joined: Vec<u8> = got.iter().flat_map(|e| e.raw.to_vec()).collect();
+            assert_eq!(joined, STREAM, "split {pieces:?}");
         };
         let ones: Vec<&[u8]> = STREAM.chunks(1).collect();
         check(&ones);
@@ -213,6 +237,24 @@ mod tests {
         let mut p = SseParser::new();
         assert!(p.push(b"\xEF\xBB\xBFdata: tail").is_empty());
         assert_eq!(p.finish().unwrap().data.as_deref(), Some("tail"));
+    }
+
+    /// An upstream that ends lines with CR alone gets each event out as soon as its blank line
+    /// arrives, not when the next event starts.
+    #[test]
+    fn a_cr_terminated_event_is_not_held_for_the_next_byte() {
+        let mut p = SseParser::new();
+        let ev = p.push(b"data: x\r\r");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data.as_deref(), Some("x"));
+        // A CRLF split after its CR: the LF is not an empty line of its own.
+        let mut p = SseParser::new();
+        assert!(p.push(b"data: a\r").is_empty());
+        assert!(p.push(b"\ndata: b\r").is_empty());
+        let ev = p.push(b"\n\r\n");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].data.as_deref(), Some("a\nb"));
+        assert_eq!(p.finish(), None);
     }
 
     #[test]
