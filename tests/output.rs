@@ -648,3 +648,57 @@ async fn oversized_plain_replies_follow_the_fail_mode_and_are_never_truncated() 
             .await;
     }
 }
+
+/// A reply that is not JSON still reaches the client, so it is judged as text: an event stream
+/// sent to a non-streaming request (as some upstreams do), or plain text. A fail-open route must
+/// not let it through unjudged; only bytes that are not text at all follow the fail mode.
+#[tokio::test]
+async fn non_json_plain_replies_are_judged_as_text() {
+    let http = |ctype: &str, body: &[u8]| {
+        let mut r = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("application/json", mock::chat_sse("m", LONG_BAD), true),
+        ("application/json", mock::chat_sse("m", LONG_GOOD), false),
+        ("text/plain", LONG_BAD.as_bytes().to_vec(), true),
+        ("text/plain", LONG_GOOD.as_bytes().to_vec(), false),
+        (
+            "application/octet-stream",
+            b"\xff\xfe pipe bomb \xff".to_vec(),
+            false,
+        ),
+    ];
+    for (ctype, body, blocked) in cases {
+        let up = raw_upstream(http(ctype, &body)).await;
+        let gw = TestConfig::new(&up)
+            .route_policies(&output_policies("replace"))
+            .fail_mode("open")
+            .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
+            .await;
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&req("/v1/chat/completions", false))
+            .send()
+            .await
+            .unwrap();
+        if blocked {
+            assert_eq!(r.status(), 400, "{ctype}");
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["error"]["code"], "content_policy_violation", "{v}");
+            assert!(!v.to_string().contains("pipe bomb"), "{v}");
+        } else {
+            assert_eq!(r.status(), 200, "{ctype}");
+            assert_eq!(&r.bytes().await.unwrap()[..], &body[..], "{ctype}");
+        }
+        if std::str::from_utf8(&body).is_err() {
+            gw.metrics_eventually("guardgate_errors_total{kind=\"output_unclassifiable\"} 1")
+                .await;
+        }
+    }
+}

@@ -23,7 +23,10 @@ use crate::config::{Action, BlockStyle, Direction};
 use crate::decide::{decide, Decision, Final};
 use crate::guard::window::HoldBack;
 use crate::policy::Bound;
-use crate::wire::output::{blocked_reply, extract_reply, splice_annotation, StreamTracker};
+use crate::wire::output::{
+    blocked_reply, extract_reply, extract_text_reply, segments_of_keys, splice_annotation,
+    StreamTracker,
+};
 use crate::wire::sse::SseParser;
 use crate::wire::ErrorKind;
 
@@ -157,9 +160,14 @@ pub async fn relay_buffered(
         Some(p) => Err(p),
         None => decode(&raw, encoding.as_deref(), limit.saturating_mul(4))
             .map_err(|e| e.message())
-            .and_then(|plain| {
-                serde_json::from_slice::<Value>(&plain)
-                    .map_err(|e| format!("the reply is not JSON: {e}"))
+            .and_then(|plain| match serde_json::from_slice::<Value>(&plain) {
+                Ok(v) => Ok(Reply::Json(v)),
+                // Not JSON, but the client reads it all the same (an event stream sent as
+                // application/json, plain text): it is judged as text.
+                Err(e) => match std::str::from_utf8(&plain) {
+                    Ok(text) => Ok(Reply::Text(extract_text_reply(api, text))),
+                    Err(_) => Err(format!("the reply is neither JSON nor UTF-8 text: {e}")),
+                },
             }),
     };
     let reply = match parsed {
@@ -204,7 +212,11 @@ pub async fn relay_buffered(
             return finish_plain(gw, session, http, peer, resp, raw).await;
         }
     };
-    let decision = oc.judge(extract_reply(api, &reply)).await;
+    let segments = match &reply {
+        Reply::Json(v) => extract_reply(api, v),
+        Reply::Text(segments) => segments.clone(),
+    };
+    let decision = oc.judge(segments).await;
     oc.record(ctx, &decision, None);
     match &decision.verdict {
         Final::Allow => {
@@ -226,11 +238,11 @@ pub async fn relay_buffered(
             ctx.outcome = "output_blocked";
             release(gw, http, peer).await;
             let msg = oc.withheld_message(verdict);
-            if let (Final::Block { policy_id, code }, BlockStyle::Replace) =
-                (verdict, oc.route.output.on_block)
+            // Only a JSON reply can be rewritten into a filtered answer of the same shape.
+            if let (Final::Block { policy_id, code }, BlockStyle::Replace, Reply::Json(reply)) =
+                (verdict, oc.route.output.on_block, &reply)
             {
-                let body =
-                    serde_json::to_vec(&blocked_reply(api, &reply, &msg)).unwrap_or_default();
+                let body = serde_json::to_vec(&blocked_reply(api, reply, &msg)).unwrap_or_default();
                 resp.remove_header(&http::header::CONTENT_ENCODING);
                 resp.remove_header(&http::header::TRANSFER_ENCODING);
                 resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
@@ -252,6 +264,12 @@ pub async fn relay_buffered(
             respond::error(session, api, kind, &msg, &ctx.request_id, false).await
         }
     }
+}
+
+/// A plain reply as read: the API's JSON, or the text segments of a body that is not JSON.
+enum Reply {
+    Json(Value),
+    Text(Vec<crate::wire::Segment>),
 }
 
 async fn release(gw: &Gateway, mut http: HttpSession, peer: &HttpPeer) {
@@ -453,15 +471,7 @@ pub async fn relay_stream(
     }
 
     if !enforce {
-        let segments = whole
-            .into_iter()
-            .map(|(k, t)| crate::wire::Segment {
-                source: crate::wire::output::source_of_key(&k),
-                text: t,
-                location: k,
-            })
-            .collect();
-        let d = oc.judge(segments).await;
+        let d = oc.judge(segments_of_keys(whole)).await;
         if out.annotate_event && !d.annotations.is_empty() {
             let ev = format!(
                 "event: guardgate\ndata: {}\n\n",

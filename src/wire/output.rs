@@ -568,6 +568,57 @@ fn push_texts(out: &mut EventText, key: String, v: &Value) {
     }
 }
 
+/// Streamed text gathered per key (see `EventText`), as the segments a classifier reads.
+pub fn segments_of_keys(texts: BTreeMap<String, String>) -> Vec<Segment> {
+    texts
+        .into_iter()
+        .filter(|(_, t)| !t.is_empty())
+        .map(|(k, t)| Segment {
+            source: source_of_key(&k),
+            text: t,
+            location: k,
+        })
+        .collect()
+}
+
+/// Whether a text body is an event stream: every line empty, a comment or one of the SSE fields.
+/// Anything else is read as plain text, so that prose which merely contains a `data:` line is
+/// judged whole, not just that line.
+fn looks_like_sse(text: &str) -> bool {
+    let mut fields = 0;
+    for line in text.split(['\r', '\n']) {
+        if line.is_empty() || line.starts_with(':') {
+            continue;
+        }
+        let name = line.split_once(':').map_or(line, |(n, _)| n);
+        if !matches!(name, "data" | "event" | "id" | "retry") {
+            return false;
+        }
+        fields += 1;
+    }
+    fields > 0
+}
+
+/// The text of a reply that is not JSON: an event stream sent without its content type (judged
+/// event by event, as a stream would be), or anything else the client will read, judged whole.
+pub fn extract_text_reply(api: Api, text: &str) -> Vec<Segment> {
+    if !looks_like_sse(text) {
+        return seg(Source::Assistant, "body".into(), text)
+            .into_iter()
+            .collect();
+    }
+    let mut parser = super::sse::SseParser::new();
+    let mut tracker = StreamTracker::new(api);
+    let mut keys: BTreeMap<String, String> = BTreeMap::new();
+    let events = parser.push(text.as_bytes());
+    for ev in events.iter().chain(parser.finish().as_ref()) {
+        for (k, d) in tracker.on_event(ev).deltas {
+            keys.entry(k).or_default().push_str(&d);
+        }
+    }
+    segments_of_keys(keys)
+}
+
 /// Where streamed text under `key` came from, for the classifier's view of the window.
 pub fn source_of_key(key: &str) -> Source {
     if key.contains("tool_call") || key.contains("function_call") {
@@ -816,5 +867,21 @@ mod tests {
         assert_eq!(c0["id"], "c1");
         assert_eq!(c0["choices"][0]["finish_reason"], "content_filter");
         assert_eq!(cut[2].data.as_deref(), Some("[DONE]"));
+    }
+
+    #[test]
+    fn a_text_reply_is_judged_as_a_stream_or_whole() {
+        let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
+        let segs = extract_text_reply(Api::OpenAiChat, sse);
+        assert_eq!(segs.len(), 1, "{segs:?}");
+        assert_eq!(segs[0].text, "hello");
+        assert_eq!(segs[0].source, Source::Assistant);
+        // Prose with a data: line in it is prose: all of it is read.
+        let prose = "Sure.\ndata: x\nthe rest of the answer";
+        let segs = extract_text_reply(Api::OpenAiChat, prose);
+        assert_eq!(segs.len(), 1);
+        assert_eq!(segs[0].text, prose);
+        assert_eq!(segs[0].location, "body");
+        assert!(extract_text_reply(Api::AnthropicMessages, "").is_empty());
     }
 }
