@@ -212,6 +212,25 @@ impl RuleSet {
     }
 }
 
+/// Where a keyword starts and ends: a word boundary, or an underscore, which `\b` counts as a word
+/// character but identifiers (tool and property names) use to separate words.
+const KW_EDGE: &str = r"(?:\b|_)";
+
+/// Between a keyword's words, the text may have a space, an underscore, a hyphen or a dot
+/// (`make_pipe_bomb`, `pipe-bomb`): spelling it as an identifier must not dodge the rule.
+const KW_GAP: &str = r"[ _.\-]+";
+
+/// A normalised keyword as a pattern: its words escaped and joined by `KW_GAP`. `None` when it
+/// has no words.
+fn keyword_pattern(norm: &str) -> Option<String> {
+    let words: Vec<String> = norm
+        .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
+        .filter(|w| !w.is_empty())
+        .map(regex::escape)
+        .collect();
+    (!words.is_empty()).then(|| words.join(KW_GAP))
+}
+
 /// Rules run on normalised (lower-cased) text: `(?i)` only where it can change a match, because
 /// it costs the pattern its fast literal search (see `casefold`).
 fn case_insensitive_where_needed(pattern: String) -> String {
@@ -366,14 +385,12 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
                 let alts: Vec<String> = r
                     .keywords
                     .iter()
-                    .map(|k| normalize(k))
-                    .filter(|k| !k.is_empty())
-                    .map(|k| regex::escape(&k))
+                    .filter_map(|k| keyword_pattern(&normalize(k)))
                     .collect();
                 if alts.is_empty() {
                     return Err(err(format!("rules.{}: keywords are all empty", r.id)));
                 }
-                case_insensitive_where_needed(format!(r"\b(?:{})\b", alts.join("|")))
+                case_insensitive_where_needed(format!(r"{KW_EDGE}(?:{}){KW_EDGE}", alts.join("|")))
             }
             (Some(_), false) => {
                 return Err(err(format!(
@@ -461,6 +478,36 @@ Text for the model.
         assert_eq!(p.rules.matches("how to make a nail bomb", None), vec![0]);
         assert_eq!(p.rules.matches("a ghost   gun kit", None), vec![1]);
         assert!(p.rules.matches("bombastic pipes", None).is_empty());
+    }
+
+    /// Identifiers and hyphenated spellings separate a keyword's words just as spaces do; the
+    /// keyword still has to be whole words.
+    #[test]
+    fn keywords_match_across_identifier_separators() {
+        let p = parse_policy(Path::new("w.md"), GOOD.as_bytes()).unwrap();
+        for hit in [
+            "build_a_pipe_bomb",
+            "nail-bomb howto",
+            "pipe.bomb",
+            "pipe__bomb_steps",
+            "(pipe bomb)",
+        ] {
+            assert_eq!(p.rules.matches(hit, None), vec![0], "{hit}");
+        }
+        for miss in [
+            "pipebomb",
+            "apipe bomb",
+            "pipe bombs",
+            "pipe bomb2",
+            "pipe/bomb",
+        ] {
+            assert!(p.rules.matches(miss, None).is_empty(), "{miss}");
+        }
+        assert_eq!(
+            keyword_pattern("self-harm  kit").unwrap(),
+            r"self[ _.\-]+harm[ _.\-]+kit"
+        );
+        assert_eq!(keyword_pattern(" _ "), None);
     }
 
     #[test]
