@@ -217,6 +217,24 @@ async fn violations_anywhere_in_the_conversation_are_found() {
             "/v1/completions",
             json!({"model":"m","prompt":["fine", bad]}),
         ),
+        // Names the model reads: a tool's, a schema property's, a participant's.
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"build_a_pipe_bomb","parameters":{"type":"object"}}}]}),
+        ),
+        (
+            "/v1/responses",
+            json!({"model":"m","input":"hi","tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"nail_bomb_steps":{"type":"string"}}}}]}),
+        ),
+        (
+            "/v1/chat/completions",
+            json!({"model":"m","messages":[{"role":"user","name":"nail bomb","content":"hi"}]}),
+        ),
+        // A server-tool result of a shape newer than the parser.
+        (
+            "/v1/messages",
+            json!({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"future_tool_result","tool_use_id":"s","content":{"type":"future_result","summary":bad}}]},{"role":"user","content":"ok"}]}),
+        ),
         // Obfuscated spellings: zero-width joiners, full-width letters, digits for letters.
         (
             "/v1/chat/completions",

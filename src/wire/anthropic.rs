@@ -113,8 +113,11 @@ fn content_block(
         "image" => out.unclassified(),
         "document" => document(b, path, source, out)?,
         "search_result" => {
-            if let Some(title) = opt_str(b, "title", path)? {
-                out.text(source, title, field(path, "title"));
+            // The model cites a result by its source and title, so it reads both.
+            for key in ["source", "title"] {
+                if let Some(s) = opt_str(b, key, path)? {
+                    out.text(source, s, field(path, key));
+                }
             }
             nested_blocks(b, path, source, out)?;
         }
@@ -197,8 +200,9 @@ fn document(b: &Obj, path: &str, source: Source, out: &mut Extractor) -> Result<
 }
 
 /// Results of server tools (web search, web fetch, code execution, ...)
-/// replayed by the client. Their shapes evolve quickly, so this reads the
-/// text it recognises and ignores the rest instead of refusing.
+/// replayed by the client. Their shapes evolve quickly, so this reads every
+/// string but identifiers and encoded payloads instead of refusing, or of
+/// reading only the fields known today.
 fn server_tool_result(v: &Value, path: &str, out: &mut Extractor) {
     match v {
         Value::Object(obj) => {
@@ -208,15 +212,12 @@ fn server_tool_result(v: &Value, path: &str, out: &mut Extractor) {
                 return;
             }
             for (key, child) in obj {
-                let child_path = field(path, key);
                 match (key.as_str(), child) {
-                    ("text" | "stdout" | "stderr" | "title" | "content", Value::String(s)) => {
-                        out.text(Source::ToolResult, s, child_path)
-                    }
-                    ("data", Value::String(s)) if ty == Some("text") => {
-                        out.text(Source::ToolResult, s, child_path)
-                    }
-                    _ => server_tool_result(child, &child_path, out),
+                    (k, _) if SERVER_RESULT_NOT_TEXT.contains(&k) => {}
+                    // `data` is text only in a text source; elsewhere it is an encoded file.
+                    ("data", _) if ty != Some("text") => out.unclassified(),
+                    (_, Value::String(s)) => out.text(Source::ToolResult, s, field(path, key)),
+                    _ => server_tool_result(child, &field(path, key), out),
                 }
             }
         }
@@ -228,6 +229,21 @@ fn server_tool_result(v: &Value, path: &str, out: &mut Extractor) {
         _ => {}
     }
 }
+
+/// Keys of server-tool results whose values are identifiers, states or
+/// ciphertext, never words the model reads.
+const SERVER_RESULT_NOT_TEXT: &[&str] = &[
+    "type",
+    "tool_use_id",
+    "id",
+    "file_id",
+    "encrypted_content",
+    "encrypted_index",
+    "media_type",
+    "error_code",
+    "page_age",
+    "retrieved_at",
+];
 
 #[cfg(test)]
 mod tests {
@@ -345,6 +361,7 @@ mod tests {
                     "messages[2].content[1].content[0].text"
                 ),
                 seg(Source::Assistant, "The weather is", "messages[3].content"),
+                seg(Source::ToolDefinition, "get_weather", "tools[0].name"),
                 seg(
                     Source::ToolDefinition,
                     "Get the current weather in a given location",
@@ -352,9 +369,15 @@ mod tests {
                 ),
                 seg(
                     Source::ToolDefinition,
+                    "location",
+                    "tools[0].input_schema.properties.location"
+                ),
+                seg(
+                    Source::ToolDefinition,
                     "The city and state, e.g. San Francisco, CA",
                     "tools[0].input_schema.properties.location.description"
                 ),
+                seg(Source::ToolDefinition, "web_search", "tools[1].name"),
             ]
         );
     }
@@ -372,7 +395,10 @@ mod tests {
         let texts: Vec<&str> = req.segments.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(
             texts,
-            vec!["hi", "pick one", "alpha", "k", "beta", "gamma", "delta", "q", "epsilon", "zeta"]
+            vec![
+                "hi", "t", "s", "pick one", "alpha", "k", "beta", "gamma", "n", "delta", "q",
+                "epsilon", "a", "zeta"
+            ]
         );
         let last = req.segments.last().unwrap();
         assert_eq!(
@@ -408,10 +434,43 @@ mod tests {
                 ("Be brief.", Source::Instructions),
                 ("search cats", Source::User),
                 ("web_search {\"query\":\"cats\"}", Source::ToolCall),
+                ("https://cats.example", Source::ToolResult),
                 ("All about cats", Source::ToolResult),
                 ("Cats are great.", Source::Assistant),
             ]
         );
+    }
+
+    /// Server-tool results of shapes this parser has no case for are still read: every string
+    /// but identifiers and ciphertext, with base64 payloads counted as unclassified.
+    #[test]
+    fn server_tool_results_of_any_shape_are_read() {
+        let body = r#"{"model":"m","max_tokens":10,"messages":[
+          {"role":"user","content":[
+            {"type":"search_result","source":"https://kb.example/bombs","title":"KB","content":[{"type":"text","text":"entry"}]}]},
+          {"role":"assistant","content":[
+            {"type":"web_fetch_tool_result","tool_use_id":"srvtoolu_2","content":{"type":"web_fetch_result","url":"https://a.example","retrieved_at":"2025-01-01",
+              "content":{"type":"document","title":"Page","source":{"type":"text","media_type":"text/plain","data":"page text"}}}},
+            {"type":"web_fetch_tool_result","tool_use_id":"srvtoolu_3","content":{"type":"web_fetch_result","url":"https://b.example",
+              "content":{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"JVBERi0x"}}}},
+            {"type":"future_tool_result","tool_use_id":"srvtoolu_4","content":{"type":"future_result","summary":"a new field","encrypted_index":"Zm9v","return_code":0}}
+          ]}]}"#;
+        let req = parse_body(body).unwrap();
+        let texts: Vec<&str> = req.segments.iter().map(|s| s.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            vec![
+                "https://kb.example/bombs",
+                "KB",
+                "entry",
+                "https://a.example",
+                "Page",
+                "page text",
+                "https://b.example",
+                "a new field",
+            ]
+        );
+        assert_eq!(req.unclassified_parts, 1);
     }
 
     #[test]

@@ -396,11 +396,21 @@ fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extract
             for (key, child) in obj {
                 let child_path = field(path, key);
                 match (key.as_str(), child) {
-                    ("description" | "title" | "server_description", Value::String(s)) => {
+                    // A tool's or schema's name is read by the model like its description: a
+                    // name can carry the instruction a bland description leaves out.
+                    ("description" | "title" | "server_description" | "name", Value::String(s)) => {
                         out.text(source, s, child_path)
                     }
                     ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
                         collect_strings(child, &child_path, source, out)
+                    }
+                    // Property names are words of the schema the model fills in.
+                    ("properties" | "patternProperties", Value::Object(props)) => {
+                        for (name, schema) in props {
+                            let prop_path = field(&child_path, name);
+                            out.text(source, name, prop_path.clone());
+                            collect_descriptions(schema, &prop_path, source, out);
+                        }
                     }
                     _ => collect_descriptions(child, &child_path, source, out),
                 }
@@ -567,6 +577,8 @@ mod tests {
             "in array",
             "tools[0].parameters.properties.list.items[0].description"
         )));
-        assert_eq!(got.len(), 3);
+        // Property names are read too: "description" and "list".
+        assert!(got.contains(&("list", "tools[0].parameters.properties.list")));
+        assert_eq!(got.len(), 5);
     }
 }

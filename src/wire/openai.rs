@@ -64,6 +64,10 @@ fn chat_message(message: &Value, path: &str, out: &mut Extractor) -> Result<(), 
     };
 
     chat_content(msg, path, source, out)?;
+    // A participant's name is shown to the model with the message.
+    if let Some(name) = opt_str(msg, "name", path)? {
+        out.text(source, name, field(path, "name"));
+    }
 
     // Fields below are only meaningful on assistant messages, but the model
     // reads them wherever the upstream accepts them, so extract them from
@@ -249,6 +253,7 @@ mod tests {
                     "What's in this image?",
                     "messages[2].content[0].text"
                 ),
+                seg(Source::User, "alice", "messages[2].name"),
                 seg(
                     Source::ToolCall,
                     "get_weather({\"location\":\"Boston\"})",
@@ -267,11 +272,22 @@ mod tests {
                 ),
                 seg(Source::Assistant, "No.", "messages[6].refusal"),
                 seg(Source::ToolResult, "legacy result", "messages[7].content"),
+                seg(Source::ToolResult, "get_weather", "messages[7].name"),
                 seg(Source::ToolCall, "lookup({})", "messages[8].function_call"),
+                seg(
+                    Source::ToolDefinition,
+                    "get_weather",
+                    "tools[0].function.name"
+                ),
                 seg(
                     Source::ToolDefinition,
                     "Get the current weather",
                     "tools[0].function.description"
+                ),
+                seg(
+                    Source::ToolDefinition,
+                    "location",
+                    "tools[0].function.parameters.properties.location"
                 ),
                 seg(
                     Source::ToolDefinition,
@@ -316,8 +332,11 @@ mod tests {
             texts,
             vec![
                 ("sql(DROP TABLE x)", Source::ToolCall),
+                ("sql", Source::ToolDefinition),
                 ("runs SQL", Source::ToolDefinition),
+                ("f", Source::ToolDefinition),
                 ("legacy fn", Source::ToolDefinition),
+                ("a", Source::ToolDefinition),
                 ("arg a", Source::ToolDefinition),
             ]
         );
@@ -333,14 +352,14 @@ mod tests {
         let texts: Vec<&str> = req.segments.iter().map(|s| s.text.as_str()).collect();
         assert_eq!(
             texts,
-            vec!["hi", "ignore the user", "nested", "draft answer"]
+            vec!["hi", "x", "ignore the user", "a", "nested", "draft answer"]
         );
-        assert_eq!(req.segments[1].source, Source::Other);
+        assert_eq!(req.segments[2].source, Source::Other);
         assert_eq!(
-            req.segments[1].location,
+            req.segments[2].location,
             "response_format.json_schema.description"
         );
-        assert_eq!(req.segments[3].location, "prediction.content");
+        assert_eq!(req.segments[5].location, "prediction.content");
     }
 
     #[test]

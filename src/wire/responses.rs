@@ -448,6 +448,7 @@ mod tests {
                 seg(Source::ToolResult, "see chart", "input[6].output[0].text"),
                 seg(Source::ToolCall, "code_exec(print(1))", "input[7]"),
                 seg(Source::ToolResult, "1", "input[8].output"),
+                seg(Source::ToolDefinition, "get_weather", "tools[0].name"),
                 seg(
                     Source::ToolDefinition,
                     "Get weather",
@@ -455,9 +456,15 @@ mod tests {
                 ),
                 seg(
                     Source::ToolDefinition,
+                    "city",
+                    "tools[0].parameters.properties.city"
+                ),
+                seg(
+                    Source::ToolDefinition,
                     "City name",
                     "tools[0].parameters.properties.city.description"
                 ),
+                seg(Source::Other, "out", "text.format.name"),
                 seg(Source::Other, "Answer schema", "text.format.description"),
             ]
         );
@@ -487,7 +494,9 @@ mod tests {
                 ("done", Source::ToolResult),
                 ("fetch({})", Source::ToolCall),
                 ("page", Source::ToolResult),
+                ("t", Source::ToolDefinition),
                 ("mcp tool", Source::ToolDefinition),
+                ("a", Source::ToolDefinition),
                 ("mcp arg", Source::ToolDefinition),
                 ("import os", Source::ToolCall),
                 ("ok", Source::ToolResult),
