@@ -227,6 +227,10 @@ async fn violations_anywhere_in_the_conversation_are_found() {
             json!({"model":"m","input":"hi","tools":[{"type":"function","name":"f","parameters":{"type":"object","properties":{"nail_bomb_steps":{"type":"string"}}}}]}),
         ),
         (
+            "/v1/messages",
+            json!({"model":"m","max_tokens":5,"messages":[{"role":"user","content":"hi"}],"tools":[{"name":"makePipeBomb","input_schema":{"type":"object"}}]}),
+        ),
+        (
             "/v1/chat/completions",
             json!({"model":"m","messages":[{"role":"user","name":"nail bomb","content":"hi"}]}),
         ),

@@ -122,7 +122,7 @@ fn content_block(
             nested_blocks(b, path, source, out)?;
         }
         "tool_use" | "server_tool_use" | "mcp_tool_use" => {
-            let name = opt_str(b, "name", path)?.unwrap_or("");
+            let name = super::identifier_words(opt_str(b, "name", path)?.unwrap_or(""));
             let input = match present(b, "input") {
                 None => String::new(),
                 Some(v @ Value::Object(_)) => v.to_string(),

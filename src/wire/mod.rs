@@ -225,6 +225,12 @@ impl Extractor {
         }
     }
 
+    /// A name (of a tool, a schema, a property) as the words it is made of, see
+    /// `identifier_words`.
+    fn name(&mut self, source: Source, name: &str, location: String) {
+        self.text(source, &identifier_words(name), location)
+    }
+
     fn unclassified(&mut self) {
         self.unclassified_parts += 1;
     }
@@ -237,6 +243,29 @@ impl Extractor {
             unclassified_parts: self.unclassified_parts,
         }
     }
+}
+
+/// A camel-cased identifier with its words apart (`buildPipeBomb` -> `build Pipe Bomb`,
+/// `HTTPServer` -> `HTTP Server`): normalisation lower-cases text, which would glue the words
+/// together and hide them from keyword rules. Other names come back as they are; underscores and
+/// hyphens already separate words for the rules.
+pub(crate) fn identifier_words(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().skip(1).any(char::is_uppercase) {
+        return name.into();
+    }
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        if i > 0 && c.is_uppercase() {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if prev.is_lowercase() || prev.is_numeric() || (prev.is_uppercase() && next_lower) {
+                out.push(' ');
+            }
+        }
+        out.push(c);
+    }
+    out.into()
 }
 
 /// Longest client string echoed back in an error message; such strings are
@@ -398,7 +427,8 @@ fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extract
                 match (key.as_str(), child) {
                     // A tool's or schema's name is read by the model like its description: a
                     // name can carry the instruction a bland description leaves out.
-                    ("description" | "title" | "server_description" | "name", Value::String(s)) => {
+                    ("name", Value::String(s)) => out.name(source, s, child_path),
+                    ("description" | "title" | "server_description", Value::String(s)) => {
                         out.text(source, s, child_path)
                     }
                     ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
@@ -408,7 +438,7 @@ fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extract
                     ("properties" | "patternProperties", Value::Object(props)) => {
                         for (name, schema) in props {
                             let prop_path = field(&child_path, name);
-                            out.text(source, name, prop_path.clone());
+                            out.name(source, name, prop_path.clone());
                             collect_descriptions(schema, &prop_path, source, out);
                         }
                     }
@@ -580,5 +610,21 @@ mod tests {
         // Property names are read too: "description" and "list".
         assert!(got.contains(&("list", "tools[0].parameters.properties.list")));
         assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn camel_case_names_come_apart() {
+        for (name, want) in [
+            ("buildPipeBomb", "build Pipe Bomb"),
+            ("HTTPServer", "HTTP Server"),
+            ("getV2Data", "get V2 Data"),
+            ("ÜberGroß", "Über Groß"),
+            ("get_weather", "get_weather"),
+            ("Weather", "Weather"),
+            ("ABC", "ABC"),
+            ("", ""),
+        ] {
+            assert_eq!(identifier_words(name), want, "{name}");
+        }
     }
 }

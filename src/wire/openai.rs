@@ -2,9 +2,9 @@
 //! (`/v1/completions`).
 
 use super::{
-    as_object, collect_descriptions, content_field, expected, field, index, missing, model_field,
-    opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions,
-    Extractor, ParsedRequest, Source, WireError,
+    as_object, collect_descriptions, content_field, expected, field, identifier_words, index,
+    missing, model_field, opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag,
+    tool_definitions, Extractor, ParsedRequest, Source, WireError,
 };
 use serde_json::{Map, Value};
 
@@ -147,7 +147,11 @@ fn function_call(f: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireErr
 
 fn push_call(name: &str, arguments: &str, location: String, out: &mut Extractor) {
     if !name.is_empty() || !arguments.is_empty() {
-        out.text(Source::ToolCall, &format!("{name}({arguments})"), location);
+        out.text(
+            Source::ToolCall,
+            &format!("{}({arguments})", identifier_words(name)),
+            location,
+        );
     }
 }
 

@@ -73,7 +73,7 @@ fn texts(v: &Value, path: String, source: Source, out: &mut Vec<Segment>) {
 
 /// `name(arguments)`, how a tool call is shown to the classifier.
 fn call_text(name: &str, arguments: &str) -> String {
-    format!("{name}({arguments})")
+    format!("{}({arguments})", super::identifier_words(name))
 }
 
 /// Text of a complete (non-streamed) reply, as segments with JSON locations.

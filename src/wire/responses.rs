@@ -174,7 +174,7 @@ fn push_call(name: &str, arguments: &str, path: &str, out: &mut Extractor) {
     if !name.is_empty() || !arguments.is_empty() {
         out.text(
             Source::ToolCall,
-            &format!("{name}({arguments})"),
+            &format!("{}({arguments})", super::identifier_words(name)),
             path.to_string(),
         );
     }
