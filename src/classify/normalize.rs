@@ -55,24 +55,79 @@ pub fn normalize(text: &str) -> String {
     out
 }
 
-/// Folds common digit/symbol-for-letter substitutions ("k1ll", "$ex") for keyword rules that opt in.
+/// Folds common digit/symbol-for-letter substitutions ("k1ll", "$ex") and Cyrillic or Greek
+/// letters that look like Latin ones ("ріре" in Cyrillic), for keyword rules that opt in. NFKC
+/// leaves such homoglyphs alone: they are letters of their own scripts.
 pub fn fold_leet(norm: &str) -> String {
+    if !norm.is_ascii() {
+        return norm.chars().map(fold_char).collect();
+    }
     // Every substitution maps an ASCII byte to an ASCII byte, and UTF-8 never uses ASCII bytes
     // inside a multi-byte character, so a byte-wise map keeps the text valid UTF-8.
-    let folded = norm
-        .bytes()
-        .map(|b| match b {
-            b'0' => b'o',
-            b'1' | b'!' | b'|' => b'i',
-            b'3' => b'e',
-            b'4' | b'@' => b'a',
-            b'5' | b'$' => b's',
-            b'7' => b't',
-            b'8' => b'b',
-            b => b,
-        })
-        .collect();
+    let folded = norm.bytes().map(fold_ascii).collect();
     String::from_utf8(folded).expect("ASCII-for-ASCII substitutions keep UTF-8 valid")
+}
+
+fn fold_ascii(b: u8) -> u8 {
+    match b {
+        b'0' => b'o',
+        b'1' | b'!' | b'|' => b'i',
+        b'3' => b'e',
+        b'4' | b'@' => b'a',
+        b'5' | b'$' => b's',
+        b'7' => b't',
+        b'8' => b'b',
+        b => b,
+    }
+}
+
+/// One character of lower-cased text folded: ASCII as `fold_ascii`, homoglyphs to the Latin
+/// letter they pass for. The text is already lower-cased, so a lower-case letter stands for both
+/// its cases here: Cyrillic `в` is folded to `b` because `В` looks like `B`. Letters whose two
+/// cases look like different Latin letters (Greek `ν`/`Ν`, `υ`/`Υ`) are left alone.
+fn fold_char(c: char) -> char {
+    if c.is_ascii() {
+        return fold_ascii(c as u8) as char;
+    }
+    match c {
+        // Cyrillic
+        'а' => 'a',
+        'в' => 'b',
+        'е' | 'ё' => 'e',
+        'һ' | 'н' => 'h',
+        'і' | 'ї' => 'i',
+        'ј' => 'j',
+        'к' => 'k',
+        'м' => 'm',
+        'о' => 'o',
+        'р' => 'p',
+        'ԛ' => 'q',
+        'с' => 'c',
+        'ѕ' => 's',
+        'т' => 't',
+        'у' => 'y',
+        'х' => 'x',
+        'ԁ' => 'd',
+        'ԝ' => 'w',
+        // Greek
+        'α' => 'a',
+        'β' => 'b',
+        'ε' => 'e',
+        'ζ' => 'z',
+        'η' => 'h',
+        'ι' => 'i',
+        'κ' => 'k',
+        'μ' => 'm',
+        'ο' => 'o',
+        'ρ' => 'p',
+        'τ' => 't',
+        'χ' => 'x',
+        // Latin letters outside ASCII that NFKC keeps
+        'ɡ' => 'g',
+        'ı' => 'i',
+        'ɑ' => 'a',
+        c => c,
+    }
 }
 
 #[cfg(test)]
@@ -122,5 +177,12 @@ mod tests {
     fn leet_folding() {
         assert_eq!(fold_leet("k1ll 4ll th3m"), "kill all them");
         assert_eq!(fold_leet("ünï c0dé $€"), "ünï codé s€");
+        // Homoglyphs: Cyrillic "ріре вомв" (lower-cased from "ВОМВ"), Greek "ρίρε" keeps its accent.
+        assert_eq!(fold_leet(&normalize("ріре ВОМВ")), "pipe bomb");
+        assert_eq!(fold_leet("κιll"), "kill");
+        assert_eq!(fold_leet("привет"), "пpиbet"); // mangled, but only leet rules read it
+        for t in ["k1ll 4ll th3m", "plain", ""] {
+            assert_eq!(fold_leet(t), t.chars().map(fold_char).collect::<String>());
+        }
     }
 }
