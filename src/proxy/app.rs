@@ -237,9 +237,13 @@ impl HttpServerApp for GuardApp {
         let session = self.proxy.handle_new_request(Box::new(session)).await?;
         match self.target(session.req_header().uri.path()) {
             Target::Unmatched if self.gw.passthrough.is_some() => {
-                self.proxy
-                    .process_read_request(session, prev_user_ctx, shutdown)
-                    .await
+                // Boxed: pingora-proxy's request future is several kilobytes, and inline it would
+                // make every guarded request's future (allocated and moved per request) as large.
+                Box::pin(
+                    self.proxy
+                        .process_read_request(session, prev_user_ctx, shutdown),
+                )
+                .await
             }
             target => self.serve(session, target, shutdown).await,
         }
