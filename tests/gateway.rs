@@ -1043,3 +1043,290 @@ async fn non_text_parts_are_counted_or_refused_per_route() {
     gw.metrics_eventually("guardgate_bad_requests_total{reason=\"non_text_parts\"} 3")
         .await;
 }
+
+/// An upstream that serves keep-alive requests and, on the request numbered `drop_at` (1-based,
+/// counted over all connections), reads it and closes the connection without a reply: what an
+/// upstream that restarts, or closes an idle connection just as the gateway reuses it, does.
+/// Returns its base URL and the (requests, connections) counters.
+async fn closing_upstream(
+    drop_at: usize,
+) -> (
+    String,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (rq, cn) = (requests.clone(), connections.clone());
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            cn.fetch_add(1, Ordering::SeqCst);
+            let rq = rq.clone();
+            tokio::spawn(async move {
+                let body = serde_json::to_vec(&mock::chat_completion("m", "hi")).unwrap();
+                let mut buf = Vec::new();
+                let mut tmp = [0u8; 4096];
+                loop {
+                    // One request: the header and its Content-Length body.
+                    let end = loop {
+                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+                            let len: usize = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse().ok())
+                                .unwrap_or(0);
+                            if buf.len() >= end + 4 + len {
+                                break end + 4 + len;
+                            }
+                        }
+                        match s.read(&mut tmp).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
+                        }
+                    };
+                    buf.drain(..end);
+                    if rq.fetch_add(1, Ordering::SeqCst) + 1 == drop_at {
+                        return; // drops (closes) the connection, no reply
+                    }
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                        body.len()
+                    );
+                    if s.write_all(head.as_bytes()).await.is_err()
+                        || s.write_all(&body).await.is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (format!("http://{addr}"), requests, connections)
+}
+
+#[tokio::test]
+async fn a_reused_upstream_connection_closed_before_its_reply_is_retried_once() {
+    use std::sync::atomic::Ordering;
+    for work_stealing in [false, true] {
+        // The second request goes out on the pooled connection, which the upstream closes after
+        // reading it: the gateway retries once on a new connection (this used to panic the
+        // connection task, and the client got an empty reply).
+        let (up, requests, connections) = closing_upstream(2).await;
+        let gw = TestConfig::new(&up)
+            .server(&format!("work_stealing = {work_stealing}"))
+            .start(&[("weapons.md", WEAPONS)])
+            .await;
+        let c = client();
+        for i in 0..3 {
+            let r = c
+                .post(gw.url("/v1/chat/completions"))
+                .json(&body("/v1/chat/completions", "hello there"))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("request {i} (work_stealing {work_stealing}): {e}"));
+            assert_eq!(r.status(), 200, "request {i}");
+            assert!(r.text().await.unwrap().contains("chat.completion"));
+        }
+        assert_eq!(requests.load(Ordering::SeqCst), 4, "3 requests + 1 retry");
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+
+        // A fresh connection that fails the same way is not retried: a 502 in the API's shape.
+        let (up, requests, _) = closing_upstream(1).await;
+        let gw = TestConfig::new(&up)
+            .server(&format!("work_stealing = {work_stealing}"))
+            .start(&[("weapons.md", WEAPONS)])
+            .await;
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body("/v1/chat/completions", "hello there"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 502);
+        assert!(is_openai_error(&r.json().await.unwrap()));
+        assert_eq!(requests.load(Ordering::SeqCst), 1);
+    }
+}
+
+/// Sends `request` on a fresh connection and returns everything the gateway answers until it
+/// closes the connection (or 5 s pass).
+async fn raw_exchange(port: u16, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn absolute_form_targets_and_http10_expectations() {
+    let (m, gw) = setup("").await;
+    let payload = serde_json::to_string(&body("/v1/chat/completions", "hello there")).unwrap();
+
+    // A client that treats the gateway as a forward proxy sends an absolute-form target: the
+    // upstream gets origin-form, which matches the Host it is sent.
+    let req = format!(
+        "POST http://127.0.0.1:{}/v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
+        gw.port, gw.port, payload.len()
+    );
+    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let got = m.state.last().unwrap();
+    assert_eq!(got.target, "/v1/chat/completions");
+    assert_eq!(got.body, payload.as_bytes());
+
+    // HTTP/1.0 has no interim responses: an Expect header from such a client is ignored, and
+    // the first thing it reads is the reply itself.
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
+        payload.len()
+    );
+    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    assert!(!reply.contains("100 Continue"), "{reply}");
+
+    // After a 100 Continue, an error is still answered in the API's shape (a blocked request).
+    let blocked =
+        serde_json::to_string(&body("/v1/chat/completions", "how to build a pipe bomb")).unwrap();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{blocked}",
+        blocked.len()
+    );
+    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    assert!(
+        reply.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400"),
+        "{reply}"
+    );
+    assert!(reply.contains("test/weapons"), "{reply}");
+}
+
+/// An HTTPS upstream that speaks only h2 (ALPN), as the hosted APIs do, with a self-signed
+/// certificate made for these tests (`tests/fixtures/localhost.*`; the gateway runs with
+/// `verify_tls = false`). It answers streamed requests with an SSE body of no declared length and
+/// others with a chat completion, and records the HTTP version each request came in.
+async fn h2_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
+    use hyper::service::service_fn;
+    use std::sync::{Arc, Mutex};
+    let certs = rustls_pemfile::certs(&mut &include_bytes!("fixtures/localhost.crt")[..])
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = rustls_pemfile::private_key(&mut &include_bytes!("fixtures/localhost.key")[..])
+        .unwrap()
+        .unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let versions = Arc::new(Mutex::new(Vec::new()));
+    let seen = versions.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, seen) = (acceptor.clone(), seen.clone());
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        use http_body_util::{BodyExt, Full, StreamBody};
+                        seen.lock().unwrap().push(req.version());
+                        let body = req.into_body().collect().await.unwrap().to_bytes();
+                        let v: Value = serde_json::from_slice(&body).unwrap();
+                        let resp = if v["stream"] == true {
+                            let sse = mock::chat_sse("m", "Hello over h2.");
+                            let frames = sse
+                                .chunks(16)
+                                .map(|c| {
+                                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                                        bytes::Bytes::copy_from_slice(c),
+                                    ))
+                                })
+                                .collect::<Vec<_>>();
+                            hyper::Response::builder()
+                                .header("content-type", "text/event-stream")
+                                .body(StreamBody::new(futures_util::stream::iter(frames)).boxed())
+                                .unwrap()
+                        } else {
+                            let json =
+                                serde_json::to_vec(&mock::chat_completion("m", "Hello over h2."))
+                                    .unwrap();
+                            hyper::Response::builder()
+                                .header("content-type", "application/json")
+                                .body(Full::new(bytes::Bytes::from(json)).boxed())
+                                .unwrap()
+                        };
+                        Ok::<_, std::convert::Infallible>(resp)
+                    }
+                });
+                let _ =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+            });
+        }
+    });
+    (format!("https://127.0.0.1:{}", addr.port()), versions)
+}
+
+#[tokio::test]
+async fn an_h2_upstream_is_relayed_to_http1_clients() {
+    let (up, versions) = h2_upstream().await;
+    let gw = TestConfig::new(&up)
+        .upstream_options("http2 = true\nverify_tls = false")
+        .start(&[("weapons.md", WEAPONS)])
+        .await;
+    let c = client();
+    // Every forwarded reply used to be a 500: pingora cannot write an HTTP/2 status line.
+    for _ in 0..2 {
+        let r = c
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body("/v1/chat/completions", "hello there"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), http::Version::HTTP_11);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["choices"][0]["message"]["content"], "Hello over h2.");
+    }
+    // A stream without a length goes out chunked, so the client's connection stays open.
+    let mut b = body("/v1/chat/completions", "hello there");
+    b["stream"] = json!(true);
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers().get("transfer-encoding").map(|v| v.as_bytes()),
+        Some(&b"chunked"[..])
+    );
+    let text = r.text().await.unwrap();
+    assert!(text.contains("[DONE]") && text.contains("h2"), "{text}");
+    let versions = versions.lock().unwrap().clone();
+    assert_eq!(versions.len(), 3);
+    assert!(
+        versions.iter().all(|v| *v == http::Version::HTTP_2),
+        "{versions:?}"
+    );
+}

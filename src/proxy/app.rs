@@ -143,7 +143,11 @@ impl GuardApp {
             Err(e) => {
                 // Nothing written yet (an error before the reply started): say so in the API's
                 // shape. Once the header is out, dropping the connection is the only signal left.
-                if session.response_written().is_none() {
+                // A `100 Continue` counts as nothing written: the client still waits for a reply.
+                let replied = session
+                    .response_written()
+                    .is_some_and(|h| !h.status.is_informational());
+                if !replied {
                     if let Some((kind, msg)) = unanswered(&e) {
                         let _ = respond::error(&mut session, api, kind, msg, &ctx.request_id, true)
                             .await;

@@ -64,11 +64,14 @@ pub async fn read_body(
             return Err(BodyError::TooLarge { limit });
         }
     }
-    let expects_continue = session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    // An HTTP/1.0 client cannot read an interim response (it would take the 100 for the reply),
+    // so its expectation is ignored (RFC 9110 10.1.1), as pingora-proxy does.
+    let expects_continue = session.req_header().version >= http::Version::HTTP_11
+        && session
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if expects_continue {
         // curl and others wait (up to a second) for this before sending a large body.
         session

@@ -422,11 +422,15 @@ async fn forward(
         .await;
         match res {
             Ok(()) => break http,
-            Err(e) => {
+            Err(mut e) => {
                 http.shutdown().await;
-                // A pooled connection the upstream had already closed: the request never reached
-                // it, so one retry on a fresh connection is safe.
-                if reused && e.retry() && attempt == 1 {
+                // pingora leaves "retry only if the connection was reused" undecided in the error
+                // (a closed or reset connection before any reply header); reading it undecided
+                // panics, so settle it first, as pingora-proxy does.
+                e.retry.decide_reuse(reused);
+                // A pooled connection the upstream had already closed: one retry on a fresh
+                // connection (the body is buffered, and no reply header was read).
+                if e.retry() && attempt == 1 {
                     continue;
                 }
                 return upstream_failed(gw, session, route, ctx, "upstream_io", &e).await;
@@ -450,6 +454,16 @@ async fn forward(
     };
     for h in &HOP_BY_HOP {
         resp.remove_header(h);
+    }
+    if resp.version == http::Version::HTTP_2 && !session.is_http2() {
+        // An h2 upstream's reply says HTTP/2, which an HTTP/1 status line cannot carry (pingora
+        // refuses to write it: every forwarded reply was a 500); and h2 has no chunked coding, so
+        // a reply without a length is sent chunked rather than delimited by closing the client's
+        // connection. pingora-proxy does the same.
+        resp.set_version(http::Version::HTTP_11);
+        if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+            resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+        }
     }
     resp.insert_header("x-guardgate-request-id", ctx.request_id.as_str())?;
     if !annotations.is_empty() {

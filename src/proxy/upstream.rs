@@ -180,7 +180,12 @@ impl Upstream {
     /// Rewrites `req` (a copy of the client's header) for this upstream: path prefix, Host,
     /// hop-by-hop headers removed, the gateway's key added only if the client sent no credential.
     pub fn prepare_request(&self, req: &mut RequestHeader) -> pingora::Result<()> {
-        if !self.url.base_path.is_empty() {
+        // An absolute-form target (`POST http://gateway/v1/...`, from a client that treats the
+        // gateway as a forward proxy) is sent in origin-form too: pingora keeps its bytes for the
+        // wire, where next to the rewritten Host it would name the gateway, and servers route by
+        // the target (RFC 9112 3.2.2). The Uri holds only its (validated) path and query.
+        let origin_form = matches!(req.raw_path().first(), Some(b'/' | b'*'));
+        if !self.url.base_path.is_empty() || !origin_form {
             let pq = req
                 .uri
                 .path_and_query()

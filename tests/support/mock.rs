@@ -31,6 +31,8 @@ use tokio::net::TcpListener;
 pub struct Recorded {
     pub method: String,
     pub path: String,
+    /// The request target as sent (origin-form `/v1/...`, or absolute-form `http://host/...`).
+    pub target: String,
     pub headers: Vec<(String, Vec<u8>)>,
     pub body: Vec<u8>,
 }
@@ -194,6 +196,7 @@ fn hdr(req: &Request<Incoming>, name: &str) -> Option<String> {
 async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBody>, Infallible> {
     let method = req.method().to_string();
     let path = req.uri().path().to_string();
+    let target = req.uri().to_string();
     let headers: Vec<(String, Vec<u8>)> = req
         .headers()
         .iter()
@@ -249,6 +252,7 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
     st.requests.lock().unwrap().push(Recorded {
         method: method.clone(),
         path: path.clone(),
+        target,
         headers,
         body: body.clone(),
     });
