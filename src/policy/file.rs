@@ -166,6 +166,10 @@ pub struct Rule {
     pub code: String,
     pub leet: bool,
     pub regex: Regex,
+    /// The pattern anchors to the start or end of the text (`^`, `$`, `\A`, `\z` outside
+    /// multi-line mode): it means "the start (end) of an item", so it must be searched in each
+    /// item, never in the items joined together.
+    pub anchored: bool,
 }
 
 impl Rule {
@@ -183,11 +187,20 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// Some rule anchors to the text's edges, so a scan of all items joined says nothing.
+    anchored: bool,
 }
 
 impl RuleSet {
     fn new(rules: Vec<Rule>) -> RuleSet {
-        RuleSet { rules }
+        let anchored = rules.iter().any(|r| r.anchored);
+        RuleSet { rules, anchored }
+    }
+
+    /// Whether one scan of all items joined can rule out a match (see `Content::joined`): not
+    /// when a rule anchors to the start or end of the text, which the join moves.
+    pub fn joined_scan_decides(&self) -> bool {
+        !self.anchored
     }
 
     pub fn is_empty(&self) -> bool {
@@ -210,6 +223,17 @@ impl RuleSet {
     pub fn has_leet(&self) -> bool {
         self.rules.iter().any(|r| r.leet)
     }
+}
+
+/// Whether a pattern (already accepted by `regex`) matches only at the start or end of the text
+/// somewhere. Unparseable here means unknown, and unknown counts as anchored: that only costs the
+/// joined pre-scan, never a match.
+fn anchors_to_text_edges(pattern: &str) -> bool {
+    regex_syntax::ParserBuilder::new()
+        .build()
+        .parse(pattern)
+        .map(|h| h.properties().look_set().contains_anchor_haystack())
+        .unwrap_or(true)
 }
 
 /// Where a keyword starts and ends: a word boundary, or an underscore, which `\b` counts as a word
@@ -414,6 +438,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
             code: r.code.clone(),
             leet: r.leet,
             regex,
+            anchored: anchors_to_text_edges(&pattern),
         });
     }
     let rules = RuleSet::new(rules);
