@@ -46,6 +46,8 @@ impl Outcome {
     pub fn effect(&self, fail_mode: FailMode) -> &'static str {
         match (&self.result, self.action) {
             (Err(_), Action::Shadow) => "shadow_error",
+            // An annotate binding never fails a route closed (`combine`): the exchange went on.
+            (Err(_), Action::Annotate) => "fail_open",
             (Err(_), _) if fail_mode == FailMode::Open => "fail_open",
             (Err(_), _) => "fail_closed",
             (Ok(v), _) if !v.violation => "allowed",
@@ -214,7 +216,7 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
                 .result
                 .as_ref()
                 .err()
-                .map(|e| e.to_string())
+                .map(|e| e.public_reason().to_string())
                 .unwrap_or_default(),
         }
     } else {
@@ -359,9 +361,29 @@ mod tests {
             FailMode::Closed,
         )
         .await;
+        // The client-facing reason names the failure's kind, never the backend's words.
         assert!(
-            matches!(d.verdict, Final::FailClosed { ref reason, .. } if reason.contains("boom"))
+            matches!(d.verdict, Final::FailClosed { ref reason, .. } if reason == "classifier failed"),
+            "{:?}",
+            d.verdict
         );
+        assert!(d.outcomes[0]
+            .result
+            .as_ref()
+            .unwrap_err()
+            .to_string()
+            .contains("boom"));
+        // An annotate binding that fails lets the exchange through, and says so.
+        let d = decide(
+            &c,
+            &[bound("a", false, Action::Annotate)],
+            &content("hi"),
+            dl(),
+            FailMode::Closed,
+        )
+        .await;
+        assert_eq!(d.verdict, Final::Allow);
+        assert_eq!(d.outcomes[0].effect(FailMode::Closed), "fail_open");
         let d = decide(
             &c,
             &[bound("a", false, Action::Shadow)],

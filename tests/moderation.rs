@@ -132,3 +132,39 @@ async fn token_protects_the_verdict_endpoints() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn classifier_errors_are_named_without_the_models_words() {
+    let (_m, _ms, gw) = setup("").await;
+    let c = reqwest::Client::new();
+    // The imitation model answers prose for "[prose]": unparseable, so test/nl errs.
+    let r = c
+        .post(gw.url("/v1/moderations"))
+        .json(&json!({"input": "[prose] hi"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("looks fine"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    let errors = v["results"][0]["guardgate_errors"].as_array().unwrap();
+    let nl = errors.iter().find(|e| e["policy"] == "test/nl");
+    assert_eq!(nl.unwrap()["error"], "classifier failed", "{v}");
+    let r = c
+        .post(gw.url("/guardgate/v1/classify"))
+        .json(&json!({"policies": ["test/nl"], "text": "[prose] hi"}))
+        .send()
+        .await
+        .unwrap();
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("looks fine"), "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["decisions"][0]["verdict"], "error", "{v}");
+    assert_eq!(v["decisions"][0]["error"], "classifier failed", "{v}");
+    // Reviewers still get the detail.
+    let audit = gw.audit_wait(2).await;
+    assert!(audit.iter().any(|r| r["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("looks fine"))));
+}

@@ -113,17 +113,34 @@ async fn rules_settle_before_the_model_is_asked() {
 #[tokio::test]
 async fn failures_apply_the_fail_mode() {
     let (m, ms, gw) = setup("closed", "").await;
+    // (Prose first: the third failure opens the circuit breaker, and later texts never reach
+    // the model server.)
     for (text, why) in [
+        ("[prose] hi", "unparseable"),
         ("[slow] hi", "deadline"),
         ("[malformed] hi", "malformed"),
-        ("[prose] hi", "unparseable"),
         ("[empty] hi", "empty"),
     ] {
         let (status, body) = send(&gw, text).await;
         assert_eq!(status, 503, "{why}: {body}");
         assert!(body.contains("could not classify"), "{why}: {body}");
+        // The model's own words (quoted in the parse error) stay in the audit record.
+        for model_text in ["looks fine", "not json", "thinking"] {
+            assert!(
+                !body.contains(model_text),
+                "{why}: model output reached the client: {body}"
+            );
+        }
     }
     assert_eq!(m.state.count(), 0, "fail-closed let a request through");
+    let audit = gw.audit_wait(4).await;
+    assert!(
+        audit.iter().any(|r| r["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("looks fine"))),
+        "{audit:?}"
+    );
+
     // [empty] was retried once with lower effort... but low is already the lowest: one call.
     let _ = ms;
     let (m, _ms, gw) = setup("open", "").await;
@@ -147,9 +164,11 @@ async fn retries_then_breaker_fails_fast() {
     let (status, _) = send(&gw, "a friendly question").await;
     assert_eq!(status, 200);
     assert_eq!(ms.state.calls.load(Ordering::SeqCst), 3);
-    // A persistent 500: 1 + 2 retries, and the third failure trips the breaker.
-    let (status, _) = send(&gw, "[error] hi").await;
+    // A persistent 500: 1 + 2 retries, and the third failure trips the breaker. The model
+    // server's error body is the server's business, not the client's.
+    let (status, body) = send(&gw, "[error] hi").await;
     assert_eq!(status, 503);
+    assert!(!body.contains("boom"), "{body}");
     let after_trip = ms.state.calls.load(Ordering::SeqCst);
     assert_eq!(after_trip, 6);
     // While open, requests fail fast without reaching the server.
@@ -216,4 +235,51 @@ async fn per_policy_backend_choice() {
     );
     let e = cfg.try_start(&[("weapons.md", &bad)]).await.err().unwrap();
     assert!(e.contains("\"nope\", which is not configured"), "{e}");
+}
+
+#[tokio::test]
+async fn a_window_the_model_could_not_judge_is_counted_and_audited() {
+    // A fail-open stream whose middle window the model cannot judge (it answers prose for
+    // "[prose]"): that window is released unjudged, as the fail mode says, and the failure is
+    // logged, counted and audited although later windows pass.
+    let m = mock::start().await;
+    let ms = model_server::start().await;
+    let gw = TestConfig::new(&m.base_url())
+        .extra(&backend(&ms.base_url(), ""))
+        .fail_mode("open")
+        .route_policies(
+            "[[routes.policies]]\nselect = \"test/nl\"\ndirections = [\"output\"]\n[routes.output]\nwindow_chars = 40\noverlap_chars = 10\nmax_hold_ms = 5000\n",
+        )
+        .start(&[("nl.md", NL_POLICY)])
+        .await;
+    let reply = "A first stretch of calm and friendly text that is fine. [prose] Then a long, calm and friendly ending that goes on well past the window and its overlap, all of it fine.";
+    let r = reqwest::Client::new()
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-mock-reply", reply)
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("[DONE]"), "{text}");
+    let audit = gw.audit_wait(2).await;
+    let out: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["direction"] == "output")
+        .collect();
+    assert!(
+        out.iter().any(|r| r["effect"] == "fail_open"
+            && r["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("looks fine"))),
+        "{out:?}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains(r#"guardgate_errors_total{kind="classifier"}"#),
+        "{metrics}"
+    );
 }

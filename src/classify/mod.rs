@@ -165,6 +165,18 @@ impl ClassifyError {
             ClassifyError::Backend(_) => "backend",
         }
     }
+
+    /// What a client may be told. A backend's message can carry the model's own words (an
+    /// unparseable answer is quoted, and a cut-off JSON answer is mostly its rationale) or a model
+    /// server's error body: those go to the audit record and the log, never to the client.
+    pub fn public_reason(&self) -> &'static str {
+        match self {
+            ClassifyError::Backend(_) => "classifier failed",
+            ClassifyError::Deadline => "classifier missed its deadline",
+            ClassifyError::Overloaded => "classifier is overloaded",
+            ClassifyError::NoBackend => "no configured backend can classify this policy",
+        }
+    }
 }
 
 /// A backend that judges content against a policy.

@@ -15,6 +15,7 @@ use super::exchange::record;
 use super::gateway::Gateway;
 use super::respond;
 use crate::audit::RecordContext;
+use crate::classify::verdict::OutputFormat;
 use crate::classify::Content;
 use crate::config::{Action, Direction, FailMode};
 use crate::decide::{decide, Decision};
@@ -221,6 +222,20 @@ pub async fn handle(
     Ok(())
 }
 
+/// A verdict as a violation score in [0, 1], the moderation API's `category_scores`. A binary
+/// model answer's confidence is already P(violation) (the two answer logits), whichever way the
+/// verdict went; a JSON answer's `confidence` is the model's confidence in its own answer; a
+/// rule hit is certain and a verdict without a confidence counts as certain.
+fn violation_score(v: &crate::classify::Verdict, format: OutputFormat) -> f32 {
+    match (format, v.confidence) {
+        (OutputFormat::Binary, Some(p)) => p,
+        (_, Some(c)) if v.violation => c,
+        (_, Some(c)) => 1.0 - c,
+        (_, None) if v.violation => 1.0,
+        (_, None) => 0.0,
+    }
+}
+
 async fn moderations(
     gw: &Gateway,
     snap: &Snapshot,
@@ -247,8 +262,7 @@ async fn moderations(
             flagged |= hit;
             categories.insert(o.policy.id.clone(), json!(hit));
             let score = match &o.result {
-                Ok(v) if v.violation => v.confidence.unwrap_or(1.0),
-                Ok(v) => 1.0 - v.confidence.unwrap_or(1.0),
+                Ok(v) => violation_score(v, o.policy.output_format),
                 Err(_) => 0.0,
             };
             scores.insert(
@@ -263,7 +277,7 @@ async fn moderations(
                 o.result
                     .as_ref()
                     .err()
-                    .map(|e| json!({"policy": o.policy.id, "error": e.to_string()}))
+                    .map(|e| json!({"policy": o.policy.id, "error": e.public_reason()}))
             })
             .collect();
         let mut r =
@@ -345,7 +359,7 @@ async fn classify(
                 "confidence": v.and_then(|v| v.confidence),
                 "backend": v.map(|v| v.backend),
                 "latency_ms": o.latency.as_secs_f64() * 1000.0,
-                "error": o.result.as_ref().err().map(|e| e.to_string()),
+                "error": o.result.as_ref().err().map(|e| e.public_reason()),
             })
         })
         .collect();
@@ -353,4 +367,32 @@ async fn classify(
     Ok(
         json!({"request_id": ctx.request_id, "flagged": flagged, "policy_generation": snap.generation, "decisions": decisions}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::violation_score;
+    use crate::classify::verdict::OutputFormat::{Binary, Json};
+    use crate::classify::Verdict;
+
+    fn v(violation: bool, confidence: Option<f32>) -> Verdict {
+        Verdict {
+            violation,
+            confidence,
+            ..Verdict::allow("t")
+        }
+    }
+
+    #[test]
+    fn scores_are_the_probability_of_a_violation() {
+        // Binary model answers carry P(violation) either way the verdict went.
+        assert_eq!(violation_score(&v(false, Some(0.02)), Binary), 0.02);
+        assert_eq!(violation_score(&v(true, Some(0.93)), Binary), 0.93);
+        // JSON answers carry the model's confidence in its own answer.
+        assert!((violation_score(&v(false, Some(0.9)), Json) - 0.1).abs() < 1e-6);
+        assert_eq!(violation_score(&v(true, Some(0.9)), Json), 0.9);
+        // No confidence: the verdict is taken as certain.
+        assert_eq!(violation_score(&v(true, None), Binary), 1.0);
+        assert_eq!(violation_score(&v(false, None), Json), 0.0);
+    }
 }

@@ -588,7 +588,14 @@ async fn judge_window(
     let d = oc.judge(hold.window()).await;
     match &d.verdict {
         Final::Allow => {
-            *last = Some(d);
+            // Only the last window's decision is recorded when the stream ends. A window that a
+            // classifier failed to judge (fail-open, or a binding whose failure never blocks) is
+            // recorded now: otherwise the failure was neither logged, counted nor audited.
+            if d.outcomes.iter().any(|o| o.result.is_err()) {
+                oc.record(ctx, &d, Some(hold.windows_judged));
+            } else {
+                *last = Some(d);
+            }
             if let Some(b) = hold.approve() {
                 if let Err(e) = session.write_response_body(b, false).await {
                     ctx.outcome = "client_gone";
