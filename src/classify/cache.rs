@@ -16,14 +16,21 @@ use crate::policy::Policy;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
     policy_id: Arc<str>,
+    /// A shadow candidate shares its live policy's id: each keeps its own version (and entries).
+    candidate: bool,
     policy_hash: Arc<str>,
     content: [u8; 16],
 }
 
+/// A policy id, and whether it is the shadow candidate of that id.
+type Slot = (Arc<str>, bool);
+
 pub struct VerdictCache {
     entries: moka::sync::Cache<Key, Verdict>,
-    /// The policy hash each id was last seen with: a different one means the policy changed.
-    current: Mutex<HashMap<Arc<str>, Arc<str>>>,
+    /// The policy hash each (id, candidate) was last seen with: a different one means the policy
+    /// changed. Keyed apart for candidates, which are judged next to their live version on every
+    /// request: one shared slot made the two versions empty each other's entries every time.
+    current: Mutex<HashMap<Slot, Arc<str>>>,
 }
 
 /// A stable digest of what the model is shown, after normalisation.
@@ -56,23 +63,26 @@ impl VerdictCache {
     fn key(&self, policy: &Policy, content: &Content) -> Key {
         let policy_id: Arc<str> = Arc::from(policy.id.as_str());
         let policy_hash: Arc<str> = Arc::from(policy.content_hash.as_str());
+        let candidate = policy.candidate;
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        match cur.get(&policy_id) {
+        let slot = (policy_id.clone(), candidate);
+        match cur.get(&slot) {
             Some(h) if *h == policy_hash => {}
             Some(_) => {
                 let (id, keep) = (policy_id.clone(), policy_hash.clone());
                 // Only fails when invalidation closures are not enabled, which `new` does.
-                let _ = self
-                    .entries
-                    .invalidate_entries_if(move |k, _| k.policy_id == id && k.policy_hash != keep);
-                cur.insert(policy_id.clone(), policy_hash.clone());
+                let _ = self.entries.invalidate_entries_if(move |k, _| {
+                    k.policy_id == id && k.candidate == candidate && k.policy_hash != keep
+                });
+                cur.insert(slot, policy_hash.clone());
             }
             None => {
-                cur.insert(policy_id.clone(), policy_hash.clone());
+                cur.insert(slot, policy_hash.clone());
             }
         }
         Key {
             policy_id,
+            candidate,
             policy_hash,
             content: content_digest(content),
         }
@@ -150,6 +160,30 @@ mod tests {
         assert_eq!(cache.len(), 0, "the old version's entries are dropped");
         // And the old version does not come back if it were re-read.
         assert!(cache.get(&p1, &content("hello world")).0.is_none());
+    }
+
+    #[test]
+    fn a_shadow_candidate_and_its_live_policy_keep_their_own_entries() {
+        let cache = VerdictCache::new(100, Duration::from_secs(60));
+        let live = policy("Live version.");
+        let mut candidate = policy("Candidate version.");
+        candidate.candidate = true;
+        let allow = Verdict::allow("m");
+        // Both are judged on every request, alternately: the second round hits for both.
+        for (p, _) in [(&live, 0), (&candidate, 1)] {
+            let (hit, slot) = cache.get(p, &content("hello world"));
+            assert!(hit.is_none());
+            cache.put(slot, &allow);
+        }
+        for p in [&live, &candidate, &live, &candidate] {
+            let (hit, _) = cache.get(p, &content("hello world"));
+            assert!(hit.is_some_and(|v| v.cache_hit), "{}", p.candidate);
+        }
+        // Editing the candidate drops only the candidate's entries.
+        let mut edited = policy("Candidate version, edited.");
+        edited.candidate = true;
+        assert!(cache.get(&edited, &content("hello world")).0.is_none());
+        assert!(cache.get(&live, &content("hello world")).0.is_some());
     }
 
     #[test]

@@ -126,6 +126,16 @@ fn first_object(s: &str) -> Option<&str> {
     None
 }
 
+/// A model-given code as it may travel: it ends up in `x-guardgate-code(s)` headers and error
+/// messages, and a model can be talked into any string (a control character made the header, and
+/// so the whole reply, fail). Codes are short identifiers (`SH1.a`, `S3`): keep those characters.
+fn code_token(c: &str) -> String {
+    c.chars()
+        .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-' | ':' | '/'))
+        .take(64)
+        .collect()
+}
+
 /// Parses the final answer in `format`; `analysis` (the reasoning channel) becomes the rationale
 /// unless the answer carries its own.
 pub fn parse_answer(
@@ -156,7 +166,8 @@ pub fn parse_answer(
                             && !c.eq_ignore_ascii_case("null")
                             && !c.eq_ignore_ascii_case("none")
                     })
-                    .map(str::to_string);
+                    .map(code_token)
+                    .filter(|c| !c.is_empty());
                 let rule_ids = v
                     .get("rule_ids")
                     .and_then(Value::as_array)
@@ -243,6 +254,26 @@ mod tests {
             parse_answer("  ", None, OutputFormat::Binary),
             Err(VerdictError::Empty)
         );
+    }
+
+    #[test]
+    fn codes_are_kept_to_identifier_characters() {
+        // They become header values: a control character used to fail the whole reply.
+        let a = parse_answer(
+            "{\"violation\": 1, \"policy_category\": \"S1\\nS2\\r\\u0000 x\"}",
+            None,
+            OutputFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(a.code.as_deref(), Some("S1S2x"));
+        let a = parse_answer(
+            "{\"violation\": 1, \"policy_category\": \"\\n\"}",
+            None,
+            OutputFormat::Json,
+        )
+        .unwrap();
+        assert_eq!(a.code, None);
+        assert!(a.violation);
     }
 
     #[test]
