@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 
 use crate::wire::Api;
 
+/// A secret (token, API key) from the environment, without surrounding whitespace: a Kubernetes
+/// Secret made with `--from-file` ends in a newline, which no client can send in a header, so the
+/// token could never match (and an API key with it makes an invalid header). `None` when unset or
+/// blank.
+pub fn secret_from_env(var: &str) -> Option<String> {
+    std::env::var(var)
+        .ok()
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
 pub struct ConfigError {
@@ -676,7 +687,9 @@ impl Config {
             let key = e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    // Counted by newlines before the offset: `lines()` missed the line of an
+                    // error that starts a line (an unknown key), naming the one above.
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "-".into());
@@ -721,9 +734,9 @@ impl Config {
             ));
         }
         if let Some(var) = &self.admin.token_env {
-            match std::env::var(var) {
-                Ok(v) if !v.is_empty() => {}
-                _ => {
+            match secret_from_env(var) {
+                Some(_) => {}
+                None => {
                     return Err(self.err(
                         "admin.token_env",
                         format!("environment variable {var} is not set or empty"),
@@ -931,7 +944,7 @@ impl Config {
             }
         }
         if let Some(var) = &self.moderation.token_env {
-            if std::env::var(var).map(|v| v.is_empty()).unwrap_or(true) {
+            if secret_from_env(var).is_none() {
                 return Err(self.err(
                     "moderation.token_env",
                     format!("environment variable {var} is not set or empty"),
@@ -1015,7 +1028,13 @@ select = "general/*"
         let text = format!("{MIN}\n[limits]\nmax_body = 3\n");
         let e = Config::parse(&text, "t.toml", Path::new(".")).unwrap_err();
         let s = e.to_string();
-        assert!(s.starts_with("t.toml: line"), "{s}");
+        // The line the unknown key is on (the error's span starts at the key, column 0).
+        let line = text
+            .lines()
+            .position(|l| l.starts_with("max_body"))
+            .unwrap()
+            + 1;
+        assert!(s.starts_with(&format!("t.toml: line {line}:")), "{s}");
         assert!(s.contains("max_body"), "{s}");
     }
 

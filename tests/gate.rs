@@ -76,6 +76,25 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
         metrics.contains("guardgate_policy_reloads_total{result=\"gated\"} 1"),
         "{metrics}"
     );
+    // The refusal is the reload's error, not a silent "nothing changed".
+    let why = report["last_reload_error"]["errors"][0]
+        .as_str()
+        .unwrap_or("");
+    assert!(
+        why.contains("refused by the reload gate") && why.contains("recall 0.500"),
+        "{report}"
+    );
+    let r = c.post(gw.admin("/admin/reload")).send().await.unwrap();
+    assert_eq!(r.status(), 422);
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["reloaded"], false);
+    assert!(
+        v["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("refused by the reload gate"),
+        "{v}"
+    );
     // v3 keeps both and adds one: passes, goes live.
     std::fs::write(
         gw.policies_dir().join("gated.md"),
@@ -94,6 +113,7 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
     let p = gw.admin_json("/admin/policies").await;
     assert_eq!(p["policies"][0]["version"], "3");
     assert_eq!(p["last_gate_report"][0]["passed"], true);
+    assert!(p["last_reload_error"].is_null(), "{p}");
 }
 
 #[tokio::test]

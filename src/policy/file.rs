@@ -365,7 +365,8 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     let fm: FrontMatter = toml::from_str(fm).map_err(|e| {
         let line = e
             .span()
-            .map(|s| fm[..s.start.min(fm.len())].lines().count().max(1) + 1)
+            // The front matter's own line n is the file's line n + 1 (after the `+++`).
+            .map(|s| fm[..s.start.min(fm.len())].matches('\n').count() + 2)
             .unwrap_or(1);
         err(format!("front matter line {line}: {}", e.message().trim()))
     })?;
@@ -550,7 +551,8 @@ Text for the model.
             ),
             (
                 &GOOD.replace("version = \"1.0.0\"", "versio = \"1\""),
-                "front matter line",
+                // The file's line 4 (after `+++`, id and title).
+                "front matter line 4:",
             ),
         ];
         for (text, want) in cases {

@@ -107,7 +107,25 @@ pub fn selects(select: &str, id: &str) -> bool {
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
+    // Directories already listed, by device and inode: a symlink back up the tree would otherwise
+    // list the same files again at every level (two such links: exponentially many paths).
+    let mut seen = std::collections::HashSet::new();
     while let Some(d) = stack.pop() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            if let Ok(m) = std::fs::metadata(&d) {
+                if !seen.insert((m.dev(), m.ino())) {
+                    continue;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        if let Ok(c) = std::fs::canonicalize(&d) {
+            if !seen.insert(c) {
+                continue;
+            }
+        }
         let entries =
             std::fs::read_dir(&d).map_err(|e| format!("{}: cannot list: {e}", d.display()))?;
         for entry in entries {
@@ -167,10 +185,15 @@ impl Registry {
     }
 
     /// Runs the gate on every gated policy that changed; a refused version is replaced by the
-    /// live one (or left out, if new) and the routes are bound again.
-    async fn apply_gate(&self, current: &Snapshot, snap: &mut Snapshot) -> Result<(), Vec<String>> {
+    /// live one (or left out, if new) and the routes are bound again. Returns why each refused
+    /// version was refused.
+    async fn apply_gate(
+        &self,
+        current: &Snapshot,
+        snap: &mut Snapshot,
+    ) -> Result<Vec<String>, Vec<String>> {
         let Some(gate) = &self.gate else {
-            return Ok(());
+            return Ok(Vec::new());
         };
         let changed: Vec<Arc<Policy>> = snap
             .policies
@@ -185,16 +208,21 @@ impl Registry {
             .cloned()
             .collect();
         if changed.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut report = Vec::new();
-        let mut refused = 0;
+        let mut refusals = Vec::new();
         for p in changed {
             let res = gate.check(&p).await;
             let passed = res.is_ok();
             let detail = res.unwrap_or_else(|e| e);
             if !passed {
-                refused += 1;
+                refusals.push(format!(
+                    "{}: version {} of {} refused by the reload gate (the live version stays): {detail}",
+                    p.path.display(),
+                    p.version,
+                    p.id
+                ));
                 tracing::warn!(policy = %p.id, version = %p.version, %detail, "reload gate refused the new version; the live one stays");
                 match current.policies.get(&p.id) {
                     Some(old) => snap.policies.insert(p.id.clone(), old.clone()),
@@ -213,11 +241,11 @@ impl Registry {
         if let Ok(mut g) = self.gate_report.lock() {
             *g = report;
         }
-        if refused > 0 {
+        if !refusals.is_empty() {
             self.metrics
                 .reloads
                 .with_label_values(&["gated"])
-                .inc_by(refused);
+                .inc_by(refusals.len() as u64);
             let mut errors = Vec::new();
             snap.routes = bind(
                 &snap.policies,
@@ -230,7 +258,7 @@ impl Registry {
                 return Err(errors);
             }
         }
-        Ok(())
+        Ok(refusals)
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -261,15 +289,24 @@ impl Registry {
         .map_err(|e| vec![format!("reload task failed: {e}")])?;
         let built = match built {
             Ok(mut snap) => match self.apply_gate(&current, &mut snap).await {
-                Ok(()) => Ok(snap),
+                // A reload whose only change the gate refused is a failed reload: say why.
+                Ok(refusals) if !refusals.is_empty() && same_policies(&current, &snap) => {
+                    Err(refusals)
+                }
+                Ok(refusals) => Ok((snap, refusals)),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
         };
         match built {
-            Ok(snap) => {
+            Ok((snap, refusals)) => {
+                // Other changes went live; a refused version is still reported until a reload
+                // without refusals.
                 if let Ok(mut g) = self.last_error.lock() {
-                    *g = None;
+                    *g = (!refusals.is_empty()).then(|| ReloadFailure {
+                        at: humantime_now(),
+                        errors: refusals,
+                    });
                 }
                 if same_policies(&current, &snap) {
                     return Ok(None);
@@ -491,5 +528,19 @@ mod tests {
         assert!(!selects("general/*", "teen-safety/x"));
         assert!(selects("a/b", "a/b"));
         assert!(!selects("a/b", "a/bc"));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlink_loops_are_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("pack");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("a.md"), "x").unwrap();
+        // Two links back up the tree: without the check, ~2^40 paths.
+        std::os::unix::fs::symlink(dir.path(), sub.join("up")).unwrap();
+        std::os::unix::fs::symlink(dir.path(), sub.join("again")).unwrap();
+        let files = policy_files(dir.path()).unwrap();
+        assert_eq!(files, vec![sub.join("a.md")]);
     }
 }

@@ -85,26 +85,36 @@ pub async fn run(
         #[cfg(not(unix))]
         let hup_fut = std::future::pending::<Option<()>>();
 
-        let trigger: &'static str = tokio::select! {
+        let (trigger, polled): (&'static str, Option<_>) = tokio::select! {
             _ = shutdown.changed() => return,
             Some(t) = rx.recv() => {
                 // Let the burst of events of one save/swap settle, then reload once.
                 tokio::time::sleep(opts.debounce).await;
                 while rx.try_recv().is_ok() {}
-                t
+                (t, None)
             }
-            _ = hup_fut => "sighup",
+            _ = hup_fut => ("sighup", None),
             _ = poll.tick(), if opts.poll.is_some() => {
                 let d = dirs.clone();
                 let fp = tokio::task::spawn_blocking(move || fingerprint(&d)).await.unwrap_or_default();
                 if fp == last_fp { continue; }
-                "poll"
+                ("poll", Some(fp))
+            }
+        };
+        // The fingerprint of what this reload starts from, taken before it reads the files: a
+        // file still being written (or changed while the reload runs) then differs at the next
+        // poll and is read again. Taken after the reload, it matched the finished file, so a
+        // reload that had failed on the half-written one was never retried.
+        let before = match polled {
+            Some(fp) => fp,
+            None => {
+                let d = dirs.clone();
+                tokio::task::spawn_blocking(move || fingerprint(&d))
+                    .await
+                    .unwrap_or_default()
             }
         };
         let _ = registry.reload(trigger).await;
-        let d = dirs.clone();
-        last_fp = tokio::task::spawn_blocking(move || fingerprint(&d))
-            .await
-            .unwrap_or_default();
+        last_fp = before;
     }
 }

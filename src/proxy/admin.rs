@@ -145,10 +145,14 @@ impl ServeHttp for AdminApp {
                 )
             }
             ("POST", "/admin/reload") => match self.gw.registry.reload("admin").await {
-                Ok(changed) => json_reply(
-                    200,
-                    json!({"reloaded": changed.is_some(), "generation": self.gw.registry.snapshot().generation}),
-                ),
+                Ok(changed) => {
+                    let mut body = json!({"reloaded": changed.is_some(), "generation": self.gw.registry.snapshot().generation});
+                    // Versions the reload gate refused while the rest went live.
+                    if let Some(e) = self.gw.registry.last_error() {
+                        body["errors"] = json!(e.errors);
+                    }
+                    json_reply(200, body)
+                }
                 Err(errors) => json_reply(
                     422,
                     json!({"reloaded": false, "generation": self.gw.registry.snapshot().generation, "errors": errors}),

@@ -351,8 +351,8 @@ impl Gateway {
         let admin_token = config
             .admin
             .token_env
-            .as_ref()
-            .and_then(|v| std::env::var(v).ok());
+            .as_deref()
+            .and_then(crate::config::secret_from_env);
         Ok(Gateway {
             config,
             routes,

@@ -121,8 +121,11 @@ impl Upstream {
             ALPN::H1
         };
         let api_key = match &c.api_key_env {
-            Some(var) => Some(std::env::var(var).map_err(|_| {
-                format!("upstream {}: environment variable {var} is not set", c.name)
+            Some(var) => Some(crate::config::secret_from_env(var).ok_or_else(|| {
+                format!(
+                    "upstream {}: environment variable {var} is not set or empty",
+                    c.name
+                )
             })?),
             None => None,
         };
