@@ -113,7 +113,8 @@ async fn classify_endpoint_one_decision_per_policy() {
 
 #[tokio::test]
 async fn token_protects_the_verdict_endpoints() {
-    std::env::set_var("GG_TEST_MOD_TOKEN", "modtok");
+    // With the trailing newline a Secret made with `kubectl create secret --from-file` has.
+    std::env::set_var("GG_TEST_MOD_TOKEN", "modtok\n");
     let (_m, _ms, gw) = setup("token_env = \"GG_TEST_MOD_TOKEN\"").await;
     let c = reqwest::Client::new();
     let r = c

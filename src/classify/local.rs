@@ -371,8 +371,10 @@ impl LocalModel {
         }
         match p.format {
             OutputFormat::Binary => (Constraint::Regex("[01]".into()), 1),
-            // Room for the short rationale the schema asks for (120 characters, so at most ~130 tokens even with escapes) plus the keys.
-            OutputFormat::Json => (Constraint::Regex(json_answer_regex(&p.codes)), 256),
+            // Room for the short rationale the schema asks for plus the keys: 120 characters are
+            // ~130 tokens of ASCII, but up to 480 bytes of CJK or emoji, which a byte-level BPE
+            // may spend a token each on; cut short, the answer would not parse.
+            OutputFormat::Json => (Constraint::Regex(json_answer_regex(&p.codes)), 640),
         }
     }
 
@@ -646,25 +648,42 @@ impl ChatModel for LocalModel {
         prompt: &Prompt,
         deadline: Instant,
     ) -> Result<Completion, ClassifyError> {
-        // Admission: a call that would wait behind `max_queue` others fails now instead of adding
-        // latency nobody asked for.
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.reject("queue_full");
-            return Err(ClassifyError::Overloaded);
+        // A call out of time is refused before the engine sees it: once sent, a request is
+        // prefilled in full before the engine notices nobody waits for it.
+        if Instant::now() >= deadline {
+            self.reject("deadline");
+            return Err(ClassifyError::Deadline);
         }
-        let waiting = Waiting(self);
-        self.set_depth();
         let queued = Instant::now();
-        let permit = match tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await {
-            Ok(Ok(p)) => p,
-            Ok(Err(_)) => return Err(ClassifyError::Backend("model is shutting down".into())),
-            Err(_) => {
-                self.reject("deadline");
-                return Err(ClassifyError::Deadline);
+        let permit = match self.slots.try_acquire() {
+            Ok(p) => p,
+            Err(tokio::sync::TryAcquireError::Closed) => {
+                return Err(ClassifyError::Backend("model is shutting down".into()))
+            }
+            // Admission: a call that would wait behind `max_queue` others fails now instead of
+            // adding latency nobody asked for (`max_queue = 0`: never wait).
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_queue {
+                    self.waiting.fetch_sub(1, Ordering::SeqCst);
+                    self.reject("queue_full");
+                    return Err(ClassifyError::Overloaded);
+                }
+                let waiting = Waiting(self);
+                self.set_depth();
+                let acquired = tokio::time::timeout_at(deadline.into(), self.slots.acquire()).await;
+                drop(waiting);
+                match acquired {
+                    Ok(Ok(p)) if Instant::now() < deadline => p,
+                    Ok(Err(_)) => {
+                        return Err(ClassifyError::Backend("model is shutting down".into()))
+                    }
+                    _ => {
+                        self.reject("deadline");
+                        return Err(ClassifyError::Deadline);
+                    }
+                }
             }
         };
-        drop(waiting);
         let queue_ms = queued.elapsed().as_secs_f64() * 1e3;
         let out = tokio::time::timeout_at(deadline.into(), self.run(prompt, queue_ms))
             .await

@@ -130,6 +130,7 @@ impl<M: ChatModel> ModelClassifier<M> {
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
         let mut prompt = build(policy, content, self.family, self.default_effort);
+        let mut retried = false;
         loop {
             let c = self.model.complete(&prompt, deadline).await?;
             let (analysis, final_text) = match &c.reasoning {
@@ -143,7 +144,12 @@ impl<M: ChatModel> ModelClassifier<M> {
                             self.violation_threshold.map_or(a.violation, |t| p >= t),
                             Some(p),
                         ),
-                        None => (a.violation, a.confidence),
+                        // One meaning for every backend and format: P(violation). A JSON
+                        // answer's `confidence` is the model's confidence in its own answer.
+                        None => (
+                            a.violation,
+                            a.confidence.map(|c| if a.violation { c } else { 1.0 - c }),
+                        ),
                     };
                     return Ok(Verdict {
                         violation,
@@ -165,8 +171,11 @@ impl<M: ChatModel> ModelClassifier<M> {
                 // Reasoning used the whole budget: retry once with less reasoning, then give up
                 // (the route's fail mode decides) rather than guess.
                 Err(VerdictError::Empty) => match prompt.reasoning_effort.and_then(|e| e.lower()) {
-                    Some(lower) => prompt.reasoning_effort = Some(lower),
-                    None => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
+                    Some(lower) if !retried => {
+                        prompt.reasoning_effort = Some(lower);
+                        retried = true;
+                    }
+                    _ => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
                 },
                 Err(e) => return Err(ClassifyError::Backend(e.to_string())),
             }

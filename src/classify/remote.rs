@@ -224,6 +224,7 @@ impl ChatModel for RemoteModel {
             if left.is_zero() {
                 return Err(ClassifyError::Deadline);
             }
+            let cut_by_deadline = left < self.s.attempt_timeout;
             match self.attempt(&body, left.min(self.s.attempt_timeout)).await {
                 Ok(mut c) => {
                     self.breaker.success();
@@ -235,6 +236,12 @@ impl ChatModel for RemoteModel {
                     return Ok(c);
                 }
                 Err((retryable, why)) => {
+                    // An attempt that the caller's deadline cut short says nothing about the
+                    // server: counted as a failure, short escalation budgets against a healthy
+                    // server opened the breaker for every route using it.
+                    if cut_by_deadline && Instant::now() >= deadline {
+                        return Err(ClassifyError::Deadline);
+                    }
                     if retryable {
                         self.breaker.failure();
                     }

@@ -136,8 +136,9 @@ fn code_token(c: &str) -> String {
         .collect()
 }
 
-/// Parses the final answer in `format`; `analysis` (the reasoning channel) becomes the rationale
-/// unless the answer carries its own.
+/// Parses the final answer in `format`; `analysis` (the reasoning channel) becomes the rationale,
+/// and an answer's own `rationale` field only where there is none: a harmony model's final JSON
+/// may summarise, and reviewers audit the reasoning itself.
 pub fn parse_answer(
     final_text: &str,
     analysis: Option<&str>,
@@ -187,7 +188,7 @@ pub fn parse_answer(
                     code: if flag { code } else { None },
                     rule_ids,
                     confidence: v.get("confidence").and_then(confidence),
-                    rationale: own.or(rationale),
+                    rationale: rationale.or(own),
                 });
             }
         }

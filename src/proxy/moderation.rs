@@ -15,7 +15,6 @@ use super::exchange::record;
 use super::gateway::Gateway;
 use super::respond;
 use crate::audit::RecordContext;
-use crate::classify::verdict::OutputFormat;
 use crate::classify::Content;
 use crate::config::{Action, Direction, FailMode};
 use crate::decide::{decide, Decision};
@@ -112,7 +111,7 @@ fn authorized(gw: &Gateway, session: &ServerSession) -> bool {
     let Some(var) = &gw.config.moderation.token_env else {
         return true;
     };
-    let Ok(want) = std::env::var(var) else {
+    let Some(want) = crate::config::secret_from_env(var) else {
         return false;
     };
     session
@@ -222,18 +221,11 @@ pub async fn handle(
     Ok(())
 }
 
-/// A verdict as a violation score in [0, 1], the moderation API's `category_scores`. A binary
-/// model answer's confidence is already P(violation) (the two answer logits), whichever way the
-/// verdict went; a JSON answer's `confidence` is the model's confidence in its own answer; a
-/// rule hit is certain and a verdict without a confidence counts as certain.
-fn violation_score(v: &crate::classify::Verdict, format: OutputFormat) -> f32 {
-    match (format, v.confidence) {
-        (OutputFormat::Binary, Some(p)) => p,
-        (_, Some(c)) if v.violation => c,
-        (_, Some(c)) => 1.0 - c,
-        (_, None) if v.violation => 1.0,
-        (_, None) => 0.0,
-    }
+/// A verdict as a violation score in [0, 1], the moderation API's `category_scores`: a verdict's
+/// confidence is P(violation) whichever way it went (`ModelClassifier`), and one without a
+/// confidence counts as certain.
+fn violation_score(v: &crate::classify::Verdict) -> f32 {
+    v.confidence.unwrap_or(if v.violation { 1.0 } else { 0.0 })
 }
 
 async fn moderations(
@@ -262,7 +254,7 @@ async fn moderations(
             flagged |= hit;
             categories.insert(o.policy.id.clone(), json!(hit));
             let score = match &o.result {
-                Ok(v) => violation_score(v, o.policy.output_format),
+                Ok(v) => violation_score(v),
                 Err(_) => 0.0,
             };
             scores.insert(
@@ -372,7 +364,6 @@ async fn classify(
 #[cfg(test)]
 mod tests {
     use super::violation_score;
-    use crate::classify::verdict::OutputFormat::{Binary, Json};
     use crate::classify::Verdict;
 
     fn v(violation: bool, confidence: Option<f32>) -> Verdict {
@@ -385,14 +376,10 @@ mod tests {
 
     #[test]
     fn scores_are_the_probability_of_a_violation() {
-        // Binary model answers carry P(violation) either way the verdict went.
-        assert_eq!(violation_score(&v(false, Some(0.02)), Binary), 0.02);
-        assert_eq!(violation_score(&v(true, Some(0.93)), Binary), 0.93);
-        // JSON answers carry the model's confidence in its own answer.
-        assert!((violation_score(&v(false, Some(0.9)), Json) - 0.1).abs() < 1e-6);
-        assert_eq!(violation_score(&v(true, Some(0.9)), Json), 0.9);
+        assert_eq!(violation_score(&v(false, Some(0.02))), 0.02);
+        assert_eq!(violation_score(&v(true, Some(0.93))), 0.93);
         // No confidence: the verdict is taken as certain.
-        assert_eq!(violation_score(&v(true, None), Binary), 1.0);
-        assert_eq!(violation_score(&v(false, None), Json), 0.0);
+        assert_eq!(violation_score(&v(true, None)), 1.0);
+        assert_eq!(violation_score(&v(false, None)), 0.0);
     }
 }
