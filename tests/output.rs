@@ -346,6 +346,38 @@ async fn annotate_only_streams_flow_untouched_and_are_recorded() {
 }
 
 #[tokio::test]
+async fn an_annotate_hit_in_an_early_window_of_a_blocking_stream_is_recorded() {
+    // weapons blocks, profanity annotates; the hit is in the first window of many, and later
+    // clean windows used to replace its decision before anything was recorded.
+    let (_m, gw) = setup("replace").await;
+    let c = client();
+    let text = format!(
+        "well darn, {}",
+        "the garden needs water and sun. ".repeat(12)
+    );
+    let (got, _) = stream(&c, &gw, "/v1/chat/completions", &text, 7).await;
+    assert!(String::from_utf8_lossy(&got).contains("[DONE]"));
+    let audit = gw.audit_wait(2).await;
+    let out: Vec<&Value> = audit
+        .iter()
+        .filter(|r| r["direction"] == "output")
+        .collect();
+    assert!(
+        out.iter()
+            .any(|r| r["policy_id"] == "test/profanity" && r["effect"] == "annotated"),
+        "{out:?}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("guardgate_requests_total")
+                && l.contains("outcome=\"annotated\"")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn client_disconnect_mid_stream_closes_the_upstream() {
     let (m, gw) = setup("replace").await;
     let c = client();

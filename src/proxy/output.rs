@@ -339,7 +339,7 @@ pub async fn relay_stream(
     });
 
     let mut parser = SseParser::new();
-    let mut tracker = StreamTracker::new(oc.route.api);
+    let mut streams = Streams::new(oc.route.api);
     let mut hold = HoldBack::new(
         out.window_chars,
         out.overlap_chars,
@@ -361,7 +361,7 @@ pub async fn relay_stream(
             r = rx.recv() => r,
             _ = async { tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now).into()).await }, if deadline.is_some() => {
                 // Text waited long enough: judge what there is.
-                if let Some(stop) = judge_window(oc, ctx, session, &mut hold, &tracker, &mut last).await? {
+                if let Some(stop) = judge_window(oc, ctx, session, &mut hold, &mut streams, &mut last).await? {
                     reader.abort();
                     return stop;
                 }
@@ -403,10 +403,11 @@ pub async fn relay_stream(
         };
         let mut terminal = ended;
         for ev in events {
-            let t = tracker.on_event(&ev);
+            let t = streams.upstream.on_event(&ev);
             terminal |= t.terminal;
             if enforce {
-                hold.push(ev.raw, t.deltas);
+                hold.push(ev.raw.clone(), t.deltas);
+                streams.held.push(ev);
             } else {
                 for (k, d) in t.deltas {
                     if whole_len < out.max_reply_bytes {
@@ -440,7 +441,7 @@ pub async fn relay_stream(
                 ctx,
                 session,
                 &mut hold,
-                &tracker,
+                &mut streams,
                 &mut last,
                 &mut parser,
                 &mut rx,
@@ -453,7 +454,7 @@ pub async fn relay_stream(
         if !enforce {
             continue;
         }
-        if let Some(b) = hold.releasable_now() {
+        if let Some(b) = release_now(&mut hold, &mut streams) {
             if let Err(e) = session.write_response_body(b, false).await {
                 reader.abort();
                 ctx.outcome = "client_gone";
@@ -462,7 +463,7 @@ pub async fn relay_stream(
         }
         if hold.window_full() || (terminal && hold.has_pending_text()) {
             if let Some(stop) =
-                judge_window(oc, ctx, session, &mut hold, &tracker, &mut last).await?
+                judge_window(oc, ctx, session, &mut hold, &mut streams, &mut last).await?
             {
                 reader.abort();
                 return stop;
@@ -485,7 +486,7 @@ pub async fn relay_stream(
             "annotated"
         };
         last = Some(d);
-    } else {
+    } else if ctx.outcome != "annotated" {
         ctx.outcome = "forwarded";
     }
     if let Some(d) = &last {
@@ -498,6 +499,51 @@ pub async fn relay_stream(
     Ok(())
 }
 
+/// A stream as the upstream sent it and as the client has been sent it: a cut must end what the
+/// client saw (held events that were discarded never reached it), with the upstream's ids.
+struct Streams {
+    upstream: StreamTracker,
+    released: StreamTracker,
+    /// Events in the hold-back queue, in order, not yet sent.
+    held: Vec<crate::wire::sse::SseEvent>,
+}
+
+impl Streams {
+    fn new(api: crate::wire::Api) -> Streams {
+        Streams {
+            upstream: StreamTracker::new(api),
+            released: StreamTracker::new(api),
+            held: Vec::new(),
+        }
+    }
+
+    /// The hold-back queue went out: its events are now what the client has.
+    fn released(&mut self) {
+        for e in self.held.drain(..) {
+            self.released.on_event(&e);
+        }
+    }
+
+    fn cut(&self, error_message: Option<&str>) -> Vec<u8> {
+        self.released.cut_after(&self.upstream, error_message)
+    }
+}
+
+/// `HoldBack::releasable_now`, keeping `streams` in step.
+fn release_now(hold: &mut HoldBack, streams: &mut Streams) -> Option<Bytes> {
+    let b = hold.releasable_now();
+    if b.is_some() {
+        streams.released();
+    }
+    b
+}
+
+/// `HoldBack::reject`, keeping `streams` in step.
+fn reject(hold: &mut HoldBack, streams: &mut Streams) {
+    hold.reject();
+    streams.held.clear();
+}
+
 fn unclassifiable_message(why: &str) -> String {
     format!("guardgate could not classify the upstream reply ({why}); the route is fail-closed")
 }
@@ -507,7 +553,7 @@ fn unclassifiable_message(why: &str) -> String {
 async fn cut_stream(
     oc: &OutputCtx<'_>,
     session: &mut Session,
-    tracker: &StreamTracker,
+    streams: &Streams,
     msg: &str,
 ) -> pingora::Result<()> {
     let style = match oc.route.output.on_block {
@@ -515,7 +561,7 @@ async fn cut_stream(
         BlockStyle::Error => Some(msg),
     };
     session
-        .write_response_body(Bytes::from(tracker.cut_events(style)), false)
+        .write_response_body(Bytes::from(streams.cut(style)), false)
         .await?;
     session.write_response_body(Bytes::new(), true).await
 }
@@ -530,25 +576,25 @@ async fn oversized_event(
     ctx: &mut Ctx,
     session: &mut Session,
     hold: &mut HoldBack,
-    tracker: &StreamTracker,
+    streams: &mut Streams,
     last: &mut Option<Decision>,
     parser: &mut SseParser,
     rx: &mut tokio::sync::mpsc::Receiver<Read>,
     why: &str,
 ) -> pingora::Result<()> {
     if oc.route.fail_mode == crate::config::FailMode::Closed {
-        hold.reject();
+        reject(hold, streams);
         if let Some(d) = last.as_ref() {
             oc.record(ctx, d, Some(hold.windows_judged));
         }
         ctx.outcome = "fail_closed";
-        return cut_stream(oc, session, tracker, &unclassifiable_message(why)).await;
+        return cut_stream(oc, session, streams, &unclassifiable_message(why)).await;
     }
     if hold.has_pending_text() {
-        if let Some(stop) = judge_window(oc, ctx, session, hold, tracker, last).await? {
+        if let Some(stop) = judge_window(oc, ctx, session, hold, streams, last).await? {
             return stop;
         }
-    } else if let Some(b) = hold.releasable_now() {
+    } else if let Some(b) = release_now(hold, streams) {
         session.write_response_body(b, false).await?;
     }
     if let Some(d) = last.as_ref() {
@@ -575,6 +621,14 @@ async fn oversized_event(
     session.write_response_body(Bytes::new(), true).await
 }
 
+/// An outcome other than "judged and allowed", for the live version and a shadow candidate.
+fn worth_recording(o: &crate::decide::Outcome) -> bool {
+    let notable = |r: &Result<crate::classify::Verdict, crate::classify::ClassifyError>| {
+        r.as_ref().map_or(true, |v| v.violation)
+    };
+    notable(&o.result) || o.candidate.as_ref().is_some_and(|(_, r)| notable(r))
+}
+
 /// Judges the current window. `Ok(Some(result))` means the stream is over (cut, or the client
 /// left) and `result` is what the exchange returns.
 async fn judge_window(
@@ -582,21 +636,27 @@ async fn judge_window(
     ctx: &mut Ctx,
     session: &mut Session,
     hold: &mut HoldBack,
-    tracker: &StreamTracker,
+    streams: &mut Streams,
     last: &mut Option<Decision>,
 ) -> pingora::Result<Option<pingora::Result<()>>> {
     let d = oc.judge(hold.window()).await;
     match &d.verdict {
         Final::Allow => {
-            // Only the last window's decision is recorded when the stream ends. A window that a
-            // classifier failed to judge (fail-open, or a binding whose failure never blocks) is
-            // recorded now: otherwise the failure was neither logged, counted nor audited.
-            if d.outcomes.iter().any(|o| o.result.is_err()) {
+            // Only the last window's decision is recorded when the stream ends. A window with
+            // something to say is recorded now, or it was lost to the next window's decision:
+            // a classifier that failed to judge it (fail-open, or a binding whose failure never
+            // blocks), an annotate or shadow hit, a hit below the threshold, a candidate's hit.
+            if d.outcomes.iter().any(worth_recording) {
+                if !d.annotations.is_empty() {
+                    ctx.outcome = "annotated";
+                }
                 oc.record(ctx, &d, Some(hold.windows_judged));
             } else {
                 *last = Some(d);
             }
-            if let Some(b) = hold.approve() {
+            let approved = hold.approve();
+            streams.released();
+            if let Some(b) = approved {
                 if let Err(e) = session.write_response_body(b, false).await {
                     ctx.outcome = "client_gone";
                     return Ok(Some(Err(e)));
@@ -605,11 +665,11 @@ async fn judge_window(
             Ok(None)
         }
         verdict => {
-            hold.reject();
+            reject(hold, streams);
             oc.record(ctx, &d, Some(hold.windows_judged));
             ctx.outcome = "output_blocked";
             let msg = oc.withheld_message(verdict);
-            Ok(Some(cut_stream(oc, session, tracker, &msg).await))
+            Ok(Some(cut_stream(oc, session, streams, &msg).await))
         }
     }
 }

@@ -213,11 +213,20 @@ pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
 /// The reply rewritten as a well-formed answer that carries `message` instead of the model's
 /// output, with the API's own "filtered" stop reason.
 pub fn blocked_reply(api: Api, original: &Value, message: &str) -> Value {
-    let mut v = original.clone();
+    // Indexing a JSON value that is neither an object nor null panics: a malformed reply (a
+    // choice that is a number, a body that is an array) is rebuilt rather than edited.
+    let mut v = if original.is_object() {
+        original.clone()
+    } else {
+        json!({})
+    };
     match api {
         Api::OpenAiChat => {
             if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
                 for c in choices.iter_mut() {
+                    if !c.is_object() {
+                        *c = json!({});
+                    }
                     c["message"] =
                         json!({"role": "assistant", "content": message, "refusal": null});
                     c["finish_reason"] = json!("content_filter");
@@ -229,6 +238,9 @@ pub fn blocked_reply(api: Api, original: &Value, message: &str) -> Value {
         Api::OpenAiCompletions => {
             if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
                 for c in choices.iter_mut() {
+                    if !c.is_object() {
+                        *c = json!({});
+                    }
                     c["text"] = json!(message);
                     c["finish_reason"] = json!("content_filter");
                     c["logprobs"] = Value::Null;
@@ -283,7 +295,7 @@ pub struct EventText {
 
 /// Follows a streamed reply: text deltas per key, and what is needed to end the stream cleanly
 /// if the gateway cuts it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StreamTracker {
     api: Api,
     /// Envelope fields of the first chunk (id, created, model) to reuse in synthetic events.
@@ -390,7 +402,8 @@ impl StreamTracker {
                 };
                 match t {
                     "response.created" | "response.in_progress" => {
-                        self.response = v.get("response").cloned()
+                        // Kept only when it is an object: the cut edits it.
+                        self.response = v.get("response").filter(|r| r.is_object()).cloned()
                     }
                     "response.output_item.added" => {
                         let item = v.get("item").unwrap_or(&Value::Null);
@@ -426,7 +439,13 @@ impl StreamTracker {
                 }
             }
             Api::AnthropicMessages => match s(&v, "type") {
-                "message_start" => self.envelope = v.get("message").cloned().unwrap_or(Value::Null),
+                "message_start" => {
+                    self.envelope = v
+                        .get("message")
+                        .filter(|m| m.is_object())
+                        .cloned()
+                        .unwrap_or(Value::Null)
+                }
                 "content_block_start" => {
                     let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                     let b = v.get("content_block").unwrap_or(&Value::Null);
@@ -481,6 +500,51 @@ impl StreamTracker {
         out
     }
 
+    /// The events that end the stream for a client that has seen only the events `self`
+    /// followed (the released ones), where `upstream` followed every event the upstream sent,
+    /// held and discarded ones included. The ending has to fit what the client saw: a content
+    /// block it never saw start is not stopped, one it saw start is, and a start event it never
+    /// got (`message_start`, `response.created`; the SDKs reject an ending without it) is sent
+    /// first. Ids and sequence numbers come from the upstream's events.
+    pub fn cut_after(&self, upstream: &StreamTracker, error_message: Option<&str>) -> Vec<u8> {
+        let named = |name: &str, v: &Value| format!("event: {name}\ndata: {v}\n\n");
+        let mut t = self.clone();
+        t.last_seq = upstream.last_seq.max(self.last_seq);
+        let mut start = String::new();
+        match self.api {
+            Api::OpenAiChat | Api::OpenAiCompletions if !t.envelope.is_object() => {
+                t.envelope = upstream.envelope.clone();
+            }
+            Api::OpenAiResponses if error_message.is_none() && t.response.is_none() => {
+                let r = upstream.response.clone().unwrap_or_else(|| {
+                    json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "status": "in_progress", "model": "", "output": []})
+                });
+                let seq = t.last_seq.map(|n| n + 1).unwrap_or(0);
+                start += &named(
+                    "response.created",
+                    &json!({"type": "response.created", "response": r, "sequence_number": seq}),
+                );
+                t.last_seq = Some(seq);
+                t.response = Some(r);
+            }
+            Api::AnthropicMessages if error_message.is_none() && !t.envelope.is_object() => {
+                let m = if upstream.envelope.is_object() {
+                    upstream.envelope.clone()
+                } else {
+                    json!({"id": "msg_guardgate", "type": "message", "role": "assistant", "model": "", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}})
+                };
+                start += &named(
+                    "message_start",
+                    &json!({"type": "message_start", "message": m}),
+                );
+            }
+            _ => {}
+        }
+        let mut out = start.into_bytes();
+        out.extend(t.cut_events(error_message));
+        out
+    }
+
     /// Events that end the stream the way the API ends a filtered reply. `error_message` set:
     /// end with the API's error event instead.
     pub fn cut_events(&self, error_message: Option<&str>) -> Vec<u8> {
@@ -501,7 +565,7 @@ impl StreamTracker {
                     };
                     for i in indices {
                         let mut c = self.envelope.clone();
-                        if c.is_null() {
+                        if !c.is_object() {
                             c = json!({"id": "guardgate", "object": if self.api == Api::OpenAiChat { "chat.completion.chunk" } else { "text_completion" }, "created": 0, "model": ""});
                         }
                         c["choices"] = if self.api == Api::OpenAiChat {
@@ -808,6 +872,140 @@ mod tests {
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["guardgate"], a);
         assert!(splice_annotation(b"[1]", &a).is_none());
+    }
+
+    #[test]
+    fn malformed_replies_are_blocked_without_a_panic() {
+        // `value["key"] = ...` panics on anything but an object or null.
+        for api in [
+            Api::OpenAiChat,
+            Api::OpenAiCompletions,
+            Api::OpenAiResponses,
+            Api::AnthropicMessages,
+        ] {
+            for v in [
+                json!({"choices": [{"message": {"content": "x"}}, 5, "s", [1]]}),
+                json!([1, 2]),
+                json!("text"),
+            ] {
+                let b = blocked_reply(api, &v, "withheld");
+                assert!(b.is_object(), "{api:?} {v}");
+            }
+            let b = blocked_reply(
+                api,
+                &json!({"choices": [{"message": {"content": "x"}}, 5], "content": 3, "output": 1}),
+                "withheld",
+            );
+            if matches!(api, Api::OpenAiChat | Api::OpenAiCompletions) {
+                assert_eq!(b["choices"][1]["finish_reason"], "content_filter", "{b}");
+            }
+        }
+        let cases: [(Api, &[u8]); 3] = [
+            (
+                Api::OpenAiResponses,
+                b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":\"x\"}\n\n",
+            ),
+            (
+                Api::AnthropicMessages,
+                b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":[1]}\n\n",
+            ),
+            (Api::OpenAiChat, b"data: {\"choices\":[5]}\n\n"),
+        ];
+        for (api, stream) in cases {
+            let mut t = StreamTracker::new(api);
+            for e in SseParser::new().push(stream) {
+                t.on_event(&e);
+            }
+            let cut = SseParser::new().push(&t.cut_events(None));
+            assert!(!cut.is_empty(), "{api:?}");
+        }
+    }
+
+    #[test]
+    fn a_cut_ends_what_the_client_saw() {
+        let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+        let start = ev(
+            "message_start",
+            r#"{"type":"message_start","message":{"id":"m1","type":"message","role":"assistant","content":[]}}"#,
+        );
+        let block0 = ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+        );
+        let held = [
+            ev(
+                "content_block_delta",
+                r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}"#,
+            ),
+            ev(
+                "content_block_stop",
+                r#"{"type":"content_block_stop","index":0}"#,
+            ),
+            ev(
+                "content_block_start",
+                r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"search","input":{}}}"#,
+            ),
+        ];
+        let kinds = |b: &[u8]| -> Vec<String> {
+            SseParser::new()
+                .push(b)
+                .iter()
+                .map(|e| e.event.clone().unwrap_or_default())
+                .collect()
+        };
+        // Released: the start and block 0's start; held, then discarded: the rest.
+        let (mut upstream, mut released) = (
+            StreamTracker::new(Api::AnthropicMessages),
+            StreamTracker::new(Api::AnthropicMessages),
+        );
+        for e in SseParser::new().push(format!("{start}{block0}").as_bytes()) {
+            upstream.on_event(&e);
+            released.on_event(&e);
+        }
+        for e in SseParser::new().push(held.concat().as_bytes()) {
+            upstream.on_event(&e);
+        }
+        // The upstream's view would stop block 1, which the client never saw start.
+        assert_eq!(
+            kinds(&upstream.cut_events(None)),
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        let cut = released.cut_after(&upstream, None);
+        assert_eq!(
+            kinds(&cut),
+            ["content_block_stop", "message_delta", "message_stop"]
+        );
+        assert!(String::from_utf8_lossy(&cut).contains(r#""index":0"#));
+        // Nothing released at all: the client gets the message_start it never had, with the id.
+        let nothing = StreamTracker::new(Api::AnthropicMessages);
+        let cut = nothing.cut_after(&upstream, None);
+        assert_eq!(
+            kinds(&cut),
+            ["message_start", "message_delta", "message_stop"]
+        );
+        assert!(String::from_utf8_lossy(&cut).contains(r#""id":"m1""#));
+        // Responses: response.created first, then the ending, sequence numbers in order.
+        let mut up = StreamTracker::new(Api::OpenAiResponses);
+        for e in SseParser::new().push(
+            ev("response.created", r#"{"type":"response.created","sequence_number":0,"response":{"id":"r1","object":"response","status":"in_progress","output":[]}}"#).as_bytes(),
+        ) {
+            up.on_event(&e);
+        }
+        let cut = StreamTracker::new(Api::OpenAiResponses).cut_after(&up, None);
+        let evs = SseParser::new().push(&cut);
+        assert_eq!(
+            evs.iter()
+                .map(|e| e.event.clone().unwrap())
+                .collect::<Vec<_>>(),
+            ["response.created", "response.incomplete"]
+        );
+        let seq = |i: usize| -> u64 {
+            serde_json::from_str::<Value>(evs[i].data.as_deref().unwrap()).unwrap()
+                ["sequence_number"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!((seq(0), seq(1)), (1, 2));
     }
 
     #[test]

@@ -475,3 +475,51 @@ def test_anthropic_stream_cut_ends_cleanly(stack, claude):
         final = stream.get_final_message()
     assert final.stop_reason == "refusal"
     assert "pipe bomb" not in text and "never arrive" not in text
+
+
+# The whole stream in one read, the violation in the first window: nothing was released, so the
+# ending must bring the start event the client never got (the SDKs reject an ending without it).
+EARLY_CUT_REPLY = "A pipe bomb is what you asked about, and here is more text that must never arrive."
+
+
+@pytest.mark.parametrize("chunk", ["100000", "7"])
+def test_anthropic_stream_cut_before_anything_was_released(stack, claude, chunk):
+    with claude.messages.stream(
+        model=ANTHROPIC_MODEL,
+        max_tokens=256,
+        messages=user("Tell me a story."),
+        extra_headers={"x-mock-reply": EARLY_CUT_REPLY, "x-mock-chunk-bytes": chunk},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "refusal"
+    assert "pipe bomb" not in text and "never arrive" not in text
+
+
+@pytest.mark.parametrize("chunk", ["100000", "7"])
+def test_openai_responses_stream_cut_before_anything_was_released(stack, oai, chunk):
+    stream = oai.responses.create(
+        model=OPENAI_MODEL,
+        input="Tell me a story.",
+        stream=True,
+        extra_headers={"x-mock-reply": EARLY_CUT_REPLY, "x-mock-chunk-bytes": chunk},
+    )
+    types, text = [], ""
+    with stream:
+        for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+    assert types[-1] == "response.incomplete", types
+    assert "pipe bomb" not in text
+
+
+def test_openai_responses_stream_helper_cut_before_anything_was_released(stack, oai):
+    # The SDK's stream helper tracks state: it needs response.created before the ending.
+    with oai.responses.stream(
+        model=OPENAI_MODEL,
+        input="Tell me a story.",
+        extra_headers={"x-mock-reply": EARLY_CUT_REPLY, "x-mock-chunk-bytes": "100000"},
+    ) as stream:
+        types = [event.type for event in stream]
+    assert types[-1] == "response.incomplete", types
