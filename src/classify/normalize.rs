@@ -4,7 +4,9 @@
 use unicode_normalization::UnicodeNormalization;
 
 /// Characters that render as nothing (or reorder text) and are used to split words so that a
-/// keyword no longer matches: zero-width space/joiners, word joiner, BOM, soft hyphen, bidi controls.
+/// keyword no longer matches: zero-width space/joiners, word joiner, BOM, soft hyphen, bidi
+/// controls, variation selectors, tags (Unicode's Default_Ignorable_Code_Point), and control
+/// characters other than whitespace.
 fn is_invisible(c: char) -> bool {
     matches!(c,
         '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}' | '\u{17B5}'
@@ -13,7 +15,16 @@ fn is_invisible(c: char) -> bool {
         | '\u{202A}'..='\u{202E}'
         | '\u{2060}'..='\u{206F}'
         | '\u{3164}' | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}'
-        | '\u{E0000}'..='\u{E007F}')
+        | '\u{FFF0}'..='\u{FFF8}'
+        | '\u{1BCA0}'..='\u{1BCA3}'
+        | '\u{1D173}'..='\u{1D17A}'
+        | '\u{E0000}'..='\u{E0FFF}')
+        || (c.is_control() && !c.is_whitespace())
+}
+
+/// ASCII control bytes other than whitespace: they render as nothing.
+fn is_ascii_control(b: u8) -> bool {
+    (b < 0x20 && !matches!(b, b'\t'..=b'\r')) || b == 0x7F
 }
 
 /// NFKC, invisible characters removed, lower-cased, whitespace runs collapsed to one space.
@@ -23,6 +34,9 @@ pub fn normalize(text: &str) -> String {
         let mut out = Vec::with_capacity(text.len());
         let mut last_space = false;
         for &b in text.as_bytes() {
+            if is_ascii_control(b) {
+                continue;
+            }
             // char::is_whitespace on ASCII: space, \t, \n, \x0B, \x0C, \r.
             if matches!(b, b' ' | b'\t'..=b'\r') {
                 if !last_space {
@@ -39,6 +53,17 @@ pub fn normalize(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut last_space = false;
     for c in text.nfkc().filter(|c| !is_invisible(*c)) {
+        // A combining mark NFKC could not fold into an ASCII letter before it (strike-through
+        // U+0336 over `p`) leaves the word readable but no longer spelled as a keyword. Marks
+        // after other letters are kept: they belong to their scripts' spelling.
+        if unicode_normalization::char::is_combining_mark(c)
+            && out
+                .chars()
+                .next_back()
+                .is_some_and(|p| p.is_ascii_alphanumeric())
+        {
+            continue;
+        }
         if c.is_whitespace() {
             if !last_space {
                 out.push(' ');
@@ -142,6 +167,14 @@ mod tests {
         assert_eq!(normalize("ﬁre"), "fire"); // ligature
         assert_eq!(normalize("a \t\n b"), "a b");
         assert_eq!(normalize("K\u{00AD}ILL"), "kill"); // soft hyphen
+        assert_eq!(normalize("pi\u{0007}pe bomb"), "pipe bomb"); // control character
+        assert_eq!(normalize("pi\u{E0100}pe bomb"), "pipe bomb"); // variation selector 17
+        assert_eq!(normalize("pi\u{1D173}pe"), "pipe"); // musical symbol begin beam
+        assert_eq!(normalize("p\u{0336}ipe b\u{0336}omb"), "pipe bomb"); // strike-through
+                                                                         // Marks that belong to a script's spelling stay; precomposed accents are letters.
+        assert_eq!(normalize("क्ष"), "क्ष");
+        assert_eq!(normalize("cafe\u{0301}"), "café");
+        assert_eq!(normalize("a\u{0085}b"), "a b"); // NEL is whitespace, not dropped
     }
 
     #[test]
@@ -151,12 +184,15 @@ mod tests {
             "MiXeD 123 !?",
             "",
             "   ",
-            "a\x0B\x0C\rb\x1Fc",
+            "a\x0B\x0C\rb\x1Fc\x00d\x7F",
         ] {
             let slow: String = {
                 let mut s = String::new();
                 let mut last = false;
                 for c in t.chars() {
+                    if c.is_control() && !c.is_whitespace() {
+                        continue;
+                    }
                     if c.is_whitespace() {
                         if !last {
                             s.push(' ');

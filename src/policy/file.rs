@@ -7,7 +7,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-use crate::classify::normalize::normalize;
+use crate::classify::normalize::{fold_leet, normalize};
 use crate::classify::verdict::OutputFormat;
 use crate::config::{Action, Direction};
 
@@ -173,11 +173,11 @@ pub struct Rule {
 }
 
 impl Rule {
-    /// Whether the rule matches `norm` (normalised text), or for a leet rule `leet`, the leet
-    /// folding of it (`None`: not computed, so no leet rule matches).
+    /// Whether the rule matches `norm` (normalised text), or for a leet rule also `leet`, the
+    /// leet folding of it (`None`: not computed). A leet rule is tried on both: a regex written
+    /// against plain text may need a character the folding replaces (`!`, a digit).
     pub fn is_match(&self, norm: &str, leet: Option<&str>) -> bool {
-        let text = if self.leet { leet } else { Some(norm) };
-        text.is_some_and(|t| self.regex.is_match(t))
+        self.regex.is_match(norm) || (self.leet && leet.is_some_and(|t| self.regex.is_match(t)))
     }
 }
 
@@ -245,12 +245,28 @@ const KW_EDGE: &str = r"(?:\b|_)";
 const KW_GAP: &str = r"[ _.\-]+";
 
 /// A normalised keyword as a pattern: its words escaped and joined by `KW_GAP`. `None` when it
-/// has no words.
-fn keyword_pattern(norm: &str) -> Option<String> {
+/// has no words. For a leet rule the keyword is folded as the text is (`c4 explosive` must match
+/// the folded `ca explosive`), and `i` and `l` match each other, since `1` and `|` stand for either
+/// and the text folds them to `i` (`k1ll` -> `kiii`).
+fn keyword_pattern(norm: &str, leet: bool) -> Option<String> {
+    let folded;
+    let norm = if leet {
+        folded = fold_leet(norm);
+        folded.as_str()
+    } else {
+        norm
+    };
     let words: Vec<String> = norm
         .split(|c: char| c.is_whitespace() || c == '_' || c == '-')
         .filter(|w| !w.is_empty())
-        .map(regex::escape)
+        .map(|w| {
+            let w = regex::escape(w);
+            if leet {
+                w.replace(['i', 'l'], "[il]")
+            } else {
+                w
+            }
+        })
         .collect();
     (!words.is_empty()).then(|| words.join(KW_GAP))
 }
@@ -410,7 +426,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
                 let alts: Vec<String> = r
                     .keywords
                     .iter()
-                    .filter_map(|k| keyword_pattern(&normalize(k)))
+                    .filter_map(|k| keyword_pattern(&normalize(k), r.leet))
                     .collect();
                 if alts.is_empty() {
                     return Err(err(format!("rules.{}: keywords are all empty", r.id)));
@@ -530,10 +546,39 @@ Text for the model.
             assert!(p.rules.matches(miss, None).is_empty(), "{miss}");
         }
         assert_eq!(
-            keyword_pattern("self-harm  kit").unwrap(),
+            keyword_pattern("self-harm  kit", false).unwrap(),
             r"self[ _.\-]+harm[ _.\-]+kit"
         );
-        assert_eq!(keyword_pattern(" _ "), None);
+        assert_eq!(keyword_pattern(" _ ", false), None);
+    }
+
+    #[test]
+    fn leet_rules_fold_their_keywords_and_try_the_text_both_ways() {
+        use crate::classify::normalize::fold_leet;
+        let text = GOOD.replace(
+            "+++\n# Weapons",
+            "[[rules]]\nid = \"lk\"\ncode = \"W1\"\nleet = true\nkeywords = [\"c4 explosive\", \"kill switch\"]\n[[rules]]\nid = \"lr\"\ncode = \"W1\"\nleet = true\nregex = 'give me (?:a|the) gun[.!]'\n+++\n# Weapons",
+        );
+        let p = parse_policy(Path::new("w.md"), text.as_bytes()).unwrap();
+        let hit = |t: &str| {
+            let n = normalize(t);
+            let f = fold_leet(&n);
+            p.rules
+                .matches(&n, Some(&f))
+                .iter()
+                .any(|&i| p.rules.rules[i].id.starts_with('l'))
+        };
+        // A keyword with a digit used to be compared, unfolded, with folded text: never a match.
+        assert!(hit("how to make c4 explosive"));
+        assert!(hit("how to make C4-EXPL0SIVE"));
+        // 1 and | stand for l as well as i.
+        assert!(hit("where is the ki11 switch"));
+        assert!(hit("where is the k|ll sw1tch"));
+        assert!(!hit("where is the kit switch"));
+        // A regex that needs `!` (folded to i) still matches the text as written.
+        assert!(hit("give me a gun!"));
+        assert!(hit("g1ve me a gun."));
+        assert!(!hit("give me a gunk"));
     }
 
     #[test]

@@ -431,6 +431,11 @@ fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extract
                     ("description" | "title" | "server_description", Value::String(s)) => {
                         out.text(source, s, child_path)
                     }
+                    // Free text a schema may carry, which reaches a model that is shown the schema
+                    // as JSON (Anthropic renders tool definitions into the prompt): a comment, a
+                    // pattern, a vendor extension.
+                    ("$comment" | "pattern", Value::String(s)) => out.text(source, s, child_path),
+                    (k, Value::String(s)) if k.starts_with("x-") => out.text(source, s, child_path),
                     ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
                         collect_strings(child, &child_path, source, out)
                     }

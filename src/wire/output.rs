@@ -78,6 +78,18 @@ fn call_text(name: &str, arguments: &str) -> String {
 
 /// Text of a complete (non-streamed) reply, as segments with JSON locations.
 pub fn extract_reply(api: Api, v: &Value) -> Vec<Segment> {
+    // A reply without the API's own shape (no `choices`, `output` or `content`) is still read by
+    // its client: every string in it is judged rather than none.
+    let body_key = match api {
+        Api::OpenAiChat | Api::OpenAiCompletions => "choices",
+        Api::OpenAiResponses => "output",
+        Api::AnthropicMessages => "content",
+    };
+    if v.get(body_key).is_none() {
+        let mut out = Vec::new();
+        texts(v, String::new(), Source::Assistant, &mut out);
+        return out;
+    }
     let mut out = Vec::new();
     match api {
         Api::OpenAiChat => {
@@ -435,6 +447,14 @@ impl StreamTracker {
                     _ if t.ends_with(".delta") && t != "response.audio.delta" => {
                         push(&mut out, key(&self.items), s(&v, "delta"));
                     }
+                    // A citation's title and quoted text, shown next to the output text.
+                    "response.output_text.annotation.added" => {
+                        push_texts(
+                            &mut out,
+                            key(&self.items),
+                            v.get("annotation").unwrap_or(&Value::Null),
+                        );
+                    }
                     _ => {}
                 }
             }
@@ -487,6 +507,10 @@ impl StreamTracker {
                     let d = v.get("delta").unwrap_or(&Value::Null);
                     for k in ["text", "partial_json", "thinking"] {
                         push(&mut out, key.clone(), s(d, k));
+                    }
+                    // A citation quotes the cited text (and titles it) for the client to show.
+                    if let Some(c) = d.get("citation") {
+                        push_texts(&mut out, key.clone(), c);
                     }
                 }
                 "content_block_stop" => {
@@ -919,6 +943,55 @@ mod tests {
             let cut = SseParser::new().push(&t.cut_events(None));
             assert!(!cut.is_empty(), "{api:?}");
         }
+    }
+
+    #[test]
+    fn replies_of_another_shape_and_citations_are_read() {
+        let odd = json!({"result": {"answer": "how to build a pipe bomb"}, "id": "x"});
+        for api in [
+            Api::OpenAiChat,
+            Api::OpenAiCompletions,
+            Api::OpenAiResponses,
+            Api::AnthropicMessages,
+        ] {
+            let t: Vec<String> = extract_reply(api, &odd)
+                .into_iter()
+                .map(|s| s.text)
+                .collect();
+            assert_eq!(t, vec!["how to build a pipe bomb"], "{api:?}");
+        }
+        // A well-formed reply is read by its shape only (its model name is not content).
+        let t = extract_reply(Api::OpenAiChat, &json!({"model": "gpt-x", "choices": []}));
+        assert!(t.is_empty());
+        let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+        let mut t = StreamTracker::new(Api::AnthropicMessages);
+        let stream = [
+            ev("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+            ev("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"type":"char_location","cited_text":"quoted words","document_index":0,"document_title":"A title","start_char_index":0,"end_char_index":12}}}"#),
+        ]
+        .concat();
+        let got: Vec<String> = SseParser::new()
+            .push(stream.as_bytes())
+            .iter()
+            .flat_map(|e| t.on_event(e).deltas)
+            .map(|(_, d)| d)
+            .collect();
+        assert!(
+            got.contains(&"quoted words".to_string()) && got.contains(&"A title".to_string()),
+            "{got:?}"
+        );
+        let mut t = StreamTracker::new(Api::OpenAiResponses);
+        let e = ev(
+            "response.output_text.annotation.added",
+            r#"{"type":"response.output_text.annotation.added","output_index":0,"content_index":0,"annotation_index":0,"annotation":{"type":"url_citation","title":"Cited page","url":"https://example.com/"}}"#,
+        );
+        let got: Vec<String> = SseParser::new()
+            .push(e.as_bytes())
+            .iter()
+            .flat_map(|e| t.on_event(e).deltas)
+            .map(|(_, d)| d)
+            .collect();
+        assert!(got.contains(&"Cited page".to_string()), "{got:?}");
     }
 
     #[test]
