@@ -28,6 +28,11 @@ pkg_installed() {
 missing=()
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+# A C compiler and make (the linker, mimalloc, zstd and zlib-ng build C; cmake only recommends
+# them), and patch-deps.sh's curl and patch: all "optional" in Debian, so a minimal image lacks them.
+{ command -v cc >/dev/null 2>&1 && command -v make >/dev/null 2>&1; } || missing+=(build-essential)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v patch >/dev/null 2>&1 || missing+=(patch)
 # Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv` to work.
 if ! command -v "$PYTHON" >/dev/null 2>&1; then
     missing+=(python3 python3-venv)
@@ -76,6 +81,17 @@ if [ "${#missing[@]}" -gt 0 ]; then
             fi
         fi
     fi
+fi
+
+# ---- the Rust toolchain -------------------------------------------------------------------------
+# Not installed here (rustup fetches it from its own servers, which a package registry is not):
+# say so before anything needs it, rather than failing later with "cargo: command not found".
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    log "ERROR: no cargo: install Rust 1.85 or newer (https://rustup.rs), then run this again"
+    exit 1
 fi
 
 # ---- patched dependency sources and the small default model ---------------------------------

@@ -13,8 +13,10 @@
 # working directory, not the config file).
 #
 # Environment: GUARDGATE_BIN (default: guardgate on PATH), GUARDGATE_LOG (new process's stderr,
-# default: guardgate.upgrade.log), UPGRADE_TIMEOUT seconds to wait for each of: the new process
-# opening the socket, the old process exiting (default 120).
+# default: guardgate.upgrade.log), GUARDGATE_STDOUT (new process's stdout, where audit records go
+# with `audit.sink = "stdout"`; default: guardgate.upgrade.stdout, appended), UPGRADE_TIMEOUT
+# seconds to wait for each of: the new process opening the socket, the old process exiting
+# (default 120).
 # Clients using HTTP/1 keep-alive may see a connection closed when the old process drops idle
 # connections; see README.md ("Deploy" > "Graceful upgrade").
 set -euo pipefail
@@ -23,6 +25,8 @@ OLD_PID="${1:?usage: scripts/upgrade.sh OLD_PID [CONFIG]}"
 CONFIG="${2:-${GUARDGATE_CONFIG:-config/guardgate.toml}}"
 BIN="${GUARDGATE_BIN:-guardgate}"
 LOG="${GUARDGATE_LOG:-guardgate.upgrade.log}"
+# Never /dev/null: with the stdout audit sink (the default) that silently dropped every record.
+OUT="${GUARDGATE_STDOUT:-guardgate.upgrade.stdout}"
 TIMEOUT="${UPGRADE_TIMEOUT:-120}"
 
 log() { printf 'upgrade: %s\n' "$*"; }
@@ -44,7 +48,7 @@ log "checking $CONFIG"
 
 rm -f "$SOCK"
 log "starting the new process (serve -u), waiting on $SOCK"
-nohup "$BIN" serve -u --config "$CONFIG" </dev/null >/dev/null 2>>"$LOG" &
+nohup "$BIN" serve -u --config "$CONFIG" </dev/null >>"$OUT" 2>>"$LOG" &
 NEW_PID=$!
 # It loads the config and compiles the policies first, then binds the socket.
 for _ in $(seq 1 "$((TIMEOUT * 20))"); do
