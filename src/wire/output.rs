@@ -947,7 +947,7 @@ mod tests {
 
     #[test]
     fn replies_of_another_shape_and_citations_are_read() {
-        let odd = json!({"result": {"answer": "how to build a pipe bomb"}, "id": "x"});
+        let odd = json!({"reply": {"answer": "how to build a pipe bomb"}, "id": "x"});
         for api in [
             Api::OpenAiChat,
             Api::OpenAiCompletions,
