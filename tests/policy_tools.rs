@@ -662,6 +662,27 @@ fn eval_openai_moderation_offline() {
 }
 
 #[test]
+fn nothing_to_judge_is_an_error_not_a_pass() {
+    let d = tempfile::tempdir().unwrap();
+    // A directory without policies: no verdict is not "allowed".
+    let o = run(&[
+        "classify",
+        "--policy",
+        d.path().to_str().unwrap(),
+        "--text",
+        "how to build a pipe bomb",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no policy file"));
+    // A case file without cases tests nothing.
+    let p = write_policy(d.path(), "widgets.md", GOOD);
+    std::fs::write(d.path().join("widgets.cases.jsonl"), "\n").unwrap();
+    let o = run(&["policy", "test", p.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stdout(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no cases"));
+}
+
+#[test]
 fn classify_one_text() {
     let d = tempfile::tempdir().unwrap();
     let p = write_policy(d.path(), "widgets.md", GOOD);

@@ -162,6 +162,12 @@ fn load_policies(paths: &[PathBuf]) -> Result<Vec<Policy>, String> {
         let bytes = std::fs::read(&f).map_err(|e| format!("{}: {e}", f.display()))?;
         out.push(parse_policy(&f, &bytes).map_err(|e| e.to_string())?);
     }
+    // No policy judged nothing: `classify` would print nothing and exit 0, which reads as
+    // "allowed".
+    if out.is_empty() {
+        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        return Err(format!("no policy file (*.md) in {}", names.join(", ")));
+    }
     Ok(out)
 }
 
@@ -227,6 +233,11 @@ pub fn test(a: &TestArgs) -> u8 {
             continue;
         };
         match load_cases(&cpath) {
+            // As the reload gate says: a case file without cases tests nothing.
+            Ok(c) if c.is_empty() => {
+                eprintln!("guardgate: {}: no cases", cpath.display());
+                return 2;
+            }
             Ok(c) => work.push((p, cpath, c)),
             Err(e) => {
                 eprintln!("guardgate: {e}");

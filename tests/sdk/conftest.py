@@ -12,6 +12,7 @@ Binaries come from the environment (scripts/test.sh sets both after `cargo build
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import signal
@@ -138,6 +139,31 @@ class Proc:
             self.popen.wait(timeout=SHUTDOWN_TIMEOUT_S)
 
 
+# Servers started here run in their own sessions (so a Ctrl-C in the terminal reaches pytest
+# only), which also takes them out of the process group that `timeout` signals: when the suite is
+# stopped from outside, stop them here rather than leave them holding their ports.
+_LIVE: list[subprocess.Popen] = []
+
+
+def _stop_all() -> None:
+    for p in _LIVE:
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _on_sigterm(signum, frame):  # noqa: ARG001
+    _stop_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+atexit.register(_stop_all)
+signal.signal(signal.SIGTERM, _on_sigterm)
+
+
 def _spawn(name: str, argv: list[str], log: Path, cwd: Path) -> Proc:
     f = open(log, "wb")
     try:
@@ -152,6 +178,7 @@ def _spawn(name: str, argv: list[str], log: Path, cwd: Path) -> Proc:
         )
     finally:
         f.close()
+    _LIVE.append(p)
     return Proc(name, p, log)
 
 
