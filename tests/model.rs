@@ -241,6 +241,26 @@ async fn verdict_cache_hits_repeats_and_misses_after_a_policy_edit() {
 }
 
 #[tokio::test]
+async fn a_queue_of_zero_means_never_wait_not_never_run() {
+    // max_queue counts the calls that wait for the engine: with 0, an idle engine still answers
+    // (it used to refuse every call, the warm-up included), and a second call at once is refused.
+    let m = Arc::new(LocalModel::load(&settings(0), "local:no-queue", None).unwrap());
+    let c = ModelClassifier::new("local:no-queue", m.clone(), Family::Chat, Effort::Low);
+    let p = policy(BINARY);
+    c.classify(&p, &content("A pear."), far())
+        .await
+        .expect("an idle engine answers");
+    let (plum, fig) = (content("A plum."), content("A fig."));
+    let (a, b) = futures_util::join!(c.classify(&p, &plum, far()), c.classify(&p, &fig, far()));
+    let refused = [&a, &b]
+        .iter()
+        .filter(|r| matches!(r, Err(ClassifyError::Overloaded)))
+        .count();
+    assert_eq!(refused, 1, "{a:?} {b:?}");
+    assert!(a.is_ok() || b.is_ok(), "{a:?} {b:?}");
+}
+
+#[tokio::test]
 async fn deadline_and_queue_overflow_fail_fast_and_are_counted() {
     let metrics = Arc::new(Metrics::new());
     let m = Arc::new(
