@@ -406,8 +406,7 @@ pub async fn relay_stream(
             let t = streams.upstream.on_event(&ev);
             terminal |= t.terminal;
             if enforce {
-                hold.push(ev.raw.clone(), t.deltas);
-                streams.held.push(ev);
+                hold.push(ev.raw, t.deltas);
             } else {
                 for (k, d) in t.deltas {
                     if whole_len < out.max_reply_bytes {
@@ -503,9 +502,8 @@ pub async fn relay_stream(
 /// client saw (held events that were discarded never reached it), with the upstream's ids.
 struct Streams {
     upstream: StreamTracker,
+    /// The upstream's state when the hold-back queue last went out.
     released: StreamTracker,
-    /// Events in the hold-back queue, in order, not yet sent.
-    held: Vec<crate::wire::sse::SseEvent>,
 }
 
 impl Streams {
@@ -513,15 +511,14 @@ impl Streams {
         Streams {
             upstream: StreamTracker::new(api),
             released: StreamTracker::new(api),
-            held: Vec::new(),
         }
     }
 
-    /// The hold-back queue went out: its events are now what the client has.
+    /// The hold-back queue went out. Every event the upstream tracker has followed was queued
+    /// before any release point, so the client now has exactly what it followed: a copy of its
+    /// state, not a second parse of every event.
     fn released(&mut self) {
-        for e in self.held.drain(..) {
-            self.released.on_event(&e);
-        }
+        self.released.clone_from(&self.upstream);
     }
 
     fn cut(&self, error_message: Option<&str>) -> Vec<u8> {
@@ -536,12 +533,6 @@ fn release_now(hold: &mut HoldBack, streams: &mut Streams) -> Option<Bytes> {
         streams.released();
     }
     b
-}
-
-/// `HoldBack::reject`, keeping `streams` in step.
-fn reject(hold: &mut HoldBack, streams: &mut Streams) {
-    hold.reject();
-    streams.held.clear();
 }
 
 fn unclassifiable_message(why: &str) -> String {
@@ -583,7 +574,7 @@ async fn oversized_event(
     why: &str,
 ) -> pingora::Result<()> {
     if oc.route.fail_mode == crate::config::FailMode::Closed {
-        reject(hold, streams);
+        hold.reject();
         if let Some(d) = last.as_ref() {
             oc.record(ctx, d, Some(hold.windows_judged));
         }
@@ -665,7 +656,7 @@ async fn judge_window(
             Ok(None)
         }
         verdict => {
-            reject(hold, streams);
+            hold.reject();
             oc.record(ctx, &d, Some(hold.windows_judged));
             ctx.outcome = "output_blocked";
             let msg = oc.withheld_message(verdict);
