@@ -1057,7 +1057,7 @@ async fn closing_upstream(
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -1070,25 +1070,10 @@ async fn closing_upstream(
             tokio::spawn(async move {
                 let body = serde_json::to_vec(&mock::chat_completion("m", "hi")).unwrap();
                 let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
                 loop {
                     // One request: the header and its Content-Length body.
-                    let end = loop {
-                        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                            let len: usize = head
-                                .lines()
-                                .find_map(|l| l.strip_prefix("content-length:"))
-                                .and_then(|v| v.trim().parse().ok())
-                                .unwrap_or(0);
-                            if buf.len() >= end + 4 + len {
-                                break end + 4 + len;
-                            }
-                        }
-                        match s.read(&mut tmp).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-                        }
+                    let Some(end) = read_request(&mut s, &mut buf).await else {
+                        return;
                     };
                     buf.drain(..end);
                     if rq.fetch_add(1, Ordering::SeqCst) + 1 == drop_at {

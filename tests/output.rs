@@ -504,7 +504,7 @@ async fn oversized_stream_events_follow_the_fail_mode() {
 /// An upstream that answers every request with `reply`, written as raw bytes: for replies hyper's
 /// server would not produce (1xx before the response, a coded stream).
 async fn raw_upstream(reply: Vec<u8>) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -512,28 +512,8 @@ async fn raw_upstream(reply: Vec<u8>) -> String {
             let reply = reply.clone();
             tokio::spawn(async move {
                 // Read the header and a Content-Length body, then answer and close.
-                let mut buf = Vec::new();
-                let mut tmp = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut tmp).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&tmp[..n]);
-                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
-                        continue;
-                    };
-                    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                    let len: usize = head
-                        .lines()
-                        .find_map(|l| l.strip_prefix("content-length:"))
-                        .and_then(|v| v.trim().parse().ok())
-                        .unwrap_or(0);
-                    if buf.len() >= end + 4 + len {
-                        break;
-                    }
+                if read_request(&mut s, &mut Vec::new()).await.is_none() {
+                    return;
                 }
                 let _ = s.write_all(&reply).await;
                 let _ = s.shutdown().await;
