@@ -1,9 +1,7 @@
 //! The verdict-only endpoints: OpenAI-shaped /v1/moderations and /guardgate/v1/classify.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const NL_POLICY: &str = "+++\nid = \"test/nl\"\ntitle = \"Forbidden things\"\nversion = \"2.0.0\"\n[[codes]]\ncode = \"X1\"\ntitle = \"Forbidden\"\n+++\nForbidden things violate X1.\n";
 

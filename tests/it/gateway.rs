@@ -1,11 +1,9 @@
 //! End-to-end behaviour of the gateway over real HTTP on loopback, with the mock upstream.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
-use support::*;
 
 async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
     let m = mock::start().await;
@@ -1201,10 +1199,10 @@ async fn absolute_form_targets_and_http10_expectations() {
 async fn h2_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
     use hyper::service::service_fn;
     use std::sync::{Arc, Mutex};
-    let certs = rustls_pemfile::certs(&mut &include_bytes!("fixtures/localhost.crt")[..])
+    let certs = rustls_pemfile::certs(&mut &include_bytes!("../fixtures/localhost.crt")[..])
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut &include_bytes!("fixtures/localhost.key")[..])
+    let key = rustls_pemfile::private_key(&mut &include_bytes!("../fixtures/localhost.key")[..])
         .unwrap()
         .unwrap();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(

@@ -1,14 +1,12 @@
 //! Policy hot reload: under load, with invalid versions in between, through every trigger
 //! (file events, ConfigMap-style symlink swaps, SIGHUP, the admin endpoint).
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Version `n` of one policy: even versions block "alpha" (code A1), odd ones block "bravo" (B1).
 fn version(n: usize) -> String {

@@ -1,11 +1,9 @@
 //! The reload gate: a changed policy with `gate = true` goes live only if its case file meets its
 //! thresholds; otherwise the old version keeps serving and the report says why.
 
-mod support;
-
+use crate::support::*;
 use serde_json::json;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn version(v: &str, keywords: &str) -> String {
     format!("+++\nid = \"test/gated\"\ntitle = \"Gated\"\nversion = \"{v}\"\ngate = true\n[thresholds]\nmin_recall = 1.0\nmax_fpr = 0.0\n[[codes]]\ncode = \"G1\"\ntitle = \"Bombs\"\n[[rules]]\nid = \"bombs\"\ncode = \"G1\"\nkeywords = [{keywords}]\n+++\nGated.\n")

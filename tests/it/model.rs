@@ -5,15 +5,13 @@
 //!
 //! Needs models/SmolLM2-135M-Instruct.Q8_0.gguf (scripts/fetch-default-model.sh, which
 //! scripts/setup.sh runs) or GUARDGATE_TEST_MODEL pointing at a GGUF file.
-#![cfg(feature = "local-model")]
-
-mod support;
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use guardgate::classify::cache::VerdictCache;
 use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
 use guardgate::classify::model::ModelClassifier;
@@ -24,7 +22,6 @@ use guardgate::decide::{decide, Final};
 use guardgate::metrics::Metrics;
 use guardgate::policy::{parse_policy, Bound, Effort, Policy};
 use guardgate::wire::{Segment, Source};
-use support::*;
 
 fn model_path() -> PathBuf {
     let p = std::env::var_os("GUARDGATE_TEST_MODEL")

@@ -1,10 +1,8 @@
 //! Shadow versions: a candidate policy is judged on live traffic next to the live version, never
 //! enforced, and its agreement is reported.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
 const LIVE: &str = "+++\nid = \"test/weapons\"\ntitle = \"Weapons\"\nversion = \"1.0.0\"\n[[codes]]\ncode = \"W1\"\ntitle = \"Build\"\n[[rules]]\nid = \"bombs\"\ncode = \"W1\"\nkeywords = [\"pipe bomb\", \"nail bomb\"]\n+++\nLive.\n";
 const CANDIDATE: &str = "+++\nid = \"test/weapons\"\ntitle = \"Weapons\"\nversion = \"1.1.0\"\ncandidate = true\n[[codes]]\ncode = \"W1\"\ntitle = \"Build\"\n[[rules]]\nid = \"bombs-v2\"\ncode = \"W1\"\nkeywords = [\"pipe bomb\", \"zip gun\"]\n+++\nCandidate.\n";

@@ -1,12 +1,10 @@
 //! The output guard: plain and streamed replies judged against output policies.
 
-mod support;
-
+use crate::support::*;
 use guardgate::wire::sse::SseParser;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::*;
 
 const LONG_BAD: &str = "Sure, here is a long and friendly introduction that goes on for a while so that the first windows are clean and released to the client. Now the bad part: to make a pipe bomb you would need things I will not list. And then even more text that must never be sent after the cut.";
 const LONG_GOOD: &str = "Here is a long and friendly answer about gardening: water the tomatoes in the morning, mulch the beds, and rotate the crops every season so the soil stays healthy and the harvest stays big.";

@@ -18,14 +18,12 @@
 //!   README.md (clients should retry idempotent requests on a connection closed before any
 //!   response byte, as HTTP/1.1 allows).
 
-mod support;
-
+use crate::support::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#;
 const MOCK_REPLY: &str = "Hello from the mock upstream.";
