@@ -2,7 +2,6 @@
 //! thresholds; otherwise the old version keeps serving and the report says why.
 
 use crate::support::*;
-use serde_json::json;
 use std::time::{Duration, Instant};
 
 fn version(v: &str, keywords: &str) -> String {
@@ -12,13 +11,7 @@ fn version(v: &str, keywords: &str) -> String {
 const CASES: &str = "{\"id\":\"g1\",\"text\":\"a pipe bomb\",\"label\":1}\n{\"id\":\"g2\",\"text\":\"a nail bomb\",\"label\":1}\n{\"id\":\"g3\",\"text\":\"hello there\",\"label\":0}\n";
 
 async fn blocked(c: &reqwest::Client, gw: &GatewayProc, text: &str) -> bool {
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .unwrap();
-    r.status() == 400
+    gw.post_chat(c, text).await.unwrap().status() == 400
 }
 
 #[tokio::test]
@@ -82,9 +75,8 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
         why.contains("refused by the reload gate") && why.contains("recall 0.500"),
         "{report}"
     );
-    let r = c.post(gw.admin("/admin/reload")).send().await.unwrap();
-    assert_eq!(r.status(), 422);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let (status, v) = gw.admin_reload().await;
+    assert_eq!(status, 422);
     assert_eq!(v["reloaded"], false);
     assert!(
         v["errors"][0]

@@ -1,6 +1,10 @@
-//! The integration tests, as one crate: each file under tests/ used to be its own test binary,
-//! and each linked the whole library with mistral.rs. Test names read `<module>::<test>`, e.g.
-//! `cargo test --release --test it gateway::admin_endpoints`.
+//! The integration tests, as one crate: one test binary to link against the library and its
+//! dependencies (mistral.rs among them), where a crate per file made twelve. Test names read
+//! `<module>::<test>`, e.g. `cargo test --release --test it gateway::admin_endpoints`.
+//!
+//! The modules' tests run concurrently in this one process, so none may change process-wide
+//! state: a gateway gets its environment from `TestConfig::env`, not `std::env::set_var`; no test
+//! changes the current directory; listeners bind 127.0.0.1 on `support::free_port()` or port 0.
 
 mod support;
 

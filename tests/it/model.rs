@@ -402,7 +402,9 @@ max_concurrency = 1
         "fail_mode = \"closed\"",
         "fail_mode = \"closed\"\nclassifier_deadline_ms = 60000",
     );
-    let gw = start_gateway(&cfg, &[("fruit.md", JSON_POLICY)]).await;
+    let gw = try_start_gateway(&cfg, &[("fruit.md", JSON_POLICY)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let client = reqwest::Client::new();
     let blocked = client
         .post(gw.url("/v1/chat/completions"))
