@@ -1,7 +1,7 @@
 //! The test suite's mock LLM upstream as a standalone server, for the Python SDK tests, the
 //! benchmarks and local try-outs: `cargo run --example mock_upstream -- 127.0.0.1:9100`.
 
-#[path = "../tests/support/mock.rs"]
+#[path = "../tests/it/support/mock.rs"]
 mod mock;
 
 #[tokio::main]

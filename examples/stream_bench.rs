@@ -6,7 +6,7 @@
 //!   cargo build --release --bin guardgate --example stream_bench
 //!   target/release/examples/stream_bench [--guardgate PATH] [--runs N] [--tokens N] [--token-ms MS]
 
-#[path = "../tests/support/mock.rs"]
+#[path = "../tests/it/support/mock.rs"]
 mod mock;
 
 use std::process::{Child, Command, Stdio};

@@ -1,20 +1,24 @@
 //! The verdict-only endpoints: OpenAI-shaped /v1/moderations and /guardgate/v1/classify.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
-use support::*;
 
-const NL_POLICY: &str = "+++\nid = \"test/nl\"\ntitle = \"Forbidden things\"\nversion = \"2.0.0\"\n[[codes]]\ncode = \"X1\"\ntitle = \"Forbidden\"\n+++\nForbidden things violate X1.\n";
-
-async fn setup(extra_cfg: &str) -> (mock::MockUpstream, model_server::ModelServer, GatewayProc) {
+/// The gateway with the verdict endpoints on, `extra_cfg` added to `[moderation]`, and `env` in
+/// its environment.
+async fn setup(
+    extra_cfg: &str,
+    env: &[(&str, &str)],
+) -> (mock::MockUpstream, model_server::ModelServer, GatewayProc) {
     let m = mock::start().await;
     let ms = model_server::start().await;
     let extra = format!(
         "[moderation]\nenabled = true\npolicies = [\"test/*\"]\n{extra_cfg}\n[[backends]]\nname = \"safeguard\"\nkind = \"remote\"\nbase_url = \"{}\"\nmodel = \"safeguard-20b\"\n",
         ms.base_url()
     );
-    let cfg = TestConfig::new(&m.base_url()).extra(&extra);
+    let mut cfg = TestConfig::new(&m.base_url()).extra(&extra);
+    for (name, value) in env {
+        cfg = cfg.env(name, value);
+    }
     let gw = cfg
         .start(&[("weapons.md", WEAPONS), ("nl.md", NL_POLICY)])
         .await;
@@ -23,7 +27,7 @@ async fn setup(extra_cfg: &str) -> (mock::MockUpstream, model_server::ModelServe
 
 #[tokio::test]
 async fn moderations_in_the_openai_shape() {
-    let (m, _ms, gw) = setup("").await;
+    let (m, _ms, gw) = setup("", &[]).await;
     let c = reqwest::Client::new();
     let r = c
         .post(gw.url("/v1/moderations"))
@@ -78,7 +82,7 @@ async fn moderations_in_the_openai_shape() {
 
 #[tokio::test]
 async fn classify_endpoint_one_decision_per_policy() {
-    let (_m, _ms, gw) = setup("").await;
+    let (_m, _ms, gw) = setup("", &[]).await;
     let c = reqwest::Client::new();
     let r = c
         .post(gw.url("/guardgate/v1/classify"))
@@ -114,8 +118,11 @@ async fn classify_endpoint_one_decision_per_policy() {
 #[tokio::test]
 async fn token_protects_the_verdict_endpoints() {
     // With the trailing newline a Secret made with `kubectl create secret --from-file` has.
-    std::env::set_var("GG_TEST_MOD_TOKEN", "modtok\n");
-    let (_m, _ms, gw) = setup("token_env = \"GG_TEST_MOD_TOKEN\"").await;
+    let (_m, _ms, gw) = setup(
+        "token_env = \"GG_TEST_MOD_TOKEN\"",
+        &[("GG_TEST_MOD_TOKEN", "modtok\n")],
+    )
+    .await;
     let c = reqwest::Client::new();
     let r = c
         .post(gw.url("/v1/moderations"))
@@ -136,7 +143,7 @@ async fn token_protects_the_verdict_endpoints() {
 
 #[tokio::test]
 async fn classifier_errors_are_named_without_the_models_words() {
-    let (_m, _ms, gw) = setup("").await;
+    let (_m, _ms, gw) = setup("", &[]).await;
     let c = reqwest::Client::new();
     // The imitation model answers prose for "[prose]": unparseable, so test/nl errs.
     let r = c

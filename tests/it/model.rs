@@ -5,15 +5,13 @@
 //!
 //! Needs models/SmolLM2-135M-Instruct.Q8_0.gguf (scripts/fetch-default-model.sh, which
 //! scripts/setup.sh runs) or GUARDGATE_TEST_MODEL pointing at a GGUF file.
-#![cfg(feature = "local-model")]
-
-mod support;
 
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use guardgate::classify::cache::VerdictCache;
 use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
 use guardgate::classify::model::ModelClassifier;
@@ -24,7 +22,6 @@ use guardgate::decide::{decide, Final};
 use guardgate::metrics::Metrics;
 use guardgate::policy::{parse_policy, Bound, Effort, Policy};
 use guardgate::wire::{Segment, Source};
-use support::*;
 
 fn model_path() -> PathBuf {
     let p = std::env::var_os("GUARDGATE_TEST_MODEL")
@@ -405,7 +402,9 @@ max_concurrency = 1
         "fail_mode = \"closed\"",
         "fail_mode = \"closed\"\nclassifier_deadline_ms = 60000",
     );
-    let gw = start_gateway(&cfg, &[("fruit.md", JSON_POLICY)]).await;
+    let gw = try_start_gateway(&cfg, &[("fruit.md", JSON_POLICY)])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     let client = reqwest::Client::new();
     let blocked = client
         .post(gw.url("/v1/chat/completions"))

@@ -2,15 +2,10 @@
 //! rationale capture, retries, timeouts, the circuit breaker and fail modes, end to end through
 //! the gateway.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::*;
-
-/// A policy with no deterministic rules: only a model can judge it.
-const NL_POLICY: &str = "+++\nid = \"test/nl\"\ntitle = \"Forbidden things\"\nversion = \"2.0.0\"\n[[codes]]\ncode = \"X1\"\ntitle = \"Forbidden things\"\nseverity = \"high\"\n+++\n# Forbidden things\nContent that asks for forbidden things violates X1. Answer {\"violation\":0|1,\"policy_category\":\"X1\"|null}.\n";
 
 fn backend(url: &str, extra: &str) -> String {
     format!(
@@ -39,17 +34,8 @@ async fn setup_with(
     (m, ms, gw)
 }
 
-fn chat(text: &str) -> Value {
-    json!({"model": "m", "messages": [{"role": "user", "content": text}]})
-}
-
 async fn send(gw: &GatewayProc, text: &str) -> (u16, String) {
-    let r = reqwest::Client::new()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat(text))
-        .send()
-        .await
-        .unwrap();
+    let r = gw.post_chat(&reqwest::Client::new(), text).await.unwrap();
     (r.status().as_u16(), r.text().await.unwrap())
 }
 

@@ -2,11 +2,10 @@
 //! `policy test` (numbers checked against a hand-computed confusion matrix, reports, --compare,
 //! thresholds, classifier errors), `eval` on the OpenAI moderation set, and `classify`.
 
+use crate::support::BIN;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-
-const BIN: &str = env!("CARGO_BIN_EXE_guardgate");
 
 /// A clean fixture policy: every section, the output format, codes described, two rules that
 /// each catch a violating example, both outcomes in the examples, 400-700 tokens.

@@ -4,7 +4,6 @@
 //! `[slow]` sleeps 3 s, `[error]` answers 500, `[malformed]` answers non-JSON, `[empty]` gives
 //! reasoning but no final answer, `[prose]` answers prose; content containing "forbidden"
 //! violates (code X1) a policy whose text mentions "Forbidden". `fail_next` makes the next N calls answer 503.
-#![allow(dead_code)]
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};

@@ -1,13 +1,11 @@
 //! Property tests: however a real-format stream is split into reads, the SSE parser yields the
 //! same events and the tracker reassembles exactly the text the model produced.
 
-mod support;
-
+use crate::support::mock;
 use guardgate::wire::output::StreamTracker;
 use guardgate::wire::sse::SseParser;
 use guardgate::wire::Api;
 use std::collections::BTreeMap;
-use support::mock;
 
 /// xorshift64*: deterministic, so a failure names a seed that reproduces it.
 struct Rng(u64);

@@ -1,14 +1,12 @@
 //! Policy hot reload: under load, with invalid versions in between, through every trigger
 //! (file events, ConfigMap-style symlink swaps, SIGHUP, the admin endpoint).
 
-mod support;
-
-use serde_json::{json, Value};
+use crate::support::*;
+use serde_json::Value;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::*;
 
 /// Version `n` of one policy: even versions block "alpha" (code A1), odd ones block "bravo" (B1).
 fn version(n: usize) -> String {
@@ -24,22 +22,13 @@ fn version(n: usize) -> String {
 
 const INVALID: &str = "+++\nid = \"test/switch\"\ntitle = \"broken\"\nversion = \"bad\"\n[[rules]]\nid = \"x\"\ncode = \"NOPE\"\nregex = \"(\"\n+++\n";
 
-fn chat(text: &str) -> Value {
-    json!({"model": "m", "messages": [{"role": "user", "content": text}]})
-}
-
 /// Sends `text` and returns whether it was blocked (and by which code).
 async fn probe(
     c: &reqwest::Client,
     gw: &GatewayProc,
     text: &str,
 ) -> Result<Option<String>, String> {
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat(text))
-        .send()
-        .await
-        .map_err(|e| e.to_string())?;
+    let r = gw.post_chat(c, text).await.map_err(|e| e.to_string())?;
     match r.status().as_u16() {
         200 => Ok(None),
         400 => {
@@ -218,7 +207,7 @@ async fn configmap_symlink_swap_reloads() {
     std::os::unix::fs::symlink("..2026_11_28_v0", pol.join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/switch.md", pol.join("switch.md")).unwrap();
     let cfg = TestConfig::new(&m.base_url()).poll_interval_ms(0);
-    let gw = launch(dir, &cfg.render()).await.unwrap();
+    let gw = cfg.launch(dir).await.unwrap();
     let c = reqwest::Client::new();
     assert_eq!(probe(&c, &gw, "alpha").await, Ok(Some("A1".into())));
     for n in 1..=3 {
@@ -259,29 +248,16 @@ async fn sighup_and_admin_reload_without_watching() {
         "reloaded without a trigger"
     );
     let t0 = Instant::now();
-    let st = std::process::Command::new("kill")
-        .arg("-HUP")
-        .arg(gw.pid().to_string())
-        .status()
-        .unwrap();
-    assert!(st.success());
+    gw.signal("HUP");
     wait_for_version(&c, &gw, 1, t0).await;
     write_atomic(&file, &version(2));
-    let r: Value = c
-        .post(gw.admin("/admin/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = gw.admin_reload().await;
     assert_eq!(r["reloaded"], true, "{r}");
     assert_eq!(r["generation"], 3);
     assert_eq!(probe(&c, &gw, "alpha").await, Ok(Some("A1".into())));
     write_atomic(&file, INVALID);
-    let resp = c.post(gw.admin("/admin/reload")).send().await.unwrap();
-    assert_eq!(resp.status(), 422);
-    let r: Value = resp.json().await.unwrap();
+    let (status, r) = gw.admin_reload().await;
+    assert_eq!(status, 422);
     assert!(
         r["errors"].to_string().contains("bad regex") || r["errors"].to_string().contains("NOPE"),
         "{r}"

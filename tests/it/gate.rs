@@ -1,11 +1,8 @@
 //! The reload gate: a changed policy with `gate = true` goes live only if its case file meets its
 //! thresholds; otherwise the old version keeps serving and the report says why.
 
-mod support;
-
-use serde_json::json;
+use crate::support::*;
 use std::time::{Duration, Instant};
-use support::*;
 
 fn version(v: &str, keywords: &str) -> String {
     format!("+++\nid = \"test/gated\"\ntitle = \"Gated\"\nversion = \"{v}\"\ngate = true\n[thresholds]\nmin_recall = 1.0\nmax_fpr = 0.0\n[[codes]]\ncode = \"G1\"\ntitle = \"Bombs\"\n[[rules]]\nid = \"bombs\"\ncode = \"G1\"\nkeywords = [{keywords}]\n+++\nGated.\n")
@@ -14,13 +11,7 @@ fn version(v: &str, keywords: &str) -> String {
 const CASES: &str = "{\"id\":\"g1\",\"text\":\"a pipe bomb\",\"label\":1}\n{\"id\":\"g2\",\"text\":\"a nail bomb\",\"label\":1}\n{\"id\":\"g3\",\"text\":\"hello there\",\"label\":0}\n";
 
 async fn blocked(c: &reqwest::Client, gw: &GatewayProc, text: &str) -> bool {
-    let r = c
-        .post(gw.url("/v1/chat/completions"))
-        .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-        .send()
-        .await
-        .unwrap();
-    r.status() == 400
+    gw.post_chat(c, text).await.unwrap().status() == 400
 }
 
 #[tokio::test]
@@ -84,9 +75,8 @@ async fn failing_candidates_are_refused_and_the_old_version_keeps_serving() {
         why.contains("refused by the reload gate") && why.contains("recall 0.500"),
         "{report}"
     );
-    let r = c.post(gw.admin("/admin/reload")).send().await.unwrap();
-    assert_eq!(r.status(), 422);
-    let v: serde_json::Value = r.json().await.unwrap();
+    let (status, v) = gw.admin_reload().await;
+    assert_eq!(status, 422);
     assert_eq!(v["reloaded"], false);
     assert!(
         v["errors"][0]

@@ -1,113 +1,11 @@
-//! Test harness: runs the real `guardgate` binary against the mock upstream over loopback.
-#![allow(dead_code)]
+//! The gateway under test: the real `guardgate` binary, started with a config and policies in a
+//! fresh temp dir, and the handle tests drive it through.
 
-pub mod mock;
-pub mod model_server;
-
+use super::{chat, free_port, signal, BIN, CHAT};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A port for a listener the gateway binds later. It comes from below the kernel's ephemeral range
-/// (`ip_local_port_range`), so between this call and the gateway's bind the kernel cannot hand the
-/// same port to a mock's `bind(0)` or to an outgoing connection. A port picked with `bind(0)` and
-/// released could be, and a gateway whose port went to a mock of a parallel test passed its
-/// readiness check and then sent the test's requests to that mock. Ports are not handed out twice
-/// within a test process; the start is spread by process id.
-pub fn free_port() -> u16 {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768);
-    let (low, span) = (10_000u32, ephemeral_low.saturating_sub(10_000));
-    if span < 1_000 {
-        // No room below the ephemeral range on this host: let the kernel choose.
-        return std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-    }
-    let start = std::process::id().wrapping_mul(7919) % span;
-    for _ in 0..span {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (low + (start + n) % span) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port in {low}-{}", low + span - 1);
-}
-
-/// A policy that blocks weapon-building requests with two deterministic rules.
-pub const WEAPONS: &str = r#"+++
-id = "test/weapons"
-title = "Weapons"
-version = "1.0.0"
-directions = ["input", "output"]
-action = "block"
-[[codes]]
-code = "W1"
-title = "Instructions to build weapons"
-severity = "high"
-[[codes]]
-code = "W2"
-title = "Weapon purchase without checks"
-severity = "low"
-[[rules]]
-id = "bomb-recipe"
-code = "W1"
-keywords = ["pipe bomb", "nail bomb"]
-leet = true
-[[rules]]
-id = "ghost-gun"
-code = "W2"
-regex = 'ghost\s+gun'
-+++
-# Weapons
-Content that explains how to build weapons violates this policy.
-"#;
-
-/// Annotates (does not block) mild profanity.
-pub const PROFANITY: &str = r#"+++
-id = "test/profanity"
-title = "Profanity"
-version = "1.0.0"
-action = "annotate"
-[[codes]]
-code = "P1"
-title = "Profanity"
-severity = "low"
-[[rules]]
-id = "darn"
-code = "P1"
-keywords = ["darn"]
-+++
-# Profanity
-Mild profanity is annotated.
-"#;
-
-/// Shadow policy: decides and records only.
-pub const SHADOWED: &str = r#"+++
-id = "test/shadowed"
-title = "Shadowed"
-version = "1.0.0"
-action = "shadow"
-[[codes]]
-code = "S1"
-title = "Mentions of pineapples"
-severity = "high"
-[[rules]]
-id = "pineapple"
-code = "S1"
-keywords = ["pineapple"]
-+++
-# Shadowed
-Pineapple talk, recorded only.
-"#;
 
 pub struct GatewayProc {
     child: Child,
@@ -184,6 +82,27 @@ impl GatewayProc {
             .await
             .unwrap()
     }
+    /// `POST /admin/reload`: its status and JSON answer.
+    pub async fn admin_reload(&self) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(self.admin("/admin/reload"))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+    /// Sends `text` as the user message of a chat completion. The error is left to the caller:
+    /// under load a failed request is a finding to collect, not a panic.
+    pub async fn post_chat(
+        &self,
+        c: &reqwest::Client,
+        text: &str,
+    ) -> reqwest::Result<reqwest::Response> {
+        c.post(self.url(CHAT)).json(&chat(text)).send().await
+    }
+    pub fn signal(&self, sig: &str) {
+        signal(self.pid(), sig);
+    }
 }
 
 impl Drop for GatewayProc {
@@ -211,6 +130,7 @@ pub struct TestConfig {
     poll_interval_ms: u64,
     fail_mode: String,
     extra: String,
+    env: Vec<(String, String)>,
 }
 
 impl TestConfig {
@@ -230,6 +150,7 @@ impl TestConfig {
             poll_interval_ms: 500,
             fail_mode: "closed".into(),
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -296,6 +217,14 @@ impl TestConfig {
         self
     }
 
+    /// An environment variable of the gateway process (for the config's `*_env` settings). Set
+    /// on the child only: the tests share one process, and `std::env::set_var` there would reach
+    /// every gateway started after it and race with the other tests' spawns.
+    pub fn env(mut self, name: &str, value: &str) -> TestConfig {
+        self.env.push((name.into(), value.into()));
+        self
+    }
+
     pub fn render(&self) -> String {
         let TestConfig {
             upstream,
@@ -311,6 +240,7 @@ impl TestConfig {
             poll_interval_ms,
             fail_mode,
             extra,
+            env: _,
         } = self;
         let mut s = format!(
             r#"
@@ -362,12 +292,19 @@ read_timeout_ms = 5000
 
     /// Starts the gateway with this config in a fresh temp dir holding `policies`.
     pub async fn start(&self, policies: &[(&str, &str)]) -> GatewayProc {
-        start_gateway(&self.render(), policies).await
+        self.try_start(policies)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Like [`TestConfig::start`], for tests that expect the start to fail.
     pub async fn try_start(&self, policies: &[(&str, &str)]) -> Result<GatewayProc, String> {
-        try_start_gateway(&self.render(), policies).await
+        start_in_temp_dir(&self.render(), policies, &self.env).await
+    }
+
+    /// Starts the gateway in `dir`, whose `policies/` the caller has laid out.
+    pub async fn launch(&self, dir: tempfile::TempDir) -> Result<GatewayProc, String> {
+        launch(dir, &self.render(), &self.env).await
     }
 }
 
@@ -398,54 +335,44 @@ pub fn write_policies(dir: &Path, files: &[(&str, &str)]) {
     }
 }
 
-/// Starts the gateway binary with `config_text` in a fresh temp dir holding `policies`.
-pub async fn start_gateway(config_text: &str, policies: &[(&str, &str)]) -> GatewayProc {
-    try_start_gateway(config_text, policies)
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-}
-
+/// Starts the gateway binary with `config_text` (a rendered config a test has edited) in a fresh
+/// temp dir holding `policies`.
 pub async fn try_start_gateway(
     config_text: &str,
     policies: &[(&str, &str)],
 ) -> Result<GatewayProc, String> {
-    let dir = tempfile::tempdir().unwrap();
-    write_policies(&dir.path().join("policies"), policies);
-    launch(dir, config_text).await
+    start_in_temp_dir(config_text, policies, &[]).await
 }
 
-/// Starts the gateway in `dir`, whose `policies/` the caller has laid out.
-pub async fn launch(dir: tempfile::TempDir, config_text: &str) -> Result<GatewayProc, String> {
-    let cfg = dir.path().join("guardgate.toml");
-    std::fs::write(&cfg, config_text).unwrap();
-    let port = toml::from_str::<toml::Value>(config_text).unwrap()["server"]["listen"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let admin_port = toml::from_str::<toml::Value>(config_text).unwrap()["admin"]["listen"]
-        .as_str()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_guardgate"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&cfg)
-        .current_dir(dir.path())
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .expect("spawn guardgate");
+async fn start_in_temp_dir(
+    config_text: &str,
+    policies: &[(&str, &str)],
+    env: &[(String, String)],
+) -> Result<GatewayProc, String> {
+    let dir = tempfile::tempdir().unwrap();
+    write_policies(&dir.path().join("policies"), policies);
+    launch(dir, config_text, env).await
+}
+
+async fn launch(
+    dir: tempfile::TempDir,
+    config_text: &str,
+    env: &[(String, String)],
+) -> Result<GatewayProc, String> {
+    std::fs::write(dir.path().join("guardgate.toml"), config_text).unwrap();
+    let config: toml::Value = toml::from_str(config_text).unwrap();
+    let listen_port = |section: &str| -> u16 {
+        config[section]["listen"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let (port, admin_port) = (listen_port("server"), listen_port("admin"));
+    let child = serve(dir.path(), &dir.path().join("stderr.log"), &[], env);
     let mut gw = GatewayProc {
         child,
         port,
@@ -453,72 +380,65 @@ pub async fn launch(dir: tempfile::TempDir, config_text: &str) -> Result<Gateway
         dir,
     };
     // Generous: with an in-process model, readiness waits for the policies to be warmed.
-    let deadline = Instant::now() + Duration::from_secs(180);
+    match wait_ready(&mut gw.child, port, admin_port, Duration::from_secs(180)).await {
+        Ok(()) => Ok(gw),
+        Err(e) => Err(format!("{e}:\n{}", gw.log())),
+    }
+}
+
+/// `guardgate serve --config guardgate.toml` (plus `args`) in `dir`, with `env` added to its
+/// environment and its stderr written to `log`.
+pub fn serve(dir: &Path, log: &Path, args: &[&str], env: &[(String, String)]) -> Child {
+    Command::new(BIN)
+        .arg("serve")
+        .arg("--config")
+        .arg(dir.join("guardgate.toml"))
+        .args(args)
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .expect("spawn guardgate")
+}
+
+/// Waits until the gateway answers `/readyz` with 200 and its traffic listener accepts too.
+/// Fails when the process exits first or `limit` passes; the caller adds the log. A process
+/// that is still running then is killed.
+pub async fn wait_ready(
+    child: &mut Child,
+    port: u16,
+    admin_port: u16,
+    limit: Duration,
+) -> Result<(), String> {
+    let deadline = Instant::now() + limit;
     // A probe must not hang on a listener that accepts and never answers (another process's,
     // when the gateway could not bind its own).
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();
+    let readyz = format!("http://127.0.0.1:{admin_port}/readyz");
     loop {
-        if let Ok(Some(status)) = gw.child.try_wait() {
-            return Err(format!("guardgate exited with {status}:\n{}", gw.log()));
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("guardgate exited with {status}"));
         }
-        if let Ok(r) = client.get(gw.admin("/readyz")).send().await {
-            if r.status() == 200 {
-                // The traffic listener starts with the admin one; make sure it accepts too.
-                if tokio::net::TcpStream::connect(("127.0.0.1", port))
+        if let Ok(r) = client.get(&readyz).send().await {
+            // The traffic listener starts with the admin one; make sure it accepts too.
+            if r.status() == 200
+                && tokio::net::TcpStream::connect(("127.0.0.1", port))
                     .await
                     .is_ok()
-                {
-                    return Ok(gw);
-                }
+            {
+                return Ok(());
             }
         }
         if Instant::now() > deadline {
-            let log = gw.log();
-            let _ = gw.child.kill();
-            return Err(format!("guardgate did not become ready:\n{log}"));
+            let _ = child.kill();
+            return Err("guardgate did not become ready".into());
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Runs the binary with arguments and returns (exit code, stdout, stderr).
-pub fn run_cli(args: &[&str], cwd: &Path) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_guardgate"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .expect("run guardgate");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// Reads one HTTP/1 request (its header and a Content-Length body) from `s` into the front of
-/// `buf`, for test upstreams written on raw TCP. Returns the request's length, or `None` when the
-/// connection ends first; bytes past it (a pipelined request) stay in `buf`.
-pub async fn read_request(s: &mut tokio::net::TcpStream, buf: &mut Vec<u8>) -> Option<usize> {
-    use tokio::io::AsyncReadExt;
-    let mut tmp = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let len: usize = head
-                .lines()
-                .find_map(|l| l.strip_prefix("content-length:"))
-                .and_then(|v| v.trim().parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + len {
-                return Some(end + 4 + len);
-            }
-        }
-        match s.read(&mut tmp).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&tmp[..n]),
-        }
     }
 }

@@ -1,12 +1,10 @@
 //! The output guard: plain and streamed replies judged against output policies.
 
-mod support;
-
+use crate::support::*;
 use guardgate::wire::sse::SseParser;
 use serde_json::{json, Value};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use support::*;
 
 const LONG_BAD: &str = "Sure, here is a long and friendly introduction that goes on for a while so that the first windows are clean and released to the client. Now the bad part: to make a pipe bomb you would need things I will not list. And then even more text that must never be sent after the cut.";
 const LONG_GOOD: &str = "Here is a long and friendly answer about gardening: water the tomatoes in the morning, mulch the beds, and rotate the crops every season so the soil stays healthy and the harvest stays big.";
@@ -26,25 +24,13 @@ async fn setup(on_block: &str) -> (mock::MockUpstream, GatewayProc) {
     (m, gw)
 }
 
+/// The standard request for `api` ("hi"), streamed or not.
 fn req(api: &str, stream: bool) -> Value {
-    let mut b = match api {
-        "/v1/chat/completions" => {
-            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
-        }
-        "/v1/completions" => json!({"model": "m", "prompt": "hi"}),
-        "/v1/responses" => json!({"model": "m", "input": "hi"}),
-        _ => {
-            json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi"}]})
-        }
-    };
+    let mut b = body(api, "hi");
     if stream {
         b["stream"] = json!(true);
     }
     b
-}
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_gzip().build().unwrap()
 }
 
 #[tokio::test]
@@ -501,28 +487,6 @@ async fn oversized_stream_events_follow_the_fail_mode() {
         .await;
 }
 
-/// An upstream that answers every request with `reply`, written as raw bytes: for replies hyper's
-/// server would not produce (1xx before the response, a coded stream).
-async fn raw_upstream(reply: Vec<u8>) -> String {
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let reply = reply.clone();
-            tokio::spawn(async move {
-                // Read the header and a Content-Length body, then answer and close.
-                if read_request(&mut s, &mut Vec::new()).await.is_none() {
-                    return;
-                }
-                let _ = s.write_all(&reply).await;
-                let _ = s.shutdown().await;
-            });
-        }
-    });
-    format!("http://{addr}")
-}
-
 #[tokio::test]
 async fn informational_responses_before_the_reply_are_skipped() {
     let body = serde_json::to_vec(&mock::chat_completion("m", LONG_GOOD)).unwrap();
@@ -535,7 +499,7 @@ async fn informational_responses_before_the_reply_are_skipped() {
         .as_bytes(),
     );
     reply.extend_from_slice(&body);
-    let up = raw_upstream(reply).await;
+    let up = raw::upstream(reply).await;
     let gw = TestConfig::new(&up)
         .route_policies(&output_policies("replace"))
         .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
@@ -550,7 +514,7 @@ async fn informational_responses_before_the_reply_are_skipped() {
     assert_eq!(&r.bytes().await.unwrap()[..], &body[..]);
 
     // An endless run of them is a broken upstream, not a hang or a crash.
-    let up = raw_upstream(b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(20)).await;
+    let up = raw::upstream(b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(20)).await;
     let gw = TestConfig::new(&up)
         .route_policies(&output_policies("replace"))
         .start(&[("weapons.md", WEAPONS), ("profanity.md", PROFANITY)])
@@ -589,7 +553,7 @@ async fn guarded_requests_ask_for_an_uncoded_reply_and_a_coded_stream_follows_th
     let mut reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncontent-encoding: identity\r\ncontent-encoding: gzip\r\nconnection: close\r\n\r\n".to_vec();
     reply.extend_from_slice(&sse);
     for fail_mode in ["closed", "open"] {
-        let up = raw_upstream(reply.clone()).await;
+        let up = raw::upstream(reply.clone()).await;
         let gw = TestConfig::new(&up)
             .route_policies(&output_policies("replace"))
             .fail_mode(fail_mode)
@@ -687,7 +651,7 @@ async fn non_json_plain_replies_are_judged_as_text() {
         ),
     ];
     for (ctype, body, blocked) in cases {
-        let up = raw_upstream(http(ctype, &body)).await;
+        let up = raw::upstream(http(ctype, &body)).await;
         let gw = TestConfig::new(&up)
             .route_policies(&output_policies("replace"))
             .fail_mode("open")

@@ -1,11 +1,9 @@
 //! End-to-end behaviour of the gateway over real HTTP on loopback, with the mock upstream.
 
-mod support;
-
+use crate::support::*;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::Path;
-use support::*;
 
 async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
     let m = mock::start().await;
@@ -19,32 +17,6 @@ async fn setup(extra: &str) -> (mock::MockUpstream, GatewayProc) {
         .await;
     (m, gw)
 }
-
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_gzip().build().unwrap()
-}
-
-/// Bodies for each API, with the text to classify in the main user position.
-fn body(api: &str, text: &str) -> Value {
-    match api {
-        "/v1/chat/completions" => {
-            json!({"model": "m", "messages": [{"role": "user", "content": text}]})
-        }
-        "/v1/completions" => json!({"model": "m", "prompt": text}),
-        "/v1/responses" => json!({"model": "m", "input": text}),
-        "/v1/messages" => {
-            json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": text}]})
-        }
-        _ => unreachable!(),
-    }
-}
-
-const APIS: [&str; 4] = [
-    "/v1/chat/completions",
-    "/v1/completions",
-    "/v1/responses",
-    "/v1/messages",
-];
 
 fn is_anthropic_error(v: &Value) -> bool {
     v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string()
@@ -703,14 +675,7 @@ async fn admin_endpoints() {
         assert_eq!(x["hash"].as_str().unwrap().len(), 16);
     }
     assert!(p["last_reload_error"].is_null());
-    let r: Value = c
-        .post(gw.admin("/admin/reload"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, r) = gw.admin_reload().await;
     assert_eq!(r["reloaded"], false, "nothing changed on disk");
     // The traffic listener does not serve admin endpoints.
     assert_eq!(
@@ -744,9 +709,10 @@ async fn admin_endpoints() {
 
 #[tokio::test]
 async fn admin_token_protects_exposed_admin() {
-    std::env::set_var("GG_TEST_ADMIN_TOKEN", "s3cret");
     let m = mock::start().await;
-    let cfg = TestConfig::new(&m.base_url()).admin("token_env = \"GG_TEST_ADMIN_TOKEN\"");
+    let cfg = TestConfig::new(&m.base_url())
+        .admin("token_env = \"GG_TEST_ADMIN_TOKEN\"")
+        .env("GG_TEST_ADMIN_TOKEN", "s3cret");
     let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     assert_eq!(
@@ -900,10 +866,10 @@ async fn large_bodies_and_hop_by_hop_headers_on_the_way_up() {
 
 #[tokio::test]
 async fn gateway_key_from_env_is_added_only_without_client_credentials() {
-    std::env::set_var("GG_TEST_UPSTREAM_KEY", "sk-from-env");
     let m = mock::start().await;
-    let cfg =
-        TestConfig::new(&m.base_url()).upstream_options("api_key_env = \"GG_TEST_UPSTREAM_KEY\"");
+    let cfg = TestConfig::new(&m.base_url())
+        .upstream_options("api_key_env = \"GG_TEST_UPSTREAM_KEY\"")
+        .env("GG_TEST_UPSTREAM_KEY", "sk-from-env");
     let gw = cfg.start(&[("weapons.md", WEAPONS)]).await;
     let c = client();
     let chat = "/v1/chat/completions";
@@ -1044,57 +1010,6 @@ async fn non_text_parts_are_counted_or_refused_per_route() {
         .await;
 }
 
-/// An upstream that serves keep-alive requests and, on the request numbered `drop_at` (1-based,
-/// counted over all connections), reads it and closes the connection without a reply: what an
-/// upstream that restarts, or closes an idle connection just as the gateway reuses it, does.
-/// Returns its base URL and the (requests, connections) counters.
-async fn closing_upstream(
-    drop_at: usize,
-) -> (
-    String,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
-    use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let requests = Arc::new(AtomicUsize::new(0));
-    let connections = Arc::new(AtomicUsize::new(0));
-    let (rq, cn) = (requests.clone(), connections.clone());
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            cn.fetch_add(1, Ordering::SeqCst);
-            let rq = rq.clone();
-            tokio::spawn(async move {
-                let body = serde_json::to_vec(&mock::chat_completion("m", "hi")).unwrap();
-                let mut buf = Vec::new();
-                loop {
-                    // One request: the header and its Content-Length body.
-                    let Some(end) = read_request(&mut s, &mut buf).await else {
-                        return;
-                    };
-                    buf.drain(..end);
-                    if rq.fetch_add(1, Ordering::SeqCst) + 1 == drop_at {
-                        return; // drops (closes) the connection, no reply
-                    }
-                    let head = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                        body.len()
-                    );
-                    if s.write_all(head.as_bytes()).await.is_err()
-                        || s.write_all(&body).await.is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    (format!("http://{addr}"), requests, connections)
-}
-
 #[tokio::test]
 async fn a_reused_upstream_connection_closed_before_its_reply_is_retried_once() {
     use std::sync::atomic::Ordering;
@@ -1102,7 +1017,7 @@ async fn a_reused_upstream_connection_closed_before_its_reply_is_retried_once() 
         // The second request goes out on the pooled connection, which the upstream closes after
         // reading it: the gateway retries once on a new connection (this used to panic the
         // connection task, and the client got an empty reply).
-        let (up, requests, connections) = closing_upstream(2).await;
+        let (up, requests, connections) = raw::closing_upstream(2).await;
         let gw = TestConfig::new(&up)
             .server(&format!("work_stealing = {work_stealing}"))
             .start(&[("weapons.md", WEAPONS)])
@@ -1122,7 +1037,7 @@ async fn a_reused_upstream_connection_closed_before_its_reply_is_retried_once() 
         assert_eq!(connections.load(Ordering::SeqCst), 2);
 
         // A fresh connection that fails the same way is not retried: a 502 in the API's shape.
-        let (up, requests, _) = closing_upstream(1).await;
+        let (up, requests, _) = raw::closing_upstream(1).await;
         let gw = TestConfig::new(&up)
             .server(&format!("work_stealing = {work_stealing}"))
             .start(&[("weapons.md", WEAPONS)])
@@ -1139,19 +1054,6 @@ async fn a_reused_upstream_connection_closed_before_its_reply_is_retried_once() 
     }
 }
 
-/// Sends `request` on a fresh connection and returns everything the gateway answers until it
-/// closes the connection (or 5 s pass).
-async fn raw_exchange(port: u16, request: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .unwrap();
-    s.write_all(request).await.unwrap();
-    let mut out = Vec::new();
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut out)).await;
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[tokio::test]
 async fn absolute_form_targets_and_http10_expectations() {
     let (m, gw) = setup("").await;
@@ -1163,7 +1065,7 @@ async fn absolute_form_targets_and_http10_expectations() {
         "POST http://127.0.0.1:{}/v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{payload}",
         gw.port, gw.port, payload.len()
     );
-    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    let reply = raw::exchange(gw.port, req.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
     let got = m.state.last().unwrap();
     assert_eq!(got.target, "/v1/chat/completions");
@@ -1175,7 +1077,7 @@ async fn absolute_form_targets_and_http10_expectations() {
         "POST /v1/chat/completions HTTP/1.0\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{payload}",
         payload.len()
     );
-    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    let reply = raw::exchange(gw.port, req.as_bytes()).await;
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
     assert!(!reply.contains("100 Continue"), "{reply}");
 
@@ -1186,7 +1088,7 @@ async fn absolute_form_targets_and_http10_expectations() {
         "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nexpect: 100-continue\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{blocked}",
         blocked.len()
     );
-    let reply = raw_exchange(gw.port, req.as_bytes()).await;
+    let reply = raw::exchange(gw.port, req.as_bytes()).await;
     assert!(
         reply.starts_with("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 400"),
         "{reply}"
@@ -1201,10 +1103,10 @@ async fn absolute_form_targets_and_http10_expectations() {
 async fn h2_upstream() -> (String, std::sync::Arc<std::sync::Mutex<Vec<http::Version>>>) {
     use hyper::service::service_fn;
     use std::sync::{Arc, Mutex};
-    let certs = rustls_pemfile::certs(&mut &include_bytes!("fixtures/localhost.crt")[..])
+    let certs = rustls_pemfile::certs(&mut &include_bytes!("../fixtures/localhost.crt")[..])
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
-    let key = rustls_pemfile::private_key(&mut &include_bytes!("fixtures/localhost.key")[..])
+    let key = rustls_pemfile::private_key(&mut &include_bytes!("../fixtures/localhost.key")[..])
         .unwrap()
         .unwrap();
     let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(

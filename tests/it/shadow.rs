@@ -1,10 +1,8 @@
 //! Shadow versions: a candidate policy is judged on live traffic next to the live version, never
 //! enforced, and its agreement is reported.
 
-mod support;
-
-use serde_json::{json, Value};
-use support::*;
+use crate::support::*;
+use serde_json::Value;
 
 const LIVE: &str = "+++\nid = \"test/weapons\"\ntitle = \"Weapons\"\nversion = \"1.0.0\"\n[[codes]]\ncode = \"W1\"\ntitle = \"Build\"\n[[rules]]\nid = \"bombs\"\ncode = \"W1\"\nkeywords = [\"pipe bomb\", \"nail bomb\"]\n+++\nLive.\n";
 const CANDIDATE: &str = "+++\nid = \"test/weapons\"\ntitle = \"Weapons\"\nversion = \"1.1.0\"\ncandidate = true\n[[codes]]\ncode = \"W1\"\ntitle = \"Build\"\n[[rules]]\nid = \"bombs-v2\"\ncode = \"W1\"\nkeywords = [\"pipe bomb\", \"zip gun\"]\n+++\nCandidate.\n";
@@ -19,12 +17,7 @@ async fn candidate_is_compared_but_never_enforced() {
     let c = reqwest::Client::new();
     let mut statuses = Vec::new();
     for text in ["a pipe bomb", "a nail bomb", "a zip gun", "hello"] {
-        let r = c
-            .post(gw.url("/v1/chat/completions"))
-            .json(&json!({"model": "m", "messages": [{"role": "user", "content": text}]}))
-            .send()
-            .await
-            .unwrap();
+        let r = gw.post_chat(&c, text).await.unwrap();
         statuses.push(r.status().as_u16());
     }
     // Only the live version decides: the candidate's "zip gun" hit is not enforced.

@@ -18,14 +18,12 @@
 //!   README.md (clients should retry idempotent requests on a connection closed before any
 //!   response byte, as HTTP/1.1 allows).
 
-mod support;
-
+use crate::support::{self, *};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::*;
 
 const BODY: &str = r#"{"model":"m","messages":[{"role":"user","content":"Say hello"}]}"#;
 const MOCK_REPLY: &str = "Hello from the mock upstream.";
@@ -39,21 +37,8 @@ struct Proc {
 impl Proc {
     fn spawn(dir: &Path, name: &str, upgrade: bool) -> Proc {
         let log = dir.join(format!("{name}.log"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_guardgate"));
-        cmd.arg("serve")
-            .arg("--config")
-            .arg(dir.join("guardgate.toml"));
-        if upgrade {
-            cmd.arg("-u");
-        }
-        let child = cmd
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("spawn guardgate");
+        let args: &[&str] = if upgrade { &["-u"] } else { &[] };
+        let child = serve(dir, &log, args, &[]);
         Proc { child, log }
     }
     fn pid(&self) -> u32 {
@@ -63,12 +48,7 @@ impl Proc {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
     fn signal(&self, sig: &str) {
-        let st = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .unwrap();
-        assert!(st.success(), "kill -{sig} failed");
+        signal(self.pid(), sig);
     }
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().unwrap()
@@ -126,31 +106,10 @@ async fn start_ready(grace: u64) -> Started {
 }
 
 async fn wait_ready(p: &mut Proc, port: u16, admin_port: u16) {
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(st) = p.exited() {
-            panic!("guardgate exited with {st}:\n{}", p.log());
-        }
-        if let Ok(r) = client
-            .get(format!("http://127.0.0.1:{admin_port}/readyz"))
-            .send()
-            .await
-        {
-            if r.status() == 200
-                && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "guardgate did not become ready:\n{}",
-            p.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if let Err(e) =
+        support::wait_ready(&mut p.child, port, admin_port, Duration::from_secs(60)).await
+    {
+        panic!("{e}:\n{}", p.log());
     }
 }
 
