@@ -5,7 +5,7 @@
 //! prefix cache frees an evicted entry's, so with the default the verdicts kept faulting memory
 //! back in, one 2 MiB huge page at a time, each zeroed by the kernel. With purging off the memory
 //! is reused: 0 page faults per verdict instead of 400-1,100, and the steady-state verdict ~8 %
-//! faster on 2 cores (docs/BENCHMARKS.md, twelfth session). The cost is that resident memory stays
+//! faster on 2 cores (docs/BENCHMARKS.md, "Allocator"). The cost is that resident memory stays
 //! at its peak, which the bounded caches (prefix cache entries, verdict cache, upstream pool)
 //! already cap.
 

@@ -14,7 +14,7 @@ use std::time::SystemTime;
 
 use crate::config::{AuditSection, AuditSink, Direction, FailMode};
 use crate::decide::Outcome;
-use crate::metrics::Metrics;
+use crate::metrics::{Fault, Metrics};
 
 /// One decision as written. It borrows from the decision and the request instead of copying:
 /// an allowed request writes one record per bound policy, so the copies added up. For the same
@@ -221,10 +221,7 @@ impl Auditor {
         for rec in recs {
             if let Err(e) = serde_json::to_writer(&mut lines, rec) {
                 tracing::error!(error = %e, "cannot serialise audit record");
-                self.metrics
-                    .errors
-                    .with_label_values(&["audit_serialize"])
-                    .inc();
+                self.metrics.fault(Fault::AuditSerialize);
                 continue;
             }
             lines.push(b'\n');
@@ -233,10 +230,7 @@ impl Auditor {
             Ok(()) => {}
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 tracing::error!(request_id = %recs[0].request_id, records = recs.len(), "audit records dropped: writer is behind or gone");
-                self.metrics
-                    .errors
-                    .with_label_values(&["audit_drop"])
-                    .inc_by(recs.len() as u64);
+                self.metrics.faults(Fault::AuditDrop, recs.len() as u64);
             }
         }
     }
@@ -260,7 +254,7 @@ fn write_loop(rx: Receiver<Vec<u8>>, w: Box<dyn Write + Send>, metrics: Arc<Metr
         }
         ok &= w.flush().is_ok();
         if !ok {
-            metrics.errors.with_label_values(&["audit_write"]).inc();
+            metrics.fault(Fault::AuditWrite);
             tracing::error!("audit sink write failed");
         }
     }

@@ -10,7 +10,7 @@ use guardgate::config::Config;
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use guardgate::proxy::gateway::ModelLoad;
+use guardgate::classify::backends::ModelLoad;
 use guardgate::proxy::{server, Gateway};
 
 #[derive(Parser)]

@@ -1,8 +1,10 @@
 //! Prometheus metrics. One `Metrics` per process, registered on its own registry (not the global
-//! default) so tests can build several side by side.
+//! default) so tests can build several side by side. Labels with a fixed set of values are typed
+//! ([`Fault`], [`BadRequest`]), so a new kind of error is a new variant, not a new string.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 pub struct Metrics {
@@ -27,33 +29,126 @@ pub struct Metrics {
     /// route's fail mode then applies.
     pub model_rejections: IntCounterVec,
     /// Model calls waiting for a slot, by backend.
-    pub model_queue_depth: prometheus::IntGaugeVec,
+    pub model_queue_depth: IntGaugeVec,
     /// Model decisions skipped by a policy's sampling rate, by policy.
     pub sampled_out: IntCounterVec,
     /// Images, audio and files in guarded requests, which no text classifier read, by route.
     pub unclassified_parts: IntCounterVec,
 }
 
+/// An error of the gateway itself, counted in `guardgate_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// A request ended with an error of pingora's (the client or the upstream failed mid-way).
+    Proxy,
+    /// A classifier failed to judge a policy.
+    Classifier,
+    /// The upstream failed while sending its reply body.
+    UpstreamBody,
+    /// A reply that could not be judged (too large, neither JSON nor text, content-coded stream).
+    OutputUnclassifiable,
+    UpstreamDns,
+    UpstreamConnect,
+    /// The upstream failed between the request and its reply header.
+    UpstreamIo,
+    AuditSerialize,
+    /// Audit records dropped because the writer fell behind.
+    AuditDrop,
+    AuditWrite,
+    /// Requests still running when the shutdown grace period ended.
+    ShutdownCutOff,
+}
+
+impl Fault {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Fault::Proxy => "proxy",
+            Fault::Classifier => "classifier",
+            Fault::UpstreamBody => "upstream_body",
+            Fault::OutputUnclassifiable => "output_unclassifiable",
+            Fault::UpstreamDns => "upstream_dns",
+            Fault::UpstreamConnect => "upstream_connect",
+            Fault::UpstreamIo => "upstream_io",
+            Fault::AuditSerialize => "audit_serialize",
+            Fault::AuditDrop => "audit_drop",
+            Fault::AuditWrite => "audit_write",
+            Fault::ShutdownCutOff => "shutdown_cut_off",
+        }
+    }
+}
+
+/// Why a request was refused as malformed, counted in `guardgate_bad_requests_total{reason}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BadRequest {
+    Method,
+    ContentType,
+    /// The body does not parse in the route's wire format.
+    InvalidBody,
+    NonTextParts,
+    NotFound,
+    TooLarge,
+    BodyTimeout,
+    UnsupportedEncoding,
+    BadEncoding,
+    BodyIo,
+}
+
+impl BadRequest {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BadRequest::Method => "method",
+            BadRequest::ContentType => "content_type",
+            BadRequest::InvalidBody => "invalid_body",
+            BadRequest::NonTextParts => "non_text_parts",
+            BadRequest::NotFound => "not_found",
+            BadRequest::TooLarge => "too_large",
+            BadRequest::BodyTimeout => "body_timeout",
+            BadRequest::UnsupportedEncoding => "unsupported_encoding",
+            BadRequest::BadEncoding => "bad_encoding",
+            BadRequest::BodyIo => "body_io",
+        }
+    }
+}
+
+/// Registers what it makes on one registry.
+struct Maker<'a>(&'a Registry);
+
+impl Maker<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, c: C) -> C {
+        self.0
+            .register(Box::new(c.clone()))
+            .expect("unique metric names");
+        c
+    }
+
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("metric"))
+    }
+
+    fn histogram(&self, opts: HistogramOpts, labels: &[&str]) -> HistogramVec {
+        self.register(HistogramVec::new(opts, labels).expect("metric"))
+    }
+}
+
 impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
-                "guardgate_requests_total",
-                "Requests handled, by route and outcome",
-            ),
+        let m = Maker(&registry);
+        let requests = m.counter(
+            "guardgate_requests_total",
+            "Requests handled, by route and outcome",
             &["route", "outcome"],
-        )
-        .expect("metric");
-        let decisions = IntCounterVec::new(
-            Opts::new(
-                "guardgate_decisions_total",
-                "Policy decisions, by policy, direction, verdict and action",
-            ),
+        );
+        let decisions = m.counter(
+            "guardgate_decisions_total",
+            "Policy decisions, by policy, direction, verdict and action",
             &["policy", "direction", "verdict", "action"],
-        )
-        .expect("metric");
-        let classifier_latency = HistogramVec::new(
+        );
+        let classifier_latency = m.histogram(
             HistogramOpts::new(
                 "guardgate_classifier_latency_seconds",
                 "Time to a verdict, by backend",
@@ -63,115 +158,70 @@ impl Metrics {
                 2.5, 5.0, 10.0,
             ]),
             &["backend"],
-        )
-        .expect("metric");
-        let reloads = IntCounterVec::new(
-            Opts::new(
-                "guardgate_policy_reloads_total",
-                "Policy reloads, by result",
-            ),
+        );
+        let reloads = m.counter(
+            "guardgate_policy_reloads_total",
+            "Policy reloads, by result",
             &["result"],
-        )
-        .expect("metric");
-        let policy_generation = IntGauge::new(
-            "guardgate_policy_generation",
-            "Generation of the live policy snapshot",
-        )
-        .expect("metric");
-        let errors = IntCounterVec::new(
-            Opts::new(
-                "guardgate_errors_total",
-                "Errors of the gateway itself, by kind",
-            ),
+        );
+        let policy_generation = m.register(
+            IntGauge::new(
+                "guardgate_policy_generation",
+                "Generation of the live policy snapshot",
+            )
+            .expect("metric"),
+        );
+        let errors = m.counter(
+            "guardgate_errors_total",
+            "Errors of the gateway itself, by kind",
             &["kind"],
-        )
-        .expect("metric");
-        let bad_requests = IntCounterVec::new(
-            Opts::new(
-                "guardgate_bad_requests_total",
-                "Requests refused as malformed, by reason",
-            ),
+        );
+        let bad_requests = m.counter(
+            "guardgate_bad_requests_total",
+            "Requests refused as malformed, by reason",
             &["reason"],
-        )
-        .expect("metric");
-        let upstream_latency = HistogramVec::new(
+        );
+        let upstream_latency = m.histogram(
             HistogramOpts::new(
                 "guardgate_upstream_response_header_seconds",
                 "Time from sending the request upstream to its response header",
             ),
             &["upstream"],
-        )
-        .expect("metric");
-        let upstream_connects = IntCounterVec::new(
-            Opts::new(
-                "guardgate_upstream_connects_total",
-                "Upstream connections opened rather than reused from the idle pool, by upstream",
-            ),
+        );
+        let upstream_connects = m.counter(
+            "guardgate_upstream_connects_total",
+            "Upstream connections opened rather than reused from the idle pool, by upstream",
             &["upstream"],
-        )
-        .expect("metric");
-        let verdict_cache = IntCounterVec::new(
-            Opts::new(
-                "guardgate_verdict_cache_total",
-                "Verdict cache lookups, by backend and result",
-            ),
+        );
+        let verdict_cache = m.counter(
+            "guardgate_verdict_cache_total",
+            "Verdict cache lookups, by backend and result",
             &["backend", "result"],
-        )
-        .expect("metric");
-        let model_rejections = IntCounterVec::new(
-            Opts::new(
-                "guardgate_model_rejections_total",
-                "Model calls refused before running (queue full or deadline passed while queued)",
-            ),
+        );
+        let model_rejections = m.counter(
+            "guardgate_model_rejections_total",
+            "Model calls refused before running (queue full or deadline passed while queued)",
             &["backend", "reason"],
-        )
-        .expect("metric");
-        let model_queue_depth = prometheus::IntGaugeVec::new(
-            Opts::new(
-                "guardgate_model_queue_depth",
-                "Model calls waiting for a slot",
-            ),
+        );
+        let model_queue_depth = m.gauges(
+            "guardgate_model_queue_depth",
+            "Model calls waiting for a slot",
             &["backend"],
-        )
-        .expect("metric");
-        let sampled_out = IntCounterVec::new(
-            Opts::new(
-                "guardgate_model_sampled_out_total",
-                "Decisions where a sampled policy skipped the model",
-            ),
+        );
+        let sampled_out = m.counter(
+            "guardgate_model_sampled_out_total",
+            "Decisions where a sampled policy skipped the model",
             &["policy"],
-        )
-        .expect("metric");
-        let unclassified_parts = IntCounterVec::new(
-            Opts::new(
-                "guardgate_unclassified_parts_total",
-                "Non-text parts (images, audio, files) of guarded requests, which the text classifiers cannot read",
-            ),
+        );
+        let unclassified_parts = m.counter(
+            "guardgate_unclassified_parts_total",
+            "Non-text parts (images, audio, files) of guarded requests, which the text classifiers cannot read",
             &["route"],
-        )
-        .expect("metric");
-        for c in [
-            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(unclassified_parts.clone()),
-            Box::new(verdict_cache.clone()),
-            Box::new(model_rejections.clone()),
-            Box::new(model_queue_depth.clone()),
-            Box::new(sampled_out.clone()),
-            Box::new(decisions.clone()),
-            Box::new(classifier_latency.clone()),
-            Box::new(reloads.clone()),
-            Box::new(policy_generation.clone()),
-            Box::new(errors.clone()),
-            Box::new(bad_requests.clone()),
-            Box::new(upstream_latency.clone()),
-            Box::new(upstream_connects.clone()),
-        ] {
-            registry.register(c).expect("unique metric names");
-        }
+        );
         // Make the reload series exist from the start so dashboards and alerts see zeros.
-        reloads.with_label_values(&["success"]);
-        reloads.with_label_values(&["failure"]);
-        reloads.with_label_values(&["gated"]);
+        for result in ["success", "failure", "gated"] {
+            reloads.with_label_values(&[result]);
+        }
         Metrics {
             registry,
             requests,
@@ -189,6 +239,22 @@ impl Metrics {
             sampled_out,
             unclassified_parts,
         }
+    }
+
+    /// Counts an error of the gateway's own.
+    pub fn fault(&self, f: Fault) {
+        self.faults(f, 1);
+    }
+
+    pub fn faults(&self, f: Fault, n: u64) {
+        self.errors.with_label_values(&[f.as_str()]).inc_by(n);
+    }
+
+    /// Counts a request refused as malformed.
+    pub fn bad_request(&self, reason: BadRequest) {
+        self.bad_requests
+            .with_label_values(&[reason.as_str()])
+            .inc();
     }
 
     pub fn render(&self) -> Vec<u8> {

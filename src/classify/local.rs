@@ -47,8 +47,7 @@ pub enum ModelSource {
     HuggingFace(String),
 }
 
-pub use crate::config::ModelDtype as Dtype;
-pub use crate::config::WeightsMode;
+pub use super::backends::local::{ModelDtype as Dtype, WeightsMode};
 
 /// `weights = "auto"` keeps F32 prefill copies of a GGUF file on CPU up to this size (4 GiB of F32
 /// at most).

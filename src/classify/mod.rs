@@ -3,6 +3,7 @@
 //! The proxy only sees [`Classifier`] and [`Cascade`]; a new backend (the in-process model, a
 //! remote serving engine) is one new implementation, with no change to the proxy.
 
+pub mod backends;
 pub mod cache;
 pub mod cascade;
 pub mod gguf;

@@ -8,8 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cases::Case;
-use crate::classify::cascade::Stage;
-use crate::classify::rules::RulesClassifier;
+use crate::classify::backends::{self, BuildContext, ModelLoad};
 use crate::classify::Cascade;
 use crate::config::Config;
 use crate::metrics::Metrics as PromMetrics;
@@ -98,40 +97,49 @@ impl Default for RunOptions {
 /// The cascade `policy test`, `eval` and `classify` use: the deterministic rules, then (with
 /// `backend` other than `rules`) that backend from `config`'s `[[backends]]`. Returns the cascade
 /// and a label naming its stages.
-pub fn build_cascade(config: Option<&Path>, backend: &str) -> anyhow::Result<(Cascade, String)> {
-    let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
-    let mut label = "rules".to_string();
+pub fn build_cascade(
+    config: Option<&Path>,
+    backend: &str,
+) -> anyhow::Result<(Arc<Cascade>, String)> {
     let metrics = Arc::new(PromMetrics::new());
-    if backend != "rules" {
-        let Some(path) = config else {
-            anyhow::bail!("--backend {backend} needs --config FILE naming it in [[backends]]");
+    if backend == "rules" {
+        let cx = BuildContext {
+            base_dir: Path::new("."),
+            metrics: &metrics,
+            load: ModelLoad::Load,
         };
-        let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
-        let b = cfg
-            .backends
-            .iter()
-            .find(|b| b.name == backend)
-            .ok_or_else(|| {
-                let names: Vec<&str> = cfg.backends.iter().map(|b| b.name.as_str()).collect();
-                anyhow::anyhow!(
-                    "{}: no [[backends]] entry named {backend:?} (have: {})",
-                    path.display(),
-                    if names.is_empty() {
-                        "none".to_string()
-                    } else {
-                        names.join(", ")
-                    }
-                )
-            })?;
-        stages.push(crate::proxy::gateway::build_backend(
-            b,
-            &cfg.base_dir,
-            &metrics,
-            crate::proxy::gateway::ModelLoad::Load,
-        )?);
-        label = format!("rules+{backend}");
+        return Ok((
+            backends::build_cascade(&[], &cx, Vec::new())?,
+            "rules".into(),
+        ));
     }
-    Ok((Cascade::new(stages, metrics), label))
+    let Some(path) = config else {
+        anyhow::bail!("--backend {backend} needs --config FILE naming it in [[backends]]");
+    };
+    let cfg = Config::load(path).map_err(|e| anyhow::anyhow!("config error: {e}"))?;
+    let b = cfg
+        .backends
+        .iter()
+        .find(|b| b.name() == backend)
+        .ok_or_else(|| {
+            let names: Vec<&str> = cfg.backends.iter().map(|b| b.name()).collect();
+            anyhow::anyhow!(
+                "{}: no [[backends]] entry named {backend:?} (have: {})",
+                path.display(),
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })?;
+    let cx = BuildContext {
+        base_dir: &cfg.base_dir,
+        metrics: &metrics,
+        load: ModelLoad::Load,
+    };
+    let cascade = backends::build_cascade(&[b], &cx, Vec::new())?;
+    Ok((cascade, format!("rules+{backend}")))
 }
 
 /// Classifies one case against one policy.

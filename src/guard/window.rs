@@ -10,7 +10,7 @@ use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::wire::output::source_of_key;
+use crate::wire::source_of_key;
 use crate::wire::Segment;
 
 #[derive(Debug)]

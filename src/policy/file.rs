@@ -7,9 +7,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+use super::binding::{Action, Direction};
 use crate::classify::normalize::{fold_leet, normalize};
 use crate::classify::verdict::OutputFormat;
-use crate::config::{Action, Direction};
 
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize, Hash,

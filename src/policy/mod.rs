@@ -1,5 +1,6 @@
 //! Policies: files on disk (`file`), the live snapshot (`registry`) and what reloads it (`watch`).
 
+pub mod binding;
 mod casefold;
 pub mod file;
 pub mod lint;

@@ -10,8 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
+use super::binding::{Action, Direction};
 use super::file::{parse_policy, Policy, PolicyError};
-use crate::config::{Action, Direction, RouteConfig};
+use crate::config::RouteConfig;
 use crate::metrics::Metrics;
 
 /// A policy bound to a route with the action the route gives it.

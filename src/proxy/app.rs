@@ -2,8 +2,8 @@
 //! header, serves the guarded routes, the moderation endpoints and its own refusals itself, and
 //! hands only unmatched paths (when they pass through) to pingora-proxy.
 //!
-//! A guarded exchange is one function (`exchange::guarded`: read the body, judge, forward or
-//! refuse), so it needs none of pingora-proxy's phases, HTTP cache state or module contexts;
+//! A guarded exchange runs its own phases (`input`, `forward`, `reply` over one `Exchange`), so it
+//! needs none of pingora-proxy's phases, HTTP cache state or module contexts;
 //! building those for every request was a measurable part of the allow path's CPU (see
 //! docs/BENCHMARKS.md). The header is read by pingora-proxy's own `handle_new_request` (patched
 //! public), so both kinds of request get the same shutdown handling, 400 for a malformed header
@@ -14,76 +14,15 @@ use pingora::apps::{HttpPersistentSettings, HttpServerApp, HttpServerOptions, Re
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::exchange;
+use super::exchange::{Exchange, Outcome};
 use super::gateway::{Gateway, Route};
-use super::moderation;
 use super::passthrough::Passthrough;
-use super::respond;
-use crate::wire::{Api, ErrorKind};
-
-/// What the gateway knows about one request while it handles it.
-pub struct Ctx {
-    pub request_id: String,
-    pub route: Option<String>,
-    pub outcome: &'static str,
-    /// Dropped with the context, however the request ends.
-    _in_flight: InFlight,
-}
-
-impl Ctx {
-    pub fn new(gw: &Gateway) -> Ctx {
-        Ctx {
-            request_id: uuid::Uuid::new_v4().simple().to_string(),
-            route: None,
-            outcome: "unknown",
-            _in_flight: InFlight::new(&gw.in_flight),
-        }
-    }
-}
-
-/// Counts a request as in flight for as long as it lives, so a graceful shutdown can wait for it.
-struct InFlight(Arc<AtomicUsize>);
-
-impl InFlight {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        InFlight(count.clone())
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Release);
-    }
-}
-
-/// Counts and logs a finished request (both kinds of request end here).
-pub fn log_request(gw: &Gateway, ctx: &Ctx, status: Option<u16>, error: Option<&pingora::Error>) {
-    let route = ctx.route.as_deref().unwrap_or("-");
-    let outcome = if error.is_some() && ctx.outcome == "passthrough" {
-        "passthrough_error"
-    } else {
-        ctx.outcome
-    };
-    gw.metrics
-        .requests
-        .with_label_values(&[route, outcome])
-        .inc();
-    if let Some(e) = error {
-        gw.metrics.errors.with_label_values(&["proxy"]).inc();
-        tracing::warn!(request_id = %ctx.request_id, route, error = %e, "request ended with an error");
-    }
-    tracing::debug!(
-        request_id = %ctx.request_id,
-        route,
-        outcome,
-        status = status.unwrap_or(0),
-        "request done"
-    );
-}
+use super::{input, moderation};
+use crate::metrics::BadRequest;
+use crate::wire::ErrorKind;
 
 /// Who answers a request, decided once from its path.
 enum Target {
@@ -118,15 +57,9 @@ impl GuardApp {
             // Upgrade or shutdown under way: finish this request, then let the client reconnect.
             session.set_keepalive(None);
         }
-        let mut ctx = Ctx::new(&self.gw);
-        let api = match &target {
-            Target::Route(route) => route.api,
-            _ => Api::OpenAiChat,
-        };
-        let res = self.dispatch(&mut session, target, &mut ctx).await;
-        log_request(
-            &self.gw,
-            &ctx,
+        let mut ex = Exchange::new(&self.gw);
+        let res = self.dispatch(&mut session, target, &mut ex).await;
+        ex.finish(
             session.response_written().map(|r| r.status.as_u16()),
             res.as_ref().err().map(|e| e.as_ref()),
         );
@@ -149,8 +82,7 @@ impl GuardApp {
                     .is_some_and(|h| !h.status.is_informational());
                 if !replied {
                     if let Some((kind, msg)) = unanswered(&e) {
-                        let _ = respond::error(&mut session, api, kind, msg, &ctx.request_id, true)
-                            .await;
+                        let _ = ex.refuse(&mut session, kind, msg, true).await;
                     }
                 }
                 session.shutdown().await;
@@ -163,34 +95,22 @@ impl GuardApp {
         &self,
         session: &mut ServerSession,
         target: Target,
-        ctx: &mut Ctx,
+        ex: &mut Exchange,
     ) -> pingora::Result<()> {
         match target {
-            Target::Moderation(path) => moderation::handle(&self.gw, &path, session, ctx).await,
+            Target::Moderation(path) => moderation::handle(ex, &path, session).await,
             Target::Route(route) => {
-                ctx.route = Some(route.name.clone());
-                exchange::guarded(&self.gw, &route, session, ctx).await
+                ex.for_route(route);
+                input::serve(ex, session).await
             }
             Target::Unmatched => {
-                ctx.outcome = "not_found";
-                self.gw
-                    .metrics
-                    .bad_requests
-                    .with_label_values(&["not_found"])
-                    .inc();
+                ex.reject(BadRequest::NotFound);
+                ex.outcome = Outcome::NotFound;
                 let msg = format!(
                     "guardgate routes no endpoint at {}",
                     session.req_header().uri.path()
                 );
-                respond::error(
-                    session,
-                    Api::OpenAiChat,
-                    ErrorKind::NotFound,
-                    &msg,
-                    &ctx.request_id,
-                    true,
-                )
-                .await
+                ex.refuse(session, ErrorKind::NotFound, &msg, true).await
             }
         }
     }

@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use pingora::protocols::http::ServerSession as Session;
 
+use crate::metrics::BadRequest;
+use crate::wire::ErrorKind;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BodyError {
     TooLarge { limit: usize },
@@ -35,14 +38,39 @@ impl BodyError {
         }
     }
 
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> BadRequest {
         match self {
-            BodyError::TooLarge { .. } | BodyError::DecodedTooLarge { .. } => "too_large",
-            BodyError::Timeout => "body_timeout",
-            BodyError::UnsupportedEncoding(_) => "unsupported_encoding",
-            BodyError::BadEncoding(_) => "bad_encoding",
-            BodyError::Io(_) => "body_io",
+            BodyError::TooLarge { .. } | BodyError::DecodedTooLarge { .. } => BadRequest::TooLarge,
+            BodyError::Timeout => BadRequest::BodyTimeout,
+            BodyError::UnsupportedEncoding(_) => BadRequest::UnsupportedEncoding,
+            BodyError::BadEncoding(_) => BadRequest::BadEncoding,
+            BodyError::Io(_) => BadRequest::BodyIo,
         }
+    }
+
+    /// The refusal this failure gets, in any API's shape.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            BodyError::TooLarge { .. } | BodyError::DecodedTooLarge { .. } => {
+                ErrorKind::PayloadTooLarge
+            }
+            BodyError::Timeout => ErrorKind::RequestTimeout,
+            BodyError::UnsupportedEncoding(_) => ErrorKind::UnsupportedMediaType,
+            BodyError::BadEncoding(_) | BodyError::Io(_) => {
+                ErrorKind::InvalidRequest { param: None }
+            }
+        }
+    }
+
+    /// Whether the body may be partly unread, so the connection must close rather than read the
+    /// rest as a new request.
+    pub fn leaves_body_unread(&self) -> bool {
+        !matches!(
+            self,
+            BodyError::UnsupportedEncoding(_)
+                | BodyError::BadEncoding(_)
+                | BodyError::DecodedTooLarge { .. }
+        )
     }
 }
 

@@ -7,12 +7,8 @@ use std::time::Duration;
 
 use super::upstream::Upstream;
 use crate::audit::Auditor;
-use crate::classify::cascade::Stage;
-use crate::classify::model::ModelClassifier;
-use crate::classify::remote::{RemoteModel, RemoteSettings};
-use crate::classify::rules::RulesClassifier;
+use crate::classify::backends::{build_cascade, BuildContext, ModelLoad};
 use crate::classify::{Cascade, Classifier};
-use crate::config::{BackendConfig, BackendKind};
 use crate::config::{Config, FailMode, OutputConfig, UnmatchedAction};
 use crate::metrics::Metrics;
 use crate::policy::Registry;
@@ -100,177 +96,6 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Every model backend, whatever hosts it, gets the metrics and (when configured) the verdict cache.
-fn model_classifier<M: crate::classify::model::ChatModel + 'static>(
-    c: ModelClassifier<M>,
-    cache: Option<Arc<crate::classify::cache::VerdictCache>>,
-    metrics: &Arc<Metrics>,
-) -> Arc<dyn Classifier> {
-    let c = c.with_metrics(metrics.clone());
-    Arc::new(match cache {
-        Some(cache) => c.with_cache(cache),
-        None => c,
-    })
-}
-
-/// Whether building the gateway loads model weights (`serve`) or only checks that they could be
-/// loaded (`check-config`, which must stay fast and side-effect free).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ModelLoad {
-    Load,
-    CheckOnly,
-}
-
-/// Builds one configured model backend as a cascade stage.
-pub fn build_backend(
-    b: &BackendConfig,
-    base_dir: &std::path::Path,
-    metrics: &Arc<Metrics>,
-    load: ModelLoad,
-) -> anyhow::Result<Stage> {
-    // Backend names live for the whole process (audit records and metrics borrow them).
-    let name: &'static str =
-        Box::leak(format!("{}:{}", kind_name(b.kind), b.name).into_boxed_str());
-    let cache = (b.cache_entries > 0).then(|| {
-        Arc::new(crate::classify::cache::VerdictCache::new(
-            b.cache_entries,
-            Duration::from_secs(b.cache_ttl_s.max(1)),
-        ))
-    });
-    let classifier: Arc<dyn Classifier> = match b.kind {
-        BackendKind::Remote => {
-            let api_key = b.api_key_env.as_ref().and_then(|v| std::env::var(v).ok());
-            let model = RemoteModel::new(RemoteSettings {
-                base_url: b.base_url.clone(),
-                model: b.model.clone(),
-                api_key,
-                attempt_timeout: Duration::from_millis(b.timeout_ms),
-                max_retries: b.max_retries,
-                max_concurrency: b.max_concurrency,
-                max_tokens: b.max_tokens,
-                breaker_failures: b.breaker_failures,
-                breaker_cooldown: Duration::from_millis(b.breaker_cooldown_ms),
-            })
-            .map_err(anyhow::Error::msg)?;
-            model_classifier(
-                ModelClassifier::new(name, model, b.family, b.reasoning_effort),
-                cache,
-                metrics,
-            )
-        }
-        BackendKind::Local => build_local(b, base_dir, metrics, load, name, cache)?,
-    };
-    Ok(Stage {
-        classifier,
-        escalate_band: b.escalate_band.map(|[lo, hi]| (lo, hi)),
-    })
-}
-
-#[cfg(feature = "local-model")]
-fn build_local(
-    b: &BackendConfig,
-    base_dir: &std::path::Path,
-    metrics: &Arc<Metrics>,
-    load: ModelLoad,
-    name: &'static str,
-    cache: Option<Arc<crate::classify::cache::VerdictCache>>,
-) -> anyhow::Result<Arc<dyn Classifier>> {
-    use crate::classify::local::{LocalModel, LocalSettings, ModelSource};
-    let source = match (&b.model_path, &b.hf_model_id) {
-        (Some(p), _) => {
-            let p = base_dir.join(p);
-            if p.is_dir() {
-                ModelSource::Safetensors(p)
-            } else {
-                ModelSource::Gguf(p)
-            }
-        }
-        (None, Some(id)) => ModelSource::HuggingFace(id.clone()),
-        (None, None) => anyhow::bail!("backend {}: no model source", b.name),
-    };
-    let settings = LocalSettings {
-        source,
-        dtype: b.dtype,
-        weights: b.weights,
-        device: b.device.clone(),
-        threads: b.threads,
-        max_concurrency: b.max_concurrency,
-        max_queue: b.max_queue,
-        prefix_cache_entries: b.prefix_cache_entries,
-        max_tokens: b.max_tokens,
-        family: b.family,
-    };
-    if load == ModelLoad::CheckOnly {
-        settings
-            .check()
-            .map_err(|e| anyhow::anyhow!("backend {}: {e}", b.name))?;
-        return Ok(Arc::new(Unloaded(name)));
-    }
-    let started = std::time::Instant::now();
-    let model = LocalModel::load(&settings, name, Some(metrics.clone()))
-        .map_err(|e| anyhow::anyhow!("backend {}: {e}", b.name))?;
-    tracing::info!(
-        backend = name,
-        model = settings.model_id(),
-        ms = started.elapsed().as_millis() as u64,
-        "model loaded"
-    );
-    let c = ModelClassifier::new(name, model, b.family, b.reasoning_effort)
-        .with_violation_threshold(b.violation_threshold);
-    Ok(model_classifier(c, cache, metrics))
-}
-
-#[cfg(not(feature = "local-model"))]
-fn build_local(
-    b: &BackendConfig,
-    _base_dir: &std::path::Path,
-    _metrics: &Arc<Metrics>,
-    _load: ModelLoad,
-    _name: &'static str,
-    _cache: Option<Arc<crate::classify::cache::VerdictCache>>,
-) -> anyhow::Result<Arc<dyn Classifier>> {
-    anyhow::bail!(
-        "backend {}: kind = \"local\" needs a build with the `local-model` feature (it is on by \
-         default; this binary was built with --no-default-features)",
-        b.name
-    )
-}
-
-/// Stands in for a model backend that `check-config` verified but did not load.
-#[cfg(feature = "local-model")]
-struct Unloaded(&'static str);
-
-#[cfg(feature = "local-model")]
-#[async_trait::async_trait]
-impl Classifier for Unloaded {
-    fn name(&self) -> &'static str {
-        self.0
-    }
-    fn supports(&self, _policy: &crate::policy::Policy) -> bool {
-        true
-    }
-    fn allow_is_final(&self) -> bool {
-        true
-    }
-    async fn classify(
-        &self,
-        _policy: &crate::policy::Policy,
-        _content: &crate::classify::Content,
-        _deadline: std::time::Instant,
-    ) -> Result<crate::classify::Verdict, crate::classify::ClassifyError> {
-        Err(crate::classify::ClassifyError::Backend(
-            "model not loaded (check-config)".into(),
-        ))
-    }
-}
-
-fn kind_name(k: BackendKind) -> &'static str {
-    match k {
-        BackendKind::Remote => "remote",
-        BackendKind::Local => "local",
-    }
-}
-
 impl Gateway {
     /// Builds everything the proxy needs; any error here stops the gateway at start.
     pub fn build(
@@ -330,12 +155,13 @@ impl Gateway {
                 .and_then(|u| upstreams.get(u).cloned()),
             UnmatchedAction::Refuse => None,
         };
-        let mut stages = vec![Stage::new(Arc::new(RulesClassifier))];
-        for b in &config.backends {
-            stages.push(build_backend(b, &config.base_dir, &metrics, load)?);
-        }
-        stages.extend(extra_stages.into_iter().map(Stage::new));
-        let cascade = Arc::new(Cascade::new(stages, metrics.clone()));
+        let backends: Vec<_> = config.backends.iter().collect();
+        let cx = BuildContext {
+            base_dir: &config.base_dir,
+            metrics: &metrics,
+            load,
+        };
+        let cascade = build_cascade(&backends, &cx, extra_stages)?;
         let gate: Arc<dyn crate::policy::registry::Gate> =
             Arc::new(crate::eval::gate::CaseGate::new(cascade.clone()));
         let registry = Registry::load(

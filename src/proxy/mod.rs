@@ -1,15 +1,18 @@
-//! Pingora glue: the traffic listener's front door, the guarded exchange, pass-through for
-//! unmatched paths, the admin listener and server assembly.
+//! Pingora glue: the traffic listener's front door (`app`), a guarded request's state
+//! (`exchange`) and phases (`input` → `forward` → `reply`), the moderation endpoints,
+//! pass-through for unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
 pub mod app;
 pub mod body;
 pub mod exchange;
+pub mod forward;
 pub mod gateway;
 pub mod idle;
+pub mod input;
 pub mod moderation;
-pub mod output;
 pub mod passthrough;
+pub mod reply;
 pub mod respond;
 pub mod server;
 pub mod upstream;

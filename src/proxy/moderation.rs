@@ -6,21 +6,22 @@
 
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
-use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use super::app::Ctx;
 use super::body::read_body;
-use super::exchange::record;
+use super::exchange::{Exchange, Judging, Outcome};
 use super::gateway::Gateway;
 use super::respond;
-use crate::audit::RecordContext;
-use crate::classify::Content;
-use crate::config::{Action, Direction, FailMode};
-use crate::decide::{decide, Decision};
+use crate::config::Action;
+use crate::metrics::BadRequest;
 use crate::policy::registry::selects;
 use crate::policy::{Bound, Snapshot};
 use crate::wire::{self, Api, ErrorKind, Segment, Source};
+
+/// A request's judgement, as the moderation endpoints report it.
+const JUDGING: Judging = Judging::Request {
+    unclassified_parts: 0,
+};
 
 pub const MODERATIONS: &str = "/v1/moderations";
 pub const CLASSIFY: &str = "/guardgate/v1/classify";
@@ -81,32 +82,6 @@ fn moderation_policies(gw: &Gateway, snap: &Snapshot) -> Vec<Bound> {
         .collect()
 }
 
-async fn judge(
-    gw: &Gateway,
-    bound: &[Bound],
-    segments: Vec<Segment>,
-    ctx: &Ctx,
-    route: &str,
-    generation: u64,
-) -> Decision {
-    let content = Content::from_segments(segments);
-    let deadline =
-        Instant::now() + std::time::Duration::from_millis(gw.config.moderation.deadline_ms);
-    // Errors are reported per policy in the answer; nothing is forwarded, so the fail mode is moot.
-    let d = decide(&gw.cascade, bound, &content, deadline, FailMode::Open).await;
-    let rctx = RecordContext {
-        request_id: &ctx.request_id,
-        route,
-        api: route,
-        direction: Direction::Input,
-        fail_mode: FailMode::Open,
-        generation,
-        unclassified_parts: 0,
-    };
-    record(gw, &rctx, &d, None);
-    d
-}
-
 fn authorized(gw: &Gateway, session: &ServerSession) -> bool {
     let Some(var) = &gw.config.moderation.token_env else {
         return true;
@@ -136,89 +111,67 @@ pub fn is_endpoint(gw: &Gateway, path: &str) -> bool {
 
 /// Handles both endpoints (`path` is one of them: see `is_endpoint`).
 pub async fn handle(
-    gw: &Arc<Gateway>,
+    ex: &mut Exchange,
     path: &str,
     session: &mut ServerSession,
-    ctx: &mut Ctx,
 ) -> pingora::Result<()> {
-    ctx.route = Some(path.trim_start_matches('/').replace('/', "-"));
-    let api = Api::OpenAiChat; // error shape: OpenAI's
+    let gw = ex.gw.clone();
+    let name = if path == MODERATIONS {
+        "moderations"
+    } else {
+        "classify"
+    };
+    let deadline = Duration::from_millis(gw.config.moderation.deadline_ms);
+    ex.for_endpoint(
+        name,
+        path.trim_start_matches('/').replace('/', "-"),
+        deadline,
+    );
     if session.req_header().method != http::Method::POST {
-        ctx.outcome = "rejected";
-        respond::error(
-            session,
-            api,
-            ErrorKind::MethodNotAllowed,
-            &format!("{path} accepts POST only"),
-            &ctx.request_id,
-            true,
-        )
-        .await?;
-        return Ok(());
+        ex.outcome = Outcome::Rejected;
+        let msg = format!("{path} accepts POST only");
+        return ex
+            .refuse(session, ErrorKind::MethodNotAllowed, &msg, true)
+            .await;
     }
-    if !authorized(gw, session) {
-        ctx.outcome = "rejected";
-        let body = api.error_body(
+    if !authorized(&gw, session) {
+        ex.outcome = Outcome::Rejected;
+        let body = ex.api().error_body(
             &ErrorKind::InvalidRequest { param: None },
             "missing or wrong bearer token",
         );
-        respond::json(
-            session,
-            401,
-            body,
-            &[("x-guardgate-request-id", ctx.request_id.clone())],
-            true,
-        )
-        .await?;
-        return Ok(());
+        let headers = [("x-guardgate-request-id", ex.request_id.clone())];
+        return respond::json(session, 401, body, &headers, true).await;
     }
     let limit = gw.config.moderation.max_body_bytes;
-    let timeout = std::time::Duration::from_millis(gw.config.limits.body_read_timeout_ms);
+    let timeout = Duration::from_millis(gw.config.limits.body_read_timeout_ms);
     let raw = match read_body(session, limit, timeout).await {
         Ok(b) => b,
         Err(e) => {
-            ctx.outcome = "rejected";
-            respond::error(
-                session,
-                api,
-                ErrorKind::PayloadTooLarge,
-                &e.message(),
-                &ctx.request_id,
-                true,
-            )
-            .await?;
-            return Ok(());
+            ex.outcome = Outcome::Rejected;
+            return ex
+                .refuse(session, ErrorKind::PayloadTooLarge, &e.message(), true)
+                .await;
         }
     };
-    let snap = gw.registry.snapshot();
+    let snap = ex.snapshot();
     let result = match wire::parse_strict(&raw) {
         Err(e) => Err(bad(e.message)),
-        Ok(v) if path == MODERATIONS => moderations(gw, &snap, &v, ctx).await,
-        Ok(v) => classify(gw, &snap, &v, ctx).await,
+        Ok(v) if name == "moderations" => moderations(ex, &snap, &v).await,
+        Ok(v) => classify(ex, &snap, &v).await,
     };
     match result {
         Ok(body) => {
-            ctx.outcome = "classified";
+            ex.outcome = Outcome::Classified;
             let bytes = serde_json::to_vec(&body).unwrap_or_default();
-            respond::json(
-                session,
-                200,
-                bytes,
-                &[("x-guardgate-request-id", ctx.request_id.clone())],
-                false,
-            )
-            .await?;
+            let headers = [("x-guardgate-request-id", ex.request_id.clone())];
+            respond::json(session, 200, bytes, &headers, false).await
         }
         Err((kind, msg)) => {
-            ctx.outcome = "rejected";
-            gw.metrics
-                .bad_requests
-                .with_label_values(&["invalid_body"])
-                .inc();
-            respond::error(session, api, kind, &msg, &ctx.request_id, false).await?;
+            ex.reject(BadRequest::InvalidBody);
+            ex.refuse(session, kind, &msg, false).await
         }
     }
-    Ok(())
 }
 
 /// A verdict as a violation score in [0, 1], the moderation API's `category_scores`: a verdict's
@@ -229,13 +182,12 @@ fn violation_score(v: &crate::classify::Verdict) -> f32 {
 }
 
 async fn moderations(
-    gw: &Gateway,
+    ex: &mut Exchange,
     snap: &Snapshot,
     v: &Value,
-    ctx: &Ctx,
 ) -> Result<Value, (ErrorKind, String)> {
     let segments = text_segments(v, "input")?;
-    let bound = moderation_policies(gw, snap);
+    let bound = moderation_policies(&ex.gw, snap);
     if bound.is_empty() {
         return Err((
             ErrorKind::Unavailable,
@@ -245,7 +197,7 @@ async fn moderations(
     // One result per input, as the OpenAI API does.
     let mut results = Vec::new();
     for seg in segments {
-        let d = judge(gw, &bound, vec![seg], ctx, "moderations", snap.generation).await;
+        let d = ex.judge(&bound, vec![seg], JUDGING).await;
         let mut categories = serde_json::Map::new();
         let mut scores = serde_json::Map::new();
         let mut flagged = false;
@@ -280,15 +232,14 @@ async fn moderations(
         results.push(r);
     }
     Ok(
-        json!({"id": format!("modr-{}", ctx.request_id), "model": v.get("model").cloned().unwrap_or(json!("guardgate")), "results": results}),
+        json!({"id": format!("modr-{}", ex.request_id), "model": v.get("model").cloned().unwrap_or(json!("guardgate")), "results": results}),
     )
 }
 
 async fn classify(
-    gw: &Gateway,
+    ex: &mut Exchange,
     snap: &Snapshot,
     v: &Value,
-    ctx: &Ctx,
 ) -> Result<Value, (ErrorKind, String)> {
     let ids: Vec<&str> = match v.get("policies") {
         Some(Value::Array(a)) => a
@@ -301,7 +252,7 @@ async fn classify(
         None => Vec::new(),
         _ => return Err(bad("policies: expected an array of policy ids")),
     };
-    let allowed = moderation_policies(gw, snap);
+    let allowed = moderation_policies(&ex.gw, snap);
     let bound: Vec<Bound> = if ids.is_empty() {
         allowed
     } else {
@@ -319,17 +270,18 @@ async fn classify(
         out
     };
     let segments = if v.get("messages").is_some() {
-        wire::parse_request(
-            Api::OpenAiChat,
-            &serde_json::to_vec(&json!({"model": "x", "messages": v["messages"]}))
-                .unwrap_or_default(),
-        )
-        .map_err(|e| bad(e.message))?
-        .segments
+        Api::openai_chat()
+            .parse_request(
+                &serde_json::to_vec(&json!({"model": "x", "messages": v["messages"]}))
+                    .unwrap_or_default(),
+            )
+            .map_err(|e| bad(e.message))?
+            .segments
     } else {
         text_segments(v, "text")?
     };
-    let d = judge(gw, &bound, segments, ctx, "classify", snap.generation).await;
+    let request_id = ex.request_id.clone();
+    let d = ex.judge(&bound, segments, JUDGING).await;
     let decisions: Vec<Value> = d
         .outcomes
         .iter()
@@ -357,7 +309,7 @@ async fn classify(
         .collect();
     let flagged = d.outcomes.iter().any(|o| o.fires());
     Ok(
-        json!({"request_id": ctx.request_id, "flagged": flagged, "policy_generation": snap.generation, "decisions": decisions}),
+        json!({"request_id": request_id, "flagged": flagged, "policy_generation": snap.generation, "decisions": decisions}),
     )
 }
 

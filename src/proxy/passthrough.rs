@@ -8,7 +8,7 @@ use pingora::prelude::*;
 use pingora::proxy::{ProxyHttp, Session};
 use std::sync::Arc;
 
-use super::app::{log_request, Ctx};
+use super::exchange::{Exchange, Outcome};
 use super::gateway::Gateway;
 
 pub struct Passthrough {
@@ -17,22 +17,26 @@ pub struct Passthrough {
 
 #[async_trait]
 impl ProxyHttp for Passthrough {
-    type CTX = Ctx;
+    type CTX = Exchange;
 
-    fn new_ctx(&self) -> Ctx {
-        Ctx::new(&self.gw)
+    fn new_ctx(&self) -> Exchange {
+        Exchange::new(&self.gw)
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Exchange) -> Result<bool> {
         if self.gw.draining.load(std::sync::atomic::Ordering::Relaxed) {
             // Upgrade or shutdown under way: finish this request, then let the client reconnect.
             session.set_keepalive(None);
         }
-        ctx.outcome = "passthrough";
+        ctx.outcome = Outcome::Passthrough;
         Ok(false)
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Exchange,
+    ) -> Result<Box<HttpPeer>> {
         match &self.gw.passthrough {
             Some(up) => up
                 .peer()
@@ -50,7 +54,7 @@ impl ProxyHttp for Passthrough {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        _ctx: &mut Ctx,
+        _ctx: &mut Exchange,
     ) -> Result<()> {
         if let Some(up) = &self.gw.passthrough {
             up.prepare_request(req)?;
@@ -58,8 +62,8 @@ impl ProxyHttp for Passthrough {
         Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Exchange) {
         let status = session.response_written().map(|r| r.status.as_u16());
-        log_request(&self.gw, ctx, status, e);
+        ctx.finish(status, e);
     }
 }

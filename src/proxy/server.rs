@@ -223,16 +223,9 @@ fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
             "requests still in flight at the shutdown timeout are cut off"
         );
         gw.metrics
-            .errors
-            .with_label_values(&["shutdown_cut_off"])
-            .inc_by(n as u64);
+            .faults(crate::metrics::Fault::ShutdownCutOff, n as u64);
     }
-    if gw
-        .config
-        .backends
-        .iter()
-        .any(|b| matches!(b.kind, crate::config::BackendKind::Local))
-    {
+    if gw.config.backends.iter().any(|b| b.kind() == "local") {
         // mistral.rs sends an answer before it finishes that sequence's step; exiting during the
         // step tears the CUDA driver down under the engine thread (a segfault at exit, seen on an
         // H200). The step takes milliseconds.

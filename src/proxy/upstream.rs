@@ -15,57 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::idle;
-use crate::config::UpstreamConfig;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamUrl {
-    pub tls: bool,
-    pub host: String,
-    pub port: u16,
-    /// Prefix added in front of the request path; "" or "/something" (no trailing slash).
-    pub base_path: String,
-}
-
-impl UpstreamUrl {
-    pub fn parse(s: &str) -> Result<UpstreamUrl, String> {
-        let uri: http::Uri = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
-        let tls = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => return Err(format!("{s:?}: scheme must be http or https")),
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("{s:?}: no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_string();
-        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
-        if uri.query().is_some() {
-            return Err(format!("{s:?}: a base URL cannot carry a query string"));
-        }
-        let base_path = uri.path().trim_end_matches('/').to_string();
-        Ok(UpstreamUrl {
-            tls,
-            host,
-            port,
-            base_path,
-        })
-    }
-
-    /// The Host header value: the port only when it is not the scheme's default.
-    pub fn authority(&self) -> String {
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
-        };
-        match (self.tls, self.port) {
-            (true, 443) | (false, 80) => host,
-            (_, p) => format!("{host}:{p}"),
-        }
-    }
-}
+use crate::config::{secret_from_env, UpstreamConfig, UpstreamUrl};
 
 /// How long a DNS answer is reused before the next request looks the name up again.
 const DNS_TTL: Duration = Duration::from_secs(30);
@@ -121,7 +71,7 @@ impl Upstream {
             ALPN::H1
         };
         let api_key = match &c.api_key_env {
-            Some(var) => Some(crate::config::secret_from_env(var).ok_or_else(|| {
+            Some(var) => Some(secret_from_env(var).ok_or_else(|| {
                 format!(
                     "upstream {}: environment variable {var} is not set or empty",
                     c.name
@@ -325,24 +275,4 @@ const DEFAULT_IDLE: Duration = Duration::from_secs(60);
 fn h1_only(peer: &HttpPeer) -> bool {
     peer.get_peer_options()
         .is_none_or(|o| o.alpn.get_max_http_version() == 1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_base_urls() {
-        let u = UpstreamUrl::parse("https://api.openai.com").unwrap();
-        assert_eq!((u.tls, u.port, u.base_path.as_str()), (true, 443, ""));
-        assert_eq!(u.authority(), "api.openai.com");
-        let u = UpstreamUrl::parse("http://127.0.0.1:8000/proxy/").unwrap();
-        assert_eq!(
-            (u.tls, u.port, u.base_path.as_str()),
-            (false, 8000, "/proxy")
-        );
-        assert_eq!(u.authority(), "127.0.0.1:8000");
-        assert!(UpstreamUrl::parse("ftp://x").is_err());
-        assert!(UpstreamUrl::parse("http://x/?a=1").is_err());
-    }
 }

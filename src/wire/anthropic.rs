@@ -1,15 +1,232 @@
-//! Anthropic Messages (`/v1/messages`).
+//! Anthropic Messages (`/v1/messages`): the request's system blocks, messages and tools; the
+//! reply's content blocks, plain and streamed as typed events.
 
-use super::{
+use serde_json::{json, Map, Value};
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use super::extract::{
     as_object, collect_descriptions, content_field, expected, field, index, missing, model_field,
-    opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor, ParsedRequest,
-    Source, WireError,
+    opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
 };
-use serde_json::{Map, Value};
+use super::reply::{arr, s, seg, texts};
+use super::stream::{named_event, same_api, EventText, StreamState};
+use super::{Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
 
 type Obj = Map<String, Value>;
 
-pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
+pub(super) const API: Api = Api(&Messages);
+
+struct Messages;
+
+impl WireFormat for Messages {
+    fn name(&self) -> &'static str {
+        "anthropic-messages"
+    }
+
+    fn default_path(&self) -> &'static str {
+        "/v1/messages"
+    }
+
+    fn parse_request(&self, body: &Obj) -> Result<ParsedRequest, WireError> {
+        parse(body)
+    }
+
+    fn reply_member(&self) -> &'static str {
+        "content"
+    }
+
+    fn reply_text(&self, v: &Value, out: &mut Vec<Segment>) {
+        for (i, b) in arr(v, "content").iter().enumerate() {
+            match s(b, "type") {
+                "text" => out.extend(seg(
+                    Source::Assistant,
+                    format!("content[{i}].text"),
+                    s(b, "text"),
+                )),
+                "thinking" => out.extend(seg(
+                    Source::Assistant,
+                    format!("content[{i}].thinking"),
+                    s(b, "thinking"),
+                )),
+                // Its `data` is encrypted: nothing a client can read.
+                "redacted_thinking" => {}
+                "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                    let input = b.get("input").map(Value::to_string).unwrap_or_default();
+                    let text = format!("{} {}", s(b, "name"), input);
+                    out.extend(seg(Source::ToolCall, format!("content[{i}]"), &text));
+                }
+                // Server-tool and MCP results, and newer block types.
+                _ => texts(b, format!("content[{i}]"), Source::ToolResult, out),
+            }
+        }
+    }
+
+    fn block_reply(&self, v: &mut Value, message: &str) {
+        v["content"] = json!([{"type": "text", "text": message}]);
+        v["stop_reason"] = json!("refusal");
+        v["stop_sequence"] = Value::Null;
+    }
+
+    fn error_body(&self, kind: &ErrorKind, message: &str) -> Value {
+        error_body(kind, message)
+    }
+
+    fn stream_state(&self) -> Box<dyn StreamState> {
+        Box::<MessageStream>::default()
+    }
+}
+
+/// Anthropic's error body (`{"type": "error", "error": {type, message}}`).
+fn error_body(kind: &ErrorKind, message: &str) -> Value {
+    let error_type = match kind {
+        ErrorKind::InvalidRequest { .. }
+        | ErrorKind::PolicyViolation { .. }
+        | ErrorKind::UnsupportedMediaType
+        | ErrorKind::MethodNotAllowed => "invalid_request_error",
+        ErrorKind::NotFound => "not_found_error",
+        ErrorKind::PayloadTooLarge => "request_too_large",
+        ErrorKind::RequestTimeout | ErrorKind::GatewayTimeout => "timeout_error",
+        ErrorKind::Unavailable => "overloaded_error",
+        ErrorKind::BadGateway | ErrorKind::Internal => "api_error",
+    };
+    json!({
+        "type": "error",
+        "error": {
+            "type": error_type,
+            "message": message,
+        }
+    })
+}
+
+/// A streamed message: content blocks opened, filled by deltas and stopped by index.
+#[derive(Debug, Clone, Default)]
+struct MessageStream {
+    /// The `message` of `message_start`, which a made-up start repeats.
+    envelope: Value,
+    /// Open content blocks and the key their text goes under.
+    open_blocks: BTreeMap<u64, String>,
+}
+
+impl StreamState for MessageStream {
+    fn on_event(&mut self, v: &Value, out: &mut EventText) {
+        match s(v, "type") {
+            "message_start" => {
+                self.envelope = v
+                    .get("message")
+                    .filter(|m| m.is_object())
+                    .cloned()
+                    .unwrap_or(Value::Null)
+            }
+            "content_block_start" => {
+                let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let b = v.get("content_block").unwrap_or(&Value::Null);
+                let kind = s(b, "type");
+                let key = match kind {
+                    "text" | "thinking" | "redacted_thinking" => format!("content[{i}]"),
+                    "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                        format!("content[{i}].tool_call")
+                    }
+                    _ => format!("content[{i}].tool_result"),
+                };
+                match kind {
+                    "text" => out.push(key.clone(), s(b, "text")),
+                    "thinking" => out.push(key.clone(), s(b, "thinking")),
+                    "redacted_thinking" => {}
+                    "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+                        out.push(key.clone(), s(b, "name"));
+                        // Streamed as partial JSON; an input already in the start event
+                        // (not `{}`) is text too.
+                        if let Some(input) = b
+                            .get("input")
+                            .filter(|x| x.as_object().map_or(!x.is_null(), |o| !o.is_empty()))
+                        {
+                            out.push(key.clone(), &input.to_string());
+                        }
+                    }
+                    // Server-tool and MCP results arrive whole in their start event.
+                    _ => out.push_texts(key.clone(), b),
+                }
+                self.open_blocks.insert(i, key);
+            }
+            "content_block_delta" => {
+                let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let key = self
+                    .open_blocks
+                    .get(&i)
+                    .cloned()
+                    .unwrap_or_else(|| format!("content[{i}]"));
+                let d = v.get("delta").unwrap_or(&Value::Null);
+                for k in ["text", "partial_json", "thinking"] {
+                    out.push(key.clone(), s(d, k));
+                }
+                // A citation quotes the cited text (and titles it) for the client to show.
+                if let Some(c) = d.get("citation") {
+                    out.push_texts(key.clone(), c);
+                }
+            }
+            "content_block_stop" => {
+                let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
+                self.open_blocks.remove(&i);
+            }
+            "message_stop" | "error" => out.terminal = true,
+            _ => {}
+        }
+    }
+
+    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
+        let mut s = String::new();
+        if let Some(msg) = error_message {
+            s += &named_event(
+                "error",
+                &json!({"type": "error", "error": {"type": "invalid_request_error", "message": msg}}),
+            );
+        } else {
+            for i in self.open_blocks.keys() {
+                s += &named_event(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": i}),
+                );
+            }
+            s += &named_event(
+                "message_delta",
+                &json!({"type": "message_delta", "delta": {"stop_reason": "refusal", "stop_sequence": null}, "usage": {"output_tokens": 0}}),
+            );
+            s += &named_event("message_stop", &json!({"type": "message_stop"}));
+        }
+        s.into_bytes()
+    }
+
+    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+        let mut out = String::new();
+        if error_message.is_none() && !self.envelope.is_object() {
+            // The SDKs reject an ending without the message_start they never got.
+            let m = match same_api::<Self>(upstream) {
+                Some(up) if up.envelope.is_object() => up.envelope.clone(),
+                _ => {
+                    json!({"id": "msg_guardgate", "type": "message", "role": "assistant", "model": "", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}})
+                }
+            };
+            out += &named_event(
+                "message_start",
+                &json!({"type": "message_start", "message": m}),
+            );
+        }
+        let mut out = out.into_bytes();
+        out.extend(self.ending(error_message));
+        out
+    }
+
+    fn clone_box(&self) -> Box<dyn StreamState> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
     let model = model_field(obj, true)?;
     match present(obj, "max_tokens") {
         None => return Err(missing("max_tokens")),
@@ -122,7 +339,7 @@ fn content_block(
             nested_blocks(b, path, source, out)?;
         }
         "tool_use" | "server_tool_use" | "mcp_tool_use" => {
-            let name = super::identifier_words(opt_str(b, "name", path)?.unwrap_or(""));
+            let name = super::extract::identifier_words(opt_str(b, "name", path)?.unwrap_or(""));
             let input = match present(b, "input") {
                 None => String::new(),
                 Some(v @ Value::Object(_)) => v.to_string(),
@@ -250,11 +467,11 @@ const SERVER_RESULT_NOT_TEXT: &[&str] = &[
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, seg, Api};
+    use super::super::extract::seg;
     use super::*;
 
     fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
-        parse_request(Api::AnthropicMessages, body.as_bytes())
+        API.parse_request(body.as_bytes())
     }
 
     #[test]
@@ -619,7 +836,7 @@ mod tests {
         let mut body =
             br#"{"model":"x","max_tokens":1,"messages":[{"role":"user","content":"hi "#.to_vec();
         body.extend_from_slice(b"\xed\xa0\x80\"}]}");
-        let e = parse_request(Api::AnthropicMessages, &body).unwrap_err();
+        let e = API.parse_request(&body).unwrap_err();
         assert!(e.message.contains("UTF-8"), "{}", e.message);
     }
 }

@@ -1,18 +1,51 @@
-//! Error bodies in each API's own shape, so SDKs raise their usual typed
-//! exceptions for gateway refusals.
+//! Why the gateway refuses a request, independent of API, and OpenAI's error shape, which the
+//! three OpenAI APIs share (each API module picks its shape).
 
-use super::{Api, ErrorKind};
 use serde_json::{json, Value};
 
-pub(super) fn error_body(api: Api, kind: &ErrorKind, message: &str) -> Vec<u8> {
-    let body = match api {
-        Api::OpenAiChat | Api::OpenAiCompletions | Api::OpenAiResponses => openai(kind, message),
-        Api::AnthropicMessages => anthropic(kind, message),
-    };
-    body.to_string().into_bytes()
+/// Why a request is refused, independent of API; the API picks the shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    InvalidRequest {
+        param: Option<String>,
+    },
+    PolicyViolation {
+        policy: String,
+        code: Option<String>,
+    },
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    NotFound,
+    MethodNotAllowed,
+    RequestTimeout,
+    /// The gateway could not classify the request (fail-closed).
+    Unavailable,
+    /// The upstream could not be reached.
+    BadGateway,
+    GatewayTimeout,
+    /// The gateway itself failed (a bug or an unexpected state); logged and counted.
+    Internal,
 }
 
-fn openai(kind: &ErrorKind, message: &str) -> Value {
+impl ErrorKind {
+    pub fn status(&self) -> u16 {
+        match self {
+            ErrorKind::InvalidRequest { .. } | ErrorKind::PolicyViolation { .. } => 400,
+            ErrorKind::PayloadTooLarge => 413,
+            ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::NotFound => 404,
+            ErrorKind::MethodNotAllowed => 405,
+            ErrorKind::RequestTimeout => 408,
+            ErrorKind::Unavailable => 503,
+            ErrorKind::BadGateway => 502,
+            ErrorKind::GatewayTimeout => 504,
+            ErrorKind::Internal => 500,
+        }
+    }
+}
+
+/// OpenAI's error body (`{"error": {message, type, param, code}}`).
+pub(super) fn openai(kind: &ErrorKind, message: &str) -> Value {
     let error_type = if kind.status() >= 500 {
         "server_error"
     } else {
@@ -36,30 +69,36 @@ fn openai(kind: &ErrorKind, message: &str) -> Value {
     })
 }
 
-fn anthropic(kind: &ErrorKind, message: &str) -> Value {
-    let error_type = match kind {
-        ErrorKind::InvalidRequest { .. }
-        | ErrorKind::PolicyViolation { .. }
-        | ErrorKind::UnsupportedMediaType
-        | ErrorKind::MethodNotAllowed => "invalid_request_error",
-        ErrorKind::NotFound => "not_found_error",
-        ErrorKind::PayloadTooLarge => "request_too_large",
-        ErrorKind::RequestTimeout | ErrorKind::GatewayTimeout => "timeout_error",
-        ErrorKind::Unavailable => "overloaded_error",
-        ErrorKind::BadGateway | ErrorKind::Internal => "api_error",
-    };
-    json!({
-        "type": "error",
-        "error": {
-            "type": error_type,
-            "message": message,
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::Api;
+
+    fn api(name: &str) -> Api {
+        Api::from_name(name).expect("registered")
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(ErrorKind::InvalidRequest { param: None }.status(), 400);
+        assert_eq!(
+            ErrorKind::PolicyViolation {
+                policy: "p".into(),
+                code: None
+            }
+            .status(),
+            400
+        );
+        assert_eq!(ErrorKind::PayloadTooLarge.status(), 413);
+        assert_eq!(ErrorKind::UnsupportedMediaType.status(), 415);
+        assert_eq!(ErrorKind::NotFound.status(), 404);
+        assert_eq!(ErrorKind::MethodNotAllowed.status(), 405);
+        assert_eq!(ErrorKind::RequestTimeout.status(), 408);
+        assert_eq!(ErrorKind::Unavailable.status(), 503);
+        assert_eq!(ErrorKind::BadGateway.status(), 502);
+        assert_eq!(ErrorKind::GatewayTimeout.status(), 504);
+        assert_eq!(ErrorKind::Internal.status(), 500);
+    }
 
     fn all_kinds() -> Vec<ErrorKind> {
         vec![
@@ -89,11 +128,7 @@ mod tests {
 
     #[test]
     fn openai_shapes() {
-        for api in [
-            Api::OpenAiChat,
-            Api::OpenAiCompletions,
-            Api::OpenAiResponses,
-        ] {
+        for api in ["openai-chat", "openai-completions", "openai-responses"].map(api) {
             for kind in all_kinds() {
                 let v = parse(api.error_body(&kind, "nope"));
                 let err = v["error"].as_object().expect("error object");
@@ -112,7 +147,7 @@ mod tests {
 
     #[test]
     fn openai_param_and_codes() {
-        let api = Api::OpenAiChat;
+        let api = api("openai-chat");
         let v = parse(api.error_body(
             &ErrorKind::InvalidRequest {
                 param: Some("messages[0].content".into()),
@@ -166,7 +201,7 @@ mod tests {
             "timeout_error",
         ];
         for (kind, ty) in all_kinds().iter().zip(expected) {
-            let v = parse(Api::AnthropicMessages.error_body(kind, "msg"));
+            let v = parse(api("anthropic-messages").error_body(kind, "msg"));
             assert_eq!(v["type"], "error");
             assert_eq!(v.as_object().map(|o| o.len()), Some(2));
             assert_eq!(v["error"]["type"], ty, "{kind:?}");
@@ -178,7 +213,7 @@ mod tests {
     #[test]
     fn messages_are_escaped() {
         let msg = "quote \" backslash \\ newline \n control \u{1} unicode \u{2603}";
-        for api in Api::ALL {
+        for api in Api::all() {
             let bytes = api.error_body(&ErrorKind::InvalidRequest { param: None }, msg);
             let v = parse(bytes);
             assert_eq!(v["error"]["message"], msg);

@@ -6,7 +6,8 @@
 //! replacement vs rejection), lone surrogates, trailing data. All of these
 //! are refused here.
 
-use super::{quoted, WireError};
+use super::extract::quoted;
+use super::WireError;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 use std::fmt;

@@ -1,15 +1,227 @@
-//! OpenAI Responses (`/v1/responses`).
+//! OpenAI Responses (`/v1/responses`): the request's instructions, input items and tools; the
+//! reply's output items, plain and streamed as typed events.
 
-use super::{
+use serde_json::{json, Map, Value};
+use std::any::Any;
+use std::collections::BTreeMap;
+
+use super::extract::{
     as_object, collect_descriptions, content_field, expected, field, index, model_field, opt_array,
     opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
-    ParsedRequest, Source, WireError,
 };
-use serde_json::{Map, Value};
+use super::reply::{arr, call_text, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
+use super::stream::{named_event, same_api, EventText, StreamState};
+use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
 
 type Obj = Map<String, Value>;
 
-pub(super) fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
+pub(super) const API: Api = Api(&Responses);
+
+struct Responses;
+
+impl WireFormat for Responses {
+    fn name(&self) -> &'static str {
+        "openai-responses"
+    }
+
+    fn default_path(&self) -> &'static str {
+        "/v1/responses"
+    }
+
+    fn parse_request(&self, body: &Obj) -> Result<ParsedRequest, WireError> {
+        parse(body)
+    }
+
+    fn reply_member(&self) -> &'static str {
+        "output"
+    }
+
+    fn reply_text(&self, v: &Value, out: &mut Vec<Segment>) {
+        for (i, item) in arr(v, "output").iter().enumerate() {
+            match s(item, "type") {
+                "message" => {
+                    for (j, p) in arr(item, "content").iter().enumerate() {
+                        texts(
+                            p,
+                            format!("output[{i}].content[{j}]"),
+                            Source::Assistant,
+                            out,
+                        );
+                    }
+                }
+                "function_call" | "custom_tool_call" => {
+                    let args = if item.get("arguments").is_some() {
+                        s(item, "arguments")
+                    } else {
+                        s(item, "input")
+                    };
+                    out.extend(seg(
+                        Source::ToolCall,
+                        format!("output[{i}]"),
+                        &call_text(s(item, "name"), args),
+                    ));
+                }
+                "reasoning" => {
+                    for key in ["summary", "content"] {
+                        for (j, p) in arr(item, key).iter().enumerate() {
+                            texts(p, format!("output[{i}].{key}[{j}]"), Source::Assistant, out);
+                        }
+                    }
+                }
+                // Hosted tools (web search, MCP, code interpreter, shell, computer use) and
+                // newer item types: their text sits in type-specific fields.
+                _ => texts(item, format!("output[{i}]"), Source::ToolCall, out),
+            }
+        }
+    }
+
+    fn block_reply(&self, v: &mut Value, message: &str) {
+        v["status"] = json!("incomplete");
+        v["incomplete_details"] = json!({"reason": "content_filter"});
+        v["output"] = json!([{
+            "type": "message", "id": "msg_guardgate", "status": "incomplete", "role": "assistant",
+            "content": [{"type": "output_text", "text": message, "annotations": []}]
+        }]);
+    }
+
+    fn error_body(&self, kind: &ErrorKind, message: &str) -> Value {
+        errors::openai(kind, message)
+    }
+
+    fn stream_state(&self) -> Box<dyn StreamState> {
+        Box::<ResponsesStream>::default()
+    }
+}
+
+/// Responses item types whose text arrives as deltas, so their `output_item.done` repeats it.
+const STREAMED_ITEMS: &[&str] = &["message", "reasoning", "function_call", "custom_tool_call"];
+
+/// A streamed response: typed events with sequence numbers, text keyed by output item.
+#[derive(Debug, Clone, Default)]
+struct ResponsesStream {
+    /// Output items by index: true for tool items, whose text is keyed as a tool call.
+    items: BTreeMap<u64, bool>,
+    /// The `response` of `response.created`, which the ending repeats as incomplete.
+    response: Option<Value>,
+    last_seq: Option<u64>,
+}
+
+impl StreamState for ResponsesStream {
+    fn on_event(&mut self, v: &Value, out: &mut EventText) {
+        if let Some(n) = v.get("sequence_number").and_then(Value::as_u64) {
+            self.last_seq = Some(n);
+        }
+        let t = s(v, "type");
+        let oi = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
+        let key = |items: &BTreeMap<u64, bool>| {
+            if items.get(&oi).copied().unwrap_or(false) {
+                format!("output[{oi}].tool_call")
+            } else {
+                format!(
+                    "output[{oi}].content[{}]",
+                    v.get("content_index").and_then(Value::as_u64).unwrap_or(0)
+                )
+            }
+        };
+        match t {
+            "response.created" | "response.in_progress" => {
+                // Kept only when it is an object: the cut edits it.
+                self.response = v.get("response").filter(|r| r.is_object()).cloned()
+            }
+            "response.output_item.added" => {
+                let item = v.get("item").unwrap_or(&Value::Null);
+                let tool = !matches!(s(item, "type"), "message" | "reasoning");
+                self.items.insert(oi, tool);
+                out.push(key(&self.items), s(item, "name"));
+            }
+            "response.output_item.done" => {
+                // What hosted tools produce arrives whole here (a search's query, an MCP
+                // tool's output); what was streamed as deltas is not read twice.
+                let item = v.get("item").unwrap_or(&Value::Null);
+                if let (false, Some(obj)) =
+                    (STREAMED_ITEMS.contains(&s(item, "type")), item.as_object())
+                {
+                    for (k, x) in obj {
+                        let streamed = matches!(k.as_str(), "name" | "arguments" | "code");
+                        if !streamed && !REPLY_NOT_TEXT.contains(&k.as_str()) {
+                            out.push_texts(key(&self.items), x);
+                        }
+                    }
+                }
+            }
+            "response.completed" | "response.incomplete" | "response.failed" | "error" => {
+                out.terminal = true
+            }
+            // Every text delta (output text, refusals, reasoning and its summary,
+            // function, custom-tool and MCP arguments, code interpreter code, audio
+            // transcripts, and kinds newer than this code); the audio itself is not text.
+            _ if t.ends_with(".delta") && t != "response.audio.delta" => {
+                out.push(key(&self.items), s(v, "delta"));
+            }
+            // A citation's title and quoted text, shown next to the output text.
+            "response.output_text.annotation.added" => {
+                out.push_texts(
+                    key(&self.items),
+                    v.get("annotation").unwrap_or(&Value::Null),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
+        let seq = self.last_seq.map(|n| n + 1).unwrap_or(0);
+        let event = if let Some(msg) = error_message {
+            named_event(
+                "error",
+                &json!({"type": "error", "code": "content_policy_violation", "message": msg, "param": null, "sequence_number": seq}),
+            )
+        } else {
+            let mut r = self.response.clone().unwrap_or_else(|| json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "model": "", "output": []}));
+            r["status"] = json!("incomplete");
+            r["incomplete_details"] = json!({"reason": "content_filter"});
+            named_event(
+                "response.incomplete",
+                &json!({"type": "response.incomplete", "response": r, "sequence_number": seq}),
+            )
+        };
+        event.into_bytes()
+    }
+
+    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+        let up = same_api::<Self>(upstream);
+        let mut t = self.clone();
+        // Sequence numbers go on from the last one the upstream sent, seen by the client or not.
+        t.last_seq = up.and_then(|u| u.last_seq).max(self.last_seq);
+        let mut start = String::new();
+        if error_message.is_none() && t.response.is_none() {
+            // The SDKs reject an ending without the response.created they never got.
+            let r = up.and_then(|u| u.response.clone()).unwrap_or_else(|| {
+                json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "status": "in_progress", "model": "", "output": []})
+            });
+            let seq = t.last_seq.map(|n| n + 1).unwrap_or(0);
+            start += &named_event(
+                "response.created",
+                &json!({"type": "response.created", "response": r, "sequence_number": seq}),
+            );
+            t.last_seq = Some(seq);
+            t.response = Some(r);
+        }
+        let mut out = start.into_bytes();
+        out.extend(t.ending(error_message));
+        out
+    }
+
+    fn clone_box(&self) -> Box<dyn StreamState> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
     // `model` may be omitted when a stored prompt supplies it.
     let model = model_field(obj, false)?;
     let stream = stream_flag(obj)?;
@@ -174,7 +386,7 @@ fn push_call(name: &str, arguments: &str, path: &str, out: &mut Extractor) {
     if !name.is_empty() || !arguments.is_empty() {
         out.text(
             Source::ToolCall,
-            &format!("{}({arguments})", super::identifier_words(name)),
+            &format!("{}({arguments})", super::extract::identifier_words(name)),
             path.to_string(),
         );
     }
@@ -309,11 +521,11 @@ fn strings_of(v: &Value, path: &str, out: &mut Extractor) {
 
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, seg, Api};
+    use super::super::extract::seg;
     use super::*;
 
     fn parse_body(body: &str) -> Result<ParsedRequest, WireError> {
-        parse_request(Api::OpenAiResponses, body.as_bytes())
+        API.parse_request(body.as_bytes())
     }
 
     #[test]

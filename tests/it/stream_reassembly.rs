@@ -2,7 +2,6 @@
 //! same events and the tracker reassembles exactly the text the model produced.
 
 use crate::support::mock;
-use guardgate::wire::output::StreamTracker;
 use guardgate::wire::sse::SseParser;
 use guardgate::wire::Api;
 use std::collections::BTreeMap;
@@ -39,9 +38,13 @@ fn random_split<'a>(data: &'a [u8], rng: &mut Rng) -> Vec<&'a [u8]> {
 /// split after its CR sends the LF with the next event's bytes) and the reassembled text.
 type Fields = Vec<(Option<String>, Option<String>)>;
 
+fn api(name: &str) -> Api {
+    Api::from_name(name).expect("a registered API")
+}
+
 fn reassemble(api: Api, pieces: &[&[u8]]) -> (Fields, Vec<u8>, BTreeMap<String, String>) {
     let mut p = SseParser::new();
-    let mut t = StreamTracker::new(api);
+    let mut t = api.stream();
     let mut fields = Vec::new();
     let mut raw = Vec::new();
     let mut text: BTreeMap<String, String> = BTreeMap::new();
@@ -72,17 +75,17 @@ fn any_split_reassembles_the_same_events_and_text() {
         "Grüße! ☕ Ünïcödé, 日本語 and emoji 🎉🎉 across many words so there are many events.";
     for (api, stream, key) in [
         (
-            Api::OpenAiChat,
+            api("openai-chat"),
             mock::chat_sse("m", reply),
             "choices[0].content",
         ),
         (
-            Api::AnthropicMessages,
+            api("anthropic-messages"),
             mock::anthropic_sse("m", reply),
             "content[0]",
         ),
         (
-            Api::OpenAiResponses,
+            api("openai-responses"),
             mock::responses_sse("m", reply),
             "output[0].content[0]",
         ),

@@ -1,16 +1,161 @@
-//! OpenAI Chat Completions (`/v1/chat/completions`) and legacy Completions
-//! (`/v1/completions`).
+//! OpenAI Chat Completions (`/v1/chat/completions`): the request's messages, tools and formats;
+//! the reply's choices, plain and streamed.
 
-use super::{
+use serde_json::{json, Map, Value};
+
+use super::choices::{ChoiceFormat, ChoicesStream};
+use super::extract::{
     as_object, collect_descriptions, content_field, expected, field, identifier_words, index,
     missing, model_field, opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag,
-    tool_definitions, Extractor, ParsedRequest, Source, WireError,
+    tool_definitions, Extractor,
 };
-use serde_json::{Map, Value};
+use super::reply::{arr, call_text, s, seg, texts};
+use super::stream::{EventText, StreamState};
+use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
+
+pub(super) const API: Api = Api(&ChatCompletions);
+
+struct ChatCompletions;
+
+impl WireFormat for ChatCompletions {
+    fn name(&self) -> &'static str {
+        "openai-chat"
+    }
+
+    fn default_path(&self) -> &'static str {
+        "/v1/chat/completions"
+    }
+
+    fn parse_request(&self, body: &Obj) -> Result<ParsedRequest, WireError> {
+        parse_chat(body)
+    }
+
+    fn reply_member(&self) -> &'static str {
+        "choices"
+    }
+
+    fn reply_text(&self, v: &Value, out: &mut Vec<Segment>) {
+        for (i, c) in arr(v, "choices").iter().enumerate() {
+            let m = c.get("message").unwrap_or(&Value::Null);
+            // A string, or (some compatible servers) an array of parts; reasoning fields of
+            // servers that return the model's reasoning; an audio reply's transcript.
+            for key in [
+                "content",
+                "refusal",
+                "reasoning_content",
+                "reasoning",
+                "reasoning_details",
+            ] {
+                if let Some(x) = m.get(key) {
+                    texts(
+                        x,
+                        format!("choices[{i}].message.{key}"),
+                        Source::Assistant,
+                        out,
+                    );
+                }
+            }
+            out.extend(seg(
+                Source::Assistant,
+                format!("choices[{i}].message.audio.transcript"),
+                m.get("audio").map_or("", |a| s(a, "transcript")),
+            ));
+            for (j, t) in arr(m, "tool_calls").iter().enumerate() {
+                let text = match t.get("custom") {
+                    Some(c) => call_text(s(c, "name"), s(c, "input")),
+                    None => {
+                        let f = t.get("function").unwrap_or(&Value::Null);
+                        call_text(s(f, "name"), s(f, "arguments"))
+                    }
+                };
+                out.extend(seg(
+                    Source::ToolCall,
+                    format!("choices[{i}].message.tool_calls[{j}]"),
+                    &text,
+                ));
+            }
+            if let Some(f) = m.get("function_call") {
+                out.extend(seg(
+                    Source::ToolCall,
+                    format!("choices[{i}].message.function_call"),
+                    &call_text(s(f, "name"), s(f, "arguments")),
+                ));
+            }
+        }
+    }
+
+    fn block_reply(&self, v: &mut Value, message: &str) {
+        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+            for c in choices.iter_mut() {
+                if !c.is_object() {
+                    *c = json!({});
+                }
+                c["message"] = json!({"role": "assistant", "content": message, "refusal": null});
+                c["finish_reason"] = json!("content_filter");
+                // The tokens' log-probabilities spell out the withheld reply.
+                c["logprobs"] = Value::Null;
+            }
+        }
+    }
+
+    fn error_body(&self, kind: &ErrorKind, message: &str) -> Value {
+        errors::openai(kind, message)
+    }
+
+    fn stream_state(&self) -> Box<dyn StreamState> {
+        Box::<ChoicesStream<ChatChunk>>::default()
+    }
+}
+
+/// A `chat.completion.chunk`: text in each choice's `delta`.
+#[derive(Debug, Clone, Default)]
+struct ChatChunk;
+
+impl ChoiceFormat for ChatChunk {
+    const CHUNK_OBJECT: &'static str = "chat.completion.chunk";
+
+    fn choice_deltas(i: u64, c: &Value, out: &mut EventText) {
+        let d = c.get("delta").unwrap_or(&Value::Null);
+        for key in [
+            "content",
+            "refusal",
+            "reasoning_content",
+            "reasoning",
+            "reasoning_details",
+        ] {
+            if let Some(x) = d.get(key) {
+                out.push_texts(format!("choices[{i}].{key}"), x);
+            }
+        }
+        if let Some(a) = d.get("audio") {
+            out.push(format!("choices[{i}].audio"), s(a, "transcript"));
+        }
+        for t in arr(d, "tool_calls") {
+            let j = t.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let key = format!("choices[{i}].tool_calls[{j}]");
+            let (f, args) = match t.get("custom") {
+                Some(c) => (c, "input"),
+                None => (t.get("function").unwrap_or(&Value::Null), "arguments"),
+            };
+            out.push(key.clone(), s(f, "name"));
+            out.push(key, s(f, args));
+        }
+        // The deprecated single function call, still streamed by compatible servers.
+        if let Some(f) = d.get("function_call") {
+            let key = format!("choices[{i}].function_call");
+            out.push(key.clone(), s(f, "name"));
+            out.push(key, s(f, "arguments"));
+        }
+    }
+
+    fn filtered_choice(i: u64) -> Value {
+        json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": "content_filter"})
+    }
+}
 
 type Obj = Map<String, Value>;
 
-pub(super) fn parse_chat(obj: &Obj) -> Result<ParsedRequest, WireError> {
+fn parse_chat(obj: &Obj) -> Result<ParsedRequest, WireError> {
     let model = model_field(obj, true)?;
     let stream = stream_flag(obj)?;
     let mut out = Extractor::default();
@@ -155,47 +300,13 @@ fn push_call(name: &str, arguments: &str, location: String, out: &mut Extractor)
     }
 }
 
-const TOKEN_IDS: &str = "prompt as token ids cannot be classified; send text";
-
-pub(super) fn parse_completions(obj: &Obj) -> Result<ParsedRequest, WireError> {
-    let model = model_field(obj, true)?;
-    let stream = stream_flag(obj)?;
-    let mut out = Extractor::default();
-
-    // Token ids are opaque to a text classifier; passing them through
-    // unclassified would be a trivial bypass.
-    let token_ids = || WireError {
-        message: TOKEN_IDS.to_string(),
-        param: Some("prompt".to_string()),
-    };
-    match present(obj, "prompt") {
-        None => {}
-        Some(Value::String(s)) => out.text(Source::User, s, "prompt".to_string()),
-        Some(Value::Array(items)) => {
-            for (i, item) in items.iter().enumerate() {
-                match item {
-                    Value::String(s) => out.text(Source::User, s, index("prompt", i)),
-                    Value::Number(_) | Value::Array(_) => return Err(token_ids()),
-                    v => return Err(expected(&index("prompt", i), "a string", v)),
-                }
-            }
-        }
-        Some(v) => return Err(expected("prompt", "a string or an array of strings", v)),
-    }
-    if let Some(suffix) = opt_str(obj, "suffix", "")? {
-        out.text(Source::User, suffix, "suffix".to_string());
-    }
-
-    Ok(out.finish(model, stream))
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::{parse_request, seg, Api};
+    use super::super::extract::seg;
     use super::*;
 
     fn chat(body: &str) -> Result<ParsedRequest, WireError> {
-        parse_request(Api::OpenAiChat, body.as_bytes())
+        API.parse_request(body.as_bytes())
     }
 
     fn chat_err(body: &str) -> WireError {
@@ -496,77 +607,5 @@ mod tests {
             "{}",
             e.message
         );
-    }
-
-    fn completions(body: &str) -> Result<ParsedRequest, WireError> {
-        parse_request(Api::OpenAiCompletions, body.as_bytes())
-    }
-
-    #[test]
-    fn completions_happy_path() {
-        let req = completions(
-            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","suffix":"end","max_tokens":7,"temperature":0,"stream":false}"#,
-        )
-        .unwrap();
-        assert_eq!(req.model.as_deref(), Some("gpt-3.5-turbo-instruct"));
-        assert!(!req.stream);
-        assert_eq!(
-            req.segments,
-            vec![
-                seg(Source::User, "Say this is a test", "prompt"),
-                seg(Source::User, "end", "suffix"),
-            ]
-        );
-
-        let req = completions(r#"{"model":"m","prompt":["one","","two"],"stream":true}"#).unwrap();
-        assert!(req.stream);
-        assert_eq!(
-            req.segments,
-            vec![
-                seg(Source::User, "one", "prompt[0]"),
-                seg(Source::User, "two", "prompt[2]"),
-            ]
-        );
-        let req = completions(r#"{"model":"m"}"#).unwrap();
-        assert!(req.segments.is_empty());
-    }
-
-    #[test]
-    fn completions_token_ids_refused() {
-        for prompt in ["[1212, 318]", "[[1212, 318], [1]]", "[\"text\", 5]", "[[]]"] {
-            let body = format!(r#"{{"model":"m","prompt":{prompt}}}"#);
-            let e = completions(&body).unwrap_err();
-            assert_eq!(
-                e.message,
-                "prompt as token ids cannot be classified; send text"
-            );
-            assert_eq!(e.param.as_deref(), Some("prompt"));
-        }
-    }
-
-    #[test]
-    fn completions_wrong_types() {
-        let cases = [
-            (r#"{"prompt":"x"}"#, "model: required field is missing"),
-            (
-                r#"{"model":"m","prompt":5}"#,
-                "prompt: expected a string or an array of strings, got number",
-            ),
-            (
-                r#"{"model":"m","prompt":["a",{"t":1}]}"#,
-                "prompt[1]: expected a string, got object",
-            ),
-            (
-                r#"{"model":"m","suffix":1}"#,
-                "suffix: expected a string, got number",
-            ),
-            (
-                r#"{"model":"m","stream":1}"#,
-                "stream: expected a boolean, got number",
-            ),
-        ];
-        for (body, want) in cases {
-            assert_eq!(completions(body).unwrap_err().message, want, "{body}");
-        }
     }
 }

@@ -1,0 +1,157 @@
+//! The decisions one exchange made, kept until its logging phase writes them: one audit record
+//! per policy outcome, the decision metrics, and the shadow candidates' agreement.
+
+use crate::audit::RecordContext;
+use crate::config::{Action, Direction, FailMode};
+use crate::decide::{Decision, Outcome};
+use crate::metrics::Fault;
+use crate::proxy::Gateway;
+
+/// One decision and where it was made.
+#[derive(Debug)]
+pub struct Entry {
+    pub direction: Direction,
+    pub decision: Decision,
+    /// For streamed replies: the windows judged up to this decision.
+    pub windows: Option<u32>,
+    /// Non-text parts of the judged content that no classifier read.
+    pub unclassified_parts: usize,
+}
+
+/// Decisions kept for the logging phase. A stream's window decisions with nothing to say (every
+/// policy judged and allowing) are superseded by the next one, so a long stream leaves one
+/// record per policy rather than one per window; a window with something to say is kept.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    kept: Vec<Entry>,
+    latest_window: Option<Entry>,
+}
+
+/// Kept decisions beyond which the ledger is written out early, so a long stream full of
+/// annotations cannot grow a request's memory without bound.
+const MAX_KEPT: usize = 64;
+
+impl Ledger {
+    /// Adds a decision; returns it as kept.
+    pub fn keep(&mut self, entry: Entry) -> &Decision {
+        self.kept.push(entry);
+        &self.kept[self.kept.len() - 1].decision
+    }
+
+    /// Adds a stream window's decision, which a later window supersedes unless it is notable.
+    pub fn window(&mut self, entry: Entry) -> &Decision {
+        if entry.decision.outcomes.iter().any(worth_recording) {
+            return self.keep(entry);
+        }
+        &self.latest_window.insert(entry).decision
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.kept.len() >= MAX_KEPT
+    }
+
+    /// Everything kept so far, oldest first, leaving the ledger empty.
+    pub fn drain(&mut self) -> impl Iterator<Item = Entry> + '_ {
+        self.kept.drain(..).chain(self.latest_window.take())
+    }
+}
+
+/// An outcome other than "judged and allowed", for the live version or a shadow candidate.
+fn worth_recording(o: &Outcome) -> bool {
+    let notable = |r: &Result<crate::classify::Verdict, crate::classify::ClassifyError>| {
+        r.as_ref().map_or(true, |v| v.violation)
+    };
+    notable(&o.result) || o.candidate.as_ref().is_some_and(|(_, r)| notable(r))
+}
+
+/// Where an exchange's records are filed.
+pub struct Filing<'a> {
+    pub request_id: &'a str,
+    pub route: &'a str,
+    pub api: &'a str,
+    pub fail_mode: FailMode,
+    pub generation: u64,
+}
+
+/// Counts one decision's outcomes and writes their audit records (with a record for each shadow
+/// candidate's judgement next to its live policy's).
+pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
+    let rctx = RecordContext {
+        request_id: filing.request_id,
+        route: filing.route,
+        api: filing.api,
+        direction: entry.direction,
+        fail_mode: filing.fail_mode,
+        generation: filing.generation,
+        unclassified_parts: entry.unclassified_parts,
+    };
+    let dir = match entry.direction {
+        Direction::Input => "input",
+        Direction::Output => "output",
+    };
+    let decision = &entry.decision;
+    let audit = gw.auditor.enabled();
+    let ts = if audit {
+        crate::audit::timestamp()
+    } else {
+        String::new()
+    };
+    // Shadow candidates' outcomes as records see them, kept alive here for the records that
+    // borrow them; nothing is built unless there are records to write and a candidate.
+    let with_candidate = decision.outcomes.iter().any(|o| o.candidate.is_some());
+    let shadows: Vec<Option<Outcome>> = if audit && with_candidate {
+        decision.outcomes.iter().map(candidate_outcome).collect()
+    } else {
+        Vec::new()
+    };
+    let mut recs = Vec::with_capacity(if audit { decision.outcomes.len() } else { 0 });
+    for (i, o) in decision.outcomes.iter().enumerate() {
+        gw.metrics
+            .decisions
+            .with_label_values(&[&o.policy.id, dir, o.verdict(), o.effect(rctx.fail_mode)])
+            .inc();
+        if let Err(e) = &o.result {
+            gw.metrics.fault(Fault::Classifier);
+            tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+        }
+        // The shadow comparison counts whether or not records are written.
+        let agrees = o.candidate.as_ref().and_then(|(cand, cres)| {
+            gw.shadow.compare(&crate::shadow::Comparison {
+                policy_id: &o.policy.id,
+                live_version: &o.policy.version,
+                candidate_version: &cand.version,
+                candidate_hash: &cand.content_hash,
+                request_id: rctx.request_id,
+                route: rctx.route,
+                direction: rctx.direction,
+                live: &o.result,
+                candidate: cres,
+            })
+        });
+        if !audit {
+            continue;
+        }
+        let mut rec = gw.auditor.build(&rctx, &ts, o);
+        rec.windows = entry.windows;
+        rec.candidate_agrees = agrees;
+        recs.push(rec);
+        if let Some(shadow) = shadows.get(i).and_then(Option::as_ref) {
+            let mut crec = gw.auditor.build(&rctx, &ts, shadow);
+            crec.effect = "candidate";
+            crec.candidate_agrees = agrees;
+            recs.push(crec);
+        }
+    }
+    gw.auditor.record_all(&recs);
+}
+
+/// A shadow candidate's judgement as an outcome of its own.
+fn candidate_outcome(o: &Outcome) -> Option<Outcome> {
+    o.candidate.as_ref().map(|(cand, cres)| Outcome {
+        policy: cand.clone(),
+        action: Action::Shadow,
+        result: cres.clone(),
+        latency: o.latency,
+        candidate: None,
+    })
+}

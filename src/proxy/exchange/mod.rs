@@ -1,0 +1,278 @@
+//! One request through the gateway: the typed per-request state that every phase shares, in the
+//! spirit of pingora's `ProxyHttp` with its `CTX`. Its methods are what the phases do to a
+//! request (judge it, refuse it, note that a reply could not be judged), and [`Exchange::finish`]
+//! is the single logging phase where its audit records and metrics are written, once.
+//!
+//! The phases themselves: `proxy::input` (read and judge the request), `proxy::forward` (send it
+//! upstream), `proxy::reply` (relay, judge and cut the reply).
+
+mod ledger;
+mod outcome;
+
+use pingora::protocols::http::ServerSession as Session;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::gateway::{Gateway, Route};
+use super::respond;
+use crate::classify::Content;
+use crate::config::{Direction, FailMode};
+use crate::decide::{decide, Decision};
+use crate::metrics::{BadRequest, Fault};
+use crate::policy::{Bound, Snapshot};
+use crate::wire::{Api, ErrorKind, Segment};
+use ledger::{Entry, Filing, Ledger};
+
+pub use outcome::Outcome;
+
+/// What a phase left to do: go on with a value, or nothing (the client has its answer).
+pub enum Flow<T> {
+    Continue(T),
+    Answered,
+}
+
+/// What is being judged, which says how the decision is recorded.
+#[derive(Debug, Clone, Copy)]
+pub enum Judging {
+    /// The request, with the count of its non-text parts that no classifier reads.
+    Request { unclassified_parts: usize },
+    /// A whole reply.
+    Reply,
+    /// A window of a streamed reply; `judged` windows so far, this one included.
+    Window { judged: u32 },
+}
+
+/// Who answers the request.
+enum Scope {
+    /// Nothing matched (yet).
+    None,
+    Route(Arc<Route>),
+    /// A moderation endpoint: `name` files its records, `label` counts its requests.
+    Endpoint {
+        name: &'static str,
+        label: String,
+        deadline: Duration,
+    },
+}
+
+pub struct Exchange {
+    pub gw: Arc<Gateway>,
+    pub request_id: String,
+    scope: Scope,
+    pub outcome: Outcome,
+    /// The policy snapshot the request is judged against (see [`Exchange::snapshot`]).
+    generation: u64,
+    ledger: Ledger,
+    finished: bool,
+    /// Dropped with the exchange, however the request ends.
+    _in_flight: InFlight,
+}
+
+impl Exchange {
+    pub fn new(gw: &Arc<Gateway>) -> Exchange {
+        Exchange {
+            gw: gw.clone(),
+            request_id: uuid::Uuid::new_v4().simple().to_string(),
+            scope: Scope::None,
+            outcome: Outcome::Unknown,
+            generation: 0,
+            ledger: Ledger::default(),
+            finished: false,
+            _in_flight: InFlight::new(&gw.in_flight),
+        }
+    }
+
+    pub fn for_route(&mut self, route: Arc<Route>) {
+        self.scope = Scope::Route(route);
+    }
+
+    pub fn for_endpoint(&mut self, name: &'static str, label: String, deadline: Duration) {
+        self.scope = Scope::Endpoint {
+            name,
+            label,
+            deadline,
+        };
+    }
+
+    /// The route this request is on, if it is on one.
+    pub fn route(&self) -> Option<&Arc<Route>> {
+        match &self.scope {
+            Scope::Route(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// The API whose shapes the gateway answers in: the route's, or OpenAI's for everything else.
+    pub fn api(&self) -> Api {
+        self.route().map_or_else(Api::openai_chat, |r| r.api)
+    }
+
+    fn fail_mode(&self) -> FailMode {
+        // The moderation endpoints forward nothing: a failed policy is reported in the answer.
+        self.route().map_or(FailMode::Open, |r| r.fail_mode)
+    }
+
+    fn deadline(&self) -> Duration {
+        match &self.scope {
+            Scope::Route(r) => r.deadline,
+            Scope::Endpoint { deadline, .. } => *deadline,
+            Scope::None => Duration::ZERO,
+        }
+    }
+
+    /// The live policy snapshot, which this request is judged against from here on: a reload
+    /// mid-request never mixes versions.
+    pub fn snapshot(&mut self) -> Arc<Snapshot> {
+        let snap = self.gw.registry.snapshot();
+        self.generation = snap.generation;
+        snap
+    }
+
+    /// Judges `segments` against `bound` within the route's deadline and fail mode, and keeps the
+    /// decision for the logging phase.
+    pub async fn judge(
+        &mut self,
+        bound: &[Bound],
+        segments: Vec<Segment>,
+        at: Judging,
+    ) -> &Decision {
+        let content = Content::from_segments(segments);
+        let deadline = Instant::now() + self.deadline();
+        // Boxed: the judging future is kilobytes large, and inline it would make every request's
+        // future as large (allocated and copied per request), pass-through included.
+        let decision = Box::pin(decide(
+            &self.gw.cascade,
+            bound,
+            &content,
+            deadline,
+            self.fail_mode(),
+        ))
+        .await;
+        if self.ledger.is_full() {
+            self.write_ledger();
+        }
+        let (direction, windows, unclassified_parts) = match at {
+            Judging::Request { unclassified_parts } => (Direction::Input, None, unclassified_parts),
+            Judging::Reply => (Direction::Output, None, 0),
+            Judging::Window { judged } => (Direction::Output, Some(judged), 0),
+        };
+        let entry = Entry {
+            direction,
+            decision,
+            windows,
+            unclassified_parts,
+        };
+        match at {
+            Judging::Window { .. } => self.ledger.window(entry),
+            _ => self.ledger.keep(entry),
+        }
+    }
+
+    /// Marks the request refused as malformed, and counts why.
+    pub fn reject(&mut self, reason: BadRequest) {
+        self.outcome = Outcome::Rejected;
+        self.gw.metrics.bad_request(reason);
+    }
+
+    /// Answers with `kind` in the API's error shape. `close` drops the connection afterwards (the
+    /// request body may not have been read to its end).
+    pub async fn refuse(
+        &self,
+        session: &mut Session,
+        kind: ErrorKind,
+        message: &str,
+        close: bool,
+    ) -> pingora::Result<()> {
+        respond::error(session, self.api(), kind, message, &self.request_id, close).await
+    }
+
+    /// A reply that cannot be judged is a classifier failure: counts and logs it, and returns the
+    /// route's fail mode, which decides what the client gets (the outcome says which).
+    pub fn unclassifiable(&mut self, why: &str) -> FailMode {
+        self.gw.metrics.fault(Fault::OutputUnclassifiable);
+        let fail_mode = self.fail_mode();
+        let route = self.route().map_or("-", |r| r.name.as_str());
+        tracing::warn!(request_id = %self.request_id, route, reason = %why, "reply could not be classified");
+        self.outcome = match fail_mode {
+            FailMode::Closed => Outcome::FailClosed,
+            FailMode::Open => Outcome::FailOpen,
+        };
+        fail_mode
+    }
+
+    /// The logging phase: the decisions' audit records and metrics, the request's count and its
+    /// log line. Runs once, here or when the exchange is dropped.
+    pub fn finish(&mut self, status: Option<u16>, error: Option<&pingora::Error>) {
+        if std::mem::replace(&mut self.finished, true) {
+            return;
+        }
+        self.write_ledger();
+        let route = match &self.scope {
+            Scope::Route(r) => r.name.as_str(),
+            Scope::Endpoint { label, .. } => label.as_str(),
+            Scope::None => "-",
+        };
+        let outcome = match (error, self.outcome) {
+            (Some(_), Outcome::Passthrough) => Outcome::PassthroughError,
+            (_, o) => o,
+        };
+        let metrics = &self.gw.metrics;
+        metrics
+            .requests
+            .with_label_values(&[route, outcome.as_str()])
+            .inc();
+        if let Some(e) = error {
+            metrics.fault(Fault::Proxy);
+            tracing::warn!(request_id = %self.request_id, route, error = %e, "request ended with an error");
+        }
+        tracing::debug!(
+            request_id = %self.request_id,
+            route,
+            outcome = outcome.as_str(),
+            status = status.unwrap_or(0),
+            "request done"
+        );
+    }
+
+    fn write_ledger(&mut self) {
+        let (route, api) = match &self.scope {
+            Scope::Route(r) => (r.name.as_str(), r.api.name()),
+            Scope::Endpoint { name, .. } => (*name, *name),
+            Scope::None => ("-", "-"),
+        };
+        let filing = Filing {
+            request_id: &self.request_id,
+            route,
+            api,
+            fail_mode: self.fail_mode(),
+            generation: self.generation,
+        };
+        for entry in self.ledger.drain() {
+            ledger::write(&self.gw, &filing, &entry);
+        }
+    }
+}
+
+impl Drop for Exchange {
+    /// A request whose future was dropped (shutdown, a panic in a phase) still leaves its records.
+    fn drop(&mut self) {
+        self.finish(None, None);
+    }
+}
+
+/// Counts a request as in flight for as long as it lives, so a graceful shutdown can wait for it.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(count.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+}

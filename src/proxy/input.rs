@@ -1,0 +1,181 @@
+//! The input phase of a guarded route: read the whole request, parse it in the route's wire
+//! format, judge the conversation against the route's input policies, then refuse it or hand it
+//! on (`serve`). The upstream sees nothing until the verdict is in.
+
+use bytes::Bytes;
+use pingora::protocols::http::ServerSession as Session;
+use std::time::Duration;
+
+use super::body::{content_codings, decode, read_body, BodyError};
+use super::exchange::{Exchange, Flow, Judging, Outcome};
+use super::gateway::Route;
+use super::{forward, reply};
+use crate::config::{Direction, NonTextParts};
+use crate::decide::Final;
+use crate::metrics::BadRequest;
+use crate::policy::Bound;
+use crate::wire::{ErrorKind, ParsedRequest, WireError};
+
+/// What annotate bindings said of the request: (policy id, code) pairs for the reply's headers.
+pub type Annotations = Vec<(String, Option<String>)>;
+
+/// Handles a request on the exchange's route; on return the response has been written (or the
+/// connection is being dropped because the client or upstream failed mid-response, signalled by
+/// `Err`).
+pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<()> {
+    let Some(route) = ex.route().cloned() else {
+        return ex
+            .refuse(session, ErrorKind::Internal, "no route", true)
+            .await;
+    };
+    if let Some((reason, kind, msg)) = header_refusal(session) {
+        ex.reject(reason);
+        return ex.refuse(session, kind, &msg, true).await;
+    }
+    let limits = &ex.gw.config.limits;
+    let timeout = Duration::from_millis(limits.body_read_timeout_ms);
+    let raw = match read_body(session, limits.max_body_bytes, timeout).await {
+        Ok(b) => b,
+        Err(e) => return refuse_body(ex, session, e).await,
+    };
+    let snap = ex.snapshot();
+    let binding = snap.routes.get(&route.name);
+    let input = binding.map_or(&[][..], |b| b.for_direction(Direction::Input));
+    let output = binding.map_or(&[][..], |b| b.for_direction(Direction::Output));
+    // A route without input policies has nothing to judge: its body goes upstream unparsed (the
+    // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
+    let annotations = if input.is_empty() {
+        Annotations::new()
+    } else {
+        match judge(ex, session, &route, input, &raw).await? {
+            Flow::Continue(a) => a,
+            Flow::Answered => return Ok(()),
+        }
+    };
+    let upstream = match forward::send(ex, session, &raw, !output.is_empty()).await? {
+        Flow::Continue(u) => u,
+        Flow::Answered => return Ok(()),
+    };
+    reply::relay(ex, session, upstream, output, &annotations).await
+}
+
+/// A refusal for what the request header alone says is wrong: the method or the content type.
+fn header_refusal(session: &Session) -> Option<(BadRequest, ErrorKind, String)> {
+    let req = session.req_header();
+    if req.method != http::Method::POST {
+        let msg = format!("{} accepts POST only", req.uri.path());
+        return Some((BadRequest::Method, ErrorKind::MethodNotAllowed, msg));
+    }
+    let ct = req.headers.get(http::header::CONTENT_TYPE)?;
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    if essence == "application/json" || essence.ends_with("+json") {
+        return None;
+    }
+    let msg = format!("Content-Type must be application/json, not {essence:?}");
+    Some((
+        BadRequest::ContentType,
+        ErrorKind::UnsupportedMediaType,
+        msg,
+    ))
+}
+
+async fn refuse_body(
+    ex: &mut Exchange,
+    session: &mut Session,
+    e: BodyError,
+) -> pingora::Result<()> {
+    ex.reject(e.reason());
+    ex.refuse(session, e.kind(), &e.message(), e.leaves_body_unread())
+        .await
+}
+
+/// Judges the request against the route's input policies: the annotations to forward it with,
+/// or `Answered` when it was refused.
+async fn judge(
+    ex: &mut Exchange,
+    session: &mut Session,
+    route: &Route,
+    bound: &[Bound],
+    raw: &Bytes,
+) -> pingora::Result<Flow<Annotations>> {
+    let parsed = match parse(ex, session, raw) {
+        Ok(p) => p,
+        Err(Unreadable::Body(e)) => {
+            refuse_body(ex, session, e).await?;
+            return Ok(Flow::Answered);
+        }
+        Err(Unreadable::Wire(e)) => {
+            ex.reject(BadRequest::InvalidBody);
+            let kind = ErrorKind::InvalidRequest {
+                param: e.param.clone(),
+            };
+            ex.refuse(session, kind, &e.message, false).await?;
+            return Ok(Flow::Answered);
+        }
+    };
+    let non_text = parsed.unclassified_parts;
+    if non_text > 0 {
+        ex.gw
+            .metrics
+            .unclassified_parts
+            .with_label_values(&[&route.name])
+            .inc_by(non_text as u64);
+        if route.non_text_parts == NonTextParts::Refuse {
+            ex.reject(BadRequest::NonTextParts);
+            let msg = format!(
+                "this route accepts text only: the request has {non_text} image, audio or file part(s) that guardgate cannot classify"
+            );
+            let kind = ErrorKind::InvalidRequest { param: None };
+            ex.refuse(session, kind, &msg, false).await?;
+            return Ok(Flow::Answered);
+        }
+    }
+    let at = Judging::Request {
+        unclassified_parts: non_text,
+    };
+    let decision = ex.judge(bound, parsed.segments, at).await;
+    let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
+    match verdict {
+        Final::Allow => Ok(Flow::Continue(annotations)),
+        Final::Block { policy_id, code } => {
+            ex.outcome = Outcome::Blocked;
+            let msg = match &code {
+                Some(c) => format!("Request blocked by guardgate: policy {policy_id} (code {c})"),
+                None => format!("Request blocked by guardgate: policy {policy_id}"),
+            };
+            let kind = ErrorKind::PolicyViolation {
+                policy: policy_id,
+                code,
+            };
+            ex.refuse(session, kind, &msg, false).await?;
+            Ok(Flow::Answered)
+        }
+        Final::FailClosed { policy_id, reason } => {
+            ex.outcome = Outcome::FailClosed;
+            let msg = format!(
+                "guardgate could not classify the request against policy {policy_id} ({reason}); the route is fail-closed"
+            );
+            ex.refuse(session, ErrorKind::Unavailable, &msg, false)
+                .await?;
+            Ok(Flow::Answered)
+        }
+    }
+}
+
+/// Why a request body cannot be judged.
+enum Unreadable {
+    /// Its content coding fails to decode.
+    Body(BodyError),
+    /// It is not a valid request of the route's API.
+    Wire(WireError),
+}
+
+/// The request body decoded and parsed in the route's wire format.
+fn parse(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<ParsedRequest, Unreadable> {
+    let limits = &ex.gw.config.limits;
+    let encoding = content_codings(&session.req_header().headers);
+    let decoded = decode(raw, encoding.as_deref(), limits.max_decoded_body_bytes)
+        .map_err(Unreadable::Body)?;
+    ex.api().parse_request(&decoded).map_err(Unreadable::Wire)
+}

@@ -1,0 +1,91 @@
+//! The streamed form that OpenAI's two completion APIs share: `data:` chunks with an envelope
+//! (id, created, model) and a `choices` array, ended by `[DONE]`. Each API says what a choice's
+//! text is and how a filtered choice ends ([`ChoiceFormat`]).
+
+use serde_json::{json, Value};
+use std::any::Any;
+use std::collections::BTreeSet;
+use std::fmt;
+use std::marker::PhantomData;
+
+use super::reply::arr;
+use super::stream::{data_event, same_api, EventText, StreamState};
+
+/// What differs between the chat and the legacy completions chunk.
+pub(super) trait ChoiceFormat: Default + Clone + fmt::Debug + Send + Sync + 'static {
+    /// `object` of a chunk the gateway makes up when the upstream sent none to copy.
+    const CHUNK_OBJECT: &'static str;
+
+    /// The text deltas of choice `i` of one chunk.
+    fn choice_deltas(i: u64, choice: &Value, out: &mut EventText);
+
+    /// Choice `i` of the chunk that ends it as filtered.
+    fn filtered_choice(i: u64) -> Value;
+}
+
+#[derive(Debug, Clone, Default)]
+pub(super) struct ChoicesStream<F> {
+    /// Envelope fields of the first chunk (id, object, created, model) to reuse in made-up chunks.
+    envelope: Value,
+    /// Indices of the choices seen: each is ended.
+    choices: BTreeSet<u64>,
+    format: PhantomData<F>,
+}
+
+impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
+    fn on_event(&mut self, v: &Value, out: &mut EventText) {
+        if self.envelope.is_null() {
+            self.envelope = json!({"id": v.get("id"), "object": v.get("object"), "created": v.get("created"), "model": v.get("model")});
+        }
+        for c in arr(v, "choices") {
+            let i = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            self.choices.insert(i);
+            F::choice_deltas(i, c, out);
+        }
+    }
+
+    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
+        let mut s = String::new();
+        if let Some(msg) = error_message {
+            s += &data_event(
+                &json!({"error": {"message": msg, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
+            );
+        } else {
+            let indices: Vec<u64> = if self.choices.is_empty() {
+                vec![0]
+            } else {
+                self.choices.iter().copied().collect()
+            };
+            for i in indices {
+                let mut c = self.envelope.clone();
+                if !c.is_object() {
+                    c = json!({"id": "guardgate", "object": F::CHUNK_OBJECT, "created": 0, "model": ""});
+                }
+                c["choices"] = json!([F::filtered_choice(i)]);
+                s += &data_event(&c);
+            }
+        }
+        s += "data: [DONE]\n\n";
+        s.into_bytes()
+    }
+
+    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+        match same_api::<Self>(upstream) {
+            // The client saw no chunk yet: the ending copies the upstream's envelope.
+            Some(up) if !self.envelope.is_object() => {
+                let mut t = self.clone();
+                t.envelope = up.envelope.clone();
+                t.ending(error_message)
+            }
+            _ => self.ending(error_message),
+        }
+    }
+
+    fn clone_box(&self) -> Box<dyn StreamState> {
+        Box::new(self.clone())
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}

@@ -1,0 +1,191 @@
+//! OpenAI legacy Completions (`/v1/completions`): a prompt in, text choices out.
+
+use serde_json::{json, Map, Value};
+
+use super::choices::{ChoiceFormat, ChoicesStream};
+use super::extract::{expected, index, model_field, opt_str, present, stream_flag, Extractor};
+use super::reply::{arr, s, seg};
+use super::stream::{EventText, StreamState};
+use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
+
+pub(super) const API: Api = Api(&Completions);
+
+struct Completions;
+
+impl WireFormat for Completions {
+    fn name(&self) -> &'static str {
+        "openai-completions"
+    }
+
+    fn default_path(&self) -> &'static str {
+        "/v1/completions"
+    }
+
+    fn parse_request(&self, body: &Map<String, Value>) -> Result<ParsedRequest, WireError> {
+        parse_completions(body)
+    }
+
+    fn reply_member(&self) -> &'static str {
+        "choices"
+    }
+
+    fn reply_text(&self, v: &Value, out: &mut Vec<Segment>) {
+        for (i, c) in arr(v, "choices").iter().enumerate() {
+            out.extend(seg(
+                Source::Assistant,
+                format!("choices[{i}].text"),
+                s(c, "text"),
+            ));
+        }
+    }
+
+    fn block_reply(&self, v: &mut Value, message: &str) {
+        if let Some(choices) = v.get_mut("choices").and_then(Value::as_array_mut) {
+            for c in choices.iter_mut() {
+                if !c.is_object() {
+                    *c = json!({});
+                }
+                c["text"] = json!(message);
+                c["finish_reason"] = json!("content_filter");
+                // The tokens' log-probabilities spell out the withheld reply.
+                c["logprobs"] = Value::Null;
+            }
+        }
+    }
+
+    fn error_body(&self, kind: &ErrorKind, message: &str) -> Value {
+        errors::openai(kind, message)
+    }
+
+    fn stream_state(&self) -> Box<dyn StreamState> {
+        Box::<ChoicesStream<TextChunk>>::default()
+    }
+}
+
+/// A `text_completion` chunk: text in each choice's `text`.
+#[derive(Debug, Clone, Default)]
+struct TextChunk;
+
+impl ChoiceFormat for TextChunk {
+    const CHUNK_OBJECT: &'static str = "text_completion";
+
+    fn choice_deltas(i: u64, c: &Value, out: &mut EventText) {
+        out.push(format!("choices[{i}].text"), s(c, "text"));
+    }
+
+    fn filtered_choice(i: u64) -> Value {
+        json!({"index": i, "text": "", "logprobs": null, "finish_reason": "content_filter"})
+    }
+}
+
+const TOKEN_IDS: &str = "prompt as token ids cannot be classified; send text";
+
+fn parse_completions(obj: &Map<String, Value>) -> Result<ParsedRequest, WireError> {
+    let model = model_field(obj, true)?;
+    let stream = stream_flag(obj)?;
+    let mut out = Extractor::default();
+
+    // Token ids are opaque to a text classifier; passing them through
+    // unclassified would be a trivial bypass.
+    let token_ids = || WireError {
+        message: TOKEN_IDS.to_string(),
+        param: Some("prompt".to_string()),
+    };
+    match present(obj, "prompt") {
+        None => {}
+        Some(Value::String(s)) => out.text(Source::User, s, "prompt".to_string()),
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match item {
+                    Value::String(s) => out.text(Source::User, s, index("prompt", i)),
+                    Value::Number(_) | Value::Array(_) => return Err(token_ids()),
+                    v => return Err(expected(&index("prompt", i), "a string", v)),
+                }
+            }
+        }
+        Some(v) => return Err(expected("prompt", "a string or an array of strings", v)),
+    }
+    if let Some(suffix) = opt_str(obj, "suffix", "")? {
+        out.text(Source::User, suffix, "suffix".to_string());
+    }
+
+    Ok(out.finish(model, stream))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::extract::seg;
+    use super::*;
+
+    fn completions(body: &str) -> Result<ParsedRequest, WireError> {
+        API.parse_request(body.as_bytes())
+    }
+
+    #[test]
+    fn completions_happy_path() {
+        let req = completions(
+            r#"{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","suffix":"end","max_tokens":7,"temperature":0,"stream":false}"#,
+        )
+        .unwrap();
+        assert_eq!(req.model.as_deref(), Some("gpt-3.5-turbo-instruct"));
+        assert!(!req.stream);
+        assert_eq!(
+            req.segments,
+            vec![
+                seg(Source::User, "Say this is a test", "prompt"),
+                seg(Source::User, "end", "suffix"),
+            ]
+        );
+
+        let req = completions(r#"{"model":"m","prompt":["one","","two"],"stream":true}"#).unwrap();
+        assert!(req.stream);
+        assert_eq!(
+            req.segments,
+            vec![
+                seg(Source::User, "one", "prompt[0]"),
+                seg(Source::User, "two", "prompt[2]"),
+            ]
+        );
+        let req = completions(r#"{"model":"m"}"#).unwrap();
+        assert!(req.segments.is_empty());
+    }
+
+    #[test]
+    fn completions_token_ids_refused() {
+        for prompt in ["[1212, 318]", "[[1212, 318], [1]]", "[\"text\", 5]", "[[]]"] {
+            let body = format!(r#"{{"model":"m","prompt":{prompt}}}"#);
+            let e = completions(&body).unwrap_err();
+            assert_eq!(
+                e.message,
+                "prompt as token ids cannot be classified; send text"
+            );
+            assert_eq!(e.param.as_deref(), Some("prompt"));
+        }
+    }
+
+    #[test]
+    fn completions_wrong_types() {
+        let cases = [
+            (r#"{"prompt":"x"}"#, "model: required field is missing"),
+            (
+                r#"{"model":"m","prompt":5}"#,
+                "prompt: expected a string or an array of strings, got number",
+            ),
+            (
+                r#"{"model":"m","prompt":["a",{"t":1}]}"#,
+                "prompt[1]: expected a string, got object",
+            ),
+            (
+                r#"{"model":"m","suffix":1}"#,
+                "suffix: expected a string, got number",
+            ),
+            (
+                r#"{"model":"m","stream":1}"#,
+                "stream: expected a boolean, got number",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(completions(body).unwrap_err().message, want, "{body}");
+        }
+    }
+}

@@ -1,0 +1,367 @@
+//! The request side's shared reading: an `Extractor` that collects segments in document order,
+//! typed field access whose errors name the JSON path, and the readers of parts every API has
+//! (content fields, tool and schema definitions).
+
+use serde_json::{Map, Value};
+
+use super::{ParsedRequest, Segment, Source, WireError};
+
+/// Accumulates segments in document order.
+#[derive(Default)]
+pub(super) struct Extractor {
+    pub(super) segments: Vec<Segment>,
+    unclassified_parts: usize,
+}
+
+impl Extractor {
+    /// Empty strings carry nothing to classify, so they produce no segment.
+    pub(super) fn text(&mut self, source: Source, text: &str, location: String) {
+        if !text.is_empty() {
+            self.segments.push(Segment {
+                source,
+                text: text.to_string(),
+                location,
+            });
+        }
+    }
+
+    /// A name (of a tool, a schema, a property) as the words it is made of, see
+    /// `identifier_words`.
+    pub(super) fn name(&mut self, source: Source, name: &str, location: String) {
+        self.text(source, &identifier_words(name), location)
+    }
+
+    pub(super) fn unclassified(&mut self) {
+        self.unclassified_parts += 1;
+    }
+
+    pub(super) fn finish(self, model: Option<String>, stream: bool) -> ParsedRequest {
+        ParsedRequest {
+            model,
+            stream,
+            segments: self.segments,
+            unclassified_parts: self.unclassified_parts,
+        }
+    }
+}
+
+/// A camel-cased identifier with its words apart (`buildPipeBomb` -> `build Pipe Bomb`,
+/// `HTTPServer` -> `HTTP Server`): normalisation lower-cases text, which would glue the words
+/// together and hide them from keyword rules. Other names come back as they are; underscores and
+/// hyphens already separate words for the rules.
+pub(crate) fn identifier_words(name: &str) -> std::borrow::Cow<'_, str> {
+    if !name.chars().skip(1).any(char::is_uppercase) {
+        return name.into();
+    }
+    let chars: Vec<char> = name.chars().collect();
+    let mut out = String::with_capacity(name.len() + 8);
+    for (i, &c) in chars.iter().enumerate() {
+        if i > 0 && c.is_uppercase() {
+            let prev = chars[i - 1];
+            let next_lower = chars.get(i + 1).is_some_and(|n| n.is_lowercase());
+            if prev.is_lowercase() || prev.is_numeric() || (prev.is_uppercase() && next_lower) {
+                out.push(' ');
+            }
+        }
+        out.push(c);
+    }
+    out.into()
+}
+
+/// Longest client string echoed back in an error message; such strings are
+/// attacker controlled and error bodies should stay small.
+pub(super) const MAX_ECHO: usize = 64;
+
+/// A client-supplied string as a JSON literal for error messages, truncated.
+pub(super) fn quoted(s: &str) -> String {
+    let shown: String = s.chars().take(MAX_ECHO).collect();
+    let quoted = Value::String(shown).to_string();
+    if s.chars().count() > MAX_ECHO {
+        format!("{quoted}...")
+    } else {
+        quoted
+    }
+}
+
+pub(super) fn type_name(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+pub(super) fn expected(path: &str, what: &str, got: &Value) -> WireError {
+    WireError::at(path, format!("expected {what}, got {}", type_name(got)))
+}
+
+pub(super) fn missing(path: &str) -> WireError {
+    WireError::at(path, "required field is missing")
+}
+
+pub(super) fn field(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+pub(super) fn index(path: &str, i: usize) -> String {
+    format!("{path}[{i}]")
+}
+
+pub(super) fn as_object<'a>(v: &'a Value, path: &str) -> Result<&'a Map<String, Value>, WireError> {
+    v.as_object().ok_or_else(|| expected(path, "an object", v))
+}
+
+/// Absent and `null` both mean "not given", matching how the APIs treat
+/// optional fields.
+pub(super) fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+    obj.get(key).filter(|v| !v.is_null())
+}
+
+pub(super) fn opt_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a str>, WireError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(expected(&field(path, key), "a string", v)),
+    }
+}
+
+pub(super) fn req_str<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<&'a str, WireError> {
+    opt_str(obj, key, path)?.ok_or_else(|| missing(&field(path, key)))
+}
+
+pub(super) fn opt_array<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Vec<Value>>, WireError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Array(a)) => Ok(Some(a)),
+        Some(v) => Err(expected(&field(path, key), "an array", v)),
+    }
+}
+
+pub(super) fn opt_object<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Map<String, Value>>, WireError> {
+    match present(obj, key) {
+        None => Ok(None),
+        Some(Value::Object(o)) => Ok(Some(o)),
+        Some(v) => Err(expected(&field(path, key), "an object", v)),
+    }
+}
+
+pub(super) fn stream_flag(obj: &Map<String, Value>) -> Result<bool, WireError> {
+    match present(obj, "stream") {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(expected("stream", "a boolean", v)),
+    }
+}
+
+pub(super) fn model_field(
+    obj: &Map<String, Value>,
+    required: bool,
+) -> Result<Option<String>, WireError> {
+    let model = opt_str(obj, "model", "")?;
+    if required && model.is_none() {
+        return Err(missing("model"));
+    }
+    Ok(model.map(str::to_string))
+}
+
+/// The `content` field of a message, item or block, as every API spells it: a plain string, or
+/// an array of typed parts that `part` reads. Absent or null is an error when `required`, and
+/// otherwise nothing to read.
+pub(super) fn content_field(
+    obj: &Map<String, Value>,
+    path: &str,
+    required: bool,
+    parts: &str,
+    source: Source,
+    out: &mut Extractor,
+    part: fn(&Value, &str, Source, &mut Extractor) -> Result<(), WireError>,
+) -> Result<(), WireError> {
+    let content_path = field(path, "content");
+    match present(obj, "content") {
+        None if required => Err(missing(&content_path)),
+        None => Ok(()),
+        Some(Value::String(s)) => {
+            out.text(source, s, content_path);
+            Ok(())
+        }
+        Some(Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                part(item, &index(&content_path, i), source, out)?;
+            }
+            Ok(())
+        }
+        Some(v) => Err(expected(
+            &content_path,
+            &format!("a string or an array of {parts}"),
+            v,
+        )),
+    }
+}
+
+/// Every string of a tool or output schema that the model reads: `description`, `title` and
+/// MCP `server_description` strings, and the data values a schema carries
+/// (`enum`, `const`, `default`, `examples`, Anthropic `input_examples`), at any depth. Schemas
+/// are rendered into the model's prompt, so a tool definition can hide instructions anywhere in
+/// them, not only in descriptions.
+pub(super) fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extractor) {
+    match v {
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                let child_path = field(path, key);
+                match (key.as_str(), child) {
+                    // A tool's or schema's name is read by the model like its description: a
+                    // name can carry the instruction a bland description leaves out.
+                    ("name", Value::String(s)) => out.name(source, s, child_path),
+                    ("description" | "title" | "server_description", Value::String(s)) => {
+                        out.text(source, s, child_path)
+                    }
+                    // Free text a schema may carry, which reaches a model that is shown the schema
+                    // as JSON (Anthropic renders tool definitions into the prompt): a comment, a
+                    // pattern, a vendor extension.
+                    ("$comment" | "pattern", Value::String(s)) => out.text(source, s, child_path),
+                    (k, Value::String(s)) if k.starts_with("x-") => out.text(source, s, child_path),
+                    ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
+                        collect_strings(child, &child_path, source, out)
+                    }
+                    // Property names are words of the schema the model fills in.
+                    ("properties" | "patternProperties", Value::Object(props)) => {
+                        for (name, schema) in props {
+                            let prop_path = field(&child_path, name);
+                            out.name(source, name, prop_path.clone());
+                            collect_descriptions(schema, &prop_path, source, out);
+                        }
+                    }
+                    _ => collect_descriptions(child, &child_path, source, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                collect_descriptions(child, &index(path, i), source, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Every string under `v`, object keys included: schema data values and examples are shown to
+/// the model as they are.
+pub(super) fn collect_strings(v: &Value, path: &str, source: Source, out: &mut Extractor) {
+    match v {
+        Value::String(s) => out.text(source, s, path.to_string()),
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                let child_path = field(path, key);
+                out.text(source, key, child_path.clone());
+                collect_strings(child, &child_path, source, out);
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                collect_strings(child, &index(path, i), source, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Tool definitions: an array of objects whose descriptions (at any depth)
+/// are classified.
+pub(super) fn tool_definitions(
+    obj: &Map<String, Value>,
+    key: &str,
+    out: &mut Extractor,
+) -> Result<(), WireError> {
+    if let Some(tools) = opt_array(obj, key, "")? {
+        for (i, tool) in tools.iter().enumerate() {
+            let path = index(key, i);
+            as_object(tool, &path)?;
+            collect_descriptions(tool, &path, Source::ToolDefinition, out);
+        }
+    }
+    Ok(())
+}
+
+/// A segment as the extractors' tests expect it.
+#[cfg(test)]
+pub(super) fn seg(source: Source, text: &str, location: &str) -> Segment {
+    Segment {
+        source,
+        text: text.to_string(),
+        location: location.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nested_descriptions_collected_with_paths() {
+        let v: Value = serde_json::json!({
+            "description": "top",
+            "parameters": {"properties": {
+                "description": {"type": "string", "description": "inner"},
+                "list": {"items": [{"description": "in array"}]}
+            }}
+        });
+        let mut ex = Extractor::default();
+        collect_descriptions(&v, "tools[0]", Source::ToolDefinition, &mut ex);
+        let got: Vec<(&str, &str)> = ex
+            .segments
+            .iter()
+            .map(|s| (s.text.as_str(), s.location.as_str()))
+            .collect();
+        assert!(got.contains(&("top", "tools[0].description")));
+        assert!(got.contains(&(
+            "inner",
+            "tools[0].parameters.properties.description.description"
+        )));
+        assert!(got.contains(&(
+            "in array",
+            "tools[0].parameters.properties.list.items[0].description"
+        )));
+        // Property names are read too: "description" and "list".
+        assert!(got.contains(&("list", "tools[0].parameters.properties.list")));
+        assert_eq!(got.len(), 5);
+    }
+
+    #[test]
+    fn camel_case_names_come_apart() {
+        for (name, want) in [
+            ("buildPipeBomb", "build Pipe Bomb"),
+            ("HTTPServer", "HTTP Server"),
+            ("getV2Data", "get V2 Data"),
+            ("ÜberGroß", "Über Groß"),
+            ("get_weather", "get_weather"),
+            ("Weather", "Weather"),
+            ("ABC", "ABC"),
+            ("", ""),
+        ] {
+            assert_eq!(identifier_words(name), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Following a streamed (SSE) reply: the part every API shares (the `[DONE]` sentinel, data that
+//! is not JSON) here, and the API's own events in its [`StreamState`].
+
+use serde_json::Value;
+use std::any::Any;
+use std::fmt;
+
+use super::reply::texts;
+use super::sse::SseEvent;
+use super::Source;
+
+/// What one streamed event contributes.
+#[derive(Debug, Default, PartialEq)]
+pub struct EventText {
+    /// (stream key, text delta): a key is one choice, content block or tool call.
+    pub deltas: Vec<(String, String)>,
+    /// The API's end-of-stream event (`[DONE]`, `message_stop`, `response.completed`, ...).
+    pub terminal: bool,
+}
+
+impl EventText {
+    /// A text delta under `key`; empty text is nothing to judge.
+    pub(super) fn push(&mut self, key: String, text: &str) {
+        if !text.is_empty() {
+            self.deltas.push((key, text.to_string()));
+        }
+    }
+
+    /// Every string of a streamed structure under one key (see `reply::texts`).
+    pub(super) fn push_texts(&mut self, key: String, v: &Value) {
+        let mut segs = Vec::new();
+        texts(v, String::new(), Source::Assistant, &mut segs);
+        for sg in segs {
+            self.deltas.push((key.clone(), sg.text));
+        }
+    }
+}
+
+/// One API's view of a streamed reply: the text deltas of its events, and what is needed to end
+/// the stream cleanly in the API's own terms if the gateway cuts it.
+pub trait StreamState: Send + Sync + fmt::Debug {
+    /// Reads one event whose data is JSON.
+    fn on_event(&mut self, event: &Value, out: &mut EventText);
+
+    /// The events that end the stream the way the API ends a filtered reply, for a client that
+    /// has seen what this state followed; with `error_message`, the API's error event instead.
+    fn ending(&self, error_message: Option<&str>) -> Vec<u8>;
+
+    /// The ending for a client that has seen only what this state followed (the released
+    /// events), where `upstream` (the same API's state) followed every event the upstream sent.
+    /// It has to fit what the client saw: a part it never saw start is not ended, and a start
+    /// event it never got (which the SDKs require) is sent first, with the upstream's ids.
+    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8>;
+
+    fn clone_box(&self) -> Box<dyn StreamState>;
+
+    /// For `cut_after`, which reads the upstream's state of its own concrete type.
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// `upstream` as the concrete state `T` (see [`StreamState::cut_after`]).
+pub(super) fn same_api<T: 'static>(upstream: &dyn StreamState) -> Option<&T> {
+    upstream.as_any().downcast_ref::<T>()
+}
+
+/// Follows a streamed reply of one API (made by [`super::Api::stream`]).
+#[derive(Debug)]
+pub struct StreamTracker {
+    state: Box<dyn StreamState>,
+}
+
+impl Clone for StreamTracker {
+    fn clone(&self) -> StreamTracker {
+        StreamTracker {
+            state: self.state.clone_box(),
+        }
+    }
+}
+
+impl StreamTracker {
+    pub(super) fn new(state: Box<dyn StreamState>) -> StreamTracker {
+        StreamTracker { state }
+    }
+
+    pub fn on_event(&mut self, ev: &SseEvent) -> EventText {
+        let mut out = EventText::default();
+        let Some(data) = ev.data.as_deref() else {
+            return out;
+        };
+        if data.trim() == "[DONE]" {
+            out.terminal = true;
+            return out;
+        }
+        match serde_json::from_str::<Value>(data) {
+            Ok(v) => self.state.on_event(&v, &mut out),
+            // Unparseable data is kept as text: it is still something the client will read.
+            Err(_) => out.deltas.push(("raw".into(), data.to_string())),
+        }
+        out
+    }
+
+    /// See [`StreamState::cut_after`].
+    pub fn cut_after(&self, upstream: &StreamTracker, error_message: Option<&str>) -> Vec<u8> {
+        self.state.cut_after(upstream.state.as_ref(), error_message)
+    }
+
+    /// See [`StreamState::ending`].
+    pub fn cut_events(&self, error_message: Option<&str>) -> Vec<u8> {
+        self.state.ending(error_message)
+    }
+}
+
+/// `event: name\ndata: json\n\n`
+pub(super) fn named_event(name: &str, v: &Value) -> String {
+    format!("event: {name}\ndata: {v}\n\n")
+}
+
+/// `data: json\n\n`
+pub(super) fn data_event(v: &Value) -> String {
+    format!("data: {v}\n\n")
+}

@@ -1,0 +1,487 @@
+//! The reply side of every API through the registry: complete replies, blocked replies, streams
+//! and their endings.
+
+use super::sse::SseParser;
+use super::*;
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+
+const CHAT: Api = super::openai_chat::API;
+const COMPLETIONS: Api = super::completions::API;
+const RESPONSES: Api = super::responses::API;
+const MESSAGES: Api = super::anthropic::API;
+
+#[test]
+fn extracts_every_api_reply() {
+    let chat = json!({"choices":[{"index":0,"message":{"role":"assistant","content":"hello","tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"a\":1}"}}]}}]});
+    let t: Vec<String> = CHAT
+        .extract_reply(&chat)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    assert_eq!(t, vec!["hello", "f({\"a\":1})"]);
+    let resp = json!({"output":[{"type":"message","content":[{"type":"output_text","text":"hi"}]},{"type":"function_call","name":"g","arguments":"x"}]});
+    let t: Vec<String> = RESPONSES
+        .extract_reply(&resp)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    assert_eq!(t, vec!["hi", "g(x)"]);
+    let msg = json!({"content":[{"type":"text","text":"yo"},{"type":"tool_use","name":"h","input":{"q":"z"}}]});
+    let t: Vec<String> = MESSAGES
+        .extract_reply(&msg)
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    assert_eq!(t, vec!["yo", "h {\"q\":\"z\"}"]);
+    let c = json!({"choices":[{"text":"abc"}]});
+    assert_eq!(COMPLETIONS.extract_reply(&c)[0].text, "abc");
+}
+
+fn texts_of(api: Api, v: &Value) -> Vec<(String, Source)> {
+    api.extract_reply(v)
+        .into_iter()
+        .map(|s| (s.text, s.source))
+        .collect()
+}
+
+/// Text anywhere a client can read it is judged: array content, reasoning fields, audio
+/// transcripts, custom tool calls, hosted-tool items and server-tool results.
+#[test]
+fn replies_are_read_beyond_the_plain_text_fields() {
+    let chat = json!({"choices":[{"index":0,"message":{"role":"assistant",
+        "content":[{"type":"text","text":"part one"},{"type":"image_url","image_url":{"url":"data:x"}}],
+        "reasoning_content":"thought","audio":{"id":"a","data":"QUJD","transcript":"spoken"},
+        "tool_calls":[{"id":"c","type":"custom","custom":{"name":"sh","input":"rm -rf"}}]}}]});
+    assert_eq!(
+        texts_of(CHAT, &chat),
+        vec![
+            ("part one".into(), Source::Assistant),
+            ("thought".into(), Source::Assistant),
+            ("spoken".into(), Source::Assistant),
+            ("sh(rm -rf)".into(), Source::ToolCall),
+        ]
+    );
+    let resp = json!({"output":[
+        {"type":"reasoning","id":"r","summary":[],"content":[{"type":"reasoning_text","text":"raw thought"}]},
+        {"type":"web_search_call","id":"w","status":"completed","action":{"type":"search","query":"find it"}},
+        {"type":"mcp_call","id":"m","name":"lookup","arguments":"{}","output":"tool said","server_label":"s"}]});
+    let t: Vec<String> = texts_of(RESPONSES, &resp)
+        .into_iter()
+        .map(|(t, _)| t)
+        .collect();
+    assert_eq!(
+        t,
+        vec!["raw thought", "find it", "lookup", "{}", "tool said", "s"]
+    );
+    let msg = json!({"content":[
+        {"type":"mcp_tool_use","id":"t","name":"q","server_name":"srv","input":{"x":"y"}},
+        {"type":"redacted_thinking","data":"opaque"},
+        {"type":"web_search_tool_result","tool_use_id":"t","content":[{"type":"web_search_result","title":"page","url":"u","encrypted_content":"zz"}]}]});
+    assert_eq!(
+        texts_of(MESSAGES, &msg),
+        vec![
+            ("q {\"x\":\"y\"}".into(), Source::ToolCall),
+            ("page".into(), Source::ToolResult),
+            ("u".into(), Source::ToolResult),
+        ]
+    );
+}
+
+fn stream_text(api: Api, stream: &str) -> BTreeMap<String, String> {
+    let mut t = api.stream();
+    let mut text: BTreeMap<String, String> = BTreeMap::new();
+    for e in SseParser::new().push(stream.as_bytes()) {
+        for (k, d) in t.on_event(&e).deltas {
+            text.entry(k).or_default().push_str(&d);
+        }
+    }
+    text
+}
+
+#[test]
+fn streams_are_read_beyond_the_plain_text_deltas() {
+    let chat = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"hm\"}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"name\":\"f\",\"arguments\":\"\"}}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"function_call\":{\"arguments\":\"{\\\"a\\\":1}\"}}}]}\n\n",
+    );
+    let t = stream_text(CHAT, chat);
+    assert_eq!(t["choices[0].reasoning_content"], "hm");
+    assert_eq!(t["choices[0].function_call"], "f{\"a\":1}");
+    assert_eq!(source_of_key("choices[0].function_call"), Source::ToolCall);
+    assert_eq!(
+        source_of_key("choices[0].reasoning_content"),
+        Source::Assistant
+    );
+
+    let resp = concat!(
+        "data: {\"type\":\"response.output_item.added\",\"output_index\":0,\"item\":{\"type\":\"reasoning\"}}\n\n",
+        "data: {\"type\":\"response.reasoning_text.delta\",\"output_index\":0,\"content_index\":0,\"delta\":\"think\"}\n\n",
+        "data: {\"type\":\"response.output_item.added\",\"output_index\":1,\"item\":{\"type\":\"mcp_call\",\"name\":\"lookup\"}}\n\n",
+        "data: {\"type\":\"response.mcp_call_arguments.delta\",\"output_index\":1,\"delta\":\"{\\\"q\\\":1}\"}\n\n",
+        "data: {\"type\":\"response.output_item.done\",\"output_index\":1,\"item\":{\"type\":\"mcp_call\",\"id\":\"m\",\"name\":\"lookup\",\"arguments\":\"{\\\"q\\\":1}\",\"output\":\" result\"}}\n\n",
+        "data: {\"type\":\"response.audio.delta\",\"output_index\":2,\"delta\":\"QUJD\"}\n\n",
+    );
+    let t = stream_text(RESPONSES, resp);
+    assert_eq!(t["output[0].content[0]"], "think");
+    assert_eq!(t["output[1].tool_call"], "lookup{\"q\":1} result");
+    assert_eq!(t.len(), 2, "audio data is not text: {t:?}");
+
+    let msg = concat!(
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"run\",\"input\":{}}}\n\n",
+        "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"{\\\"c\\\":2}\"}}\n\n",
+        "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":1,\"content_block\":{\"type\":\"web_search_tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":\"web_search_result\",\"title\":\"found\"}]}}\n\n",
+    );
+    let t = stream_text(MESSAGES, msg);
+    assert_eq!(t["content[0].tool_call"], "run{\"c\":2}");
+    assert_eq!(t["content[1].tool_result"], "found");
+    assert_eq!(source_of_key("content[1].tool_result"), Source::ToolResult);
+}
+
+#[test]
+fn blocked_replies_drop_the_log_probabilities() {
+    // The withheld tokens would be spelled out there.
+    let chat = json!({"choices":[{"index":0,"message":{"role":"assistant","content":"bad"},"logprobs":{"content":[{"token":"bad","logprob":-0.1,"bytes":[98,97,100],"top_logprobs":[]}]},"finish_reason":"stop"}]});
+    let b = CHAT.blocked_reply(&chat, "withheld");
+    assert!(b["choices"][0]["logprobs"].is_null());
+    assert!(!b.to_string().contains("bad"), "{b}");
+    let c = json!({"choices":[{"index":0,"text":"bad","logprobs":{"tokens":["bad"],"token_logprobs":[-0.1],"text_offset":[0]},"finish_reason":"stop"}]});
+    let b = COMPLETIONS.blocked_reply(&c, "withheld");
+    assert!(b["choices"][0]["logprobs"].is_null());
+    assert!(!b.to_string().contains("bad"), "{b}");
+}
+
+#[test]
+fn blocked_replies_keep_the_envelope() {
+    let chat = json!({"id":"x","object":"chat.completion","choices":[{"index":0,"message":{"role":"assistant","content":"bad"},"finish_reason":"stop"}],"usage":{"total_tokens":3}});
+    let b = CHAT.blocked_reply(&chat, "withheld");
+    assert_eq!(b["id"], "x");
+    assert_eq!(b["usage"]["total_tokens"], 3);
+    assert_eq!(b["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(b["choices"][0]["message"]["content"], "withheld");
+    let m = MESSAGES.blocked_reply(
+        &json!({"id":"m","content":[{"type":"text","text":"bad"}]}),
+        "withheld",
+    );
+    assert_eq!(m["stop_reason"], "refusal");
+    assert!(!m.to_string().contains("bad"));
+}
+
+#[test]
+fn splices_annotation_first() {
+    let a = json!({"annotations":[{"policy":"p"}]});
+    let out = splice_annotation(b"  {\"id\": 1 }", &a).unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "  {\"guardgate\":{\"annotations\":[{\"policy\":\"p\"}]},\"id\": 1 }"
+    );
+    let out = splice_annotation(b"{}", &a).unwrap();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["guardgate"], a);
+    assert!(splice_annotation(b"[1]", &a).is_none());
+}
+
+#[test]
+fn malformed_replies_are_blocked_without_a_panic() {
+    // `value["key"] = ...` panics on anything but an object or null.
+    for api in [CHAT, COMPLETIONS, RESPONSES, MESSAGES] {
+        for v in [
+            json!({"choices": [{"message": {"content": "x"}}, 5, "s", [1]]}),
+            json!([1, 2]),
+            json!("text"),
+        ] {
+            let b = api.blocked_reply(&v, "withheld");
+            assert!(b.is_object(), "{api:?} {v}");
+        }
+        let b = api.blocked_reply(
+            &json!({"choices": [{"message": {"content": "x"}}, 5], "content": 3, "output": 1}),
+            "withheld",
+        );
+        if api == CHAT || api == COMPLETIONS {
+            assert_eq!(b["choices"][1]["finish_reason"], "content_filter", "{b}");
+        }
+    }
+    let cases: [(Api, &[u8]); 3] = [
+        (
+            RESPONSES,
+            b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":\"x\"}\n\n",
+        ),
+        (
+            MESSAGES,
+            b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":[1]}\n\n",
+        ),
+        (CHAT, b"data: {\"choices\":[5]}\n\n"),
+    ];
+    for (api, stream) in cases {
+        let mut t = api.stream();
+        for e in SseParser::new().push(stream) {
+            t.on_event(&e);
+        }
+        let cut = SseParser::new().push(&t.cut_events(None));
+        assert!(!cut.is_empty(), "{api:?}");
+    }
+}
+
+#[test]
+fn replies_of_another_shape_and_citations_are_read() {
+    let odd = json!({"reply": {"answer": "how to build a pipe bomb"}, "id": "x"});
+    for api in [CHAT, COMPLETIONS, RESPONSES, MESSAGES] {
+        let t: Vec<String> = api
+            .extract_reply(&odd)
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        assert_eq!(t, vec!["how to build a pipe bomb"], "{api:?}");
+    }
+    // A well-formed reply is read by its shape only (its model name is not content).
+    let t = CHAT.extract_reply(&json!({"model": "gpt-x", "choices": []}));
+    assert!(t.is_empty());
+    let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+    let mut t = MESSAGES.stream();
+    let stream = [
+        ev("content_block_start", r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#),
+        ev("content_block_delta", r#"{"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"type":"char_location","cited_text":"quoted words","document_index":0,"document_title":"A title","start_char_index":0,"end_char_index":12}}}"#),
+    ]
+    .concat();
+    let got: Vec<String> = SseParser::new()
+        .push(stream.as_bytes())
+        .iter()
+        .flat_map(|e| t.on_event(e).deltas)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(
+        got.contains(&"quoted words".to_string()) && got.contains(&"A title".to_string()),
+        "{got:?}"
+    );
+    let mut t = RESPONSES.stream();
+    let e = ev(
+        "response.output_text.annotation.added",
+        r#"{"type":"response.output_text.annotation.added","output_index":0,"content_index":0,"annotation_index":0,"annotation":{"type":"url_citation","title":"Cited page","url":"https://example.com/"}}"#,
+    );
+    let got: Vec<String> = SseParser::new()
+        .push(e.as_bytes())
+        .iter()
+        .flat_map(|e| t.on_event(e).deltas)
+        .map(|(_, d)| d)
+        .collect();
+    assert!(got.contains(&"Cited page".to_string()), "{got:?}");
+}
+
+#[test]
+fn a_cut_ends_what_the_client_saw() {
+    let ev = |name: &str, data: &str| format!("event: {name}\ndata: {data}\n\n");
+    let start = ev(
+        "message_start",
+        r#"{"type":"message_start","message":{"id":"m1","type":"message","role":"assistant","content":[]}}"#,
+    );
+    let block0 = ev(
+        "content_block_start",
+        r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#,
+    );
+    let held = [
+        ev(
+            "content_block_delta",
+            r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Let me check."}}"#,
+        ),
+        ev(
+            "content_block_stop",
+            r#"{"type":"content_block_stop","index":0}"#,
+        ),
+        ev(
+            "content_block_start",
+            r#"{"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"search","input":{}}}"#,
+        ),
+    ];
+    let kinds = |b: &[u8]| -> Vec<String> {
+        SseParser::new()
+            .push(b)
+            .iter()
+            .map(|e| e.event.clone().unwrap_or_default())
+            .collect()
+    };
+    // Released: the start and block 0's start; held, then discarded: the rest.
+    let (mut upstream, mut released) = (MESSAGES.stream(), MESSAGES.stream());
+    for e in SseParser::new().push(format!("{start}{block0}").as_bytes()) {
+        upstream.on_event(&e);
+        released.on_event(&e);
+    }
+    for e in SseParser::new().push(held.concat().as_bytes()) {
+        upstream.on_event(&e);
+    }
+    // The upstream's view would stop block 1, which the client never saw start.
+    assert_eq!(
+        kinds(&upstream.cut_events(None)),
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let cut = released.cut_after(&upstream, None);
+    assert_eq!(
+        kinds(&cut),
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    assert!(String::from_utf8_lossy(&cut).contains(r#""index":0"#));
+    // Nothing released at all: the client gets the message_start it never had, with the id.
+    let nothing = MESSAGES.stream();
+    let cut = nothing.cut_after(&upstream, None);
+    assert_eq!(
+        kinds(&cut),
+        ["message_start", "message_delta", "message_stop"]
+    );
+    assert!(String::from_utf8_lossy(&cut).contains(r#""id":"m1""#));
+    // Responses: response.created first, then the ending, sequence numbers in order.
+    let mut up = RESPONSES.stream();
+    for e in SseParser::new().push(
+        ev("response.created", r#"{"type":"response.created","sequence_number":0,"response":{"id":"r1","object":"response","status":"in_progress","output":[]}}"#).as_bytes(),
+    ) {
+        up.on_event(&e);
+    }
+    let cut = RESPONSES.stream().cut_after(&up, None);
+    let evs = SseParser::new().push(&cut);
+    assert_eq!(
+        evs.iter()
+            .map(|e| e.event.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["response.created", "response.incomplete"]
+    );
+    let seq = |i: usize| -> u64 {
+        serde_json::from_str::<Value>(evs[i].data.as_deref().unwrap()).unwrap()["sequence_number"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!((seq(0), seq(1)), (1, 2));
+}
+
+#[test]
+fn tracks_anthropic_stream_and_cuts_cleanly() {
+    let mut p = SseParser::new();
+    let mut t = MESSAGES.stream();
+    let evs = p.push(b"event: message_start\ndata: {\"type\":\"message_start\",\"message\":{\"id\":\"m\"}}\n\nevent: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\nevent: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"Hi\"}}\n\n");
+    let texts: Vec<EventText> = evs.iter().map(|e| t.on_event(e)).collect();
+    assert_eq!(
+        texts[2].deltas,
+        vec![("content[0]".to_string(), "Hi".to_string())]
+    );
+    let cut = String::from_utf8(t.cut_events(None)).unwrap();
+    let evs = SseParser::new().push(cut.as_bytes());
+    let kinds: Vec<_> = evs.iter().map(|e| e.event.clone().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        vec!["content_block_stop", "message_delta", "message_stop"]
+    );
+}
+
+#[test]
+fn parallel_tool_calls_and_usage_chunks() {
+    let mut t = CHAT.stream();
+    let stream = concat!(
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"name\":\"search\",\"arguments\":\"\"}},{\"index\":1,\"function\":{\"name\":\"fetch\",\"arguments\":\"\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":1,\"function\":{\"arguments\":\"{\\\"u\\\":1}\"}}]}}]}\n\n",
+        "data: {\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"{\\\"q\\\":2}\"}}]}}]}\n\n",
+        "data: {\"choices\":[],\"usage\":{\"total_tokens\":9}}\n\n",
+        "data: [DONE]\n\n",
+    );
+    let mut text: BTreeMap<String, String> = BTreeMap::new();
+    let mut terminal = false;
+    for e in SseParser::new().push(stream.as_bytes()) {
+        let et = t.on_event(&e);
+        terminal |= et.terminal;
+        for (k, d) in et.deltas {
+            text.entry(k).or_default().push_str(&d);
+        }
+    }
+    assert_eq!(text["choices[0].tool_calls[0]"], "search{\"q\":2}");
+    assert_eq!(text["choices[0].tool_calls[1]"], "fetch{\"u\":1}");
+    assert_eq!(text.len(), 2, "the usage chunk carries no text: {text:?}");
+    assert!(terminal);
+}
+
+#[test]
+fn chat_cut_names_every_choice_then_done() {
+    let mut t = CHAT.stream();
+    let mut p = SseParser::new();
+    for e in p.push(b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"}}]}\n\n") {
+        t.on_event(&e);
+    }
+    let cut = SseParser::new().push(&t.cut_events(None));
+    assert_eq!(cut.len(), 3);
+    let c0: Value = serde_json::from_str(cut[0].data.as_deref().unwrap()).unwrap();
+    assert_eq!(c0["id"], "c1");
+    assert_eq!(c0["choices"][0]["finish_reason"], "content_filter");
+    assert_eq!(cut[2].data.as_deref(), Some("[DONE]"));
+}
+
+#[test]
+fn a_text_reply_is_judged_as_a_stream_or_whole() {
+    let sse = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hel\"}}]}\n\ndata: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"lo\"}}]}\n\ndata: [DONE]\n\n";
+    let segs = CHAT.extract_text_reply(sse);
+    assert_eq!(segs.len(), 1, "{segs:?}");
+    assert_eq!(segs[0].text, "hello");
+    assert_eq!(segs[0].source, Source::Assistant);
+    // Prose with a data: line in it is prose: all of it is read.
+    let prose = "Sure.\ndata: x\nthe rest of the answer";
+    let segs = CHAT.extract_text_reply(prose);
+    assert_eq!(segs.len(), 1);
+    assert_eq!(segs[0].text, prose);
+    assert_eq!(segs[0].location, "body");
+    assert!(MESSAGES.extract_text_reply("").is_empty());
+}
+
+#[test]
+fn api_names_round_trip() {
+    for &api in Api::all() {
+        assert_eq!(Api::from_name(api.name()), Some(api));
+        assert!(api.default_path().starts_with("/v1/"));
+    }
+    assert_eq!(
+        Api::names(),
+        [
+            "openai-chat",
+            "openai-completions",
+            "openai-responses",
+            "anthropic-messages"
+        ]
+    );
+    assert_eq!(Api::from_name("openai-chat"), Some(openai_chat::API));
+    assert_eq!(Api::from_name("anthropic-messages"), Some(anthropic::API));
+    assert_eq!(Api::from_name("OpenAI-Chat"), None);
+    assert_eq!(Api::from_name(""), None);
+    assert_eq!(responses::API.default_path(), "/v1/responses");
+    assert_eq!(completions::API.default_path(), "/v1/completions");
+    assert_ne!(openai_chat::API, completions::API);
+}
+
+#[test]
+fn source_serializes_snake_case() {
+    assert_eq!(
+        serde_json::to_string(&Source::ToolDefinition).unwrap(),
+        "\"tool_definition\""
+    );
+    assert_eq!(
+        serde_json::to_string(&Source::ToolResult).unwrap(),
+        "\"tool_result\""
+    );
+    for s in [
+        Source::Instructions,
+        Source::User,
+        Source::Assistant,
+        Source::ToolResult,
+        Source::ToolDefinition,
+        Source::ToolCall,
+        Source::Other,
+    ] {
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
+}
+
+#[test]
+fn non_object_body_refused_for_every_api() {
+    for api in Api::all() {
+        let err = api.parse_request(b"[1,2]").unwrap_err();
+        assert_eq!(err.message, "request body must be a JSON object");
+        let err = api.parse_request(b"{\"a\":1,\"a\":2}").unwrap_err();
+        assert!(err.message.contains("duplicate key"), "{}", err.message);
+    }
+}
