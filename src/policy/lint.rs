@@ -28,7 +28,10 @@ use std::sync::OnceLock;
 use crate::classify::normalize::{fold_leet, normalize};
 use crate::classify::verdict::OutputFormat;
 use crate::eval::cases::{find_cases_for, load_cases};
-use crate::policy::file::parse_policy;
+use crate::policy::file::{parse_policy, split_front_matter, Split};
+
+// The command line's path arguments (`policy test`, `classify` too) mean what they mean to lint.
+pub use crate::policy::discover::policy_files;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -99,41 +102,6 @@ pub fn approx_tokens(text: &str) -> usize {
     text.chars().count().div_ceil(4)
 }
 
-/// Policy files under `paths` (files as given; directories searched recursively for `*.md`,
-/// skipping `README.md` and hidden entries), sorted.
-pub fn policy_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
-        let rd = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-        for e in rd.flatten() {
-            let p = e.path();
-            let name = e.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') {
-                continue;
-            }
-            if p.is_dir() {
-                walk(&p, out)?;
-            } else if name.ends_with(".md") && !name.eq_ignore_ascii_case("README.md") {
-                out.push(p);
-            }
-        }
-        Ok(())
-    }
-    let mut out = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            let mut v = Vec::new();
-            walk(p, &mut v)?;
-            v.sort();
-            out.extend(v);
-        } else if p.exists() {
-            out.push(p.clone());
-        } else {
-            return Err(format!("{}: no such file or directory", p.display()));
-        }
-    }
-    Ok(out)
-}
-
 fn re(cell: &'static OnceLock<Regex>, pat: &str) -> &'static Regex {
     cell.get_or_init(|| Regex::new(pat).expect("lint regex"))
 }
@@ -169,22 +137,6 @@ fn vague_res() -> &'static [Regex] {
 fn quoted_re() -> &'static Regex {
     static R: OnceLock<Regex> = OnceLock::new();
     re(&R, r#""[^"]*"|“[^”]*”|`[^`]*`"#)
-}
-
-/// `+++\n<toml>\n+++\n<body>` -> (toml, body, 1-based line of the body's first line).
-fn split(text: &str) -> Option<(&str, &str, usize)> {
-    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
-    let rest = text
-        .strip_prefix("+++\n")
-        .or_else(|| text.strip_prefix("+++\r\n"))?;
-    let mut offset = 0;
-    for (i, line) in rest.split_inclusive('\n').enumerate() {
-        if line.trim_end() == "+++" {
-            return Some((&rest[..offset], &rest[offset + line.len()..], i + 3));
-        }
-        offset += line.len();
-    }
-    None
 }
 
 struct Lint<'a> {
@@ -242,7 +194,12 @@ pub fn lint_bytes(path: &Path, bytes: &[u8], cases: CasesArg) -> Vec<Diagnostic>
         l.push(1, Level::Error, "front-matter", "not UTF-8".into());
         return l.out;
     };
-    let Some((fm_text, body, body_line)) = split(text) else {
+    let Some(Split {
+        front_matter: fm_text,
+        body,
+        body_line,
+    }) = split_front_matter(text)
+    else {
         l.push(
             1,
             Level::Error,
