@@ -1,5 +1,5 @@
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::*;
 use crate::eval::cases::parse_cases;
@@ -243,4 +243,114 @@ fn unreadable_files_are_front_matter_errors() {
     }
     let d = lint_file(Path::new("/nonexistent/x.md"));
     assert!(d[0].message.starts_with("cannot read"), "{d:#?}");
+}
+
+// ---------------------------------------------------------------- lint and serve see one set
+
+/// Always says yes: the test is about which files load, not what they need.
+struct AnyBackend;
+
+impl crate::policy::registry::Capability for AnyBackend {
+    fn unsupported(&self, _: &crate::policy::Policy) -> Option<String> {
+        None
+    }
+}
+
+/// A loadable policy whose id is `id` (lint finds plenty wrong with it: every file it lints
+/// shows up in its diagnostics).
+fn tiny(id: &str) -> String {
+    format!("+++\nid = \"{id}\"\ntitle = \"t\"\nversion = \"1\"\n+++\n# T\n")
+}
+
+/// The files `policy lint <dir>` checks, in the order it checks them, as it names them.
+fn linted(dir: &Path) -> Vec<String> {
+    let dir = dir.to_path_buf();
+    // On a thread, so that a walk that never ends fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(lint_paths(&[dir])));
+    let s = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("lint did not finish: a symlink loop?")
+        .expect("lint");
+    let mut files: Vec<String> = Vec::new();
+    for d in &s.diagnostics {
+        if files.last() != Some(&d.path) {
+            files.push(d.path.clone());
+        }
+    }
+    assert_eq!(files.len(), s.files, "every linted file has a finding");
+    files
+}
+
+/// The files the registry loads from `dir`, in path order, as lint names them.
+fn served(dir: &Path) -> Vec<String> {
+    let snap = crate::policy::registry::build_snapshot(&[dir.to_path_buf()], &[], &AnyBackend, 1)
+        .unwrap_or_else(|e| panic!("{e:#?}"));
+    let mut files: Vec<PathBuf> = snap.policies.values().map(|p| p.path.clone()).collect();
+    files.sort();
+    files.iter().map(|p| p.display().to_string()).collect()
+}
+
+#[cfg(unix)]
+#[test]
+fn lint_checks_exactly_the_files_serve_loads() {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::symlink;
+
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path();
+    let write = |rel: &str, text: &str| {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+    };
+    write("general/self-harm.md", &tiny("general/self-harm"));
+    write("general/self-harm.cases.jsonl", "{not a policy}\n");
+    write("general/README.md", "# The general pack\n");
+    write("general/readme.md", "# Also not a policy\n");
+    write("general/notes.txt", "not a policy\n");
+    write(
+        "general/NOTES.MD",
+        "not a policy either: the suffix is lower case\n",
+    );
+    write("general/.draft.md", "hidden: an editor's swap or a draft\n");
+    write(".hidden/skipped.md", "hidden directory\n");
+    write("teen/deep/nested/age.md", &tiny("teen/age"));
+    // A directory named like a policy is still a directory.
+    write("odd.md/inner.md", &tiny("odd/inner"));
+    // A file name that is not UTF-8.
+    std::fs::write(
+        dir.join("general")
+            .join(std::ffi::OsStr::from_bytes(b"caf\xe9.md")),
+        tiny("general/cafe"),
+    )
+    .unwrap();
+    // Two links back up the tree (a loop), a link to a sibling pack (one directory reached
+    // twice), and a dangling link (a ConfigMap mid-swap).
+    symlink(dir, dir.join("general/up")).unwrap();
+    symlink(dir, dir.join("teen/deep/again")).unwrap();
+    symlink(dir.join("teen"), dir.join("general/teen-link")).unwrap();
+    symlink(dir.join("gone.md"), dir.join("general/dangling.md")).unwrap();
+    // A ConfigMap volume: the real files under `..data`, reached through a visible link.
+    write("..data/cm/mounted.md", &tiny("cm/mounted"));
+    symlink(dir.join("..data/cm"), dir.join("cm")).unwrap();
+
+    let lint = linted(dir);
+    let serve = served(dir);
+    assert_eq!(lint, serve);
+    let prefix = format!("{}/", dir.display());
+    let names: Vec<&str> = serve
+        .iter()
+        .map(|p| p.strip_prefix(&prefix).unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "cm/mounted.md",
+            "general/caf\u{FFFD}.md",
+            "general/self-harm.md",
+            "general/teen-link/deep/nested/age.md",
+            "odd.md/inner.md",
+        ]
+    );
 }
