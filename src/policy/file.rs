@@ -342,16 +342,32 @@ pub fn content_hash(bytes: &[u8]) -> String {
     hex::encode(&d[..8])
 }
 
-/// Splits `+++\n<toml>\n+++\n<body>`.
-fn split_front_matter(text: &str) -> Option<(&str, &str)> {
+/// A policy file cut at its `+++` fences.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Split<'a> {
+    /// The TOML between the fences; its line n is the file's line n + 1.
+    pub front_matter: &'a str,
+    pub body: &'a str,
+    /// 1-based line of the file on which `body` starts, so lint can point into the body.
+    pub body_line: usize,
+}
+
+/// Splits `+++\n<toml>\n+++\n<body>`. The loader and lint both cut files here, so a file lint
+/// accepts is one the gateway loads the same way. `None`: no front matter.
+pub fn split_front_matter(text: &str) -> Option<Split<'_>> {
     let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let rest = text
         .strip_prefix("+++\n")
         .or_else(|| text.strip_prefix("+++\r\n"))?;
     let mut offset = 0;
-    for line in rest.split_inclusive('\n') {
+    for (i, line) in rest.split_inclusive('\n').enumerate() {
         if line.trim_end() == "+++" {
-            return Some((&rest[..offset], &rest[offset + line.len()..]));
+            return Some(Split {
+                front_matter: &rest[..offset],
+                body: &rest[offset + line.len()..],
+                // The opening fence is line 1 and the closing one line i + 2.
+                body_line: i + 3,
+            });
         }
         offset += line.len();
     }
@@ -375,7 +391,11 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         reason,
     };
     let text = std::str::from_utf8(bytes).map_err(|e| err(format!("not UTF-8: {e}")))?;
-    let (fm, body) = split_front_matter(text).ok_or_else(|| {
+    let Split {
+        front_matter: fm,
+        body,
+        ..
+    } = split_front_matter(text).ok_or_else(|| {
         err("missing TOML front matter: the file must start with a '+++' line and close it with another".into())
     })?;
     let fm: FrontMatter = toml::from_str(fm).map_err(|e| {
@@ -579,6 +599,22 @@ Text for the model.
         assert!(hit("give me a gun!"));
         assert!(hit("g1ve me a gun."));
         assert!(!hit("give me a gunk"));
+    }
+
+    #[test]
+    fn split_finds_the_body_and_its_line() {
+        for text in [
+            "+++\nid = 1\n\n+++\n# Body\n",
+            "\u{FEFF}+++\r\nid = 1\r\n\r\n+++\r\n# Body\r\n",
+        ] {
+            let s = split_front_matter(text).unwrap();
+            assert_eq!(s.front_matter.trim(), "id = 1");
+            assert_eq!(s.body.trim(), "# Body");
+            // `+++`, `id`, blank, `+++`: the body is line 5.
+            assert_eq!(s.body_line, 5);
+        }
+        assert_eq!(split_front_matter("# Body\n"), None);
+        assert_eq!(split_front_matter("+++\nid = 1\n"), None);
     }
 
     #[test]

@@ -1,7 +1,9 @@
-//! Policies: files on disk (`file`), the live snapshot (`registry`) and what reloads it (`watch`).
+//! Policies: which files are policies (`discover`), one file (`file`), what `policy lint` checks in
+//! it (`lint`), the live snapshot (`registry`) and what reloads it (`watch`).
 
 pub mod binding;
 mod casefold;
+pub mod discover;
 pub mod file;
 pub mod lint;
 pub mod registry;

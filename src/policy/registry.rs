@@ -6,11 +6,12 @@
 
 use arc_swap::ArcSwap;
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use super::binding::{Action, Direction};
+use super::discover::policy_files_in;
 use super::file::{parse_policy, Policy, PolicyError};
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
@@ -101,56 +102,6 @@ pub fn selects(select: &str, id: &str) -> bool {
         Some(prefix) => id.starts_with(prefix),
         None => select == id,
     }
-}
-
-/// Every `*.md` file under `dir`, skipping hidden entries: Kubernetes ConfigMap volumes keep the
-/// real files under `..data/` and `..<timestamp>/` and expose them through symlinks at the top.
-pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    // Directories already listed, by device and inode: a symlink back up the tree would otherwise
-    // list the same files again at every level (two such links: exponentially many paths).
-    let mut seen = std::collections::HashSet::new();
-    while let Some(d) = stack.pop() {
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            if let Ok(m) = std::fs::metadata(&d) {
-                if !seen.insert((m.dev(), m.ino())) {
-                    continue;
-                }
-            }
-        }
-        #[cfg(not(unix))]
-        if let Ok(c) = std::fs::canonicalize(&d) {
-            if !seen.insert(c) {
-                continue;
-            }
-        }
-        let entries =
-            std::fs::read_dir(&d).map_err(|e| format!("{}: cannot list: {e}", d.display()))?;
-        for entry in entries {
-            let entry = entry.map_err(|e| format!("{}: {e}", d.display()))?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with('.') {
-                continue;
-            }
-            let path = entry.path();
-            // metadata() follows symlinks, which is what ConfigMap layouts need.
-            let meta = match std::fs::metadata(&path) {
-                Ok(m) => m,
-                Err(_) => continue, // dangling symlink mid-swap; the next event reloads again
-            };
-            if meta.is_dir() {
-                stack.push(path);
-            } else if name.ends_with(".md") && !name.eq_ignore_ascii_case("README.md") {
-                out.push(path);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 impl Registry {
@@ -372,7 +323,7 @@ pub fn build_snapshot(
     let mut policies: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
     let mut candidates: BTreeMap<String, Arc<Policy>> = BTreeMap::new();
     for dir in dirs {
-        let files = match policy_files(dir) {
+        let files = match policy_files_in(dir) {
             Ok(f) => f,
             Err(e) => {
                 errors.push(e);
@@ -529,19 +480,5 @@ mod tests {
         assert!(!selects("general/*", "teen-safety/x"));
         assert!(selects("a/b", "a/b"));
         assert!(!selects("a/b", "a/bc"));
-    }
-
-    #[cfg(unix)]
-    #[test]
-    fn symlink_loops_are_listed_once() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("pack");
-        std::fs::create_dir(&sub).unwrap();
-        std::fs::write(sub.join("a.md"), "x").unwrap();
-        // Two links back up the tree: without the check, ~2^40 paths.
-        std::os::unix::fs::symlink(dir.path(), sub.join("up")).unwrap();
-        std::os::unix::fs::symlink(dir.path(), sub.join("again")).unwrap();
-        let files = policy_files(dir.path()).unwrap();
-        assert_eq!(files, vec![sub.join("a.md")]);
     }
 }

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use super::registry::{policy_files, Registry};
+use super::discover::policy_files_in;
+use super::registry::Registry;
 
 /// (path, modified, len) of every policy file: changes whenever a reload could matter.
 fn fingerprint(dirs: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
     let mut out = Vec::new();
     for d in dirs {
-        for p in policy_files(d).unwrap_or_default() {
+        for p in policy_files_in(d).unwrap_or_default() {
             let meta = std::fs::metadata(&p).ok();
             out.push((
                 p,

@@ -1,0 +1,93 @@
+//! Checks of the TOML front matter as a whole: what the loader rejects, and what it accepts but
+//! would mislead.
+
+use super::{Findings, LintRule, PolicyDoc};
+
+/// The loader rejects the file (TOML syntax, unknown keys, ids, rules, regexes): `serve` would
+/// refuse to start, or a reload would keep the old snapshot. Files that cannot be read, are not
+/// UTF-8 or have no front matter are reported under this name too, before any rule runs.
+pub struct FrontMatter;
+
+/// The loader's message for a code declared twice: `duplicate-code` reports that one, with both
+/// definitions.
+const DUPLICATE_CODE: &str = "codes: duplicate code";
+
+impl LintRule for FrontMatter {
+    fn name(&self) -> &'static str {
+        "front-matter"
+    }
+
+    fn check(&self, doc: &PolicyDoc, out: &mut Findings) {
+        let Err(e) = &doc.policy else {
+            return;
+        };
+        if e.reason.starts_with(DUPLICATE_CODE) {
+            return;
+        }
+        let line = e
+            .reason
+            .strip_prefix("front matter line ")
+            .and_then(|r| r.split(':').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(1);
+        out.error(line, e.reason.clone());
+    }
+}
+
+/// A `[thresholds]` value outside 0..=1: the fields are fractions, and `min_recall = 90` can
+/// never be met while `max_fpr = 5` never fails, so the quality bar silently means nothing.
+pub struct Thresholds;
+
+impl LintRule for Thresholds {
+    fn name(&self) -> &'static str {
+        "thresholds"
+    }
+
+    fn check(&self, doc: &PolicyDoc, out: &mut Findings) {
+        let Some(t) = doc
+            .table
+            .as_ref()
+            .and_then(|t| t.get("thresholds")?.as_table())
+        else {
+            return;
+        };
+        for (k, v) in t {
+            let Some(x) = v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) else {
+                continue;
+            };
+            if !(0.0..=1.0).contains(&x) {
+                out.error(
+                    doc.line_of(k),
+                    format!("thresholds.{k} = {x}: use a fraction between 0 and 1"),
+                );
+            }
+        }
+    }
+}
+
+/// The id's last part differs from the file name: whoever reads an audit line or a route's
+/// selection looks for the file by id. A candidate file `name.<suffix>.md` may carry the live
+/// policy's id.
+pub struct IdPath;
+
+impl LintRule for IdPath {
+    fn name(&self) -> &'static str {
+        "id-path"
+    }
+
+    fn check(&self, doc: &PolicyDoc, out: &mut Findings) {
+        let Ok(p) = &doc.policy else {
+            return;
+        };
+        let Some(stem) = doc.path.file_stem().map(|s| s.to_string_lossy()) else {
+            return;
+        };
+        let last = p.id.rsplit('/').next().unwrap_or(&p.id);
+        if last != stem && !stem.starts_with(&format!("{last}.")) {
+            out.warning(
+                doc.line_of("id"),
+                format!("id {:?} does not end in the file name {stem:?}", p.id),
+            );
+        }
+    }
+}
