@@ -39,8 +39,9 @@ if [ ! -x "$HOME_DIR/bin/nvcc" ] || [ ! -e "$HOME_DIR/lib/libcuda.so" ]; then
         for l in cublas cublasLt cudart nvrtc; do ln -sf "lib$l.so.13" "lib$l.so"; done
         ln -sf libcurand.so.10 libcurand.so
     )
-    # cudarc is fetched by cargo; its driver bindings name every function the stub must define.
-    (cd "$ROOT" && cargo fetch -q >&2)
+    # cudarc is fetched by cargo (which needs third_party/ to resolve); its driver bindings name
+    # every function the stub must define.
+    (cd "$ROOT" && scripts/patch-deps.sh >&2 && cargo fetch -q >&2)
     bindings="$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-0.19.*/src/driver/sys/mod.rs | tail -n1)"
     mkdir -p "$HOME_DIR/lib/stubs"
     grep -oE '\bfn cu[A-Za-z0-9_]+\(' "$bindings" | sort -u |

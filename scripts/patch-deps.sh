@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Prepares third_party/<crate>: a published crate with the patches in patches/<crate>-<version>-*.patch
-# applied. Cargo.toml's [patch.crates-io] points at those directories, so run this once before the
-# first cargo command on a fresh clone (scripts/setup.sh, test.sh and serve.sh all do).
+# applied.
 #
 # Why patches (each file says more):
 # - mistralrs-core: on CPU, 0.8.1 never evicts its prefix cache (every finished sequence keeps its
@@ -20,12 +19,23 @@
 #   accepted but has not sent its request header yet, so that request fails (issue #6).
 # Each crate comes from the local cargo cache when present, else from static.crates.io, and must
 # match the sha256 crates.io publishes for it (written below: a patched crate's Cargo.lock entry has
-# no checksum). Idempotent: a stamp file records which patches were applied.
+# no checksum). Idempotent: a stamp file records which patches were applied. Cargo.toml's
+# [patch.crates-io] points at third_party/ (gitignored), so it must exist before cargo resolves
+# anything: setup.sh, test.sh and serve.sh run this first, and plain cargo runs it through
+# scripts/rustc-wrapper.sh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log() { printf 'patch-deps: %s\n' "$*"; }
+
+# cargo runs this too (scripts/rustc-wrapper.sh), so two builds started at once (an editor's
+# `cargo check` next to a build) may run it together: one prepares, the other waits and finds it done.
+mkdir -p "$ROOT/third_party"
+exec 9>"$ROOT/third_party/.lock"
+if command -v flock >/dev/null 2>&1; then
+    flock 9
+fi
 
 # mistralrs-core's build script asks to be re-run when `.git/HEAD` changes. In a registry crate
 # cargo ignores that; in a path dependency a missing file counts as changed, and every build would

@@ -9,8 +9,8 @@ cd "$ROOT"
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
-# Also prepares third_party/ (patched mistral.rs) and the small default model in models/.
+# Also links ./target, the build directory, and prepares third_party/ (patched mistral.rs) and the
+# small default model in models/.
 GUARDGATE_SKIP_VENV=1 scripts/setup.sh
 # The same targets as scripts/test.sh: `--bin guardgate` alone resolves a different feature set for
 # shared dependencies and would compile mistral.rs a second time (~10 minutes).
@@ -19,4 +19,4 @@ mkdir -p var
 if [ "$#" -eq 0 ]; then
     set -- --config config/guardgate.toml
 fi
-exec "$CARGO_TARGET_DIR/release/guardgate" serve "$@"
+exec "${CARGO_TARGET_DIR:-$ROOT/target}/release/guardgate" serve "$@"

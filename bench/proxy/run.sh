@@ -16,7 +16,7 @@
 # (-c1, where p99 added latency is meaningful). Prints one table per load level.
 #
 # Environment (all optional):
-#   GUARDGATE_BIN  guardgate binary (default $CARGO_TARGET_DIR/release/guardgate, built if missing)
+#   GUARDGATE_BIN  guardgate binary (default target/release/guardgate, built if missing)
 #   THREADS        guardgate server.threads and nginx proxy worker_processes (default 1)
 #   PIN            1 (default, needs >= 2 CPUs): proxy under test + mock on SERVER_CPUS, wrk on WRK_CPUS
 #   SERVER_CPUS    taskset list for nginx/guardgate (default 0)     WRK_CPUS  for wrk (default 1)
@@ -26,7 +26,7 @@
 #   BASE_PORT      first of 11 consecutive loopback ports (default 18400)
 #   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
 #   SKIP_E=1       skip scenario (e)
-#   FLOOR_BIN      the pingora_floor example (default $CARGO_TARGET_DIR/release/examples/pingora_floor,
+#   FLOOR_BIN      the pingora_floor example (default target/release/examples/pingora_floor,
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
 #   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
@@ -38,9 +38,9 @@ set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/guardgate/target}"
-GUARDGATE_BIN="${GUARDGATE_BIN:-$CARGO_TARGET_DIR/release/guardgate}"
-FLOOR_BIN="${FLOOR_BIN:-$CARGO_TARGET_DIR/release/examples/pingora_floor}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+GUARDGATE_BIN="${GUARDGATE_BIN:-$TARGET/release/guardgate}"
+FLOOR_BIN="${FLOOR_BIN:-$TARGET/release/examples/pingora_floor}"
 SKIP_G="${SKIP_G:-0}"
 THREADS="${THREADS:-1}"
 CONNS="${CONNS:-32}"
