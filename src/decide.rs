@@ -73,12 +73,15 @@ pub enum Final {
     },
 }
 
+/// (policy id, code) of annotate bindings that fired: they become `x-guardgate-*` headers.
+pub type Annotations = Vec<(String, Option<String>)>;
+
 #[derive(Debug)]
 pub struct Decision {
     pub outcomes: Vec<Outcome>,
     pub verdict: Final,
     /// (policy id, code) of annotate-policies that fired: become `x-guardgate-*` headers.
-    pub annotations: Vec<(String, Option<String>)>,
+    pub annotations: Annotations,
 }
 
 /// Judges `content` against every bound policy concurrently, then combines. Policies that rules

@@ -195,8 +195,7 @@ fn finish(
     for p in &r.policies {
         print!("{}", report::details(p, max_failures));
     }
-    let (j, h) = r
-        .write(dir)
+    let (j, h) = super::html::write(r, dir)
         .map_err(|e| format!("{}: cannot write report: {e}", dir.display()))?;
     println!("\nreport: {} and {}", j.display(), h.display());
     if let Some(old) = compare {

@@ -1,6 +1,7 @@
 //! `report.html`: one self-contained page (inline CSS and SVG, no scripts, no external assets).
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 
 use super::metrics::fmt3;
 use super::report::{PolicyReport, Report};
@@ -119,6 +120,16 @@ fn policy_section(s: &mut String, p: &PolicyReport) {
         }
         s.push_str("</table>");
     }
+}
+
+/// Writes `report.json` and `report.html` into `dir` (created if needed).
+pub fn write(r: &Report, dir: &std::path::Path) -> std::io::Result<(PathBuf, PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let json = dir.join("report.json");
+    let html = dir.join("report.html");
+    std::fs::write(&json, serde_json::to_vec_pretty(r)?)?;
+    std::fs::write(&html, render(r))?;
+    Ok((json, html))
 }
 
 pub fn render(r: &Report) -> String {

@@ -129,16 +129,6 @@ impl Report {
             .map_err(|e| format!("{}: cannot read: {e}", path.display()))?;
         serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", path.display()))
     }
-
-    /// Writes `report.json` and `report.html` into `dir` (created if needed).
-    pub fn write(&self, dir: &Path) -> std::io::Result<(std::path::PathBuf, std::path::PathBuf)> {
-        std::fs::create_dir_all(dir)?;
-        let json = dir.join("report.json");
-        let html = dir.join("report.html");
-        std::fs::write(&json, serde_json::to_vec_pretty(self)?)?;
-        std::fs::write(&html, super::html::render(self))?;
-        Ok((json, html))
-    }
 }
 
 /// The summary table, one row per policy (and derived rows after a rule).

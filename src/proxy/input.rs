@@ -11,13 +11,10 @@ use super::exchange::{Exchange, Flow, Judging, Outcome};
 use super::gateway::Route;
 use super::{forward, reply};
 use crate::config::{Direction, NonTextParts};
-use crate::decide::Final;
+use crate::decide::{Annotations, Final};
 use crate::metrics::BadRequest;
 use crate::policy::Bound;
 use crate::wire::{ErrorKind, ParsedRequest, WireError};
-
-/// What annotate bindings said of the request: (policy id, code) pairs for the reply's headers.
-pub type Annotations = Vec<(String, Option<String>)>;
 
 /// Handles a request on the exchange's route; on return the response has been written (or the
 /// connection is being dropped because the client or upstream failed mid-response, signalled by

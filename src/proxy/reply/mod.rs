@@ -16,10 +16,9 @@ use serde_json::{json, Value};
 use super::body::{content_codings, is_coded};
 use super::exchange::{Exchange, Outcome};
 use super::forward::UpstreamReply;
-use super::input::Annotations;
 use super::upstream::HOP_BY_HOP;
 use crate::config::FailMode;
-use crate::decide::Final;
+use crate::decide::{Annotations, Final};
 use crate::policy::Bound;
 use crate::wire::ErrorKind;
 
