@@ -8,6 +8,7 @@
 
 mod support;
 
+mod adversarial;
 mod gate;
 mod gateway;
 // The real small model through mistral.rs; without the feature there is no in-process backend.
