@@ -87,12 +87,21 @@ pub struct Registry {
     live: ArcSwap<Snapshot>,
     dirs: Vec<PathBuf>,
     routes: Vec<RouteConfig>,
-    last_error: Mutex<Option<ReloadFailure>>,
+    /// What the last reloads said, published whole (see [`ReloadOutcome`]).
+    outcome: Mutex<ReloadOutcome>,
     reload_lock: tokio::sync::Mutex<()>,
     capability: Arc<dyn Capability>,
     metrics: Arc<Metrics>,
     gate: Option<Arc<dyn Gate>>,
-    gate_report: Mutex<Vec<GateResult>>,
+}
+
+/// The last reload's error and the gate's last report, kept under one lock: a reader of
+/// `/admin/policies` sees both of one reload or both of the one before, never a gate report
+/// whose refusal is not yet the reload's error.
+#[derive(Debug, Default, Clone)]
+struct ReloadOutcome {
+    last_error: Option<ReloadFailure>,
+    gate_report: Vec<GateResult>,
 }
 
 /// `general/*` selects the pack, `*` everything, anything else one id.
@@ -119,33 +128,45 @@ impl Registry {
             live: ArcSwap::from_pointee(snap),
             dirs,
             routes,
-            last_error: Mutex::new(None),
+            outcome: Mutex::default(),
             reload_lock: tokio::sync::Mutex::new(()),
             capability,
             metrics,
             gate,
-            gate_report: Mutex::new(Vec::new()),
         })
     }
 
-    /// The gate's verdicts on the most recent reload that changed gated policies.
-    pub fn gate_report(&self) -> Vec<GateResult> {
-        self.gate_report
-            .lock()
-            .map(|g| g.clone())
-            .unwrap_or_default()
+    fn outcome(&self) -> ReloadOutcome {
+        self.outcome.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+
+    /// The last reload's error and the gate's verdicts on the most recent reload that changed gated
+    /// policies, read together.
+    pub fn reload_status(&self) -> (Option<ReloadFailure>, Vec<GateResult>) {
+        let o = self.outcome();
+        (o.last_error, o.gate_report)
+    }
+
+    /// Publishes a reload's error (`None`: it went through) and, when the gate ran, its report.
+    fn publish(&self, last_error: Option<ReloadFailure>, gate_report: Option<Vec<GateResult>>) {
+        if let Ok(mut o) = self.outcome.lock() {
+            o.last_error = last_error;
+            if let Some(r) = gate_report {
+                o.gate_report = r;
+            }
+        }
     }
 
     /// Runs the gate on every gated policy that changed; a refused version is replaced by the
     /// live one (or left out, if new) and the routes are bound again. Returns why each refused
-    /// version was refused.
+    /// version was refused, and the gate's report when it ran.
     async fn apply_gate(
         &self,
         current: &Snapshot,
         snap: &mut Snapshot,
-    ) -> Result<Vec<String>, Vec<String>> {
+    ) -> Result<(Vec<String>, Option<Vec<GateResult>>), Vec<String>> {
         let Some(gate) = &self.gate else {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         };
         let changed: Vec<Arc<Policy>> = snap
             .policies
@@ -160,7 +181,7 @@ impl Registry {
             .cloned()
             .collect();
         if changed.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), None));
         }
         let mut report = Vec::new();
         let mut refusals = Vec::new();
@@ -190,9 +211,6 @@ impl Registry {
                 detail,
             });
         }
-        if let Ok(mut g) = self.gate_report.lock() {
-            *g = report;
-        }
         if !refusals.is_empty() {
             self.metrics
                 .reloads
@@ -210,7 +228,7 @@ impl Registry {
                 return Err(errors);
             }
         }
-        Ok(refusals)
+        Ok((refusals, Some(report)))
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -218,7 +236,7 @@ impl Registry {
     }
 
     pub fn last_error(&self) -> Option<ReloadFailure> {
-        self.last_error.lock().map(|g| g.clone()).unwrap_or(None)
+        self.outcome().last_error
     }
 
     pub fn dirs(&self) -> &[PathBuf] {
@@ -239,13 +257,18 @@ impl Registry {
         })
         .await
         .map_err(|e| vec![format!("reload task failed: {e}")])?;
+        let mut gate_report = None;
         let built = match built {
             Ok(mut snap) => match self.apply_gate(&current, &mut snap).await {
-                // A reload whose only change the gate refused is a failed reload: say why.
-                Ok(refusals) if !refusals.is_empty() && same_policies(&current, &snap) => {
-                    Err(refusals)
+                Ok((refusals, report)) => {
+                    gate_report = report;
+                    // A reload whose only change the gate refused is a failed reload: say why.
+                    if !refusals.is_empty() && same_policies(&current, &snap) {
+                        Err(refusals)
+                    } else {
+                        Ok((snap, refusals))
+                    }
                 }
-                Ok(refusals) => Ok((snap, refusals)),
                 Err(e) => Err(e),
             },
             Err(e) => Err(e),
@@ -254,13 +277,12 @@ impl Registry {
             Ok((snap, refusals)) => {
                 // Other changes went live; a refused version is still reported until a reload
                 // without refusals.
-                if let Ok(mut g) = self.last_error.lock() {
-                    *g = (!refusals.is_empty()).then(|| ReloadFailure {
-                        at: humantime_now(),
-                        errors: refusals,
-                    });
-                }
+                let failure = (!refusals.is_empty()).then(|| ReloadFailure {
+                    at: humantime_now(),
+                    errors: refusals,
+                });
                 if same_policies(&current, &snap) {
+                    self.publish(failure, gate_report);
                     return Ok(None);
                 }
                 let gen = snap.generation;
@@ -273,6 +295,8 @@ impl Registry {
                 self.live.store(Arc::new(snap));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.policy_generation.set(gen as i64);
+                // After the swap: whoever reads the report finds its versions live.
+                self.publish(failure, gate_report);
                 Ok(Some(gen))
             }
             Err(errors) => {
@@ -282,12 +306,11 @@ impl Registry {
                     "policy reload rejected; the previous snapshot stays live"
                 );
                 self.metrics.reloads.with_label_values(&["failure"]).inc();
-                if let Ok(mut g) = self.last_error.lock() {
-                    *g = Some(ReloadFailure {
-                        at: humantime_now(),
-                        errors: errors.clone(),
-                    });
-                }
+                let failure = ReloadFailure {
+                    at: humantime_now(),
+                    errors: errors.clone(),
+                };
+                self.publish(Some(failure), gate_report);
                 Err(errors)
             }
         }

@@ -71,6 +71,12 @@ pub async fn run(
 
     let dirs = registry.dirs().to_vec();
     let mut last_fp = fingerprint(&dirs);
+    // The policies were read when the registry was built, before this task (and its watch) began:
+    // a file changed in between raised no event and already matches the fingerprint above, so it
+    // would never be reloaded. One reload now reads it; with nothing changed it changes nothing.
+    if let Err(errors) = registry.reload("start").await {
+        tracing::warn!(?errors, "policies changed since start do not load");
+    }
     let mut poll = tokio::time::interval(opts.poll.unwrap_or(Duration::from_secs(3600)));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     poll.tick().await;

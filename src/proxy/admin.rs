@@ -59,6 +59,9 @@ impl AdminApp {
     }
 
     fn policies(&self) -> serde_json::Value {
+        // The reload status first: it is published after its snapshot went live, so a report
+        // read here never names versions newer than the snapshot read next.
+        let (last_error, gate_report) = self.gw.registry.reload_status();
         let snap = self.gw.registry.snapshot();
         let policies: Vec<_> = snap
             .policies
@@ -98,8 +101,8 @@ impl AdminApp {
             "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
             "policies": policies,
             "routes": routes,
-            "last_reload_error": self.gw.registry.last_error(),
-            "last_gate_report": self.gw.registry.gate_report(),
+            "last_reload_error": last_error,
+            "last_gate_report": gate_report,
         })
     }
 }
