@@ -125,3 +125,60 @@ pub async fn run(
         last_fp = before;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::policy::registry::Capability;
+    use crate::policy::Policy;
+
+    struct AnyBackend;
+
+    impl Capability for AnyBackend {
+        fn unsupported(&self, _policy: &Policy) -> Option<String> {
+            None
+        }
+    }
+
+    fn policy(version: &str) -> String {
+        format!("+++\nid = \"t/p\"\ntitle = \"t\"\nversion = \"{version}\"\n[[codes]]\ncode = \"X1\"\ntitle = \"x\"\n[[rules]]\nid = \"r\"\ncode = \"X1\"\nkeywords = [\"zorble\"]\n+++\nbody\n")
+    }
+
+    /// A file changed after the registry read it but before the watcher began raises no event
+    /// the watcher can see; it must still be loaded, with polling off.
+    #[tokio::test]
+    async fn a_change_before_the_watcher_starts_is_loaded() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.md"), policy("1")).unwrap();
+        let registry = Arc::new(
+            Registry::load(
+                vec![dir.path().to_path_buf()],
+                Vec::new(),
+                Arc::new(AnyBackend),
+                Arc::new(Metrics::new()),
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(registry.snapshot().policies["t/p"].version, "1");
+        std::fs::write(dir.path().join("p.md"), policy("2")).unwrap();
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let opts = WatchOptions {
+            watch: true,
+            debounce: Duration::from_millis(10),
+            poll: None,
+        };
+        let task = tokio::spawn(run(registry.clone(), opts, shutdown));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while registry.snapshot().policies["t/p"].version != "2" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the change made before the watcher started was never loaded"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        stop.send(true).unwrap();
+        task.await.unwrap();
+    }
+}
