@@ -255,12 +255,12 @@ async fn violating_streams_are_cut_with_the_apis_terminal_events() {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-    let audit = gw.audit_wait(6).await;
-    let cut: Vec<&Value> = audit
-        .iter()
-        .filter(|r| r["direction"] == "output" && r["effect"] == "blocked")
-        .collect();
-    assert_eq!(cut.len(), 3);
+    let is_cut = |r: &&Value| r["direction"] == "output" && r["effect"] == "blocked";
+    let audit = gw
+        .audit_until(|a| a.iter().filter(is_cut).count() >= 3)
+        .await;
+    let cut: Vec<&Value> = audit.iter().filter(is_cut).collect();
+    assert_eq!(cut.len(), 3, "{audit:#?}");
     assert!(cut[0]["windows"].as_u64().unwrap() >= 2, "{:?}", cut[0]);
 }
 

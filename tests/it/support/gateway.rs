@@ -37,6 +37,18 @@ impl GatewayProc {
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
     }
+    /// Waits (up to 15 s) until the audit log satisfies `done` (the writer is asynchronous, and a
+    /// stream's output record lands after the client has its last byte), then returns it.
+    pub async fn audit_until(&self, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let a = self.audit();
+            if done(&a) || Instant::now() > deadline {
+                return a;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
     /// Waits until the audit log holds at least `n` records (the writer is asynchronous).
     pub async fn audit_wait(&self, n: usize) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(5);
