@@ -129,6 +129,7 @@ pub struct TestConfig {
     policies: String,
     poll_interval_ms: u64,
     fail_mode: String,
+    audit: String,
     extra: String,
     env: Vec<(String, String)>,
 }
@@ -149,6 +150,7 @@ impl TestConfig {
             policies: String::new(),
             poll_interval_ms: 500,
             fail_mode: "closed".into(),
+            audit: String::new(),
             extra: String::new(),
             env: Vec::new(),
         }
@@ -211,6 +213,13 @@ impl TestConfig {
         self
     }
 
+    /// Lines added to `[audit]`.
+    pub fn audit(mut self, lines: &str) -> TestConfig {
+        self.audit += lines;
+        self.audit.push('\n');
+        self
+    }
+
     /// TOML appended after the routes (more upstreams, routes, sections).
     pub fn extra(mut self, toml: &str) -> TestConfig {
         self.extra += toml;
@@ -239,6 +248,7 @@ impl TestConfig {
             policies,
             poll_interval_ms,
             fail_mode,
+            audit,
             extra,
             env: _,
         } = self;
@@ -268,6 +278,7 @@ poll_interval_ms = {poll_interval_ms}
 [audit]
 sink = "file"
 path = "audit.jsonl"
+{audit}
 
 [[upstreams]]
 name = "mock"
