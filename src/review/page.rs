@@ -557,7 +557,12 @@ pub fn detail(v: &DetailView<'_>) -> String {
     if let Some(r) = &d.rationale {
         let _ = write!(
             b,
-            "<h2 style=\"margin-top:.8rem\">Model rationale</h2><div class=\"rationale\">{}</div>",
+            "<h2 style=\"margin-top:.8rem\">{}</h2><div class=\"rationale\">{}</div>",
+            if d.model.is_some() {
+                "Model rationale"
+            } else {
+                "Rationale"
+            },
             e(r)
         );
     }
