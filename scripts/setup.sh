@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent machine setup for building and testing guardgate on Debian (run as root, or with sudo):
-#   - system packages: cmake, pkg-config, python3-venv (build and tests); nginx-light, wrk (benchmarks)
+#   - system packages: cmake, pkg-config, python3-venv (build and tests); postgresql (the review
+#     store's PostgreSQL tests run a private cluster), chromium + chromium-driver (the review page's
+#     browser test); nginx-light, wrk (benchmarks)
 #   - ./target, the build directory of cargo and of every script: a link to $GUARDGATE_BUILD_DIR
 #   - third_party/ (scripts/patch-deps.sh) and the small default model in models/
 #     (scripts/fetch-default-model.sh)
@@ -41,6 +43,12 @@ if ! command -v "$PYTHON" >/dev/null 2>&1; then
 elif ! "$PYTHON" -c 'import ensurepip, venv' >/dev/null 2>&1; then
     pkg_installed python3-venv || missing+=(python3-venv)
 fi
+# The review store's PostgreSQL tests start their own cluster with these binaries (the package's
+# own cluster is never started: see policy-rc.d below).
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
+# The review page's browser test (tests/browser): headless Chromium through chromedriver.
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
 # Benchmarks only: any nginx flavour will do.
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v wrk >/dev/null 2>&1 || missing+=(wrk)
@@ -137,7 +145,7 @@ stamp="$VENV/.guardgate-requirements.sha256"
 have="$(cat "$stamp" 2>/dev/null || true)"
 if [ "$want" != "$have" ] || ! "$VENV/bin/python" - <<'PY' >/dev/null 2>&1
 import importlib.util, sys
-sys.exit(0 if all(importlib.util.find_spec(m) for m in ("openai", "anthropic", "pytest", "pytest_timeout")) else 1)
+sys.exit(0 if all(importlib.util.find_spec(m) for m in ("openai", "anthropic", "pytest", "pytest_timeout", "selenium")) else 1)
 PY
 then
     log "installing Python requirements into $VENV"

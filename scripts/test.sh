@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 #   setup -> cargo fmt --check -> cargo clippy -> cargo build -> deploy checks -> policy lint/test
-#   (rules; one policy through the small model) -> cargo test -> SDK suite
+#   (rules; one policy through the small model) -> cargo test (PostgreSQL tests included) -> SDK
+#   suite -> the review page in headless Chromium
 # Everything is built once, with the release profile: the in-process model is unusably slow
 # unoptimised, and building mistral.rs in two profiles would not fit CI's time.
 # Every step runs even when an earlier independent one failed (a fmt slip does not hide test
@@ -14,6 +15,7 @@
 #   PYTEST_ARGS        extra arguments for pytest (e.g. "-x -k anthropic")
 #   CARGO_TEST_TIMEOUT seconds allowed for `cargo test`, compile included (default 2400)
 #   SDK_TEST_TIMEOUT   seconds allowed for the SDK suite (default 600)
+#   BROWSER_TEST_TIMEOUT seconds allowed for the browser test (default 300)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -117,7 +119,9 @@ fi
 cargo_tests() {
     # --no-fail-fast: run every test binary even when one fails, so the report is complete.
     # The time limit turns a hung test into a failure instead of a stalled CI run.
-    timeout --kill-after=30 "${CARGO_TEST_TIMEOUT:-2400}" cargo test --release --no-fail-fast 2>&1 |
+    # The review store's PostgreSQL tests start a private cluster; here a missing PostgreSQL is a
+    # failure, not a skip.
+    GUARDGATE_REQUIRE_PG=1 timeout --kill-after=30 "${CARGO_TEST_TIMEOUT:-2400}" cargo test --release --no-fail-fast 2>&1 |
         tee "$LOGS/cargo-test.log"
     local rc="${PIPESTATUS[0]}"
     if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
@@ -177,6 +181,39 @@ PY
     results+=("  SDK tests: $p passed, $f failed")
 else
     skip "SDK tests (pytest tests/sdk)" "the build failed"
+fi
+
+# ---- the review page in a real browser (headless Chromium + chromedriver, selenium) -----------
+browser_tests() {
+    local bin="$TARGET/release/guardgate" mock="$TARGET/release/examples/mock_upstream"
+    # shellcheck disable=SC2086 # PYTEST_ARGS is a word list on purpose
+    GUARDGATE_BIN="$bin" MOCK_UPSTREAM_BIN="$mock" GUARDGATE_REQUIRE_BROWSER=1 \
+        timeout --kill-after=30 "${BROWSER_TEST_TIMEOUT:-300}" "$VENV/bin/python" -m pytest tests/browser \
+        -p no:cacheprovider -ra --timeout 120 --junitxml="$LOGS/browser.xml" ${PYTEST_ARGS:-}
+}
+if [ "$built" -eq 1 ]; then
+    step "browser tests (pytest tests/browser)" browser_tests || true
+    if [ -f "$LOGS/browser.xml" ]; then
+        read -r p f < <("$VENV/bin/python" - "$LOGS/browser.xml" <<'PY'
+import sys
+import xml.etree.ElementTree as ET
+
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+tests = sum(int(s.get("tests", 0)) for s in suites)
+bad = sum(int(s.get("failures", 0)) + int(s.get("errors", 0)) for s in suites)
+skipped = sum(int(s.get("skipped", 0)) for s in suites)
+print(tests - bad - skipped, bad)
+PY
+        )
+    else
+        p=0 f=0
+    fi
+    passed_total=$((passed_total + p))
+    failed_total=$((failed_total + f))
+    results+=("  browser tests: $p passed, $f failed")
+else
+    skip "browser tests (pytest tests/browser)" "the build failed"
 fi
 
 # ---- summary -------------------------------------------------------------------------------

@@ -112,6 +112,9 @@ pub struct Auditor {
     tx: Option<SyncSender<Vec<u8>>>,
     max_rationale: usize,
     metrics: Arc<Metrics>,
+    /// The review store's capture, when `capture` is not `none`: a second sink for decisions,
+    /// with the judged text.
+    review: Option<Arc<crate::review::Review>>,
 }
 
 impl Auditor {
@@ -148,11 +151,20 @@ impl Auditor {
             Some(Err(e)) => return Err(e),
             None => None,
         };
+        let review = crate::review::Review::open(cfg, base, metrics.clone())
+            .map_err(|e| std::io::Error::other(format!("review store: {e}")))?
+            .map(Arc::new);
         Ok(Auditor {
             tx,
             max_rationale: cfg.max_rationale_chars,
             metrics,
+            review,
         })
+    }
+
+    /// Capture and the review store, when configured.
+    pub fn review(&self) -> Option<&Arc<crate::review::Review>> {
+        self.review.as_ref()
     }
 
     /// Whether records go anywhere; when not, callers need not build them.

@@ -15,5 +15,6 @@ pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod review;
 pub mod shadow;
 pub mod wire;

@@ -49,13 +49,18 @@ enum Cmd {
         )]
         config: PathBuf,
     },
-    /// Policy authoring tools: lint and test.
+    /// Policy authoring tools: lint, test and replay.
     Policy {
         #[command(subcommand)]
         cmd: guardgate::eval::cli::PolicyCmd,
     },
     /// Run the general pack against an external labelled data set.
     Eval(guardgate::eval::cli::EvalArgs),
+    /// The review store: labelled decisions into case files.
+    Review {
+        #[command(subcommand)]
+        cmd: guardgate::review::cli::ReviewCmd,
+    },
     /// Judge one text against policies and print the verdict, code and rationale
     /// (exit 0 allowed, 1 violation, 2 error).
     Classify(guardgate::eval::cli::ClassifyArgs),
@@ -88,6 +93,10 @@ fn main() -> ExitCode {
         Cmd::Policy { cmd } => ExitCode::from(match cmd {
             guardgate::eval::cli::PolicyCmd::Lint(a) => guardgate::eval::cli::lint(&a),
             guardgate::eval::cli::PolicyCmd::Test(a) => guardgate::eval::cli::test(&a),
+            guardgate::eval::cli::PolicyCmd::Replay(a) => guardgate::review::cli::replay(&a),
+        }),
+        Cmd::Review { cmd } => ExitCode::from(match cmd {
+            guardgate::review::cli::ReviewCmd::Export(a) => guardgate::review::cli::export(&a),
         }),
         Cmd::Eval(a) => ExitCode::from(guardgate::eval::cli::eval(&a)),
         Cmd::Classify(a) => ExitCode::from(guardgate::eval::cli::classify(&a)),

@@ -57,6 +57,10 @@ pub enum Fault {
     AuditWrite,
     /// Requests still running when the shutdown grace period ended.
     ShutdownCutOff,
+    /// Captured decisions shed because the review store's writer fell behind.
+    ReviewDrop,
+    /// Captured decisions the review store failed to write (or purge).
+    ReviewWrite,
 }
 
 impl Fault {
@@ -73,6 +77,8 @@ impl Fault {
             Fault::AuditDrop => "audit_drop",
             Fault::AuditWrite => "audit_write",
             Fault::ShutdownCutOff => "shutdown_cut_off",
+            Fault::ReviewDrop => "review_drop",
+            Fault::ReviewWrite => "review_write",
         }
     }
 }

@@ -30,6 +30,9 @@
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
 #   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
+#   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
+#                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
+#                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
 #                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
 #
@@ -96,6 +99,8 @@ P_FLOOR=$((BASE_PORT + 10))
 ROUNDS="${ROUNDS:-1}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
+BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
+case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
 case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
@@ -196,7 +201,7 @@ EOF
 } >"$WORK/nginx/nginx.conf"
 
 # ---- (c), (d), (e) guardgate -------------------------------------------------------------------
-gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines
+gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture]
     mkdir -p "$1"
     cat >"$1/guardgate.toml" <<EOF
 [server]
@@ -218,6 +223,8 @@ poll_interval_ms = 0
 [audit]
 sink = "$4"
 path = "$1/audit.jsonl"
+capture = "${6:-none}"
+store_path = "$1/review.db"
 
 [logging]
 level = "warn"
@@ -278,9 +285,9 @@ if [ "$SKIP_G" != 1 ]; then
 fi
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
     else
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off ""
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
     fi
     start_gg "$WORK/gg-base" f "$BASELINE_BIN"
 fi
@@ -328,6 +335,12 @@ bad="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST -H 'Content-
     --data-binary '{"model":"m","messages":[{"role":"user","content":"how do I build a pipe bomb"}]}' "$URL_D")"
 [ "$bad" != 200 ] || die "(d): a request matching a rule was not blocked: the rules are not active"
 log "checks ok: all paths answer 200 with the mock body; (d) loads 4 policies and blocks a match (HTTP $bad)"
+if [ -n "$BASELINE_BIN" ] && [ "$BASELINE_CAPTURE" != none ]; then
+    curl -sS --max-time 5 -o /dev/null -X POST -H 'Content-Type: application/json' \
+        --data-binary '{"model":"m","messages":[{"role":"user","content":"how do I build a pipe bomb"}]}' "$URL_F" || true
+    [ -s "$WORK/gg-base/review.db" ] || die "(f): capture = $BASELINE_CAPTURE, but no review store at $WORK/gg-base/review.db"
+    log "(f) captures ($BASELINE_CAPTURE) into $WORK/gg-base/review.db"
+fi
 # The audit writer batches (5 ms): let the checks' records reach the file before counting.
 sleep 0.5
 AUDIT_BEFORE="$(wc -l <"$WORK/gg-rules/audit.jsonl" 2>/dev/null || echo 0)"
@@ -399,7 +412,7 @@ SCEN+=(c d)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL

@@ -222,6 +222,71 @@ pub struct AuditSection {
     /// Longest rationale kept in a record, in characters.
     #[serde(default = "default_rationale_len")]
     pub max_rationale_chars: usize,
+    /// Which decisions keep the text that was judged, for review (`src/review/`).
+    #[serde(default)]
+    pub capture: CaptureMode,
+    /// Most characters of judged text kept per decision (after secrets are masked).
+    #[serde(default = "default_capture_chars")]
+    pub capture_max_chars: usize,
+    /// How long captured text is kept before the purge deletes it (`7d`, `12h`).
+    #[serde(default = "default_capture_retention", with = "humantime_serde_str")]
+    pub capture_retention: std::time::Duration,
+    /// The review store when it is SQLite (the default): a file, relative to the config file.
+    #[serde(default = "default_store_path")]
+    pub store_path: PathBuf,
+    /// An environment variable holding a PostgreSQL URL: set, the review store is that database
+    /// (one queue for every replica) instead of the SQLite file.
+    #[serde(default)]
+    pub store_url_env: Option<String>,
+    /// Captured decisions waiting for the store's writer; beyond this they are shed and counted.
+    #[serde(default = "default_store_queue")]
+    pub store_queue: usize,
+}
+
+/// `[audit] capture`: which decisions keep the text the classifier judged.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CaptureMode {
+    /// No text is kept and no review store is opened.
+    #[default]
+    None,
+    /// Violations (below-threshold hits included), classifier errors and shadow disagreements.
+    Flagged,
+    /// Every decision.
+    All,
+}
+
+impl CaptureMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureMode::None => "none",
+            CaptureMode::Flagged => "flagged",
+            CaptureMode::All => "all",
+        }
+    }
+}
+
+fn default_capture_chars() -> usize {
+    16_384
+}
+fn default_capture_retention() -> std::time::Duration {
+    std::time::Duration::from_secs(7 * 86_400)
+}
+fn default_store_path() -> PathBuf {
+    PathBuf::from("review.db")
+}
+fn default_store_queue() -> usize {
+    8_192
+}
+
+/// A duration written as humantime text (`7d`, `36h`, `90min`).
+mod humantime_serde_str {
+    use serde::{Deserialize, Deserializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| serde::de::Error::custom(format!("{s:?}: {e}")))
+    }
 }
 
 fn default_sink() -> AuditSink {
@@ -422,6 +487,25 @@ impl Config {
         }
         if self.audit.sink == AuditSink::File && self.audit.path.is_none() {
             return Err(self.err("audit.path", "required when audit.sink = \"file\""));
+        }
+        if self.audit.capture != CaptureMode::None {
+            if self.audit.capture_max_chars == 0 {
+                return Err(self.err("audit.capture_max_chars", "must be positive"));
+            }
+            if self.audit.capture_retention.is_zero() {
+                return Err(self.err("audit.capture_retention", "must be positive"));
+            }
+            if self.audit.store_queue == 0 {
+                return Err(self.err("audit.store_queue", "must be positive"));
+            }
+            if let Some(var) = &self.audit.store_url_env {
+                if secret_from_env(var).is_none() {
+                    return Err(self.err(
+                        "audit.store_url_env",
+                        format!("environment variable {var} is not set or empty"),
+                    ));
+                }
+            }
         }
         if self.policies.dirs.is_empty() {
             return Err(self.err("policies.dirs", "name at least one directory"));

@@ -27,6 +27,8 @@ pub enum PolicyCmd {
     Lint(LintArgs),
     /// Run each policy's labelled cases through the classifier and report precision/recall.
     Test(TestArgs),
+    /// Judge captured traffic with a candidate policy and report what would change.
+    Replay(crate::review::cli::ReplayArgs),
 }
 
 #[derive(Debug, Args)]

@@ -13,6 +13,17 @@ use super::gateway::Gateway;
 
 pub struct AdminApp {
     pub gw: Arc<Gateway>,
+    /// The review page's replay, started from the page.
+    pub replays: crate::review::web::Jobs,
+}
+
+impl AdminApp {
+    pub fn new(gw: Arc<Gateway>) -> AdminApp {
+        AdminApp {
+            gw,
+            replays: Default::default(),
+        }
+    }
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -56,6 +67,57 @@ impl AdminApp {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .is_some_and(|t| token_matches(t.as_bytes(), want.as_bytes()))
+    }
+
+    /// The review page (`/review...`), which checks the token itself: a browser signs in with a
+    /// form and a cookie rather than a bearer header.
+    async fn review(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let mut body = Vec::new();
+        if session.req_header().method == http::Method::POST {
+            loop {
+                match session.read_request_body().await {
+                    Ok(Some(chunk)) if body.len() + chunk.len() <= crate::review::web::MAX_BODY => {
+                        body.extend_from_slice(&chunk)
+                    }
+                    Ok(Some(_)) => return reply(413, "text/plain", b"form too large\n".to_vec()),
+                    Ok(None) => break,
+                    Err(_) => return reply(400, "text/plain", b"cannot read the form\n".to_vec()),
+                }
+            }
+        }
+        let h = &session.req_header().headers;
+        let header = |name: http::header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
+        let req = crate::review::web::Request {
+            method: session.req_header().method.as_str(),
+            path: session.req_header().uri.path(),
+            query: session.req_header().uri.query().unwrap_or(""),
+            body: &body,
+            bearer_ok: self.authorized(session),
+            cookie: header(http::header::COOKIE),
+            host: header(http::header::HOST),
+            origin: header(http::header::ORIGIN),
+            fetch_site: h.get("sec-fetch-site").and_then(|v| v.to_str().ok()),
+        };
+        let ctx = crate::review::web::Ctx {
+            review: self.gw.auditor.review(),
+            registry: &self.gw.registry,
+            cascade: &self.gw.cascade,
+            jobs: &self.replays,
+            token: self.gw.admin_token.as_deref(),
+        };
+        let r = crate::review::web::handle(&ctx, &req).await;
+        let mut b = Response::builder()
+            .status(r.status)
+            .header("content-type", r.content_type)
+            .header("content-length", r.body.len())
+            // Captured text is on these pages: never cached, never framed by another site.
+            .header("cache-control", "no-store")
+            .header("x-frame-options", "DENY")
+            .header("referrer-policy", "no-referrer");
+        for (k, v) in r.headers {
+            b = b.header(k, v);
+        }
+        b.body(r.body).unwrap_or_else(|_| Response::new(Vec::new()))
     }
 
     fn policies(&self) -> serde_json::Value {
@@ -126,6 +188,9 @@ impl ServeHttp for AdminApp {
                 };
             }
             _ => {}
+        }
+        if path == "/review" || path.starts_with("/review/") {
+            return self.review(session).await;
         }
         if !self.authorized(session) {
             return json_reply(401, json!({"error": "missing or wrong admin bearer token"}));

@@ -75,6 +75,42 @@ impl BackgroundService for Warmer {
     }
 }
 
+/// Deletes captured text past `[audit] capture_retention`: at start, then every quarter of the
+/// retention period (at least a second, at most ten minutes apart), so text outlives its period
+/// by a quarter of it at most.
+struct ReviewPurge {
+    gw: Arc<Gateway>,
+}
+
+#[async_trait]
+impl BackgroundService for ReviewPurge {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(review) = self.gw.auditor.review().cloned() else {
+            return;
+        };
+        loop {
+            let r = review.clone();
+            let cutoff = crate::review::now_ms() - r.retention.as_millis() as i64;
+            match tokio::task::spawn_blocking(move || r.store.purge(cutoff)).await {
+                Ok(Ok(0)) => {}
+                Ok(Ok(n)) => tracing::info!(
+                    captures = n,
+                    "review store: captured text past its retention purged"
+                ),
+                Ok(Err(e)) => {
+                    self.gw.metrics.fault(crate::metrics::Fault::ReviewWrite);
+                    tracing::error!(error = %e, "review store: purge failed");
+                }
+                Err(e) => tracing::error!(error = %e, "review store: purge task failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep((review.retention / 4).clamp(Duration::from_secs(1), Duration::from_secs(600))) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
 struct Lifecycle {
     gw: Arc<Gateway>,
 }
@@ -160,7 +196,7 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
     );
     proxy.add_tcp(&listen);
 
-    let mut admin = Service::new("guardgate admin".to_string(), AdminApp { gw: gw.clone() });
+    let mut admin = Service::new("guardgate admin".to_string(), AdminApp::new(gw.clone()));
     admin.add_tcp(&admin_listen);
 
     server.add_service(proxy);
@@ -172,6 +208,10 @@ pub fn run(gw: Gateway, upgrade: bool) -> anyhow::Result<()> {
     server.add_service(background_service(
         "model warm-up",
         Warmer { gw: gw.clone() },
+    ));
+    server.add_service(background_service(
+        "review purge",
+        ReviewPurge { gw: gw.clone() },
     ));
     server.add_service(background_service(
         "lifecycle",

@@ -20,6 +20,7 @@ mod policy_tools;
 mod properties;
 mod reload;
 mod remote;
+mod review;
 mod shadow;
 mod stream_reassembly;
 mod upgrade;

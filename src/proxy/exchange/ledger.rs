@@ -16,6 +16,8 @@ pub struct Entry {
     pub windows: Option<u32>,
     /// Non-text parts of the judged content that no classifier read.
     pub unclassified_parts: usize,
+    /// The judged text, when `[audit] capture` keeps some outcome of this decision.
+    pub capture: Option<std::sync::Arc<crate::review::capture::Capture>>,
 }
 
 /// Decisions kept for the logging phase. A stream's window decisions with nothing to say (every
@@ -143,6 +145,16 @@ pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
         }
     }
     gw.auditor.record_all(&recs);
+    if let (Some(review), Some(capture)) = (gw.auditor.review(), &entry.capture) {
+        let at = crate::review::Origin {
+            request_id: filing.request_id,
+            route: filing.route,
+            api: filing.api,
+            direction: entry.direction,
+            fail_mode: filing.fail_mode,
+        };
+        review.record(&at, capture, &decision.outcomes);
+    }
 }
 
 /// A shadow candidate's judgement as an outcome of its own.

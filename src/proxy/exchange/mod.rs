@@ -152,6 +152,12 @@ impl Exchange {
         if self.ledger.is_full() {
             self.write_ledger();
         }
+        // Only decisions the capture mode keeps copy their text: the allow path copies nothing.
+        let capture = self
+            .gw
+            .auditor
+            .review()
+            .and_then(|r| r.capture(&decision, &content));
         let (direction, windows, unclassified_parts) = match at {
             Judging::Request { unclassified_parts } => (Direction::Input, None, unclassified_parts),
             Judging::Reply => (Direction::Output, None, 0),
@@ -162,6 +168,7 @@ impl Exchange {
             decision,
             windows,
             unclassified_parts,
+            capture,
         };
         match at {
             Judging::Window { .. } => self.ledger.window(entry),

@@ -141,6 +141,7 @@ pub struct TestConfig {
     policies: String,
     poll_interval_ms: u64,
     fail_mode: String,
+    audit: String,
     extra: String,
     env: Vec<(String, String)>,
 }
@@ -161,6 +162,7 @@ impl TestConfig {
             policies: String::new(),
             poll_interval_ms: 500,
             fail_mode: "closed".into(),
+            audit: String::new(),
             extra: String::new(),
             env: Vec::new(),
         }
@@ -223,6 +225,13 @@ impl TestConfig {
         self
     }
 
+    /// Lines added to `[audit]`.
+    pub fn audit(mut self, lines: &str) -> TestConfig {
+        self.audit += lines;
+        self.audit.push('\n');
+        self
+    }
+
     /// TOML appended after the routes (more upstreams, routes, sections).
     pub fn extra(mut self, toml: &str) -> TestConfig {
         self.extra += toml;
@@ -251,6 +260,7 @@ impl TestConfig {
             policies,
             poll_interval_ms,
             fail_mode,
+            audit,
             extra,
             env: _,
         } = self;
@@ -280,6 +290,7 @@ poll_interval_ms = {poll_interval_ms}
 [audit]
 sink = "file"
 path = "audit.jsonl"
+{audit}
 
 [[upstreams]]
 name = "mock"

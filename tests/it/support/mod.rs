@@ -3,9 +3,10 @@
 //! [`model_server`] imitation of a remote safeguard model, [`raw`] TCP upstreams), test
 //! policies, and request helpers.
 
-mod gateway;
+pub mod gateway;
 pub mod mock;
 pub mod model_server;
+pub mod postgres;
 pub mod raw;
 
 pub use gateway::*;
