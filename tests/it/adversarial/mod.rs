@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use crate::support::gateway::{GatewayProc, TestConfig};
+use crate::support::{GatewayProc, TestConfig};
 use crate::support::mock::{self, MockUpstream};
 
 mod endpoints;
