@@ -3,9 +3,9 @@
 //! The gateway classifies its own reading of a body and then forwards the
 //! original bytes, so any input that two JSON parsers may read differently is
 //! a bypass: duplicate keys (first-wins vs last-wins), invalid UTF-8 (lossy
-//! replacement vs rejection), lone surrogates, trailing data. All of these
-//! are refused here, and so are keys that are duplicates to a case-insensitive
-//! parser (see [`fold_key`]).
+//! replacement vs rejection), lone surrogates, trailing data, NUL in a key
+//! (cut there by C-string parsers). All of these are refused here, and so are
+//! keys that are duplicates to a case-insensitive parser (see [`fold_key`]).
 
 use super::extract::quoted;
 use super::WireError;
@@ -136,6 +136,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
             if obj.contains_key(&key) {
                 return Err(de::Error::custom(format!("duplicate key {}", quoted(&key))));
             }
+            // A parser that keeps keys as C strings reads `"messages\u0000x"` as `messages`.
+            if key.contains('\0') {
+                return Err(de::Error::custom(format!(
+                    "key {} holds a NUL character",
+                    quoted(&key)
+                )));
+            }
             let fold = fold_key(&key);
             let clash = if folds_to_itself(&key) {
                 folded.contains(&key)
@@ -169,7 +176,7 @@ pub(super) fn folds_to_itself(key: &str) -> bool {
 /// `ſ` U+017F to `s` and the Kelvin sign U+212A to `k`), .NET's `OrdinalIgnoreCase` (`ı` U+0131
 /// is `I` upper-cased) and Unicode full case folding (`ß` is `ss`, `ﬁ` is `fi`) all give the
 /// same ASCII name here; a character with no ASCII reading is lower-cased.
-pub(super) fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
+pub fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
     if folds_to_itself(key) {
         return key.into();
     }
@@ -302,6 +309,17 @@ mod tests {
         assert!(is_case_variant("Text", "text"));
         assert!(!is_case_variant("text", "text"));
         assert!(!is_case_variant("texts", "text"));
+    }
+
+    #[test]
+    fn nul_in_a_key_is_refused() {
+        let m = err(br#"{"messages": [], "messages\u0000x": [1]}"#);
+        assert!(m.contains("NUL"), "{m}");
+        let m = err(br#"{"a": {"\u0000": 1}}"#);
+        assert!(m.contains("NUL"), "{m}");
+        // In a value it is text like any other.
+        let v = parse_strict(br#"{"a": "x\u0000y"}"#).unwrap();
+        assert_eq!(v["a"], "x\0y");
     }
 
     #[test]
