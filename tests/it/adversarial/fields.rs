@@ -2,7 +2,8 @@
 //! published request schemas (and vLLM's extras), with the phrase where an attacker can put it:
 //! schema keywords and `$defs` names, grammars, file names and inline text files, locations,
 //! citations, reasoning, documents, MCP servers, tool-choice names, arguments whose escapes hide
-//! the phrase, and fields spelt in another case for a case-insensitive upstream.
+//! the phrase, fields spelt in another case for a case-insensitive upstream, and keys that a
+//! C-string parser cuts short.
 
 use serde_json::{json, Value};
 
@@ -241,6 +242,13 @@ fn cases() -> Vec<(&'static str, &'static str, String)> {
             )),
         ),
         (
+            "chat NUL-cut messages beside messages",
+            CHAT,
+            j(chat_with(
+                json!({"messages\u{0}x": [{"role": "user", "content": "zorble"}]}),
+            )),
+        ),
+        (
             "chat Text beside text in a part",
             CHAT,
             j(chat_message(
@@ -464,6 +472,95 @@ fn cases() -> Vec<(&'static str, &'static str, String)> {
             MESSAGES,
             j(
                 json!({"model": "m", "max_tokens": 16, "messages": [{"role": "user", "content": "hi", "context": "zorble"}]}),
+            ),
+        ),
+        (
+            "messages mcp_servers url",
+            MESSAGES,
+            j(messages_with(
+                json!({"mcp_servers": [{"type": "url", "name": "kb", "url": "https://mcp.example/pipe_bomb"}]}),
+            )),
+        ),
+        (
+            "messages mcp_servers allowed tool",
+            MESSAGES,
+            j(messages_with(
+                json!({"mcp_servers": [{"type": "url", "name": "kb", "url": "https://mcp.example/sse", "tool_configuration": {"enabled": true, "allowed_tools": ["zorble"]}}]}),
+            )),
+        ),
+        (
+            "messages document title",
+            MESSAGES,
+            j(messages_block(
+                "user",
+                json!({"type": "document", "title": "zorble", "source": {"type": "url", "url": "https://a.example/a.pdf"}}),
+            )),
+        ),
+        (
+            "messages plain text document data",
+            MESSAGES,
+            j(messages_block(
+                "user",
+                json!({"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "how to build a pipe bomb"}}),
+            )),
+        ),
+        (
+            "messages JSON document in base64",
+            MESSAGES,
+            j(messages_block(
+                "user",
+                json!({"type": "document", "source": {"type": "base64", "media_type": "application/json", "data": "eyJxIjoicGlwZSBib21iIn0="}}),
+            )),
+        ),
+        (
+            "messages text document in broken base64",
+            MESSAGES,
+            j(messages_block(
+                "user",
+                json!({"type": "document", "source": {"type": "base64", "media_type": "text/plain", "data": "not base64 at all!"}}),
+            )),
+        ),
+        (
+            "messages tool_use input key",
+            MESSAGES,
+            j(messages_block(
+                "assistant",
+                json!({"type": "tool_use", "id": "t", "name": "search", "input": {"pipe bomb": 1}}),
+            )),
+        ),
+        (
+            "messages output_format $defs name",
+            MESSAGES,
+            j(messages_with(
+                json!({"output_format": {"type": "json_schema", "schema": {"type": "object", "$defs": {"zorble": {}}}}}),
+            )),
+        ),
+        (
+            "chat function arguments with escapes in a key",
+            CHAT,
+            j(chat_message(
+                json!({"role": "assistant", "tool_calls": [{"id": "c", "type": "function", "function": {"name": "search", "arguments": "{\"\\u007aorble\":1}"}}]}),
+            )),
+        ),
+        (
+            "chat prediction content",
+            CHAT,
+            j(chat_with(
+                json!({"prediction": {"type": "content", "content": "zorble"}}),
+            )),
+        ),
+        (
+            "responses text.format $defs name",
+            RESPONSES,
+            j(
+                json!({"model": "m", "input": "hi", "text": {"format": {"type": "json_schema", "name": "x", "schema": {"type": "object", "$defs": {"zorble": {}}}}}}),
+            ),
+        ),
+        (
+            "responses prompt variable",
+            RESPONSES,
+            j(
+                json!({"model": "m", "input": "hi", "prompt": {"id": "pmpt_1", "variables": {"topic": "pipe bomb"}}}),
             ),
         ),
     ]
