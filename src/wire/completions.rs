@@ -4,6 +4,7 @@ use serde_json::{json, Map, Value};
 
 use super::choices::{ChoiceFormat, ChoicesStream};
 use super::extract::{expected, index, model_field, opt_str, present, stream_flag, Extractor};
+use super::fields::{self, Field::*, Fields};
 use super::reply::{arr, s, seg};
 use super::stream::{EventText, StreamState};
 use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
@@ -80,10 +81,46 @@ impl ChoiceFormat for TextChunk {
 
 const TOKEN_IDS: &str = "prompt as token ids cannot be classified; send text";
 
+/// The request's top-level fields (the OpenAI SDKs' `CompletionCreateParams`, and vLLM's
+/// extras), see [`Field`].
+const FIELDS: Fields = &[
+    ("prompt", Read),
+    ("suffix", Read),
+    ("model", Setting),
+    ("stream", Setting),
+    ("stream_options", Setting),
+    ("best_of", Setting),
+    // Repeats the prompt in the reply; the reply is judged as the client sees it.
+    ("echo", Setting),
+    ("frequency_penalty", Setting),
+    ("presence_penalty", Setting),
+    ("logit_bias", Setting),
+    ("logprobs", Setting),
+    ("max_tokens", Setting),
+    ("n", Setting),
+    ("seed", Setting),
+    ("stop", Setting),
+    ("temperature", Setting),
+    ("top_p", Setting),
+    ("user", Setting),
+    // vLLM sampling and serving settings.
+    ("top_k", Setting),
+    ("min_p", Setting),
+    ("repetition_penalty", Setting),
+    ("bad_words", Setting),
+    ("add_special_tokens", Setting),
+    ("priority", Setting),
+    ("request_id", Setting),
+    ("cache_salt", Setting),
+    // vLLM: the prompt as embedding tensors.
+    ("prompt_embeds", Refused(fields::EMBEDDINGS)),
+];
+
 fn parse_completions(obj: &Map<String, Value>) -> Result<ParsedRequest, WireError> {
+    let mut out = Extractor::default();
+    fields::check_top_level(obj, FIELDS, &mut out)?;
     let model = model_field(obj, true)?;
     let stream = stream_flag(obj)?;
-    let mut out = Extractor::default();
 
     // Token ids are opaque to a text classifier; passing them through
     // unclassified would be a trivial bypass.
@@ -187,5 +224,31 @@ mod tests {
         for (body, want) in cases {
             assert_eq!(completions(body).unwrap_err().message, want, "{body}");
         }
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::super::fields::testing;
+    use super::*;
+
+    #[test]
+    fn each_read_field_is_read() {
+        testing::each_read_field_is_read(
+            API,
+            FIELDS,
+            &[
+                ("prompt", r#"{"model":"m","prompt":"zorble"}"#),
+                ("suffix", r#"{"model":"m","prompt":"a","suffix":"zorble"}"#),
+            ],
+        );
+    }
+
+    #[test]
+    fn settings_unknown_and_refused_fields() {
+        let base = r#"{"model":"m","prompt":"hi"}"#;
+        let typed = [("model", json!("m")), ("stream", json!(false))];
+        testing::settings_are_not_read(API, FIELDS, base, &typed);
+        testing::unknown_refused_and_case_variants(API, FIELDS, base);
     }
 }

@@ -4,6 +4,9 @@
 
 use serde_json::{Map, Value};
 
+use super::inline_file::{self, Inline};
+use super::json::is_case_variant;
+pub(super) use super::schema::collect_descriptions;
 use super::{ParsedRequest, Segment, Source, WireError};
 
 /// Accumulates segments in document order.
@@ -29,6 +32,14 @@ impl Extractor {
     /// `identifier_words`.
     pub(super) fn name(&mut self, source: Source, name: &str, location: String) {
         self.text(source, &identifier_words(name), location)
+    }
+
+    /// Tool-call arguments (or a custom tool's input) decoded, when they are JSON with escapes
+    /// of their own (see `arguments`); the raw text is the caller's to judge.
+    pub(super) fn arguments(&mut self, text: &str, location: String) {
+        if let Some(decoded) = super::arguments::decoded(text) {
+            self.text(Source::ToolCall, &decoded, location);
+        }
     }
 
     pub(super) fn unclassified(&mut self) {
@@ -124,12 +135,39 @@ pub(super) fn present<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a 
     obj.get(key).filter(|v| !v.is_null())
 }
 
+/// The field `key` of `obj`, as [`present`], refusing an object that also spells the field in
+/// another case (`Text`, `ſource`): a case-insensitive upstream reads that spelling as the field
+/// (Go's `encoding/json` does), so the value it uses could be one never judged here. Only
+/// fields the parser looks up are checked, so user data (schema properties, tool arguments)
+/// may use any keys.
+pub(super) fn lookup<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<&'a Value>, WireError> {
+    if let Some(variant) = obj.keys().find(|k| is_case_variant(k, key)) {
+        return Err(case_variant(&field(path, variant), key));
+    }
+    Ok(present(obj, key))
+}
+
+/// The error for a key that a case-insensitive parser reads as the field `name`.
+pub(super) fn case_variant(path: &str, name: &str) -> WireError {
+    WireError::at(
+        path,
+        format!(
+            "spells the field {} in another case; send it as {0}",
+            quoted(name)
+        ),
+    )
+}
+
 pub(super) fn opt_str<'a>(
     obj: &'a Map<String, Value>,
     key: &str,
     path: &str,
 ) -> Result<Option<&'a str>, WireError> {
-    match present(obj, key) {
+    match lookup(obj, key, path)? {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
         Some(v) => Err(expected(&field(path, key), "a string", v)),
@@ -149,7 +187,7 @@ pub(super) fn opt_array<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a Vec<Value>>, WireError> {
-    match present(obj, key) {
+    match lookup(obj, key, path)? {
         None => Ok(None),
         Some(Value::Array(a)) => Ok(Some(a)),
         Some(v) => Err(expected(&field(path, key), "an array", v)),
@@ -161,7 +199,7 @@ pub(super) fn opt_object<'a>(
     key: &str,
     path: &str,
 ) -> Result<Option<&'a Map<String, Value>>, WireError> {
-    match present(obj, key) {
+    match lookup(obj, key, path)? {
         None => Ok(None),
         Some(Value::Object(o)) => Ok(Some(o)),
         Some(v) => Err(expected(&field(path, key), "an object", v)),
@@ -200,7 +238,7 @@ pub(super) fn content_field(
     part: fn(&Value, &str, Source, &mut Extractor) -> Result<(), WireError>,
 ) -> Result<(), WireError> {
     let content_path = field(path, "content");
-    match present(obj, "content") {
+    match lookup(obj, "content", path)? {
         None if required => Err(missing(&content_path)),
         None => Ok(()),
         Some(Value::String(s)) => {
@@ -218,52 +256,6 @@ pub(super) fn content_field(
             &format!("a string or an array of {parts}"),
             v,
         )),
-    }
-}
-
-/// Every string of a tool or output schema that the model reads: `description`, `title` and
-/// MCP `server_description` strings, and the data values a schema carries
-/// (`enum`, `const`, `default`, `examples`, Anthropic `input_examples`), at any depth. Schemas
-/// are rendered into the model's prompt, so a tool definition can hide instructions anywhere in
-/// them, not only in descriptions.
-pub(super) fn collect_descriptions(v: &Value, path: &str, source: Source, out: &mut Extractor) {
-    match v {
-        Value::Object(obj) => {
-            for (key, child) in obj {
-                let child_path = field(path, key);
-                match (key.as_str(), child) {
-                    // A tool's or schema's name is read by the model like its description: a
-                    // name can carry the instruction a bland description leaves out.
-                    ("name", Value::String(s)) => out.name(source, s, child_path),
-                    ("description" | "title" | "server_description", Value::String(s)) => {
-                        out.text(source, s, child_path)
-                    }
-                    // Free text a schema may carry, which reaches a model that is shown the schema
-                    // as JSON (Anthropic renders tool definitions into the prompt): a comment, a
-                    // pattern, a vendor extension.
-                    ("$comment" | "pattern", Value::String(s)) => out.text(source, s, child_path),
-                    (k, Value::String(s)) if k.starts_with("x-") => out.text(source, s, child_path),
-                    ("enum" | "const" | "default" | "examples" | "input_examples", _) => {
-                        collect_strings(child, &child_path, source, out)
-                    }
-                    // Property names are words of the schema the model fills in.
-                    ("properties" | "patternProperties", Value::Object(props)) => {
-                        for (name, schema) in props {
-                            let prop_path = field(&child_path, name);
-                            out.name(source, name, prop_path.clone());
-                            collect_descriptions(schema, &prop_path, source, out);
-                        }
-                    }
-                    _ => collect_descriptions(child, &child_path, source, out),
-                }
-            }
-        }
-        Value::Array(items) => {
-            for (i, child) in items.iter().enumerate() {
-                collect_descriptions(child, &index(path, i), source, out);
-            }
-        }
-        _ => {}
     }
 }
 
@@ -286,6 +278,73 @@ pub(super) fn collect_strings(v: &Value, path: &str, source: Source, out: &mut E
         }
         _ => {}
     }
+}
+
+/// Every string value under `v` (object keys are not read): a name as its words, the value of
+/// a `type` or `mode` not at all (the API's vocabulary).
+pub(super) fn values(v: &Value, path: &str, source: Source, out: &mut Extractor) {
+    match v {
+        Value::String(s) => out.text(source, s, path.to_string()),
+        Value::Object(obj) => {
+            for (key, child) in obj {
+                let child_path = field(path, key);
+                match (key.as_str(), child) {
+                    ("type" | "mode", _) => {}
+                    ("name", Value::String(s)) => out.name(source, s, child_path),
+                    _ => values(child, &child_path, source, out),
+                }
+            }
+        }
+        Value::Array(items) => {
+            for (i, child) in items.iter().enumerate() {
+                values(child, &index(path, i), source, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A `tool_choice` (or legacy `function_call`): the named tools and servers of a forced or
+/// allowed choice; the plain modes are vocabulary.
+pub(super) fn tool_choice(v: &Value, path: &str, out: &mut Extractor) {
+    match v {
+        Value::String(s) if ["auto", "none", "required", "any"].contains(&s.as_str()) => {}
+        _ => values(v, path, Source::ToolDefinition, out),
+    }
+}
+
+/// A file part whose data (`data_key`) is inline: its file name is shown to the model, and its
+/// data judged as text when its media type (of the data URL, else of the name) is text (see
+/// `inline_file`); a file by id or URL, or of other media, is a part no classifier read.
+pub(super) fn inline_file(
+    file: &Map<String, Value>,
+    path: &str,
+    data_key: &str,
+    source: Source,
+    out: &mut Extractor,
+) -> Result<(), WireError> {
+    let filename = opt_str(file, "filename", path)?;
+    if let Some(name) = filename {
+        out.text(source, name, field(path, "filename"));
+    }
+    let data_path = field(path, data_key);
+    match opt_str(file, data_key, path)? {
+        Some(data) => match inline_file::read(data, None, filename) {
+            Inline::Text(text) => out.text(source, &text, data_path),
+            Inline::NotText => out.unclassified(),
+            Inline::Undecodable => return Err(undecodable(&data_path)),
+        },
+        None => out.unclassified(),
+    }
+    Ok(())
+}
+
+/// The error for a text file whose encoding cannot be undone.
+pub(super) fn undecodable(path: &str) -> WireError {
+    WireError::at(
+        path,
+        "a text file that is not valid base64 cannot be classified; send it as text",
+    )
 }
 
 /// Tool definitions: an array of objects whose descriptions (at any depth)
@@ -318,36 +377,6 @@ pub(super) fn seg(source: Source, text: &str, location: &str) -> Segment {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nested_descriptions_collected_with_paths() {
-        let v: Value = serde_json::json!({
-            "description": "top",
-            "parameters": {"properties": {
-                "description": {"type": "string", "description": "inner"},
-                "list": {"items": [{"description": "in array"}]}
-            }}
-        });
-        let mut ex = Extractor::default();
-        collect_descriptions(&v, "tools[0]", Source::ToolDefinition, &mut ex);
-        let got: Vec<(&str, &str)> = ex
-            .segments
-            .iter()
-            .map(|s| (s.text.as_str(), s.location.as_str()))
-            .collect();
-        assert!(got.contains(&("top", "tools[0].description")));
-        assert!(got.contains(&(
-            "inner",
-            "tools[0].parameters.properties.description.description"
-        )));
-        assert!(got.contains(&(
-            "in array",
-            "tools[0].parameters.properties.list.items[0].description"
-        )));
-        // Property names are read too: "description" and "list".
-        assert!(got.contains(&("list", "tools[0].parameters.properties.list")));
-        assert_eq!(got.len(), 5);
-    }
 
     #[test]
     fn camel_case_names_come_apart() {

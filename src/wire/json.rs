@@ -3,8 +3,9 @@
 //! The gateway classifies its own reading of a body and then forwards the
 //! original bytes, so any input that two JSON parsers may read differently is
 //! a bypass: duplicate keys (first-wins vs last-wins), invalid UTF-8 (lossy
-//! replacement vs rejection), lone surrogates, trailing data. All of these
-//! are refused here.
+//! replacement vs rejection), lone surrogates, trailing data, NUL in a key
+//! (cut there by C-string parsers). All of these are refused here, and so are
+//! keys that are duplicates to a case-insensitive parser (see [`fold_key`]).
 
 use super::extract::quoted;
 use super::WireError;
@@ -127,16 +128,92 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut obj = Map::new();
+        // The folded forms of this object's keys that are not their own fold; almost always
+        // empty, since API keys are lower-case ASCII.
+        let mut folded: Vec<String> = Vec::new();
         // Keys arrive unescaped, so `"a"` and `"\u0061"` count as the same key.
         while let Some(key) = map.next_key::<String>()? {
             if obj.contains_key(&key) {
                 return Err(de::Error::custom(format!("duplicate key {}", quoted(&key))));
+            }
+            // A parser that keeps keys as C strings reads `"messages\u0000x"` as `messages`.
+            if key.contains('\0') {
+                return Err(de::Error::custom(format!(
+                    "key {} holds a NUL character",
+                    quoted(&key)
+                )));
+            }
+            let fold = fold_key(&key);
+            let clash = if folds_to_itself(&key) {
+                folded.contains(&key)
+            } else {
+                let clash = obj.contains_key(fold.as_ref()) || folded.iter().any(|f| *f == fold);
+                folded.push(fold.into_owned());
+                clash
+            };
+            if clash {
+                return Err(de::Error::custom(format!(
+                    "key {} is a duplicate of another key of the object to a case-insensitive \
+                     parser",
+                    quoted(&key)
+                )));
             }
             let value = map.next_value_seed(StrictValue)?;
             obj.insert(key, value);
         }
         Ok(Value::Object(obj))
     }
+}
+
+/// True when `key` is its own fold: no upper-case ASCII letter and nothing beyond ASCII. The
+/// fast path: every key an API defines is of this kind.
+pub(super) fn folds_to_itself(key: &str) -> bool {
+    key.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase())
+}
+
+/// `key` as case-insensitive JSON decoders match it, so that two keys with one fold are one
+/// field to them. Go's `encoding/json` (which matches `Messages` to a `messages` field and folds
+/// `ſ` U+017F to `s` and the Kelvin sign U+212A to `k`), .NET's `OrdinalIgnoreCase` (`ı` U+0131
+/// is `I` upper-cased) and Unicode full case folding (`ß` is `ss`, `ﬁ` is `fi`) all give the
+/// same ASCII name here; a character with no ASCII reading is lower-cased.
+pub fn fold_key(key: &str) -> std::borrow::Cow<'_, str> {
+    if folds_to_itself(key) {
+        return key.into();
+    }
+    let mut out = String::with_capacity(key.len());
+    for c in key.chars() {
+        push_fold(c, &mut out);
+    }
+    out.into()
+}
+
+fn push_fold(c: char, out: &mut String) {
+    if c.is_ascii() {
+        out.push(c.to_ascii_lowercase());
+        return;
+    }
+    let upper: String = c.to_uppercase().collect();
+    if upper.is_ascii() {
+        out.push_str(&upper.to_ascii_lowercase());
+        return;
+    }
+    let mut lower = c.to_lowercase();
+    match lower.next() {
+        // `İ` lower-cases to `i` and a combining dot: simple case mapping, which
+        // case-insensitive parsers use, drops the dot.
+        Some(first) if first.is_ascii() => out.push(first),
+        Some(first) => {
+            out.push(first);
+            out.extend(lower);
+        }
+        None => out.push(c),
+    }
+}
+
+/// Whether `key` (not byte-equal to `name`) is `name` to a case-insensitive parser; `name` is a
+/// field name an API defines, lower-case ASCII.
+pub(super) fn is_case_variant(key: &str, name: &str) -> bool {
+    key != name && !folds_to_itself(key) && fold_key(key) == name
 }
 
 #[cfg(test)]
@@ -192,6 +269,57 @@ mod tests {
     fn duplicate_key_detected_through_escapes() {
         let m = err(br#"{"role": "user", "\u0072ole": "system"}"#);
         assert!(m.contains("duplicate key \"role\""), "{m}");
+    }
+
+    #[test]
+    fn keys_equal_to_a_case_insensitive_parser_are_refused() {
+        for body in [
+            r#"{"messages": 1, "Messages": 2}"#,
+            r#"{"MESSAGES": 1, "messages": 2}"#,
+            "{\"system\": 1, \"\u{17F}ystem\": 2}",
+            "{\"\u{212A}ey\": 1, \"key\": 2}",
+            "{\"a\": {\"\u{131}d\": 1, \"ID\": 2}}",
+            "{\"cla\u{df}\": 1, \"class\": 2}",
+            "{\"\u{130}d\": 1, \"id\": 2}",
+            "{\"\u{c9}t\u{e9}\": 1, \"\u{e9}t\u{e9}\": 2}",
+            // Escaped spellings are the same keys.
+            r#"{"role": 1, "\u0052ole": 2}"#,
+        ] {
+            let m = err(body.as_bytes());
+            assert!(m.contains("case-insensitive"), "{body}: {m}");
+        }
+        // Keys that no parser folds together.
+        parse_strict(r#"{"a_b": 1, "a-b": 2, "ab": 3, "\u00e9": 4, "e": 5}"#.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn folds() {
+        for (key, fold) in [
+            ("Messages", "messages"),
+            ("me\u{17F}\u{17F}ages", "messages"),
+            ("\u{212A}ind", "kind"),
+            ("\u{131}d", "id"),
+            ("\u{130}d", "id"),
+            ("cla\u{df}", "class"),
+            ("\u{fb01}le", "file"),
+            ("content", "content"),
+        ] {
+            assert_eq!(fold_key(key), fold, "{key}");
+        }
+        assert!(is_case_variant("Text", "text"));
+        assert!(!is_case_variant("text", "text"));
+        assert!(!is_case_variant("texts", "text"));
+    }
+
+    #[test]
+    fn nul_in_a_key_is_refused() {
+        let m = err(br#"{"messages": [], "messages\u0000x": [1]}"#);
+        assert!(m.contains("NUL"), "{m}");
+        let m = err(br#"{"a": {"\u0000": 1}}"#);
+        assert!(m.contains("NUL"), "{m}");
+        // In a value it is text like any other.
+        let v = parse_strict(br#"{"a": "x\u0000y"}"#).unwrap();
+        assert_eq!(v["a"], "x\0y");
     }
 
     #[test]

@@ -11,14 +11,18 @@
 //! silently skipped, because anything skipped is text the classifier never saw.
 
 mod anthropic;
+mod arguments;
 mod choices;
 mod completions;
 mod errors;
 mod extract;
+mod fields;
+mod inline_file;
 pub mod json;
 mod openai_chat;
 mod reply;
 mod responses;
+mod schema;
 pub mod sse;
 mod stream;
 #[cfg(test)]

@@ -5,10 +5,12 @@ use serde_json::{json, Map, Value};
 
 use super::choices::{ChoiceFormat, ChoicesStream};
 use super::extract::{
-    as_object, collect_descriptions, content_field, expected, field, identifier_words, index,
-    missing, model_field, opt_array, opt_object, opt_str, present, quoted, req_str, stream_flag,
-    tool_definitions, Extractor,
+    as_object, collect_descriptions, collect_strings, content_field, expected, field,
+    identifier_words, index, inline_file, lookup, missing, model_field, opt_array, opt_object,
+    opt_str, present, quoted, req_str, stream_flag, tool_choice, tool_definitions, values,
+    Extractor,
 };
+use super::fields::{self, Field::*, Fields};
 use super::reply::{arr, call_text, s, seg, texts};
 use super::stream::{EventText, StreamState};
 use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
@@ -155,10 +157,76 @@ impl ChoiceFormat for ChatChunk {
 
 type Obj = Map<String, Value>;
 
+/// The request's top-level fields (`CompletionCreateParams` of the OpenAI SDKs, and the extra
+/// fields of vLLM's `ChatCompletionRequest`), see [`Field`].
+const FIELDS: Fields = &[
+    // Read.
+    ("messages", Read),
+    ("tools", Read),
+    ("functions", Read),
+    ("tool_choice", Read),
+    ("function_call", Read),
+    ("response_format", Read),
+    ("prediction", Read),
+    // The searcher's location is written into the prompt of search models.
+    ("web_search_options", Read),
+    // vLLM: documents for templates that do retrieval-augmented generation.
+    ("documents", Read),
+    // vLLM: handed to the chat template, which may render any of it.
+    ("chat_template_kwargs", Read),
+    // Settings.
+    ("model", Setting),
+    ("stream", Setting),
+    ("stream_options", Setting),
+    ("audio", Setting),
+    ("frequency_penalty", Setting),
+    ("presence_penalty", Setting),
+    ("logit_bias", Setting),
+    ("logprobs", Setting),
+    ("top_logprobs", Setting),
+    ("max_tokens", Setting),
+    ("max_completion_tokens", Setting),
+    ("metadata", Setting),
+    ("modalities", Setting),
+    ("moderation", Setting),
+    ("n", Setting),
+    ("parallel_tool_calls", Setting),
+    ("prompt_cache_key", Setting),
+    ("prompt_cache_options", Setting),
+    ("prompt_cache_retention", Setting),
+    ("reasoning_effort", Setting),
+    ("safety_identifier", Setting),
+    ("seed", Setting),
+    ("service_tier", Setting),
+    // Where decoding stops; never part of the prompt.
+    ("stop", Setting),
+    ("store", Setting),
+    ("temperature", Setting),
+    ("top_p", Setting),
+    ("user", Setting),
+    ("verbosity", Setting),
+    // vLLM sampling and serving settings.
+    ("top_k", Setting),
+    ("min_p", Setting),
+    ("repetition_penalty", Setting),
+    ("bad_words", Setting),
+    ("add_generation_prompt", Setting),
+    ("continue_final_message", Setting),
+    ("add_special_tokens", Setting),
+    ("echo", Setting),
+    ("include_reasoning", Setting),
+    ("priority", Setting),
+    ("request_id", Setting),
+    ("cache_salt", Setting),
+    // vLLM: a Jinja template from the client.
+    ("chat_template", Refused(fields::TEMPLATE)),
+];
+
 fn parse_chat(obj: &Obj) -> Result<ParsedRequest, WireError> {
+    let mut out = Extractor::default();
+    fields::check_top_level(obj, FIELDS, &mut out)?;
     let model = model_field(obj, true)?;
     let stream = stream_flag(obj)?;
-    let mut out = Extractor::default();
 
     let messages = match present(obj, "messages") {
         None => return Err(missing("messages")),
@@ -177,6 +245,13 @@ fn parse_chat(obj: &Obj) -> Result<ParsedRequest, WireError> {
 
     tool_definitions(obj, "tools", &mut out)?;
     tool_definitions(obj, "functions", &mut out)?;
+    // A forced tool's name (or the allowed tools' names): compatible servers do not all check it
+    // against `tools`, and some render it.
+    for key in ["tool_choice", "function_call"] {
+        if let Some(choice) = present(obj, key) {
+            tool_choice(choice, key, &mut out);
+        }
+    }
 
     // A json_schema response format is shown to the model, descriptions and
     // all, so it can carry instructions just like a tool schema.
@@ -188,9 +263,43 @@ fn parse_chat(obj: &Obj) -> Result<ParsedRequest, WireError> {
     if let Some(prediction) = opt_object(obj, "prediction", "")? {
         chat_content(prediction, "prediction", Source::Other, &mut out)?;
     }
+    if let Some(options) = opt_object(obj, "web_search_options", "")? {
+        if let Some(location) = present(options, "user_location") {
+            values(
+                location,
+                "web_search_options.user_location",
+                Source::Other,
+                &mut out,
+            );
+        }
+    }
+    // vLLM's documents are dicts (`title`, `text`, and whatever the template reads).
+    if let Some(documents) = present(obj, "documents") {
+        collect_strings(documents, "documents", Source::User, &mut out);
+    }
+    if let Some(kwargs) = present(obj, "chat_template_kwargs") {
+        collect_strings(kwargs, "chat_template_kwargs", Source::Other, &mut out);
+    }
 
     Ok(out.finish(model, stream))
 }
+
+/// The fields of a message (every role's); a key not listed is judged as the message's text,
+/// since chat templates render message keys the API does not define.
+const MESSAGE_FIELDS: &[&str] = &[
+    "role",
+    "content",
+    "name",
+    "refusal",
+    "tool_calls",
+    "function_call",
+    "reasoning_content",
+    "reasoning",
+    "thinking",
+    // Ids: never words.
+    "tool_call_id",
+    "audio",
+];
 
 fn chat_message(message: &Value, path: &str, out: &mut Extractor) -> Result<(), WireError> {
     let msg = as_object(message, path)?;
@@ -220,6 +329,12 @@ fn chat_message(message: &Value, path: &str, out: &mut Extractor) -> Result<(), 
     if let Some(refusal) = opt_str(msg, "refusal", path)? {
         out.text(Source::Assistant, refusal, field(path, "refusal"));
     }
+    // Earlier reasoning, which vLLM's and SGLang's templates render back into the prompt.
+    for key in ["reasoning_content", "reasoning", "thinking"] {
+        if let Some(v) = lookup(msg, key, path)? {
+            collect_strings(v, &field(path, key), Source::Assistant, out);
+        }
+    }
     if let Some(calls) = opt_array(msg, "tool_calls", path)? {
         let calls_path = field(path, "tool_calls");
         for (i, call) in calls.iter().enumerate() {
@@ -228,6 +343,11 @@ fn chat_message(message: &Value, path: &str, out: &mut Extractor) -> Result<(), 
     }
     if let Some(call) = opt_object(msg, "function_call", path)? {
         function_call(call, &field(path, "function_call"), out)?;
+    }
+    for (key, v) in msg {
+        if !MESSAGE_FIELDS.contains(&key.as_str()) {
+            collect_strings(v, &field(path, key), source, out);
+        }
     }
     Ok(())
 }
@@ -252,7 +372,12 @@ fn content_part(
     match req_str(p, "type", path)? {
         "text" => out.text(source, req_str(p, "text", path)?, field(path, "text")),
         "refusal" => out.text(source, req_str(p, "refusal", path)?, field(path, "refusal")),
-        "image_url" | "input_audio" | "file" => out.unclassified(),
+        "file" => {
+            let file_path = field(path, "file");
+            let file = opt_object(p, "file", path)?.ok_or_else(|| missing(&file_path))?;
+            inline_file(file, &file_path, "file_data", source, out)?;
+        }
+        "image_url" | "input_audio" => out.unclassified(),
         other => {
             return Err(WireError::at(
                 &field(path, "type"),
@@ -271,7 +396,7 @@ fn tool_call(call: &Value, path: &str, out: &mut Extractor) -> Result<(), WireEr
             let custom = opt_object(c, "custom", path)?.ok_or_else(|| missing(&custom_path))?;
             let name = opt_str(custom, "name", &custom_path)?.unwrap_or("");
             let input = opt_str(custom, "input", &custom_path)?.unwrap_or("");
-            push_call(name, input, custom_path, out);
+            push_call(name, input, &custom_path, "input", out);
         }
         // Untyped calls are treated as function calls, the only other kind.
         _ => {
@@ -286,18 +411,19 @@ fn tool_call(call: &Value, path: &str, out: &mut Extractor) -> Result<(), WireEr
 fn function_call(f: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
     let name = opt_str(f, "name", path)?.unwrap_or("");
     let arguments = opt_str(f, "arguments", path)?.unwrap_or("");
-    push_call(name, arguments, path.to_string(), out);
+    push_call(name, arguments, path, "arguments", out);
     Ok(())
 }
 
-fn push_call(name: &str, arguments: &str, location: String, out: &mut Extractor) {
+fn push_call(name: &str, arguments: &str, path: &str, key: &str, out: &mut Extractor) {
     if !name.is_empty() || !arguments.is_empty() {
         out.text(
             Source::ToolCall,
             &format!("{}({arguments})", identifier_words(name)),
-            location,
+            path.to_string(),
         );
     }
+    out.arguments(arguments, field(path, key));
 }
 
 #[cfg(test)]
@@ -408,6 +534,11 @@ mod tests {
                     Source::ToolDefinition,
                     "City and state",
                     "tools[0].function.parameters.properties.location.description"
+                ),
+                seg(
+                    Source::ToolDefinition,
+                    "location",
+                    "tools[0].function.parameters.required[0]"
                 ),
             ]
         );
@@ -607,5 +738,204 @@ mod tests {
             "{}",
             e.message
         );
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::super::fields::testing;
+    use super::*;
+    use serde_json::json;
+
+    const M: &str = r#""model":"m","messages":[{"role":"user","content":"hi"}]"#;
+
+    #[test]
+    fn each_read_field_is_read() {
+        let cases: Vec<(&str, String)> = vec![
+            (
+                "messages",
+                r#"{"model":"m","messages":[{"role":"user","content":"zorble"}]}"#.into(),
+            ),
+            (
+                "tools",
+                format!(
+                    r#"{{{M},"tools":[{{"type":"function","function":{{"name":"f","parameters":{{"$defs":{{"zorble":{{}}}}}}}}}}]}}"#
+                ),
+            ),
+            (
+                "functions",
+                format!(r#"{{{M},"functions":[{{"name":"f","description":"zorble"}}]}}"#),
+            ),
+            (
+                "tool_choice",
+                format!(
+                    r#"{{{M},"tool_choice":{{"type":"function","function":{{"name":"zorble"}}}}}}"#
+                ),
+            ),
+            (
+                "function_call",
+                format!(r#"{{{M},"function_call":{{"name":"zorble"}}}}"#),
+            ),
+            (
+                "response_format",
+                format!(
+                    r#"{{{M},"response_format":{{"type":"json_schema","json_schema":{{"name":"x","schema":{{"$defs":{{"zorble":{{}}}}}}}}}}}}"#
+                ),
+            ),
+            (
+                "prediction",
+                format!(r#"{{{M},"prediction":{{"type":"content","content":"zorble"}}}}"#),
+            ),
+            (
+                "web_search_options",
+                format!(
+                    r#"{{{M},"web_search_options":{{"user_location":{{"type":"approximate","approximate":{{"city":"zorble"}}}}}}}}"#
+                ),
+            ),
+            (
+                "documents",
+                format!(r#"{{{M},"documents":[{{"title":"t","text":"zorble"}}]}}"#),
+            ),
+            (
+                "chat_template_kwargs",
+                format!(r#"{{{M},"chat_template_kwargs":{{"custom_instructions":"zorble"}}}}"#),
+            ),
+        ];
+        let cases: Vec<(&str, &str)> = cases.iter().map(|(f, b)| (*f, b.as_str())).collect();
+        testing::each_read_field_is_read(API, FIELDS, &cases);
+    }
+
+    #[test]
+    fn settings_unknown_and_refused_fields() {
+        let base = format!("{{{M}}}");
+        let typed = [("model", json!("m")), ("stream", json!(false))];
+        testing::settings_are_not_read(API, FIELDS, &base, &typed);
+        testing::unknown_refused_and_case_variants(API, FIELDS, &base);
+    }
+
+    /// Where in a message or part the phrase sits, and where it must be read.
+    #[test]
+    fn nested_fields_are_read() {
+        let user = |part: Value| json!({"model":"m","messages":[{"role":"user","content":[part]}]});
+        let assistant = |msg: Value| {
+            let mut m = json!({"role":"assistant"});
+            m.as_object_mut()
+                .unwrap()
+                .extend(msg.as_object().unwrap().clone());
+            json!({"model":"m","messages":[m]})
+        };
+        let cases = [
+            (
+                "reasoning_content",
+                assistant(json!({"reasoning_content":"zorble"})),
+                "messages[0].reasoning_content",
+            ),
+            (
+                "reasoning",
+                assistant(json!({"reasoning":"zorble"})),
+                "messages[0].reasoning",
+            ),
+            (
+                "thinking",
+                assistant(json!({"thinking":"zorble"})),
+                "messages[0].thinking",
+            ),
+            (
+                "a key the API does not define",
+                assistant(json!({"content":"hi","tool_notes":["zorble"]})),
+                "messages[0].tool_notes[0]",
+            ),
+            (
+                "file name",
+                user(json!({"type":"file","file":{"file_id":"f","filename":"zorble.pdf"}})),
+                "messages[0].content[0].file.filename",
+            ),
+            (
+                "text file as a data URL",
+                user(json!({"type":"file","file":{"file_data":"data:text/plain;base64,em9yYmxl"}})),
+                "messages[0].content[0].file.file_data",
+            ),
+            (
+                "text file named .md",
+                user(json!({"type":"file","file":{"filename":"a.md","file_data":"em9yYmxl"}})),
+                "messages[0].content[0].file.file_data",
+            ),
+            (
+                "function arguments with escapes",
+                assistant(
+                    json!({"tool_calls":[{"id":"c","type":"function","function":{"name":"f","arguments":"{\"q\":\"\\u007aorble\"}"}}]}),
+                ),
+                "messages[0].tool_calls[0].function.arguments",
+            ),
+            (
+                "custom tool input with escapes",
+                assistant(
+                    json!({"tool_calls":[{"id":"c","type":"custom","custom":{"name":"f","input":"{\"q\":\"\\u007aorble\"}"}}]}),
+                ),
+                "messages[0].tool_calls[0].custom.input",
+            ),
+            (
+                "legacy function_call arguments",
+                assistant(json!({"function_call":{"name":"f","arguments":"{\"\\u007aorble\":1}"}})),
+                "messages[0].function_call.arguments",
+            ),
+            (
+                "custom tool grammar",
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"custom","custom":{"name":"t","format":{"type":"grammar","grammar":{"syntax":"lark","definition":"start: \"zorble\""}}}}]}),
+                "tools[0].custom.format.grammar.definition",
+            ),
+            (
+                "allowed tools",
+                json!({"model":"m","messages":[{"role":"user","content":"hi"}],"tool_choice":{"type":"allowed_tools","allowed_tools":{"mode":"auto","tools":[{"type":"function","function":{"name":"zorble"}}]}}}),
+                "tool_choice.allowed_tools.tools[0].function.name",
+            ),
+        ];
+        for (case, body, location) in cases {
+            let req = API
+                .parse_request(body.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(
+                req.segments
+                    .iter()
+                    .any(|s| s.text.contains("zorble") && s.location == location),
+                "{case}: {:?}",
+                req.segments
+            );
+        }
+    }
+
+    #[test]
+    fn a_pdf_stays_unread_and_a_broken_text_file_is_refused() {
+        let body = |data: &str| {
+            json!({"model":"m","messages":[{"role":"user","content":[{"type":"file","file":{"file_data":data}}]}]}).to_string()
+        };
+        let req = API
+            .parse_request(body("data:application/pdf;base64,JVBERi0x").as_bytes())
+            .unwrap();
+        assert_eq!(req.unclassified_parts, 1);
+        assert!(req.segments.is_empty());
+        let e = API
+            .parse_request(body("data:text/plain;base64,*").as_bytes())
+            .unwrap_err();
+        assert_eq!(
+            e.param.as_deref(),
+            Some("messages[0].content[0].file.file_data")
+        );
+    }
+
+    #[test]
+    fn fields_spelt_in_another_case_are_refused() {
+        for body in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi","Content":"zorble"}]}"#,
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"Messages":[{"role":"user","content":"zorble"}]}"#,
+            "{\"model\":\"m\",\"me\u{17F}\u{17F}ages\":[{\"role\":\"user\",\"content\":\"zorble\"}]}",
+            "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"hi\",\"TEXT\":\"zorble\"}]}]}",
+            "{\"model\":\"m\",\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"argument\u{17F}\":\"zorble\"}}]}]}",
+        ] {
+            assert!(API.parse_request(body.as_bytes()).is_err(), "{body}");
+        }
+        // Data keys are the client's: a schema may have any property names.
+        let ok = r#"{"model":"m","messages":[{"role":"user","content":"hi"}],"tools":[{"type":"function","function":{"name":"f","parameters":{"properties":{"Content":{},"Name":{}}}}}]}"#;
+        API.parse_request(ok.as_bytes()).unwrap();
     }
 }

@@ -6,9 +6,11 @@ use std::any::Any;
 use std::collections::BTreeMap;
 
 use super::extract::{
-    as_object, collect_descriptions, content_field, expected, field, index, model_field, opt_array,
-    opt_object, opt_str, present, quoted, req_str, stream_flag, tool_definitions, Extractor,
+    as_object, collect_descriptions, collect_strings, content_field, expected, field, index,
+    inline_file, lookup, model_field, opt_array, opt_object, opt_str, present, quoted, req_str,
+    stream_flag, tool_choice, tool_definitions, values, Extractor,
 };
+use super::fields::{self, Field::*, Fields};
 use super::reply::{arr, call_text, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
 use super::stream::{named_event, same_api, EventText, StreamState};
 use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
@@ -221,11 +223,54 @@ impl StreamState for ResponsesStream {
     }
 }
 
+/// The request's top-level fields (the OpenAI SDKs' `ResponseCreateParams`, and vLLM's
+/// extras), see [`Field`].
+const FIELDS: Fields = &[
+    ("input", Read),
+    ("instructions", Read),
+    ("tools", Read),
+    ("tool_choice", Read),
+    ("text", Read),
+    // Its variables; the stored prompt itself is out of reach (see the README).
+    ("prompt", Read),
+    ("model", Setting),
+    ("stream", Setting),
+    ("stream_options", Setting),
+    ("background", Setting),
+    ("context_management", Setting),
+    // Earlier turns stored upstream, by id: judged when they went through the gateway.
+    ("conversation", Setting),
+    ("previous_response_id", Setting),
+    ("include", Setting),
+    ("max_output_tokens", Setting),
+    ("max_tool_calls", Setting),
+    ("metadata", Setting),
+    ("moderation", Setting),
+    ("parallel_tool_calls", Setting),
+    ("prompt_cache_key", Setting),
+    ("prompt_cache_options", Setting),
+    ("prompt_cache_retention", Setting),
+    ("reasoning", Setting),
+    ("safety_identifier", Setting),
+    ("service_tier", Setting),
+    ("store", Setting),
+    ("temperature", Setting),
+    ("top_logprobs", Setting),
+    ("top_p", Setting),
+    ("truncation", Setting),
+    ("user", Setting),
+    // vLLM serving settings.
+    ("priority", Setting),
+    ("request_id", Setting),
+    ("cache_salt", Setting),
+];
+
 fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
+    let mut out = Extractor::default();
+    fields::check_top_level(obj, FIELDS, &mut out)?;
     // `model` may be omitted when a stored prompt supplies it.
     let model = model_field(obj, false)?;
     let stream = stream_flag(obj)?;
-    let mut out = Extractor::default();
 
     if let Some(instructions) = opt_str(obj, "instructions", "")? {
         out.text(
@@ -246,10 +291,13 @@ fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
     }
 
     tool_definitions(obj, "tools", &mut out)?;
+    if let Some(choice) = present(obj, "tool_choice") {
+        tool_choice(choice, "tool_choice", &mut out);
+    }
 
     // Structured-output schemas are shown to the model, descriptions and all.
     if let Some(text) = opt_object(obj, "text", "")? {
-        if let Some(format) = present(text, "format") {
+        if let Some(format) = lookup(text, "format", "text")? {
             as_object(format, "text.format")?;
             collect_descriptions(format, "text.format", Source::Other, &mut out);
         }
@@ -278,20 +326,25 @@ fn input_item(item: &Value, path: &str, out: &mut Extractor) -> Result<(), WireE
     match opt_str(it, "type", path)? {
         // Easy input messages omit the type.
         None | Some("message") => message(it, path, out),
-        Some("function_call") => {
+        Some(ty @ ("function_call" | "custom_tool_call")) => {
+            let key = if ty == "function_call" {
+                "arguments"
+            } else {
+                "input"
+            };
             let name = opt_str(it, "name", path)?.unwrap_or("");
-            let arguments = opt_str(it, "arguments", path)?.unwrap_or("");
+            let arguments = opt_str(it, key, path)?.unwrap_or("");
             push_call(name, arguments, path, out);
-            Ok(())
-        }
-        Some("custom_tool_call") => {
-            let name = opt_str(it, "name", path)?.unwrap_or("");
-            let input = opt_str(it, "input", path)?.unwrap_or("");
-            push_call(name, input, path, out);
-            Ok(())
+            out.arguments(arguments, field(path, key));
+            tool_namespace(it, path, out)
         }
         Some("function_call_output") | Some("custom_tool_call_output") => {
-            tool_output(it, path, out)
+            tool_output(it, path, out)?;
+            // Outputs may name the tool they answer.
+            if let Some(name) = opt_str(it, "name", path)? {
+                out.name(Source::ToolResult, name, field(path, "name"));
+            }
+            tool_namespace(it, path, out)
         }
         Some("reasoning") => {
             reasoning_texts(it, "summary", path, out)?;
@@ -304,6 +357,14 @@ fn input_item(item: &Value, path: &str, out: &mut Extractor) -> Result<(), WireE
             Ok(())
         }
     }
+}
+
+/// The namespace a call's tool is in: part of the tool's name as the model knows it.
+fn tool_namespace(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
+    if let Some(ns) = opt_str(it, "namespace", path)? {
+        out.name(Source::ToolCall, ns, field(path, "namespace"));
+    }
+    Ok(())
 }
 
 fn message(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
@@ -330,11 +391,18 @@ fn content_part(
 ) -> Result<(), WireError> {
     let p = as_object(part, path)?;
     match req_str(p, "type", path)? {
-        "input_text" | "output_text" => {
-            out.text(source, req_str(p, "text", path)?, field(path, "text"))
+        "input_text" => out.text(source, req_str(p, "text", path)?, field(path, "text")),
+        "output_text" => {
+            out.text(source, req_str(p, "text", path)?, field(path, "text"));
+            // Citations replayed with the text: titles, URLs and file names the model is shown.
+            if let Some(annotations) = lookup(p, "annotations", path)? {
+                let annotations_path = field(path, "annotations");
+                values(annotations, &annotations_path, source, out);
+            }
         }
         "refusal" => out.text(source, req_str(p, "refusal", path)?, field(path, "refusal")),
-        "input_image" | "input_file" | "input_audio" => out.unclassified(),
+        "input_file" => inline_file(p, path, "file_data", source, out)?,
+        "input_image" | "input_audio" => out.unclassified(),
         other => {
             return Err(WireError::at(
                 &field(path, "type"),
@@ -347,7 +415,7 @@ fn content_part(
 
 fn tool_output(it: &Obj, path: &str, out: &mut Extractor) -> Result<(), WireError> {
     let output_path = field(path, "output");
-    match present(it, "output") {
+    match lookup(it, "output", path)? {
         None => Ok(()),
         Some(Value::String(s)) => {
             out.text(Source::ToolResult, s, output_path);
@@ -401,24 +469,52 @@ fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
     match ty {
         "mcp_call" | "mcp_approval_request" => {
             push_call(s("name"), s("arguments"), path, out);
+            out.arguments(s("arguments"), field(path, "arguments"));
+            out.name(
+                Source::ToolCall,
+                s("server_label"),
+                field(path, "server_label"),
+            );
             out.text(Source::ToolResult, s("output"), field(path, "output"));
-            out.text(Source::ToolResult, s("error"), field(path, "error"));
+            // A string, or an error object with a message.
+            if let Some(error) = it.get("error") {
+                values(error, &field(path, "error"), Source::ToolResult, out);
+            }
         }
-        "mcp_list_tools" => {
+        // Tool lists replayed from an MCP server, a tool search or a developer's mid-input
+        // addition: definitions like `tools`.
+        "mcp_list_tools" | "tool_search_output" | "additional_tools" => {
+            out.name(
+                Source::ToolDefinition,
+                s("server_label"),
+                field(path, "server_label"),
+            );
+            out.text(Source::ToolResult, s("error"), field(path, "error"));
             if let Some(tools) = it.get("tools") {
                 collect_descriptions(tools, &field(path, "tools"), Source::ToolDefinition, out);
             }
         }
         "local_shell_call" | "shell_call" => {
-            let action = it.get("action");
-            for key in ["command", "commands"] {
-                if let Some(cmd) = action.and_then(|a| a.get(key)).and_then(Value::as_array) {
-                    let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
-                    let location = field(&field(path, "action"), key);
-                    out.text(Source::ToolCall, &words.join(" "), location);
+            let action_path = field(path, "action");
+            if let Some(action) = it.get("action").and_then(Value::as_object) {
+                for (key, v) in action {
+                    let location = field(&action_path, key);
+                    match (key.as_str(), v) {
+                        // The command line as the shell gets it, so words split across
+                        // arguments are read together.
+                        ("command" | "commands", Value::Array(cmd)) => {
+                            let words: Vec<&str> = cmd.iter().filter_map(Value::as_str).collect();
+                            out.text(Source::ToolCall, &words.join(" "), location);
+                        }
+                        ("type", _) => {}
+                        // The environment (names and values), working directory and user.
+                        _ => collect_strings(v, &location, Source::ToolCall, out),
+                    }
                 }
             }
         }
+        // A base64 image: not text.
+        "image_generation_call" => out.unclassified(),
         "code_interpreter_call" => {
             out.text(Source::ToolCall, s("code"), field(path, "code"));
             if let Some(outputs) = it.get("outputs").and_then(Value::as_array) {
@@ -434,13 +530,11 @@ fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
                 }
             }
         }
+        // The file's path and the diff.
         "apply_patch_call" => {
-            let diff = it
-                .get("operation")
-                .and_then(|o| o.get("diff"))
-                .and_then(Value::as_str)
-                .unwrap_or("");
-            out.text(Source::ToolCall, diff, field(path, "operation.diff"));
+            if let Some(operation) = it.get("operation") {
+                values(operation, &field(path, "operation"), Source::ToolCall, out);
+            }
         }
         "local_shell_call_output" | "shell_call_output" | "apply_patch_call_output" => {
             match it.get("output") {
@@ -465,11 +559,18 @@ fn hosted_tool_item(ty: &str, it: &Obj, path: &str, out: &mut Extractor) {
                     out.text(Source::ToolCall, q, index(&field(path, "queries"), i));
                 }
             }
+            // Each result's text, file name and attributes, as the model was shown them.
             if let Some(results) = it.get("results").and_then(Value::as_array) {
                 for (i, r) in results.iter().enumerate() {
-                    let text = r.get("text").and_then(Value::as_str).unwrap_or("");
                     let r_path = index(&field(path, "results"), i);
-                    out.text(Source::ToolResult, text, field(&r_path, "text"));
+                    for key in ["text", "filename"] {
+                        let text = r.get(key).and_then(Value::as_str).unwrap_or("");
+                        out.text(Source::ToolResult, text, field(&r_path, key));
+                    }
+                    if let Some(attributes) = r.get("attributes") {
+                        let a_path = field(&r_path, "attributes");
+                        collect_strings(attributes, &a_path, Source::ToolResult, out);
+                    }
                 }
             }
         }
@@ -495,7 +596,6 @@ const NOT_TEXT: &[&str] = &[
     "call_id",
     "approval_request_id",
     "encrypted_content",
-    "result",
     "image_url",
     "file_id",
 ];
@@ -705,7 +805,9 @@ mod tests {
                 ("rm -rf /", Source::ToolCall),
                 ("done", Source::ToolResult),
                 ("fetch({})", Source::ToolCall),
+                ("s", Source::ToolCall),
                 ("page", Source::ToolResult),
+                ("s", Source::ToolDefinition),
                 ("t", Source::ToolDefinition),
                 ("mcp tool", Source::ToolDefinition),
                 ("a", Source::ToolDefinition),
@@ -807,5 +909,200 @@ mod tests {
             "{}",
             e.message
         );
+    }
+}
+
+#[cfg(test)]
+mod field_tests {
+    use super::super::fields::testing;
+    use super::*;
+
+    #[test]
+    fn each_read_field_is_read() {
+        testing::each_read_field_is_read(
+            API,
+            FIELDS,
+            &[
+                ("input", r#"{"model":"m","input":"zorble"}"#),
+                ("instructions", r#"{"model":"m","instructions":"zorble"}"#),
+                (
+                    "tools",
+                    r#"{"model":"m","tools":[{"type":"function","name":"f","parameters":{"$defs":{"zorble":{}}}}]}"#,
+                ),
+                (
+                    "tool_choice",
+                    r#"{"model":"m","tool_choice":{"type":"mcp","server_label":"s","name":"zorble"}}"#,
+                ),
+                (
+                    "text",
+                    r#"{"model":"m","text":{"format":{"type":"json_schema","name":"x","schema":{"$defs":{"zorble":{}}}}}}"#,
+                ),
+                (
+                    "prompt",
+                    r#"{"prompt":{"id":"p","variables":{"v":"zorble"}}}"#,
+                ),
+            ],
+        );
+    }
+
+    #[test]
+    fn settings_unknown_and_refused_fields() {
+        let base = r#"{"model":"m","input":"hi"}"#;
+        let typed = [("model", json!("m")), ("stream", json!(false))];
+        testing::settings_are_not_read(API, FIELDS, base, &typed);
+        testing::unknown_refused_and_case_variants(API, FIELDS, base);
+    }
+
+    #[test]
+    fn nested_fields_are_read() {
+        let input = |item: Value| json!({"model":"m","input":[item]});
+        let cases = [
+            (
+                "input_file name",
+                input(
+                    json!({"role":"user","content":[{"type":"input_file","file_id":"f","filename":"zorble.pdf"}]}),
+                ),
+                "input[0].content[0].filename",
+            ),
+            (
+                "input_file text data",
+                input(
+                    json!({"role":"user","content":[{"type":"input_file","filename":"a.txt","file_data":"data:text/plain;base64,em9yYmxl"}]}),
+                ),
+                "input[0].content[0].file_data",
+            ),
+            (
+                "output_text annotation",
+                input(
+                    json!({"type":"message","role":"assistant","content":[{"type":"output_text","text":"hi","annotations":[{"type":"url_citation","url":"u","title":"zorble","start_index":0,"end_index":1}]}]}),
+                ),
+                "input[0].content[0].annotations[0].title",
+            ),
+            (
+                "function_call arguments with escapes",
+                input(
+                    json!({"type":"function_call","call_id":"c","name":"f","arguments":"{\"q\":\"\\u007aorble\"}"}),
+                ),
+                "input[0].arguments",
+            ),
+            (
+                "custom_tool_call input with escapes",
+                input(
+                    json!({"type":"custom_tool_call","call_id":"c","name":"f","input":"{\"q\":\"\\u007aorble\"}"}),
+                ),
+                "input[0].input",
+            ),
+            (
+                "function_call namespace",
+                input(
+                    json!({"type":"function_call","call_id":"c","name":"f","arguments":"{}","namespace":"zorble"}),
+                ),
+                "input[0].namespace",
+            ),
+            (
+                "function_call_output name",
+                input(
+                    json!({"type":"function_call_output","call_id":"c","output":"ok","name":"zorble"}),
+                ),
+                "input[0].name",
+            ),
+            (
+                "mcp_call arguments with escapes",
+                input(
+                    json!({"type":"mcp_call","id":"m","server_label":"s","name":"f","arguments":"{\"q\":\"\\u007aorble\"}"}),
+                ),
+                "input[0].arguments",
+            ),
+            (
+                "mcp_call error object",
+                input(
+                    json!({"type":"mcp_call","id":"m","server_label":"s","name":"f","arguments":"{}","error":{"type":"tool_execution_error","message":"zorble"}}),
+                ),
+                "input[0].error.message",
+            ),
+            (
+                "apply_patch_call path",
+                input(
+                    json!({"type":"apply_patch_call","call_id":"c","status":"completed","operation":{"type":"delete_file","path":"zorble.txt"}}),
+                ),
+                "input[0].operation.path",
+            ),
+            (
+                "apply_patch_call diff",
+                input(
+                    json!({"type":"apply_patch_call","call_id":"c","status":"completed","operation":{"type":"update_file","path":"a","diff":"+zorble"}}),
+                ),
+                "input[0].operation.diff",
+            ),
+            (
+                "local_shell_call env",
+                input(
+                    json!({"type":"local_shell_call","id":"l","call_id":"c","status":"completed","action":{"type":"exec","command":["env"],"env":{"X":"zorble"}}}),
+                ),
+                "input[0].action.env.X",
+            ),
+            (
+                "local_shell_call working directory",
+                input(
+                    json!({"type":"local_shell_call","id":"l","call_id":"c","status":"completed","action":{"type":"exec","command":["ls"],"env":{},"working_directory":"/zorble"}}),
+                ),
+                "input[0].action.working_directory",
+            ),
+            (
+                "file_search_call result file name",
+                input(
+                    json!({"type":"file_search_call","id":"f","status":"completed","queries":[],"results":[{"file_id":"f","filename":"zorble.md","text":"t"}]}),
+                ),
+                "input[0].results[0].filename",
+            ),
+            (
+                "file_search_call result attributes",
+                input(
+                    json!({"type":"file_search_call","id":"f","status":"completed","queries":[],"results":[{"attributes":{"author":"zorble"}}]}),
+                ),
+                "input[0].results[0].attributes.author",
+            ),
+            (
+                "program_output result",
+                input(
+                    json!({"type":"program_output","id":"p","call_id":"c","status":"completed","result":"zorble"}),
+                ),
+                "input[0].result",
+            ),
+            (
+                "additional_tools property names",
+                input(
+                    json!({"type":"additional_tools","role":"developer","tools":[{"type":"function","name":"f","parameters":{"properties":{"zorble":{}}}}]}),
+                ),
+                "input[0].tools[0].parameters.properties.zorble",
+            ),
+            (
+                "web_search tool user location",
+                json!({"model":"m","tools":[{"type":"web_search","user_location":{"type":"approximate","city":"zorble"}}]}),
+                "tools[0].user_location.city",
+            ),
+            (
+                "custom tool grammar",
+                json!({"model":"m","tools":[{"type":"custom","name":"t","format":{"type":"grammar","syntax":"regex","definition":"zorble"}}]}),
+                "tools[0].format.definition",
+            ),
+            (
+                "namespace tool",
+                json!({"model":"m","tools":[{"type":"namespace","name":"n","description":"zorble","tools":[]}]}),
+                "tools[0].description",
+            ),
+        ];
+        for (case, body, location) in cases {
+            let req = API
+                .parse_request(body.to_string().as_bytes())
+                .unwrap_or_else(|e| panic!("{case}: {e}"));
+            assert!(
+                req.segments
+                    .iter()
+                    .any(|s| s.text.contains("zorble") && s.location == location),
+                "{case}: {:?}",
+                req.segments
+            );
+        }
     }
 }
