@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::reply::texts;
@@ -54,6 +55,12 @@ pub trait StreamState: Send + Sync + fmt::Debug {
 
     fn clone_box(&self) -> Box<dyn StreamState>;
 
+    /// Whether text under `key` continues the request's last turn (an assistant prefill, a
+    /// completion's prompt): the client reads the two as one text.
+    fn continues_request(&self, _key: &str) -> bool {
+        false
+    }
+
     /// For `cut_after`, which reads the upstream's state of its own concrete type.
     fn as_any(&self) -> &dyn Any;
 }
@@ -67,19 +74,36 @@ pub(super) fn same_api<T: 'static>(upstream: &dyn StreamState) -> Option<&T> {
 #[derive(Debug)]
 pub struct StreamTracker {
     state: Box<dyn StreamState>,
+    /// The end of the text the reply continues (see [`StreamTracker::continues`]).
+    continued: Option<String>,
+    /// Keys that have had their first text, and with it `continued`.
+    started: BTreeSet<String>,
 }
 
 impl Clone for StreamTracker {
     fn clone(&self) -> StreamTracker {
         StreamTracker {
             state: self.state.clone_box(),
+            continued: self.continued.clone(),
+            started: self.started.clone(),
         }
     }
 }
 
 impl StreamTracker {
     pub(super) fn new(state: Box<dyn StreamState>) -> StreamTracker {
-        StreamTracker { state }
+        StreamTracker {
+            state,
+            continued: None,
+            started: BTreeSet::new(),
+        }
+    }
+
+    /// The reply continues `text` (the end of an assistant prefill): it comes before the first
+    /// text of every key that continues the request, so that the first window reads across the
+    /// seam as the client does.
+    pub fn continues(&mut self, text: String) {
+        self.continued = (!text.is_empty()).then_some(text);
     }
 
     pub fn on_event(&mut self, ev: &SseEvent) -> EventText {
@@ -95,6 +119,17 @@ impl StreamTracker {
             Ok(v) => self.state.on_event(&v, &mut out),
             // Unparseable data is kept as text: it is still something the client will read.
             Err(_) => out.deltas.push(("raw".into(), data.to_string())),
+        }
+        if let Some(prefix) = &self.continued {
+            let mut deltas = Vec::with_capacity(out.deltas.len() + 1);
+            for (k, t) in std::mem::take(&mut out.deltas) {
+                if !self.started.contains(&k) && self.state.continues_request(&k) {
+                    self.started.insert(k.clone());
+                    deltas.push((k.clone(), prefix.clone()));
+                }
+                deltas.push((k, t));
+            }
+            out.deltas = deltas;
         }
         out
     }

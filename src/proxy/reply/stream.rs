@@ -18,6 +18,7 @@ use crate::config::{Action, BlockStyle, FailMode};
 use crate::decide::Final;
 use crate::guard::window::HoldBack;
 use crate::policy::Bound;
+use crate::proxy::body::{content_codings, decode};
 use crate::proxy::exchange::{Exchange, Flow, Judging, Outcome};
 use crate::proxy::forward::UpstreamReply;
 use crate::proxy::gateway::Route;
@@ -117,13 +118,17 @@ impl<'a> StreamRelay<'a> {
             out.overlap_chars,
             Duration::from_millis(out.max_hold_ms),
         );
+        let mut streams = Streams::new(route.api);
+        if let Some(text) = continued_text(ex, session, route.api) {
+            streams.continues(hold.overlap_of(&text));
+        }
         StreamRelay {
             enforce: bound.iter().any(|b| b.action == Action::Block),
             inspecting: true,
             ex,
             session,
             bound,
-            streams: Streams::new(route.api),
+            streams,
             route,
             rx,
             reader: Some(reader),
@@ -366,6 +371,14 @@ impl<'a> StreamRelay<'a> {
     }
 }
 
+/// The text the reply continues (an assistant prefill), from the request body.
+fn continued_text(ex: &Exchange, session: &Session, api: Api) -> Option<String> {
+    let coding = content_codings(&session.req_header().headers);
+    let limit = ex.gw.config.limits.max_decoded_body_bytes;
+    let body = decode(&ex.request_body, coding.as_deref(), limit).ok()?;
+    api.continued_text(&body)
+}
+
 /// Reads the upstream's body into `tx` until it ends (returning the connection for reuse) or
 /// fails or the relay is gone (closing it).
 async fn read_upstream(mut http: HttpSession, tx: mpsc::Sender<Read>) -> Option<HttpSession> {
@@ -404,6 +417,12 @@ impl Streams {
     /// state, not a second parse of every event.
     fn released(&mut self) {
         self.released.clone_from(&self.upstream);
+    }
+
+    /// See `StreamTracker::continues`.
+    fn continues(&mut self, text: String) {
+        self.upstream.continues(text.clone());
+        self.released.continues(text);
     }
 
     fn cut(&self, error_message: Option<&str>) -> Vec<u8> {
