@@ -17,6 +17,9 @@ pub struct EventText {
     pub deltas: Vec<(String, String)>,
     /// The API's end-of-stream event (`[DONE]`, `message_stop`, `response.completed`, ...).
     pub terminal: bool,
+    /// Why clients may read this event differently from the gateway (a repeated key, JSON that
+    /// only some parsers accept): its text cannot be judged as they will render it.
+    pub ambiguous: Option<&'static str>,
 }
 
 impl EventText {
@@ -115,10 +118,14 @@ impl StreamTracker {
             out.terminal = true;
             return out;
         }
-        match serde_json::from_str::<Value>(data) {
+        match event_json(data) {
             Ok(v) => self.state.on_event(&v, &mut out),
-            // Unparseable data is kept as text: it is still something the client will read.
-            Err(_) => out.deltas.push(("raw".into(), data.to_string())),
+            Err(Some(why)) => {
+                out.ambiguous = Some(why);
+                return out;
+            }
+            // Data that is not JSON is kept as text: it is still something the client may show.
+            Err(None) => out.deltas.push(("raw".into(), data.to_string())),
         }
         if let Some(prefix) = &self.continued {
             let mut deltas = Vec::with_capacity(out.deltas.len() + 1);
@@ -142,6 +149,25 @@ impl StreamTracker {
     /// See [`StreamState::ending`].
     pub fn cut_events(&self, error_message: Option<&str>) -> Vec<u8> {
         self.state.ending(error_message)
+    }
+}
+
+/// An event's data as JSON, read strictly: `Err(Some(why))` where JSON parsers disagree on it (a
+/// key given twice is its first value to first-wins parsers such as gjson, its last to serde
+/// and the SDKs'; a lone surrogate or trailing data is refused by some and read by others),
+/// `Err(None)` where it is not JSON at all.
+fn event_json(data: &str) -> Result<Value, Option<&'static str>> {
+    if let Ok(v) = super::json::parse_strict(data.as_bytes()) {
+        return Ok(v);
+    }
+    match serde_json::from_str::<Value>(data) {
+        // The strict parser takes objects only; a scalar or array carries nothing an API reads.
+        Ok(v) if !v.is_object() => Ok(v),
+        Ok(_) => Err(Some("a stream event repeats a key")),
+        Err(_) if data.trim_start().starts_with(['{', '[', '"']) => {
+            Err(Some("a stream event is JSON that parsers read differently"))
+        }
+        Err(_) => Err(None),
     }
 }
 

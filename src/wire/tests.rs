@@ -410,6 +410,28 @@ fn a_reply_continues_the_request_s_last_turn() {
 }
 
 #[test]
+fn events_that_json_parsers_read_differently_are_ambiguous() {
+    let why = |data: &str| {
+        let mut p = SseParser::new();
+        let e = &p.push(format!("data: {data}\n\n").as_bytes())[0];
+        CHAT.stream().on_event(e).ambiguous
+    };
+    let chunk = |delta: &str| format!(r#"{{"choices":[{{"index":0,"delta":{delta}}}]}}"#);
+    assert_eq!(why(&chunk(r#"{"content":"fine"}"#)), None);
+    assert_eq!(why("[DONE]"), None);
+    assert_eq!(why("not json at all"), None, "judged as text");
+    assert_eq!(why("42"), None);
+    for bad in [
+        chunk(r#"{"content":"a pipe bomb","content":"fine"}"#),
+        chunk(r#"{"content":"the \u0070ipe \u0062omb \ud800"}"#),
+        chunk(r#"{"content":"x"}"#) + " {}",
+        r#"{"choices":[{"index":0,"delta":{"content":"the pipe"#.to_string(),
+    ] {
+        assert!(why(&bad).is_some(), "{bad}");
+    }
+}
+
+#[test]
 fn blocked_replies_drop_the_log_probabilities() {
     // The withheld tokens would be spelled out there.
     let chat = json!({"choices":[{"index":0,"message":{"role":"assistant","content":"bad"},"logprobs":{"content":[{"token":"bad","logprob":-0.1,"bytes":[98,97,100],"top_logprobs":[]}]},"finish_reason":"stop"}]});

@@ -155,7 +155,12 @@ impl<'a> StreamRelay<'a> {
                 }
                 Next::End => (self.parser.finish().into_iter().collect(), true),
             };
-            let terminal = self.follow(events) || ended;
+            let (terminal, ambiguous) = self.follow(events);
+            let terminal = terminal || ended;
+            if let (Some(why), true) = (ambiguous, self.enforce) {
+                self.ambiguous(why).await?;
+                return Ok(Flow::Answered);
+            }
             let max = self.route.output.max_reply_bytes;
             // An event that never ends (no blank line) cannot be judged, and buffering it without
             // a bound would let one reply grow the gateway's memory: past max_reply_bytes the
@@ -222,13 +227,17 @@ impl<'a> StreamRelay<'a> {
     }
 
     /// Follows `events`: their text goes to the hold-back window (or, annotate-only, to the
-    /// whole reply's text). Returns whether one ended the stream.
-    fn follow(&mut self, events: Vec<SseEvent>) -> bool {
+    /// whole reply's text). Returns whether one ended the stream, and why one could be read
+    /// differently by clients (following stops there).
+    fn follow(&mut self, events: Vec<SseEvent>) -> (bool, Option<&'static str>) {
         let mut terminal = false;
         let max = self.route.output.max_reply_bytes;
         for ev in events {
             let t = self.streams.upstream.on_event(&ev);
             terminal |= t.terminal;
+            if t.ambiguous.is_some() && self.enforce {
+                return (terminal, t.ambiguous);
+            }
             if self.enforce {
                 self.hold.push(ev.raw, t.deltas);
                 continue;
@@ -240,7 +249,20 @@ impl<'a> StreamRelay<'a> {
                 }
             }
         }
-        terminal
+        (terminal, None)
+    }
+
+    /// An event clients may read differently from the gateway: what it says cannot be judged as
+    /// they will render it, so the stream is cut before it, whatever the fail mode (an upstream
+    /// that speaks the API sends no such event).
+    async fn ambiguous(&mut self, why: &str) -> pingora::Result<()> {
+        self.ex.unclassifiable(why);
+        self.ex.outcome = Outcome::FailClosed;
+        self.hold.reject();
+        self.cut(&format!(
+            "guardgate withheld the rest of the upstream reply: {why}"
+        ))
+        .await
     }
 
     /// Judges the hold-back window: its events go out when it is allowed, the stream is cut
