@@ -1012,3 +1012,298 @@ async fn messages_error_event_message() {
     )
     .await;
 }
+
+// --- SSE framing split and spelled in every way the spec allows.
+
+#[tokio::test]
+async fn chat_stream_in_one_byte_pieces() {
+    let (_m, gw) = start().await;
+    let events = chat_stream(&content_deltas("Grüße ☕ — the pipe bomb is here 🎉", 3));
+    case(
+        &gw,
+        "1-byte pieces",
+        CHAT,
+        &request(CHAT),
+        events,
+        Some(1),
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn chat_stream_with_cr_line_endings_split_after_each_cr() {
+    let (_m, gw) = start().await;
+    let events = chat_stream(&content_deltas("the pipe bomb is here", 2)).replace('\n', "\r");
+    // 2-byte pieces end many pieces on a CR whose line may or may not go on.
+    case(
+        &gw,
+        "CR endings",
+        CHAT,
+        &request(CHAT),
+        events,
+        Some(2),
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn responses_stream_with_crlf_split_between_cr_and_lf() {
+    let (_m, gw) = start().await;
+    let mut middle = vec![item_added(0, empty_message(0)), part_added(0, 0, "")];
+    middle.extend(text_deltas(0, 0, "the pipe bomb is here", 2));
+    let events = responses_stream(&middle, None).replace('\n', "\r\n");
+    case(
+        &gw,
+        "CRLF",
+        RESPONSES,
+        &request(RESPONSES),
+        events,
+        Some(3),
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn messages_stream_with_a_byte_order_mark_before_the_first_event() {
+    let (_m, gw) = start().await;
+    let events = format!(
+        "\u{FEFF}{}",
+        messages_stream(&text_block(0, &format!("a {WORD} first"), 30))
+    );
+    case(
+        &gw,
+        "BOM",
+        MESSAGES,
+        &request(MESSAGES),
+        events,
+        Some(2),
+        WORD,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn chat_event_data_over_several_data_lines_with_comments_between() {
+    let (_m, gw) = start().await;
+    // The data lines join with a newline, which JSON reads as whitespace between its tokens.
+    let events = "data: {\"id\":\"c\",\"object\":\"chat.completion.chunk\",\"choices\":\n: keep-alive\ndata:[{\"index\":0,\n\
+         data: \"delta\":{\"content\":\"the pipe bomb\"}}]}\n\ndata: [DONE]\n\n"
+        .to_string();
+    case(
+        &gw,
+        "multi-line data",
+        CHAT,
+        &request(CHAT),
+        events,
+        Some(5),
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn chat_phrase_spelled_in_json_escapes_split_inside_an_escape() {
+    let (_m, gw) = start().await;
+    let events = chat_stream(&[json!({"content":"the pipe"}), json!({"content":" bomb"})])
+        .replace("pipe", "\\u0070ipe")
+        .replace("bomb", "\\u0062\\u006fmb");
+    case(
+        &gw,
+        "escapes",
+        CHAT,
+        &request(CHAT),
+        events,
+        Some(3),
+        "\\u0062",
+    )
+    .await;
+}
+
+// --- Events that JSON parsers read differently: the stream is cut before them.
+
+#[tokio::test]
+async fn chat_delta_with_a_repeated_key() {
+    let (_m, gw) = start().await;
+    // First-wins parsers (gjson, in Go clients) show the first value; serde and the SDKs the last.
+    let events = chat_stream(&[json!({"content":"Here: "}), json!({"content":"REPLACE"})]).replace(
+        "\"content\":\"REPLACE\"",
+        "\"content\":\"the pipe bomb\",\"content\":\"nothing\"",
+    );
+    case(
+        &gw,
+        "repeated key",
+        CHAT,
+        &request(CHAT),
+        events,
+        None,
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn messages_event_type_given_twice() {
+    let (_m, gw) = start().await;
+    let events = messages_stream(&text_block(0, "REPLACE", 10)).replace(
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"REPLACE\"}}",
+        "{\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"a pipe bomb\"},\"type\":\"ping\"}",
+    );
+    assert!(events.contains("\"type\":\"ping\"}"), "the case is built");
+    case(
+        &gw,
+        "type twice",
+        MESSAGES,
+        &request(MESSAGES),
+        events,
+        None,
+        "bomb",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn chat_delta_with_a_lone_surrogate() {
+    let (_m, gw) = start().await;
+    // JSON.parse and Python's json read this (the surrogate as is); serde refuses it.
+    let events = chat_stream(&[json!({"content":"REPLACE"})])
+        .replace("REPLACE", "the \\u0070ipe \\u0062omb \\ud800");
+    case(
+        &gw,
+        "lone surrogate",
+        CHAT,
+        &request(CHAT),
+        events,
+        None,
+        "\\u0062omb",
+    )
+    .await;
+}
+
+// --- The harmless variants: the same shapes with nothing blocked go through byte for byte.
+
+/// Streams `events` and asserts the client got exactly the upstream's bytes.
+async fn passes(
+    gw: &GatewayProc,
+    name: &str,
+    path: &str,
+    body: &Value,
+    events: String,
+    chunk: Option<usize>,
+) {
+    let raw = stream(gw, path, body, &events, chunk).await;
+    assert!(
+        raw == events,
+        "{name}: the stream was changed\n--- sent ---\n{events}\n--- received ---\n{raw}"
+    );
+}
+
+#[tokio::test]
+async fn harmless_variants_stream_through_unchanged() {
+    let (_m, gw) = start().await;
+    let calm =
+        |pad: &str, n: usize| format!("{}so the pipe {}dream goes here.", filler(), pad.repeat(n));
+    passes(
+        &gw,
+        "chat zwsp",
+        CHAT,
+        &request(CHAT),
+        chat_stream(&content_deltas(&calm("\u{200B}", 250), 1)),
+        None,
+    )
+    .await;
+    passes(
+        &gw,
+        "chat 1-byte",
+        CHAT,
+        &request(CHAT),
+        chat_stream(&content_deltas("Grüße ☕ — the pipe dream 🎉", 3)),
+        Some(1),
+    )
+    .await;
+    passes(
+        &gw,
+        "chat CR",
+        CHAT,
+        &request(CHAT),
+        chat_stream(&content_deltas("the pipe dream", 2)).replace('\n', "\r"),
+        Some(2),
+    )
+    .await;
+    passes(
+        &gw,
+        "completions",
+        COMPLETIONS,
+        &request(COMPLETIONS),
+        completions_stream(&calm("\u{200B}", 300), 2),
+        Some(3),
+    )
+    .await;
+
+    let mut blocks = text_block(0, &format!("{}here is the pipe", filler()), 5);
+    blocks.extend(tool_use_block(1));
+    blocks.extend(text_block(2, " dream, as promised.", 5));
+    passes(
+        &gw,
+        "text|tool|text",
+        MESSAGES,
+        &request(MESSAGES),
+        messages_stream(&blocks),
+        None,
+    )
+    .await;
+    let bom = format!(
+        "\u{FEFF}{}",
+        messages_stream(&text_block(0, "a zebra first", 30))
+    );
+    passes(&gw, "BOM", MESSAGES, &request(MESSAGES), bom, Some(2)).await;
+
+    let mut middle = vec![item_added(0, empty_message(0)), part_added(0, 0, "")];
+    middle.extend(text_deltas(0, 0, &format!("{}the pipe", filler()), 6));
+    middle.push(part_added(0, 1, ""));
+    middle.extend(text_deltas(0, 1, " dream follows", 6));
+    let output = json!([message_item(
+        0,
+        &[&format!("{}the pipe", filler()), " dream follows"]
+    )]);
+    let events = responses_stream(&middle, Some(output)).replace('\n', "\r\n");
+    passes(
+        &gw,
+        "part|part|completed",
+        RESPONSES,
+        &request(RESPONSES),
+        events,
+        Some(9),
+    )
+    .await;
+    let only_final = responses_stream(
+        &[item_added(0, empty_message(0))],
+        Some(json!([message_item(0, &["a zebra at the end"])])),
+    );
+    passes(
+        &gw,
+        "completed only",
+        RESPONSES,
+        &request(RESPONSES),
+        only_final,
+        None,
+    )
+    .await;
+
+    let mut body = request(MESSAGES);
+    body["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role":"assistant","content":"Sure. Step one of the pipe"}));
+    passes(
+        &gw,
+        "prefill",
+        MESSAGES,
+        &body,
+        messages_stream(&text_block(0, " dream is to", 3)),
+        Some(4),
+    )
+    .await;
+}
