@@ -35,6 +35,7 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         Ok(b) => b,
         Err(e) => return refuse_body(ex, session, e).await,
     };
+    ex.request_body = raw.clone();
     let snap = ex.snapshot();
     let binding = snap.routes.get(&route.name);
     let input = binding.map_or(&[][..], |b| b.for_direction(Direction::Input));

@@ -12,7 +12,7 @@ use super::extract::{
 };
 use super::fields::{self, Field::*, Fields};
 use super::inline_file::{self, Inline};
-use super::reply::{arr, s, seg, texts};
+use super::reply::{arr, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
 use super::stream::{named_event, same_api, EventText, StreamState};
 use super::{Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
 
@@ -78,6 +78,10 @@ impl WireFormat for Messages {
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<MessageStream>::default()
     }
+
+    fn continued_text(&self, request: &Obj) -> Option<String> {
+        prefill(request)
+    }
 }
 
 /// Anthropic's error body (`{"type": "error", "error": {type, message}}`).
@@ -102,13 +106,57 @@ fn error_body(kind: &ErrorKind, message: &str) -> Value {
     })
 }
 
+/// Keys of the texts a client reads whole: a message's text blocks one after another (text, tool
+/// use, text is one answer to the reader, and a phrase may straddle the tool use), and its
+/// thinking blocks likewise.
+const TEXT: &str = "text";
+const THINKING: &str = "thinking";
+
 /// A streamed message: content blocks opened, filled by deltas and stopped by index.
 #[derive(Debug, Clone, Default)]
 struct MessageStream {
     /// The `message` of `message_start`, which a made-up start repeats.
     envelope: Value,
-    /// Open content blocks and the key their text goes under.
+    /// Open content blocks and their types.
     open_blocks: BTreeMap<u64, String>,
+}
+
+/// The key of what block `i` of type `kind` holds besides rendered text and thinking.
+fn block_key(i: u64, kind: &str) -> String {
+    match kind {
+        "tool_use" | "server_tool_use" | "mcp_tool_use" => format!("content[{i}].tool_call"),
+        "text" | "thinking" | "redacted_thinking" | "" => format!("content[{i}]"),
+        _ => format!("content[{i}].tool_result"),
+    }
+}
+
+/// Block `i` as it starts (or as `message_start` already holds it): the text it opens with.
+fn block_start(i: u64, b: &Value, out: &mut EventText) {
+    let kind = s(b, "type");
+    match kind {
+        "text" => {
+            out.push(TEXT.into(), s(b, "text"));
+            if let Some(c) = b.get("citations") {
+                out.push_texts(format!("content[{i}].citations"), c);
+            }
+        }
+        "thinking" => out.push(THINKING.into(), s(b, "thinking")),
+        "redacted_thinking" => {}
+        "tool_use" | "server_tool_use" | "mcp_tool_use" => {
+            let key = block_key(i, kind);
+            out.push(key.clone(), s(b, "name"));
+            // Streamed as partial JSON; an input already in the start event (not `{}`) is text
+            // too.
+            if let Some(input) = b
+                .get("input")
+                .filter(|x| x.as_object().map_or(!x.is_null(), |o| !o.is_empty()))
+            {
+                out.push(key, &input.to_string());
+            }
+        }
+        // Server-tool and MCP results arrive whole in their start event.
+        _ => out.push_texts(block_key(i, kind), b),
+    }
 }
 
 impl StreamState for MessageStream {
@@ -119,62 +167,54 @@ impl StreamState for MessageStream {
                     .get("message")
                     .filter(|m| m.is_object())
                     .cloned()
-                    .unwrap_or(Value::Null)
+                    .unwrap_or(Value::Null);
+                // The SDKs start their message from this one, content included.
+                for (i, b) in arr(&self.envelope, "content").iter().enumerate() {
+                    block_start(i as u64, b, out);
+                }
             }
             "content_block_start" => {
                 let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                 let b = v.get("content_block").unwrap_or(&Value::Null);
-                let kind = s(b, "type");
-                let key = match kind {
-                    "text" | "thinking" | "redacted_thinking" => format!("content[{i}]"),
-                    "tool_use" | "server_tool_use" | "mcp_tool_use" => {
-                        format!("content[{i}].tool_call")
-                    }
-                    _ => format!("content[{i}].tool_result"),
-                };
-                match kind {
-                    "text" => out.push(key.clone(), s(b, "text")),
-                    "thinking" => out.push(key.clone(), s(b, "thinking")),
-                    "redacted_thinking" => {}
-                    "tool_use" | "server_tool_use" | "mcp_tool_use" => {
-                        out.push(key.clone(), s(b, "name"));
-                        // Streamed as partial JSON; an input already in the start event
-                        // (not `{}`) is text too.
-                        if let Some(input) = b
-                            .get("input")
-                            .filter(|x| x.as_object().map_or(!x.is_null(), |o| !o.is_empty()))
-                        {
-                            out.push(key.clone(), &input.to_string());
-                        }
-                    }
-                    // Server-tool and MCP results arrive whole in their start event.
-                    _ => out.push_texts(key.clone(), b),
-                }
-                self.open_blocks.insert(i, key);
+                block_start(i, b, out);
+                self.open_blocks.insert(i, s(b, "type").to_string());
             }
             "content_block_delta" => {
                 let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
-                let key = self
-                    .open_blocks
-                    .get(&i)
-                    .cloned()
-                    .unwrap_or_else(|| format!("content[{i}]"));
-                let d = v.get("delta").unwrap_or(&Value::Null);
-                for k in ["text", "partial_json", "thinking"] {
-                    out.push(key.clone(), s(d, k));
-                }
-                // A citation quotes the cited text (and titles it) for the client to show.
-                if let Some(c) = d.get("citation") {
-                    out.push_texts(key.clone(), c);
+                let kind = self.open_blocks.get(&i).map_or("", String::as_str);
+                let Some(d) = v.get("delta").and_then(Value::as_object) else {
+                    return;
+                };
+                // Only a text block's text continues the message's text: any other field is
+                // judged on its own, so that it cannot split a phrase in the text it is not
+                // rendered in.
+                for (field, x) in d {
+                    match (field.as_str(), kind) {
+                        (f, _) if REPLY_NOT_TEXT.contains(&f) => {}
+                        ("text", "text") => out.push_texts(TEXT.into(), x),
+                        ("thinking", "thinking") => out.push_texts(THINKING.into(), x),
+                        // A citation quotes the cited text (and titles it) for the client to show.
+                        ("citation", _) => out.push_texts(format!("content[{i}].citations"), x),
+                        _ => out.push_texts(block_key(i, kind), x),
+                    }
                 }
             }
             "content_block_stop" => {
                 let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
                 self.open_blocks.remove(&i);
             }
-            "message_stop" | "error" => out.terminal = true,
+            "message_stop" => out.terminal = true,
+            // Its message is shown to the user.
+            "error" => {
+                out.push_texts("error".into(), v.get("error").unwrap_or(&Value::Null));
+                out.terminal = true;
+            }
             _ => {}
         }
+    }
+
+    fn continues_request(&self, key: &str) -> bool {
+        key == TEXT
     }
 
     fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
@@ -205,7 +245,12 @@ impl StreamState for MessageStream {
         if error_message.is_none() && !self.envelope.is_object() {
             // The SDKs reject an ending without the message_start they never got.
             let m = match same_api::<Self>(upstream) {
-                Some(up) if up.envelope.is_object() => up.envelope.clone(),
+                // Without its content: a block the start already held may be what was cut.
+                Some(up) if up.envelope.is_object() => {
+                    let mut m = up.envelope.clone();
+                    m["content"] = json!([]);
+                    m
+                }
                 _ => {
                     json!({"id": "msg_guardgate", "type": "message", "role": "assistant", "model": "", "content": [], "stop_reason": null, "stop_sequence": null, "usage": {"input_tokens": 0, "output_tokens": 0}})
                 }
@@ -261,6 +306,24 @@ const FIELDS: Fields = &[
     ("top_k", Setting),
     ("top_p", Setting),
 ];
+
+/// A trailing assistant turn, which the reply continues: its text.
+fn prefill(request: &Obj) -> Option<String> {
+    let last = request.get("messages")?.as_array()?.last()?;
+    if s(last, "role") != "assistant" {
+        return None;
+    }
+    let text = match last.get("content")? {
+        Value::String(t) => t.clone(),
+        Value::Array(blocks) => blocks
+            .iter()
+            .filter(|b| s(b, "type") == "text")
+            .map(|b| s(b, "text"))
+            .collect(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
+}
 
 fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
     let mut out = Extractor::default();

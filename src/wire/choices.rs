@@ -3,12 +3,13 @@
 //! text is and how a filtered choice ends ([`ChoiceFormat`]).
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 use std::any::Any;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::marker::PhantomData;
 
-use super::reply::arr;
+use super::reply::{arr, NOT_TEXT};
 use super::stream::{data_event, same_api, EventText, StreamState};
 
 /// What differs between the chat and the legacy completions chunk.
@@ -21,7 +22,28 @@ pub(super) trait ChoiceFormat: Default + Clone + fmt::Debug + Send + Sync + 'sta
 
     /// Choice `i` of the chunk that ends it as filtered.
     fn filtered_choice(i: u64) -> Value;
+
+    /// The members of a choice that `choice_deltas` reads (or that are not text).
+    const CHOICE_FIELDS: &'static [&'static str];
+
+    /// Whether text under `key` continues the request (see `StreamState::continues_request`).
+    fn continues_request(_key: &str) -> bool {
+        false
+    }
 }
+
+/// Chunk members that are not text, or repeat the envelope in every chunk.
+const ENVELOPE: &[&str] = &[
+    "id",
+    "object",
+    "created",
+    "model",
+    "choices",
+    "system_fingerprint",
+    "service_tier",
+    "usage",
+    "obfuscation",
+];
 
 #[derive(Debug, Clone, Default)]
 pub(super) struct ChoicesStream<F> {
@@ -29,7 +51,30 @@ pub(super) struct ChoicesStream<F> {
     envelope: Value,
     /// Indices of the choices seen: each is ended.
     choices: BTreeSet<u64>,
+    /// Digests of the last value of each chunk member outside the envelope (see `extras`).
+    extras: BTreeMap<String, [u8; 32]>,
     format: PhantomData<F>,
+}
+
+impl<F: ChoiceFormat> ChoicesStream<F> {
+    /// Members of a chunk or a choice that compatible servers add (search results, citations, a
+    /// message in place of a delta, an error) are shown by the clients written for them: they are
+    /// judged too, each under its own key. Chunk members repeated unchanged in every chunk are
+    /// judged once.
+    fn extras(&mut self, v: &Value, out: &mut EventText) {
+        let Some(obj) = v.as_object() else {
+            return;
+        };
+        for (k, x) in obj {
+            if ENVELOPE.contains(&k.as_str()) || x.is_null() {
+                continue;
+            }
+            let digest: [u8; 32] = Sha256::digest(x.to_string().as_bytes()).into();
+            if self.extras.insert(k.clone(), digest) != Some(digest) {
+                out.push_texts(k.clone(), x);
+            }
+        }
+    }
 }
 
 impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
@@ -41,7 +86,17 @@ impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
             let i = c.get("index").and_then(Value::as_u64).unwrap_or(0);
             self.choices.insert(i);
             F::choice_deltas(i, c, out);
+            for (k, x) in c.as_object().into_iter().flatten() {
+                if !F::CHOICE_FIELDS.contains(&k.as_str()) && !NOT_TEXT.contains(&k.as_str()) {
+                    out.push_texts(format!("choices[{i}].{k}"), x);
+                }
+            }
         }
+        self.extras(v, out);
+    }
+
+    fn continues_request(&self, key: &str) -> bool {
+        F::continues_request(key)
     }
 
     fn ending(&self, error_message: Option<&str>) -> Vec<u8> {

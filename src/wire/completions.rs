@@ -61,6 +61,10 @@ impl WireFormat for Completions {
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<ChoicesStream<TextChunk>>::default()
     }
+
+    fn continued_text(&self, request: &Map<String, Value>) -> Option<String> {
+        continued_prompt(request)
+    }
 }
 
 /// A `text_completion` chunk: text in each choice's `text`.
@@ -69,14 +73,35 @@ struct TextChunk;
 
 impl ChoiceFormat for TextChunk {
     const CHUNK_OBJECT: &'static str = "text_completion";
+    const CHOICE_FIELDS: &'static [&'static str] =
+        &["text", "logprobs", "finish_reason", "stop_reason"];
 
     fn choice_deltas(i: u64, c: &Value, out: &mut EventText) {
         out.push(format!("choices[{i}].text"), s(c, "text"));
+        // The chosen tokens spell the text out again, for clients that show them.
+        let lp = c.get("logprobs").unwrap_or(&Value::Null);
+        let tokens: String = arr(lp, "tokens").iter().filter_map(Value::as_str).collect();
+        out.push(format!("choices[{i}].logprobs"), &tokens);
     }
 
     fn filtered_choice(i: u64) -> Value {
         json!({"index": i, "text": "", "logprobs": null, "finish_reason": "content_filter"})
     }
+
+    fn continues_request(key: &str) -> bool {
+        key.starts_with("choices[") && key.ends_with("].text")
+    }
+}
+
+/// The prompt, which the completion continues: the one string prompt (several prompts each get
+/// their own choices, and which choice continues which is not worth the guess).
+fn continued_prompt(request: &Map<String, Value>) -> Option<String> {
+    let text = match request.get("prompt")? {
+        Value::String(t) => t,
+        Value::Array(p) if p.len() == 1 => p[0].as_str()?,
+        _ => return None,
+    };
+    (!text.is_empty()).then(|| text.to_string())
 }
 
 const TOKEN_IDS: &str = "prompt as token ids cannot be classified; send text";

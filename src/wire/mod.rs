@@ -17,6 +17,7 @@ mod completions;
 mod errors;
 mod extract;
 mod fields;
+mod filled;
 mod inline_file;
 pub mod json;
 mod openai_chat;
@@ -64,6 +65,12 @@ pub trait WireFormat: Sync {
 
     /// The state that follows one streamed reply of this API.
     fn stream_state(&self) -> Box<dyn StreamState>;
+
+    /// The text the reply goes on from, as the client reads the two together: a trailing
+    /// assistant turn (a prefill), a completion's prompt. `None` where the reply starts afresh.
+    fn continued_text(&self, _request: &Map<String, Value>) -> Option<String> {
+        None
+    }
 }
 
 /// Every API the gateway speaks. The registration line of a new API goes here.
@@ -158,6 +165,16 @@ impl Api {
     /// A tracker for one streamed reply of this API.
     pub fn stream(&self) -> StreamTracker {
         StreamTracker::new(self.0.stream_state())
+    }
+
+    /// The text the reply to the request `body` continues (see [`WireFormat::continued_text`]).
+    /// Read leniently: the upstream accepted the request, and the input guard, when the route has
+    /// one, already refused what the strict parser refuses.
+    pub fn continued_text(&self, body: &[u8]) -> Option<String> {
+        match serde_json::from_slice(body).ok()? {
+            Value::Object(obj) => self.0.continued_text(&obj),
+            _ => None,
+        }
     }
 }
 

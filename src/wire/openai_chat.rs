@@ -107,6 +107,10 @@ impl WireFormat for ChatCompletions {
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<ChoicesStream<ChatChunk>>::default()
     }
+
+    fn continued_text(&self, request: &Obj) -> Option<String> {
+        prefill(request)
+    }
 }
 
 /// A `chat.completion.chunk`: text in each choice's `delta`.
@@ -115,44 +119,75 @@ struct ChatChunk;
 
 impl ChoiceFormat for ChatChunk {
     const CHUNK_OBJECT: &'static str = "chat.completion.chunk";
+    const CHOICE_FIELDS: &'static [&'static str] =
+        &["delta", "logprobs", "finish_reason", "stop_reason"];
 
     fn choice_deltas(i: u64, c: &Value, out: &mut EventText) {
         let d = c.get("delta").unwrap_or(&Value::Null);
-        for key in [
-            "content",
-            "refusal",
-            "reasoning_content",
-            "reasoning",
-            "reasoning_details",
-        ] {
-            if let Some(x) = d.get(key) {
-                out.push_texts(format!("choices[{i}].{key}"), x);
+        for (key, x) in d.as_object().into_iter().flatten() {
+            match key.as_str() {
+                "role" => {}
+                "audio" => out.push(format!("choices[{i}].audio"), s(x, "transcript")),
+                "tool_calls" => tool_call_deltas(i, x, out),
+                // The deprecated single function call, still streamed by compatible servers.
+                "function_call" => {
+                    let key = format!("choices[{i}].function_call");
+                    out.push(key.clone(), s(x, "name"));
+                    out.push(key, s(x, "arguments"));
+                }
+                // Content (a string, or parts on some compatible servers), refusal, reasoning
+                // fields, and members newer than this code (annotations, ...): each read whole
+                // under its own key.
+                _ => out.push_texts(format!("choices[{i}].{key}"), x),
             }
         }
-        if let Some(a) = d.get("audio") {
-            out.push(format!("choices[{i}].audio"), s(a, "transcript"));
-        }
-        for t in arr(d, "tool_calls") {
-            let j = t.get("index").and_then(Value::as_u64).unwrap_or(0);
-            let key = format!("choices[{i}].tool_calls[{j}]");
-            let (f, args) = match t.get("custom") {
-                Some(c) => (c, "input"),
-                None => (t.get("function").unwrap_or(&Value::Null), "arguments"),
-            };
-            out.push(key.clone(), s(f, "name"));
-            out.push(key, s(f, args));
-        }
-        // The deprecated single function call, still streamed by compatible servers.
-        if let Some(f) = d.get("function_call") {
-            let key = format!("choices[{i}].function_call");
-            out.push(key.clone(), s(f, "name"));
-            out.push(key, s(f, "arguments"));
+        // The chosen tokens spell the text out again, for clients that show them.
+        let lp = c.get("logprobs").unwrap_or(&Value::Null);
+        for part in ["content", "refusal"] {
+            let tokens: String = arr(lp, part).iter().map(|t| s(t, "token")).collect();
+            out.push(format!("choices[{i}].logprobs.{part}"), &tokens);
         }
     }
 
     fn filtered_choice(i: u64) -> Value {
         json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": "content_filter"})
     }
+
+    fn continues_request(key: &str) -> bool {
+        key.starts_with("choices[") && key.ends_with("].content")
+    }
+}
+
+fn tool_call_deltas(i: u64, calls: &Value, out: &mut EventText) {
+    for t in calls.as_array().map(Vec::as_slice).unwrap_or(&[]) {
+        let j = t.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let key = format!("choices[{i}].tool_calls[{j}]");
+        let (f, args) = match t.get("custom") {
+            Some(c) => (c, "input"),
+            None => (t.get("function").unwrap_or(&Value::Null), "arguments"),
+        };
+        out.push(key.clone(), s(f, "name"));
+        out.push(key, s(f, args));
+    }
+}
+
+/// A trailing assistant turn, which compatible servers continue (vLLM's
+/// `continue_final_message`, a `prefix` message): its text.
+fn prefill(request: &Obj) -> Option<String> {
+    let last = request.get("messages")?.as_array()?.last()?;
+    if s(last, "role") != "assistant" {
+        return None;
+    }
+    let text = match last.get("content")? {
+        Value::String(t) => t.clone(),
+        Value::Array(parts) => parts
+            .iter()
+            .filter(|p| s(p, "type") == "text")
+            .map(|p| s(p, "text"))
+            .collect(),
+        _ => return None,
+    };
+    (!text.is_empty()).then_some(text)
 }
 
 type Obj = Map<String, Value>;

@@ -43,6 +43,7 @@ pub(super) const NOT_TEXT: &[&str] = &[
     "result",
     "image_url",
     "file_id",
+    "media_type",
     "b64_json",
     "partial_image_b64",
     "logprobs",
@@ -50,13 +51,18 @@ pub(super) const NOT_TEXT: &[&str] = &[
 
 /// Every string under `v` except those of `NOT_TEXT` keys: for reply parts whose text may sit in
 /// any field (hosted-tool items, server-tool results, parts of types newer than this code), so
-/// a new shape is judged rather than passed unread.
+/// a new shape is judged rather than passed unread. The `data` of a text source is text (see
+/// `source_text`).
 pub(super) fn texts(v: &Value, path: String, source: Source, out: &mut Vec<Segment>) {
     match v {
         Value::String(t) => out.extend(seg(source, path, t)),
         Value::Object(obj) => {
             for (key, child) in obj {
-                if !NOT_TEXT.contains(&key.as_str()) {
+                if key == "data" {
+                    if let Some(t) = source_text(v) {
+                        out.extend(seg(source, format!("{path}.data"), &t));
+                    }
+                } else if !NOT_TEXT.contains(&key.as_str()) {
                     texts(child, format!("{path}.{key}"), source, out);
                 }
             }
@@ -68,6 +74,53 @@ pub(super) fn texts(v: &Value, path: String, source: Source, out: &mut Vec<Segme
         }
         _ => {}
     }
+}
+
+/// The text in the `data` of a document source: a text source's (`{"type": "text", "data":
+/// ...}`, as web fetches return pages), or base64 of a text media type decoded. Elsewhere `data`
+/// is an encoded file or audio, not text.
+fn source_text(source: &Value) -> Option<String> {
+    let data = source.get("data")?.as_str()?;
+    match s(source, "type") {
+        "text" => Some(data.to_string()),
+        "base64" if is_text_media(s(source, "media_type")) => {
+            Some(String::from_utf8_lossy(&base64_decode(data)?).into_owned())
+        }
+        _ => None,
+    }
+}
+
+fn is_text_media(media_type: &str) -> bool {
+    let essence = media_type.split(';').next().unwrap_or("").trim();
+    let essence = essence.to_ascii_lowercase();
+    essence.starts_with("text/")
+        || matches!(essence.as_str(), "application/json" | "application/xml")
+        || essence.ends_with("+json")
+        || essence.ends_with("+xml")
+}
+
+/// Standard or URL-safe base64, padded or not, whitespace ignored; `None` if it is not base64.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for b in text.bytes() {
+        let v = match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' | b'-' => 62,
+            b'/' | b'_' => 63,
+            b'=' | b' ' | b'\t' | b'\r' | b'\n' => continue,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    Some(out)
 }
 
 /// `name(arguments)`, how a tool call is shown to the classifier.

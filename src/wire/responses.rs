@@ -11,6 +11,7 @@ use super::extract::{
     stream_flag, tool_choice, tool_definitions, values, Extractor,
 };
 use super::fields::{self, Field::*, Fields};
+use super::filled::{Filled, Whole};
 use super::reply::{arr, call_text, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
 use super::stream::{named_event, same_api, EventText, StreamState};
 use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
@@ -95,17 +96,119 @@ impl WireFormat for Responses {
     }
 }
 
-/// Responses item types whose text arrives as deltas, so their `output_item.done` repeats it.
-const STREAMED_ITEMS: &[&str] = &["message", "reasoning", "function_call", "custom_tool_call"];
+/// Keys of the texts a client reads whole: the SDKs' `output_text` is every `output_text` part of
+/// every message, one after another; refusals, reasoning and its summaries likewise.
+const OUTPUT_TEXT: &str = "output_text";
 
-/// A streamed response: typed events with sequence numbers, text keyed by output item.
+/// A streamed response: typed events with sequence numbers, text keyed by what the client reads
+/// as one text.
 #[derive(Debug, Clone, Default)]
 struct ResponsesStream {
-    /// Output items by index: true for tool items, whose text is keyed as a tool call.
-    items: BTreeMap<u64, bool>,
+    /// Output items' types by index.
+    items: BTreeMap<u64, String>,
+    /// What each text field holds so far, so that the whole values the stream sends as well
+    /// (`.done` events, `output_item.done`, the final response) add only what is new.
+    filled: Filled,
     /// The `response` of `response.created`, which the ending repeats as incomplete.
     response: Option<Value>,
     last_seq: Option<u64>,
+}
+
+/// The field of its item that a `<kind>.delta` / `<kind>.done` event fills, and the member of the
+/// `.done` event that holds the whole value. Kinds newer than this code fill a field named after
+/// them.
+fn event_field(kind: &str, v: &Value) -> (String, &'static str) {
+    let ci = v.get("content_index").and_then(Value::as_u64).unwrap_or(0);
+    let si = v.get("summary_index").and_then(Value::as_u64).unwrap_or(0);
+    match kind {
+        "response.output_text" | "response.reasoning_text" => {
+            (format!("content[{ci}].text"), "text")
+        }
+        "response.refusal" => (format!("content[{ci}].refusal"), "refusal"),
+        "response.reasoning_summary_text" => (format!("summary[{si}].text"), "text"),
+        "response.function_call_arguments" | "response.mcp_call_arguments" => {
+            ("arguments".into(), "arguments")
+        }
+        "response.custom_tool_call_input" => ("input".into(), "input"),
+        "response.code_interpreter_call_code" => ("code".into(), "code"),
+        other => (other.to_string(), ""),
+    }
+}
+
+/// Members of a `.done` event of a kind newer than this code that say where, not what.
+const DONE_PLACE: &[&str] = &[
+    "item_id",
+    "output_index",
+    "content_index",
+    "summary_index",
+    "sequence_number",
+    "obfuscation",
+];
+
+impl ResponsesStream {
+    /// The key of field `path` of item `oi`: the text the client reads it as part of.
+    fn key(&self, oi: u64, path: &str) -> String {
+        let kind = self.items.get(&oi).map(String::as_str);
+        let in_part = |field: &str| {
+            path.strip_prefix("content[")
+                .and_then(|p| p.split_once(']'))
+                .is_some_and(|(n, f)| n.parse::<u64>().is_ok() && f == field)
+        };
+        let in_summary = path
+            .strip_prefix("summary[")
+            .and_then(|p| p.split_once(']'))
+            .is_some_and(|(n, f)| n.parse::<u64>().is_ok() && f == ".text");
+        match kind {
+            Some("message") | None if in_part(".text") => OUTPUT_TEXT.into(),
+            Some("message") | None if in_part(".refusal") => "refusal".into(),
+            Some("reasoning") if in_part(".text") => "reasoning".into(),
+            Some("reasoning") | None if in_summary => "reasoning_summary".into(),
+            Some("message" | "reasoning") => format!("output[{oi}].{path}"),
+            // Each field on its own: a tool's name sent whole must not land inside arguments
+            // streamed around it.
+            _ => format!("output[{oi}].tool_call.{path}"),
+        }
+    }
+
+    fn delta(&mut self, oi: u64, path: &str, delta: &str, out: &mut EventText) {
+        self.filled.append((oi, path), delta);
+        out.push(self.key(oi, path), delta);
+    }
+
+    /// Field `path` of item `oi` sent whole.
+    fn whole(&mut self, oi: u64, path: &str, value: &str, out: &mut EventText) {
+        match self.filled.whole((oi, path), value) {
+            Whole::Same => {}
+            Whole::More(t) => out.push(self.key(oi, path), t),
+            // Judged on its own: it stands in for what was streamed.
+            Whole::Other(t) => out.push(format!("{}.final", self.key(oi, path)), t),
+        }
+    }
+
+    /// Every text field of `v`, a part of item `oi` (or the item itself) at `path`, sent whole.
+    fn whole_fields(&mut self, oi: u64, path: &str, v: &Value, out: &mut EventText) {
+        let mut segs = Vec::new();
+        texts(v, path.to_string(), Source::Assistant, &mut segs);
+        for sg in segs {
+            let field = sg.location.trim_start_matches('.');
+            self.whole(oi, field, &sg.text, out);
+        }
+    }
+
+    /// Output item `oi` as a whole (added, done, or in a response).
+    fn item(&mut self, oi: u64, item: &Value, out: &mut EventText) {
+        self.items.insert(oi, s(item, "type").to_string());
+        self.whole_fields(oi, "", item, out);
+    }
+
+    /// A response as a whole: the SDKs take its output as the reply's.
+    fn whole_response(&mut self, r: &Value, out: &mut EventText) {
+        for (oi, item) in arr(r, "output").iter().enumerate() {
+            self.item(oi as u64, item, out);
+        }
+        // A failed response's reason is shown to the user.
+        out.push_texts("error".into(), r.get("error").unwrap_or(&Value::Null));
+    }
 }
 
 impl StreamState for ResponsesStream {
@@ -115,57 +218,68 @@ impl StreamState for ResponsesStream {
         }
         let t = s(v, "type");
         let oi = v.get("output_index").and_then(Value::as_u64).unwrap_or(0);
-        let key = |items: &BTreeMap<u64, bool>| {
-            if items.get(&oi).copied().unwrap_or(false) {
-                format!("output[{oi}].tool_call")
-            } else {
-                format!(
-                    "output[{oi}].content[{}]",
-                    v.get("content_index").and_then(Value::as_u64).unwrap_or(0)
-                )
-            }
-        };
+        let null = &Value::Null;
         match t {
             "response.created" | "response.in_progress" => {
                 // Kept only when it is an object: the cut edits it.
-                self.response = v.get("response").filter(|r| r.is_object()).cloned()
+                self.response = v.get("response").filter(|r| r.is_object()).cloned();
+                self.whole_response(v.get("response").unwrap_or(null), out);
             }
-            "response.output_item.added" => {
-                let item = v.get("item").unwrap_or(&Value::Null);
-                let tool = !matches!(s(item, "type"), "message" | "reasoning");
-                self.items.insert(oi, tool);
-                out.push(key(&self.items), s(item, "name"));
+            "response.completed" | "response.incomplete" | "response.failed" => {
+                self.whole_response(v.get("response").unwrap_or(null), out);
+                out.terminal = true;
             }
-            "response.output_item.done" => {
-                // What hosted tools produce arrives whole here (a search's query, an MCP
-                // tool's output); what was streamed as deltas is not read twice.
-                let item = v.get("item").unwrap_or(&Value::Null);
-                if let (false, Some(obj)) =
-                    (STREAMED_ITEMS.contains(&s(item, "type")), item.as_object())
-                {
-                    for (k, x) in obj {
-                        let streamed = matches!(k.as_str(), "name" | "arguments" | "code");
-                        if !streamed && !REPLY_NOT_TEXT.contains(&k.as_str()) {
-                            out.push_texts(key(&self.items), x);
-                        }
-                    }
-                }
+            "error" => {
+                out.push_texts("error".into(), v);
+                out.terminal = true;
             }
-            "response.completed" | "response.incomplete" | "response.failed" | "error" => {
-                out.terminal = true
+            "response.output_item.added" | "response.output_item.done" => {
+                self.item(oi, v.get("item").unwrap_or(null), out);
             }
-            // Every text delta (output text, refusals, reasoning and its summary,
-            // function, custom-tool and MCP arguments, code interpreter code, audio
-            // transcripts, and kinds newer than this code); the audio itself is not text.
-            _ if t.ends_with(".delta") && t != "response.audio.delta" => {
-                out.push(key(&self.items), s(v, "delta"));
+            "response.content_part.added" | "response.content_part.done" => {
+                let ci = v.get("content_index").and_then(Value::as_u64).unwrap_or(0);
+                let part = v.get("part").unwrap_or(null);
+                self.whole_fields(oi, &format!("content[{ci}]"), part, out);
+            }
+            "response.reasoning_summary_part.added" | "response.reasoning_summary_part.done" => {
+                let si = v.get("summary_index").and_then(Value::as_u64).unwrap_or(0);
+                let part = v.get("part").unwrap_or(null);
+                self.whole_fields(oi, &format!("summary[{si}]"), part, out);
             }
             // A citation's title and quoted text, shown next to the output text.
             "response.output_text.annotation.added" => {
-                out.push_texts(
-                    key(&self.items),
-                    v.get("annotation").unwrap_or(&Value::Null),
-                );
+                let ci = v.get("content_index").and_then(Value::as_u64).unwrap_or(0);
+                let ai = v
+                    .get("annotation_index")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                let a = v.get("annotation").unwrap_or(null);
+                self.whole_fields(oi, &format!("content[{ci}].annotations[{ai}]"), a, out);
+            }
+            // The audio itself is not text.
+            "response.audio.delta" | "response.output_audio.delta" => {}
+            // Every text delta (output text, refusals, reasoning and its summary, function,
+            // custom-tool and MCP arguments, code interpreter code, audio transcripts, and kinds
+            // newer than this code).
+            _ if t.ends_with(".delta") => {
+                let (path, _) = event_field(&t[..t.len() - ".delta".len()], v);
+                self.delta(oi, &path, s(v, "delta"), out);
+                // The chosen tokens spell the text out again, for clients that show them.
+                let tokens: String = arr(v, "logprobs").iter().map(|l| s(l, "token")).collect();
+                out.push(format!("{}.logprobs", self.key(oi, &path)), &tokens);
+            }
+            // The same text whole: read when the deltas did not carry it.
+            _ if t.ends_with(".done") => {
+                let (path, member) = event_field(&t[..t.len() - ".done".len()], v);
+                if !member.is_empty() {
+                    self.whole(oi, &path, s(v, member), out);
+                    return;
+                }
+                for (k, x) in v.as_object().into_iter().flatten() {
+                    if !DONE_PLACE.contains(&k.as_str()) && !REPLY_NOT_TEXT.contains(&k.as_str()) {
+                        self.whole_fields(oi, &path, x, out);
+                    }
+                }
             }
             _ => {}
         }
@@ -180,6 +294,7 @@ impl StreamState for ResponsesStream {
             )
         } else {
             let mut r = self.response.clone().unwrap_or_else(|| json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "model": "", "output": []}));
+            bare(&mut r);
             r["status"] = json!("incomplete");
             r["incomplete_details"] = json!({"reason": "content_filter"});
             named_event(
@@ -198,9 +313,10 @@ impl StreamState for ResponsesStream {
         let mut start = String::new();
         if error_message.is_none() && t.response.is_none() {
             // The SDKs reject an ending without the response.created they never got.
-            let r = up.and_then(|u| u.response.clone()).unwrap_or_else(|| {
+            let mut r = up.and_then(|u| u.response.clone()).unwrap_or_else(|| {
                 json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "status": "in_progress", "model": "", "output": []})
             });
+            bare(&mut r);
             let seq = t.last_seq.map(|n| n + 1).unwrap_or(0);
             start += &named_event(
                 "response.created",
@@ -264,6 +380,17 @@ const FIELDS: Fields = &[
     ("request_id", Setting),
     ("cache_salt", Setting),
 ];
+
+/// A response the gateway sends in an ending, from the upstream's `response.created`: the
+/// SDKs take its output (and error) as the reply's, and what it held may be what was cut.
+fn bare(r: &mut Value) {
+    if let Some(obj) = r.as_object_mut() {
+        obj.insert("output".into(), json!([]));
+        if obj.contains_key("error") {
+            obj.insert("error".into(), Value::Null);
+        }
+    }
+}
 
 fn parse(obj: &Obj) -> Result<ParsedRequest, WireError> {
     let mut out = Extractor::default();

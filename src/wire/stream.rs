@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 use std::any::Any;
+use std::collections::BTreeSet;
 use std::fmt;
 
 use super::reply::texts;
@@ -16,6 +17,9 @@ pub struct EventText {
     pub deltas: Vec<(String, String)>,
     /// The API's end-of-stream event (`[DONE]`, `message_stop`, `response.completed`, ...).
     pub terminal: bool,
+    /// Why clients may read this event differently from the gateway (a repeated key, JSON that
+    /// only some parsers accept): its text cannot be judged as they will render it.
+    pub ambiguous: Option<&'static str>,
 }
 
 impl EventText {
@@ -54,6 +58,12 @@ pub trait StreamState: Send + Sync + fmt::Debug {
 
     fn clone_box(&self) -> Box<dyn StreamState>;
 
+    /// Whether text under `key` continues the request's last turn (an assistant prefill, a
+    /// completion's prompt): the client reads the two as one text.
+    fn continues_request(&self, _key: &str) -> bool {
+        false
+    }
+
     /// For `cut_after`, which reads the upstream's state of its own concrete type.
     fn as_any(&self) -> &dyn Any;
 }
@@ -67,19 +77,36 @@ pub(super) fn same_api<T: 'static>(upstream: &dyn StreamState) -> Option<&T> {
 #[derive(Debug)]
 pub struct StreamTracker {
     state: Box<dyn StreamState>,
+    /// The end of the text the reply continues (see [`StreamTracker::continues`]).
+    continued: Option<String>,
+    /// Keys that have had their first text, and with it `continued`.
+    started: BTreeSet<String>,
 }
 
 impl Clone for StreamTracker {
     fn clone(&self) -> StreamTracker {
         StreamTracker {
             state: self.state.clone_box(),
+            continued: self.continued.clone(),
+            started: self.started.clone(),
         }
     }
 }
 
 impl StreamTracker {
     pub(super) fn new(state: Box<dyn StreamState>) -> StreamTracker {
-        StreamTracker { state }
+        StreamTracker {
+            state,
+            continued: None,
+            started: BTreeSet::new(),
+        }
+    }
+
+    /// The reply continues `text` (the end of an assistant prefill): it comes before the first
+    /// text of every key that continues the request, so that the first window reads across the
+    /// seam as the client does.
+    pub fn continues(&mut self, text: String) {
+        self.continued = (!text.is_empty()).then_some(text);
     }
 
     pub fn on_event(&mut self, ev: &SseEvent) -> EventText {
@@ -91,10 +118,25 @@ impl StreamTracker {
             out.terminal = true;
             return out;
         }
-        match serde_json::from_str::<Value>(data) {
+        match event_json(data) {
             Ok(v) => self.state.on_event(&v, &mut out),
-            // Unparseable data is kept as text: it is still something the client will read.
-            Err(_) => out.deltas.push(("raw".into(), data.to_string())),
+            Err(Some(why)) => {
+                out.ambiguous = Some(why);
+                return out;
+            }
+            // Data that is not JSON is kept as text: it is still something the client may show.
+            Err(None) => out.deltas.push(("raw".into(), data.to_string())),
+        }
+        if let Some(prefix) = &self.continued {
+            let mut deltas = Vec::with_capacity(out.deltas.len() + 1);
+            for (k, t) in std::mem::take(&mut out.deltas) {
+                if !self.started.contains(&k) && self.state.continues_request(&k) {
+                    self.started.insert(k.clone());
+                    deltas.push((k.clone(), prefix.clone()));
+                }
+                deltas.push((k, t));
+            }
+            out.deltas = deltas;
         }
         out
     }
@@ -107,6 +149,25 @@ impl StreamTracker {
     /// See [`StreamState::ending`].
     pub fn cut_events(&self, error_message: Option<&str>) -> Vec<u8> {
         self.state.ending(error_message)
+    }
+}
+
+/// An event's data as JSON, read strictly: `Err(Some(why))` where JSON parsers disagree on it (a
+/// key given twice is its first value to first-wins parsers such as gjson, its last to serde
+/// and the SDKs'; a lone surrogate or trailing data is refused by some and read by others),
+/// `Err(None)` where it is not JSON at all.
+fn event_json(data: &str) -> Result<Value, Option<&'static str>> {
+    if let Ok(v) = super::json::parse_strict(data.as_bytes()) {
+        return Ok(v);
+    }
+    match serde_json::from_str::<Value>(data) {
+        // The strict parser takes objects only; a scalar or array carries nothing an API reads.
+        Ok(v) if !v.is_object() => Ok(v),
+        Ok(_) => Err(Some("a stream event repeats a key")),
+        Err(_) if data.trim_start().starts_with(['{', '[', '"']) => {
+            Err(Some("a stream event is JSON that parsers read differently"))
+        }
+        Err(_) => Err(None),
     }
 }
 

@@ -124,9 +124,11 @@ fn streams_are_read_beyond_the_plain_text_deltas() {
         "data: {\"type\":\"response.audio.delta\",\"output_index\":2,\"delta\":\"QUJD\"}\n\n",
     );
     let t = stream_text(RESPONSES, resp);
-    assert_eq!(t["output[0].content[0]"], "think");
-    assert_eq!(t["output[1].tool_call"], "lookup{\"q\":1} result");
-    assert_eq!(t.len(), 2, "audio data is not text: {t:?}");
+    assert_eq!(t["reasoning"], "think");
+    assert_eq!(t["output[1].tool_call.name"], "lookup");
+    assert_eq!(t["output[1].tool_call.arguments"], "{\"q\":1}");
+    assert_eq!(t["output[1].tool_call.output"], " result");
+    assert_eq!(t.len(), 4, "audio data is not text: {t:?}");
 
     let msg = concat!(
         "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"t\",\"name\":\"run\",\"input\":{}}}\n\n",
@@ -137,6 +139,296 @@ fn streams_are_read_beyond_the_plain_text_deltas() {
     assert_eq!(t["content[0].tool_call"], "run{\"c\":2}");
     assert_eq!(t["content[1].tool_result"], "found");
     assert_eq!(source_of_key("content[1].tool_result"), Source::ToolResult);
+}
+
+/// Events as `(event name, JSON data)`, written as an SSE stream.
+fn sse(events: &[(&str, Value)]) -> String {
+    events
+        .iter()
+        .map(|(name, data)| format!("event: {name}\ndata: {data}\n\n"))
+        .collect()
+}
+
+/// What the client reads as one text is one key: an Anthropic message's text blocks across a
+/// tool use, and only their text (another field of a delta cannot split the text it is not shown
+/// in).
+#[test]
+fn anthropic_text_blocks_are_one_text() {
+    let msg = sse(&[
+        (
+            "message_start",
+            json!({"type":"message_start","message":{"id":"m","content":[{"type":"text","text":"Start. "}]}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"the pipe ","thinking":"x"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":0,"delta":{"type":"citations_delta","citation":{"type":"char_location","cited_text":"quoted"}}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":0}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"tool_use","id":"t","name":"calc","input":{}}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"input_json_delta","partial_json":"{}"}}),
+        ),
+        (
+            "content_block_stop",
+            json!({"type":"content_block_stop","index":1}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":2,"content_block":{"type":"text","text":"bo"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":2,"delta":{"type":"text_delta","text":"mb"}}),
+        ),
+        (
+            "error",
+            json!({"type":"error","error":{"type":"overloaded_error","message":"said late"}}),
+        ),
+    ]);
+    let t = stream_text(MESSAGES, &msg);
+    assert_eq!(t["text"], "Start. the pipe bomb");
+    assert_eq!(t["content[0]"], "x");
+    assert_eq!(t["content[0].citations"], "quoted");
+    assert_eq!(t["content[1].tool_call"], "calc{}");
+    assert_eq!(t["error"], "said late");
+}
+
+/// A web fetch returns the page as a text source, and a document may be base64 of a text type:
+/// their `data` is what the client shows.
+#[test]
+fn text_sources_in_tool_results_are_read() {
+    let page = json!({"type":"web_fetch_tool_result","tool_use_id":"t","content":{"type":"web_fetch_result","url":"u","content":{"type":"document","source":{"type":"text","media_type":"text/plain","data":"page text"}}}});
+    let b64 = json!({"type":"mcp_tool_result","tool_use_id":"t","content":[{"type":"document","source":{"type":"base64","media_type":"text/plain; charset=utf-8","data":"aGlkZGVu\nIHRleHQ="}},{"type":"document","source":{"type":"base64","media_type":"application/pdf","data":"aGlkZGVu"}}]});
+    let msg = sse(&[
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":page}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,"content_block":b64}),
+        ),
+    ]);
+    let t = stream_text(MESSAGES, &msg);
+    assert_eq!(t["content[0].tool_result"], "upage text");
+    assert_eq!(t["content[1].tool_result"], "hidden text");
+    let plain = MESSAGES.extract_reply(&json!({"content": [page]}));
+    assert!(plain.iter().any(|s| s.text == "page text"), "{plain:?}");
+}
+
+/// Responses: `output_text` parts are one text across parts and messages, and text sent only
+/// whole (no deltas) is read once, however many events repeat it.
+#[test]
+fn responses_output_text_is_one_text_and_whole_values_are_read_once() {
+    let item = |oi: u64, text: &str| json!({"type":"message","id":format!("m{oi}"),"role":"assistant","content":[{"type":"output_text","text":text,"annotations":[]}]});
+    let stream = sse(&[
+        (
+            "response.created",
+            json!({"type":"response.created","response":{"id":"r","output":[]}}),
+        ),
+        (
+            "response.output_item.added",
+            json!({"type":"response.output_item.added","output_index":0,"item":{"type":"message","id":"m0","role":"assistant","content":[]}}),
+        ),
+        (
+            "response.content_part.added",
+            json!({"type":"response.content_part.added","output_index":0,"content_index":0,"part":{"type":"output_text","text":"the "}}),
+        ),
+        (
+            "response.output_text.delta",
+            json!({"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"pipe ","logprobs":[{"token":"pipe"},{"token":" "}]}),
+        ),
+        (
+            "response.output_text.done",
+            json!({"type":"response.output_text.done","output_index":0,"content_index":0,"text":"the pipe "}),
+        ),
+        (
+            "response.output_item.done",
+            json!({"type":"response.output_item.done","output_index":0,"item":item(0, "the pipe ")}),
+        ),
+        // No deltas for this one: its text arrives whole, four times.
+        (
+            "response.output_item.added",
+            json!({"type":"response.output_item.added","output_index":1,"item":{"type":"message","id":"m1","role":"assistant","content":[]}}),
+        ),
+        (
+            "response.output_text.done",
+            json!({"type":"response.output_text.done","output_index":1,"content_index":0,"text":"bomb"}),
+        ),
+        (
+            "response.content_part.done",
+            json!({"type":"response.content_part.done","output_index":1,"content_index":0,"part":{"type":"output_text","text":"bomb"}}),
+        ),
+        (
+            "response.output_item.done",
+            json!({"type":"response.output_item.done","output_index":1,"item":item(1, "bomb")}),
+        ),
+        (
+            "response.completed",
+            json!({"type":"response.completed","response":{"id":"r","output":[item(0, "the pipe "), item(1, "bomb"), item(2, "only here")]}}),
+        ),
+    ]);
+    let t = stream_text(RESPONSES, &stream);
+    assert_eq!(t["output_text"], "the pipe bombonly here");
+    assert_eq!(t["output_text.logprobs"], "pipe ");
+    assert_eq!(t.len(), 2, "{t:?}");
+
+    // A whole value that differs from what was streamed stands in for it: judged on its own.
+    let stream = sse(&[
+        (
+            "response.output_text.delta",
+            json!({"type":"response.output_text.delta","output_index":0,"content_index":0,"delta":"harmless"}),
+        ),
+        (
+            "response.output_text.done",
+            json!({"type":"response.output_text.done","output_index":0,"content_index":0,"text":"a zorble"}),
+        ),
+        (
+            "response.function_call_arguments.delta",
+            json!({"type":"response.function_call_arguments.delta","output_index":1,"delta":"{\"a\""}),
+        ),
+        (
+            "response.completed",
+            json!({"type":"response.completed","response":{"output":[{"type":"message","content":[{"type":"output_text","text":"a zorble"}]},{"type":"function_call","name":"f","arguments":"{\"a\":1}"}]}}),
+        ),
+    ]);
+    let t = stream_text(RESPONSES, &stream);
+    assert_eq!(t["output_text"], "harmless");
+    assert_eq!(t["output_text.final"], "a zorble");
+    assert_eq!(t["output[1].tool_call.arguments"], "{\"a\":1}");
+    assert_eq!(t["output[1].tool_call.name"], "f");
+}
+
+/// Chat: whatever else a chunk carries for its client is read, each under its own key: members
+/// newer than this code, the tokens of logprobs, members compatible servers add to the chunk
+/// (judged once while they repeat unchanged).
+#[test]
+fn chat_chunks_are_read_beyond_the_known_delta_members() {
+    let chunk = |delta: Value, extra: Value| {
+        let mut c = json!({"id":"c","object":"chat.completion.chunk","created":1,"model":"m","system_fingerprint":"fp","obfuscation":"zzz",
+            "choices":[{"index":0,"delta":delta,"logprobs":{"content":[{"token":"pi","logprob":0.0},{"token":"pe","logprob":0.0}]},"finish_reason":null}]});
+        for (k, v) in extra.as_object().unwrap() {
+            c[k] = v.clone();
+        }
+        format!("data: {c}\n\n")
+    };
+    let stream = [
+        chunk(
+            json!({"role":"assistant","content":"pipe"}),
+            json!({"citations":["c1"]}),
+        ),
+        chunk(
+            json!({"annotations":[{"type":"url_citation","url_citation":{"title":"t1"}}]}),
+            json!({"citations":["c1"]}),
+        ),
+        chunk(
+            json!({"audio":{"id":"a","data":"QUJD","transcript":"said"}}),
+            json!({"citations":["c1","c2"]}),
+        ),
+    ]
+    .concat();
+    let t = stream_text(CHAT, &stream);
+    assert_eq!(t["choices[0].content"], "pipe");
+    assert_eq!(t["choices[0].annotations"], "t1");
+    assert_eq!(t["choices[0].audio"], "said");
+    assert_eq!(t["choices[0].logprobs.content"], "pipepipepipe");
+    assert_eq!(t["citations"], "c1c1c2");
+    assert_eq!(t.len(), 5, "{t:?}");
+    let c = "data: {\"choices\":[{\"index\":0,\"text\":\"a\",\"logprobs\":{\"tokens\":[\"a\"]},\"message\":{\"content\":\"b\"}}]}\n\n";
+    let t = stream_text(COMPLETIONS, c);
+    assert_eq!(t["choices[0].text"], "a");
+    assert_eq!(t["choices[0].logprobs"], "a");
+    assert_eq!(t["choices[0].message"], "b");
+}
+
+/// The text a reply continues comes before the first text of the keys that continue it.
+#[test]
+fn a_reply_continues_the_request_s_last_turn() {
+    let prefill = json!({"model":"m","max_tokens":9,"messages":[{"role":"user","content":"hi"},{"role":"assistant","content":[{"type":"text","text":"the "},{"type":"text","text":"pipe"}]}]});
+    assert_eq!(
+        MESSAGES.continued_text(prefill.to_string().as_bytes()),
+        Some("the pipe".into())
+    );
+    let asked =
+        json!({"model":"m","max_tokens":9,"messages":[{"role":"user","content":"the pipe"}]});
+    assert_eq!(MESSAGES.continued_text(asked.to_string().as_bytes()), None);
+    let chat = json!({"model":"m","messages":[{"role":"user","content":"hi"},{"role":"assistant","content":"the pipe","prefix":true}]});
+    assert_eq!(
+        CHAT.continued_text(chat.to_string().as_bytes()),
+        Some("the pipe".into())
+    );
+    let prompt = json!({"model":"m","prompt":["the pipe"]});
+    assert_eq!(
+        COMPLETIONS.continued_text(prompt.to_string().as_bytes()),
+        Some("the pipe".into())
+    );
+    assert_eq!(RESPONSES.continued_text(b"{\"input\":\"x\"}"), None);
+
+    let mut t = MESSAGES.stream();
+    t.continues("the pipe".into());
+    let msg = sse(&[
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":0,"content_block":{"type":"tool_use","id":"t","name":"f","input":{}}}),
+        ),
+        (
+            "content_block_start",
+            json!({"type":"content_block_start","index":1,"content_block":{"type":"text","text":""}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":" bomb"}}),
+        ),
+        (
+            "content_block_delta",
+            json!({"type":"content_block_delta","index":1,"delta":{"type":"text_delta","text":"!"}}),
+        ),
+    ]);
+    let mut text: BTreeMap<String, String> = BTreeMap::new();
+    for e in SseParser::new().push(msg.as_bytes()) {
+        for (k, d) in t.on_event(&e).deltas {
+            text.entry(k).or_default().push_str(&d);
+        }
+    }
+    assert_eq!(text["text"], "the pipe bomb!");
+    assert_eq!(text["content[0].tool_call"], "f");
+}
+
+#[test]
+fn events_that_json_parsers_read_differently_are_ambiguous() {
+    let why = |data: &str| {
+        let mut p = SseParser::new();
+        let e = &p.push(format!("data: {data}\n\n").as_bytes())[0];
+        CHAT.stream().on_event(e).ambiguous
+    };
+    let chunk = |delta: &str| format!(r#"{{"choices":[{{"index":0,"delta":{delta}}}]}}"#);
+    assert_eq!(why(&chunk(r#"{"content":"fine"}"#)), None);
+    assert_eq!(why("[DONE]"), None);
+    assert_eq!(why("not json at all"), None, "judged as text");
+    assert_eq!(why("42"), None);
+    for bad in [
+        chunk(r#"{"content":"a pipe bomb","content":"fine"}"#),
+        chunk(r#"{"content":"the \u0070ipe \u0062omb \ud800"}"#),
+        chunk(r#"{"content":"x"}"#) + " {}",
+        r#"{"choices":[{"index":0,"delta":{"content":"the pipe"#.to_string(),
+    ] {
+        assert!(why(&bad).is_some(), "{bad}");
+    }
 }
 
 #[test]
@@ -359,7 +651,7 @@ fn tracks_anthropic_stream_and_cuts_cleanly() {
     let texts: Vec<EventText> = evs.iter().map(|e| t.on_event(e)).collect();
     assert_eq!(
         texts[2].deltas,
-        vec![("content[0]".to_string(), "Hi".to_string())]
+        vec![("text".to_string(), "Hi".to_string())]
     );
     let cut = String::from_utf8(t.cut_events(None)).unwrap();
     let evs = SseParser::new().push(cut.as_bytes());

@@ -82,12 +82,12 @@ fn any_split_reassembles_the_same_events_and_text() {
         (
             api("anthropic-messages"),
             mock::anthropic_sse("m", reply),
-            "content[0]",
+            "text",
         ),
         (
             api("openai-responses"),
             mock::responses_sse("m", reply),
-            "output[0].content[0]",
+            "output_text",
         ),
     ] {
         // CRLF line endings are legal SSE too; test both.

@@ -9,6 +9,7 @@
 mod ledger;
 mod outcome;
 
+use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -61,6 +62,9 @@ pub struct Exchange {
     pub request_id: String,
     scope: Scope,
     pub outcome: Outcome,
+    /// The request body as read (content coding and all): a streamed reply's guard reads from it
+    /// the text the reply continues (an assistant prefill).
+    pub request_body: Bytes,
     /// The policy snapshot the request is judged against (see [`Exchange::snapshot`]).
     generation: u64,
     ledger: Ledger,
@@ -76,6 +80,7 @@ impl Exchange {
             request_id: uuid::Uuid::new_v4().simple().to_string(),
             scope: Scope::None,
             outcome: Outcome::Unknown,
+            request_body: Bytes::new(),
             generation: 0,
             ledger: Ledger::default(),
             finished: false,

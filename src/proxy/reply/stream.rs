@@ -18,6 +18,7 @@ use crate::config::{Action, BlockStyle, FailMode};
 use crate::decide::Final;
 use crate::guard::window::HoldBack;
 use crate::policy::Bound;
+use crate::proxy::body::{content_codings, decode};
 use crate::proxy::exchange::{Exchange, Flow, Judging, Outcome};
 use crate::proxy::forward::UpstreamReply;
 use crate::proxy::gateway::Route;
@@ -117,13 +118,17 @@ impl<'a> StreamRelay<'a> {
             out.overlap_chars,
             Duration::from_millis(out.max_hold_ms),
         );
+        let mut streams = Streams::new(route.api);
+        if let Some(text) = continued_text(ex, session, route.api) {
+            streams.continues(hold.overlap_of(&text));
+        }
         StreamRelay {
             enforce: bound.iter().any(|b| b.action == Action::Block),
             inspecting: true,
             ex,
             session,
             bound,
-            streams: Streams::new(route.api),
+            streams,
             route,
             rx,
             reader: Some(reader),
@@ -150,7 +155,12 @@ impl<'a> StreamRelay<'a> {
                 }
                 Next::End => (self.parser.finish().into_iter().collect(), true),
             };
-            let terminal = self.follow(events) || ended;
+            let (terminal, ambiguous) = self.follow(events);
+            let terminal = terminal || ended;
+            if let (Some(why), true) = (ambiguous, self.enforce) {
+                self.ambiguous(why).await?;
+                return Ok(Flow::Answered);
+            }
             let max = self.route.output.max_reply_bytes;
             // An event that never ends (no blank line) cannot be judged, and buffering it without
             // a bound would let one reply grow the gateway's memory: past max_reply_bytes the
@@ -217,13 +227,17 @@ impl<'a> StreamRelay<'a> {
     }
 
     /// Follows `events`: their text goes to the hold-back window (or, annotate-only, to the
-    /// whole reply's text). Returns whether one ended the stream.
-    fn follow(&mut self, events: Vec<SseEvent>) -> bool {
+    /// whole reply's text). Returns whether one ended the stream, and why one could be read
+    /// differently by clients (following stops there).
+    fn follow(&mut self, events: Vec<SseEvent>) -> (bool, Option<&'static str>) {
         let mut terminal = false;
         let max = self.route.output.max_reply_bytes;
         for ev in events {
             let t = self.streams.upstream.on_event(&ev);
             terminal |= t.terminal;
+            if t.ambiguous.is_some() && self.enforce {
+                return (terminal, t.ambiguous);
+            }
             if self.enforce {
                 self.hold.push(ev.raw, t.deltas);
                 continue;
@@ -235,7 +249,20 @@ impl<'a> StreamRelay<'a> {
                 }
             }
         }
-        terminal
+        (terminal, None)
+    }
+
+    /// An event clients may read differently from the gateway: what it says cannot be judged as
+    /// they will render it, so the stream is cut before it, whatever the fail mode (an upstream
+    /// that speaks the API sends no such event).
+    async fn ambiguous(&mut self, why: &str) -> pingora::Result<()> {
+        self.ex.unclassifiable(why);
+        self.ex.outcome = Outcome::FailClosed;
+        self.hold.reject();
+        self.cut(&format!(
+            "guardgate withheld the rest of the upstream reply: {why}"
+        ))
+        .await
     }
 
     /// Judges the hold-back window: its events go out when it is allowed, the stream is cut
@@ -366,6 +393,14 @@ impl<'a> StreamRelay<'a> {
     }
 }
 
+/// The text the reply continues (an assistant prefill), from the request body.
+fn continued_text(ex: &Exchange, session: &Session, api: Api) -> Option<String> {
+    let coding = content_codings(&session.req_header().headers);
+    let limit = ex.gw.config.limits.max_decoded_body_bytes;
+    let body = decode(&ex.request_body, coding.as_deref(), limit).ok()?;
+    api.continued_text(&body)
+}
+
 /// Reads the upstream's body into `tx` until it ends (returning the connection for reuse) or
 /// fails or the relay is gone (closing it).
 async fn read_upstream(mut http: HttpSession, tx: mpsc::Sender<Read>) -> Option<HttpSession> {
@@ -404,6 +439,12 @@ impl Streams {
     /// state, not a second parse of every event.
     fn released(&mut self) {
         self.released.clone_from(&self.upstream);
+    }
+
+    /// See `StreamTracker::continues`.
+    fn continues(&mut self, text: String) {
+        self.upstream.continues(text.clone());
+        self.released.continues(text);
     }
 
     fn cut(&self, error_message: Option<&str>) -> Vec<u8> {

@@ -10,6 +10,7 @@
 //! - `x-mock-token-ms: 2`      stream one SSE event every 2 ms (a model generating at a fixed rate)
 //! - `x-mock-abort-after: N`   fail the stream (abort the connection) after N body bytes
 //! - `x-mock-reply: text`      the assistant text to return (default "Hello from the mock upstream.")
+//! - `x-mock-sse-hex: 6461..`  stream exactly these bytes (hex) as an SSE body: events of any shape
 //!
 //! `GET /__mock/requests` returns the recorded requests as JSON (for tests in other languages).
 #![allow(dead_code)]
@@ -186,6 +187,14 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
+/// `x-mock-sse-hex`'s bytes: a header carries any byte sequence as hex.
+fn from_hex(h: &str) -> Option<Vec<u8>> {
+    let h = h.trim().as_bytes();
+    h.chunks(2)
+        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+        .collect()
+}
+
 fn hdr(req: &Request<Incoming>, name: &str) -> Option<String> {
     // Lossy UTF-8 rather than to_str(): tests send non-ASCII replies through this header.
     req.headers()
@@ -216,6 +225,7 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
     let token_ms: Option<u64> = hdr(&req, "x-mock-token-ms").and_then(|s| s.parse().ok());
     let abort_after: Option<usize> = hdr(&req, "x-mock-abort-after").and_then(|s| s.parse().ok());
     let reply = hdr(&req, "x-mock-reply").unwrap_or_else(|| "Hello from the mock upstream.".into());
+    let scripted = hdr(&req, "x-mock-sse-hex").and_then(|h| from_hex(&h));
 
     if path == "/__mock/requests" {
         let list: Vec<Value> = st
@@ -258,6 +268,21 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
     });
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    if let Some(events) = scripted {
+        let pieces = events
+            .chunks(piece.unwrap_or(64).max(1))
+            .map(Bytes::copy_from_slice)
+            .collect();
+        let gap = if piece.is_some() { gap } else { Duration::ZERO };
+        return Ok(chunked(
+            &st,
+            200,
+            "text/event-stream",
+            pieces,
+            gap,
+            abort_after,
+        ));
     }
     let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let model = parsed
