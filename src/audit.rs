@@ -44,7 +44,8 @@ pub struct AuditRecord<'a> {
     /// The action the route binds to this policy: block | annotate | shadow.
     pub action: &'static str,
     /// What actually happened: blocked | annotated | recorded | allowed | below_threshold |
-    /// fail_open | fail_closed | shadow_error.
+    /// fail_open | fail_closed | shadow_error | skipped (another policy had blocked first) |
+    /// shed (the background queue was full).
     pub effect: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -79,6 +80,16 @@ pub struct AuditRecord<'a> {
     /// Images, audio and files in the request that no classifier read (forwarded unjudged).
     #[serde(skip_serializing_if = "is_zero")]
     pub unclassified_parts: usize,
+    /// Judged off the request path (an annotate or shadow binding): no request waited for it.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub off_path: bool,
+    /// `parallel` when the upstream call ran beside the input verdict (`input_mode`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_mode: Option<&'static str>,
+    /// With `input_mode = "parallel"`: how much of the verdict's time the upstream call hid
+    /// (the two overlapped), in microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hidden_us: Option<u64>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -215,6 +226,9 @@ impl Auditor {
             windows: None,
             unclassified_parts: ctx.unclassified_parts,
             candidate_agrees: None,
+            off_path: false,
+            input_mode: None,
+            hidden_us: None,
         }
     }
 

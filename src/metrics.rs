@@ -34,6 +34,10 @@ pub struct Metrics {
     pub sampled_out: IntCounterVec,
     /// Images, audio and files in guarded requests, which no text classifier read, by route.
     pub unclassified_parts: IntCounterVec,
+    /// Judgement jobs off the request path, by result (done, shed, cut_off).
+    pub background_jobs: IntCounterVec,
+    /// Judgement jobs off the request path queued or running.
+    pub background_pending: IntGauge,
 }
 
 /// An error of the gateway itself, counted in `guardgate_errors_total{kind}`.
@@ -194,6 +198,18 @@ impl Metrics {
             ),
             &["upstream"],
         );
+        let background_jobs = m.counter(
+            "guardgate_background_jobs_total",
+            "Judgement jobs off the request path (annotate and shadow bindings), by result: done, shed (the queue was full), cut_off (still running at shutdown)",
+            &["result"],
+        );
+        let background_pending = m.register(
+            IntGauge::new(
+                "guardgate_background_pending",
+                "Judgement jobs off the request path queued or running",
+            )
+            .expect("metric"),
+        );
         let upstream_connects = m.counter(
             "guardgate_upstream_connects_total",
             "Upstream connections opened rather than reused from the idle pool, by upstream",
@@ -228,6 +244,9 @@ impl Metrics {
         for result in ["success", "failure", "gated"] {
             reloads.with_label_values(&[result]);
         }
+        for result in ["done", "shed", "cut_off"] {
+            background_jobs.with_label_values(&[result]);
+        }
         Metrics {
             registry,
             requests,
@@ -244,6 +263,8 @@ impl Metrics {
             model_queue_depth,
             sampled_out,
             unclassified_parts,
+            background_jobs,
+            background_pending,
         }
     }
 

@@ -145,6 +145,24 @@ impl Cascade {
         })
     }
 
+    /// A violation that the stages answering in place (the rules) find before any backend that
+    /// must be awaited: then a blocking policy is decided without starting a model call.
+    pub fn violation_now(&self, policy: &Policy, content: &Content) -> Option<Verdict> {
+        let count = self.usable(policy, false).count();
+        for (i, (st, latency)) in self.usable(policy, false).enumerate() {
+            if !st.classifier.answers_now() {
+                return None;
+            }
+            let started = Instant::now();
+            let v = st.classifier.classify_now(policy, content)?;
+            latency.observe(started.elapsed().as_secs_f64());
+            if v.violation && st.settles(&v, i + 1 == count) {
+                return Some(v);
+            }
+        }
+        None
+    }
+
     /// Whether [`Cascade::classify_now`] can judge `policy` (see there).
     pub fn answers_now(&self, policy: &Policy, sampled: bool) -> bool {
         self.usable(policy, !sampled)

@@ -155,6 +155,13 @@ pub enum ClassifyError {
     NoBackend,
     #[error("classifier failed: {0}")]
     Backend(String),
+    /// Not judged: a blocking policy had already blocked the exchange, so its model call was
+    /// never started or was cancelled.
+    #[error("not judged: another policy blocked first")]
+    Skipped,
+    /// Not judged: the background queue for judgement off the request path was full.
+    #[error("not judged: the background queue was full")]
+    Shed,
 }
 
 impl ClassifyError {
@@ -164,7 +171,15 @@ impl ClassifyError {
             ClassifyError::Overloaded => "overloaded",
             ClassifyError::NoBackend => "no_backend",
             ClassifyError::Backend(_) => "backend",
+            ClassifyError::Skipped => "skipped",
+            ClassifyError::Shed => "shed",
         }
+    }
+
+    /// Whether a classifier failed (counted and logged as a fault), rather than being spared on
+    /// purpose.
+    pub fn is_failure(&self) -> bool {
+        !matches!(self, ClassifyError::Skipped | ClassifyError::Shed)
     }
 
     /// What a client may be told. A backend's message can carry the model's own words (an
@@ -176,6 +191,8 @@ impl ClassifyError {
             ClassifyError::Deadline => "classifier missed its deadline",
             ClassifyError::Overloaded => "classifier is overloaded",
             ClassifyError::NoBackend => "no configured backend can classify this policy",
+            ClassifyError::Skipped => "not judged",
+            ClassifyError::Shed => "classifier is overloaded",
         }
     }
 }

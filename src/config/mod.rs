@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::classify::backends::BackendConfig;
 pub use route::{
-    Action, BlockStyle, Direction, FailMode, NonTextParts, OutputConfig, RouteConfig, RoutePolicy,
+    Action, BlockStyle, Direction, FailMode, InputMode, NonTextParts, OutputConfig, RouteConfig,
+    RoutePolicy,
 };
 pub use secret::secret_from_env;
 pub use upstream::{UpstreamConfig, UpstreamUrl};
@@ -55,6 +56,9 @@ pub struct Config {
     /// `POST /guardgate/v1/classify`.
     #[serde(default)]
     pub moderation: ModerationSection,
+    /// Judgement off the request path (annotate and shadow bindings that need a model).
+    #[serde(default)]
+    pub background: BackgroundSection,
     /// Directory the config file lives in; relative paths inside the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -385,6 +389,37 @@ impl Default for UnmatchedSection {
     }
 }
 
+/// Bounds of the background queue that judges annotate and shadow bindings off the request path.
+/// When `max_pending` jobs are queued or running, new ones are shed (counted and audited as
+/// `shed`): traffic never waits for them, and memory stays bounded.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackgroundSection {
+    /// Jobs judged at once.
+    #[serde(default = "default_background_concurrency")]
+    pub max_concurrent: usize,
+    /// Jobs queued or running, beyond which new ones are shed.
+    #[serde(default = "default_background_pending")]
+    pub max_pending: usize,
+}
+
+fn default_background_concurrency() -> usize {
+    4
+}
+
+fn default_background_pending() -> usize {
+    1024
+}
+
+impl Default for BackgroundSection {
+    fn default() -> Self {
+        BackgroundSection {
+            max_concurrent: default_background_concurrency(),
+            max_pending: default_background_pending(),
+        }
+    }
+}
+
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -476,6 +511,15 @@ impl Config {
     }
 
     fn validate_limits(&self) -> Result<(), ConfigError> {
+        if self.background.max_concurrent == 0 {
+            return Err(self.err("background.max_concurrent", "must be positive"));
+        }
+        if self.background.max_pending < self.background.max_concurrent {
+            return Err(self.err(
+                "background.max_pending",
+                "must be at least background.max_concurrent",
+            ));
+        }
         if self.limits.max_body_bytes == 0 {
             return Err(self.err("limits.max_body_bytes", "must be positive"));
         }

@@ -28,6 +28,21 @@ pub struct RouteConfig {
     /// cannot read them, so a route decides whether they go upstream unjudged.
     #[serde(default)]
     pub non_text_parts: NonTextParts,
+    /// When the upstream call starts relative to the input verdict.
+    #[serde(default)]
+    pub input_mode: InputMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum InputMode {
+    /// The request goes upstream once every blocking input binding allows it.
+    #[default]
+    Before,
+    /// The upstream call starts at once, beside the model's verdict; the reply is held until
+    /// every blocking binding has decided, and a violation closes the upstream connection (a
+    /// blocked request may still cost upstream tokens).
+    Parallel,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

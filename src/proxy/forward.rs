@@ -9,6 +9,7 @@ use pingora::upstreams::peer::HttpPeer;
 use std::time::Instant;
 
 use super::exchange::{Exchange, Flow, Outcome};
+use super::gateway::Gateway;
 use super::upstream::Upstream;
 use crate::metrics::Fault;
 use crate::wire::ErrorKind;
@@ -43,33 +44,57 @@ pub async fn send(
         ));
     };
     let up = &route.upstream;
+    let header = || upstream_header(session, up, guard_output, body.len());
+    match talk(&ex.gw, up, header, body).await {
+        Ok(reply) => Ok(Flow::Continue(reply)),
+        Err(Failure::Header(e)) => Err(e),
+        Err(Failure::Upstream(fault, e)) => failed(ex, session, up, fault, &e).await,
+    }
+}
+
+/// Why the upstream gave no reply header.
+pub enum Failure {
+    /// The request header could not be built for the upstream.
+    Header(Box<pingora::Error>),
+    /// The upstream could not be reached or failed.
+    Upstream(Fault, Box<pingora::Error>),
+}
+
+/// The upstream side of [`send`]: sends the request with the header `header` builds (once, or
+/// twice for a retry) and reads up to the reply's header. It touches no client state, so it can
+/// run beside the input verdict (`input_mode = "parallel"`).
+pub async fn talk(
+    gw: &Gateway,
+    up: &Upstream,
+    header: impl Fn() -> pingora::Result<Box<RequestHeader>>,
+    body: &Bytes,
+) -> Result<UpstreamReply, Failure> {
     let peer = match up.peer().await {
         Ok(p) => p,
         Err(e) => {
             let e = pingora::Error::explain(pingora::ErrorType::ConnectNoRoute, e);
-            return failed(ex, session, up, Fault::UpstreamDns, &e).await;
+            return Err(Failure::Upstream(Fault::UpstreamDns, e));
         }
     };
     let sent = Instant::now();
-    let mut header = Some(upstream_header(session, up, guard_output, body.len())?);
+    let mut first = Some(header().map_err(Failure::Header)?);
     let mut attempt = 0;
     let http = loop {
         attempt += 1;
-        let (mut http, reused) = match ex.gw.connections.get(&peer).await {
+        let (mut http, reused) = match gw.connections.get(&peer).await {
             Ok(x) => x,
-            Err(e) => return failed(ex, session, up, Fault::UpstreamConnect, &e).await,
+            Err(e) => return Err(Failure::Upstream(Fault::UpstreamConnect, e)),
         };
         if !reused {
-            ex.gw
-                .metrics
+            gw.metrics
                 .upstream_connects
                 .with_label_values(&[&up.name])
                 .inc();
         }
         // Built again only for a retry, which is rare: one copy of the client's header per request.
-        let req = match header.take() {
+        let req = match first.take() {
             Some(r) => r,
-            None => upstream_header(session, up, guard_output, body.len())?,
+            None => header().map_err(Failure::Header)?,
         };
         if attempt == 1 {
             // Let every other request that is ready reach this point first, so the upstream
@@ -92,29 +117,28 @@ pub async fn send(
                 if e.retry() && attempt == 1 {
                     continue;
                 }
-                return failed(ex, session, up, Fault::UpstreamIo, &e).await;
+                return Err(Failure::Upstream(Fault::UpstreamIo, e));
             }
         }
     };
-    ex.gw
-        .metrics
+    gw.metrics
         .upstream_latency
         .with_label_values(&[&up.name])
         .observe(sent.elapsed().as_secs_f64());
     match http.response_header().cloned() {
-        Some(header) => Ok(Flow::Continue(UpstreamReply { http, peer, header })),
+        Some(header) => Ok(UpstreamReply { http, peer, header }),
         None => {
             let e = pingora::Error::explain(
                 pingora::ErrorType::InvalidHTTPHeader,
                 "no response header",
             );
-            failed(ex, session, up, Fault::UpstreamIo, &e).await
+            Err(Failure::Upstream(Fault::UpstreamIo, e))
         }
     }
 }
 
 /// The client's request header as the upstream gets it.
-fn upstream_header(
+pub fn upstream_header(
     session: &Session,
     up: &Upstream,
     guard_output: bool,
@@ -173,7 +197,7 @@ async fn exchange_once(
 
 /// The upstream could not be reached or failed before its reply: a 504 when it timed out, a 502
 /// otherwise.
-async fn failed<T>(
+pub async fn failed<T>(
     ex: &mut Exchange,
     session: &mut Session,
     up: &Upstream,

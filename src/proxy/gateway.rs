@@ -24,6 +24,7 @@ pub struct Route {
     pub deadline: Duration,
     pub output: OutputConfig,
     pub non_text_parts: crate::config::NonTextParts,
+    pub input_mode: crate::config::InputMode,
 }
 
 pub struct Gateway {
@@ -44,6 +45,8 @@ pub struct Gateway {
     /// Set once the model backends have been warmed with every policy live at start.
     pub warmed: std::sync::atomic::AtomicBool,
     pub shadow: crate::shadow::ShadowStats,
+    /// Judgement off the request path: annotate and shadow bindings that need a model.
+    pub background: super::exchange::Background,
 }
 
 /// The path a route is matched on. Upstream servers commonly treat `/v1//chat/completions/`,
@@ -144,6 +147,7 @@ impl Gateway {
                     deadline: Duration::from_millis(r.classifier_deadline_ms),
                     output: r.output.clone(),
                     non_text_parts: r.non_text_parts,
+                    input_mode: r.input_mode,
                 }),
             );
         }
@@ -179,6 +183,7 @@ impl Gateway {
             .token_env
             .as_deref()
             .and_then(crate::config::secret_from_env);
+        let background = super::exchange::Background::new(&config.background, metrics.clone());
         Ok(Gateway {
             config,
             routes,
@@ -193,6 +198,7 @@ impl Gateway {
             in_flight: Default::default(),
             warmed: std::sync::atomic::AtomicBool::new(false),
             shadow: Default::default(),
+            background,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The input phase of a guarded route: read the whole request, parse it in the route's wire
 //! format, judge the conversation against the route's input policies, then refuse it or hand it
-//! on (`serve`). The upstream sees nothing until the verdict is in.
+//! on (`serve`). The upstream sees nothing until the verdict is in, unless the route's
+//! `input_mode` is `parallel` (`proxy::parallel`).
 
 use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
@@ -9,12 +10,12 @@ use std::time::Duration;
 use super::body::{content_codings, decode, read_body, BodyError};
 use super::exchange::{Exchange, Flow, Judging, Outcome};
 use super::gateway::Route;
-use super::{forward, reply};
-use crate::config::{Direction, NonTextParts};
+use super::{forward, parallel, reply};
+use crate::config::{Action, Direction, InputMode, NonTextParts};
 use crate::decide::{Annotations, Final};
 use crate::metrics::BadRequest;
 use crate::policy::Bound;
-use crate::wire::{ErrorKind, ParsedRequest, WireError};
+use crate::wire::{ErrorKind, ParsedRequest, Segment, WireError};
 
 /// Handles a request on the exchange's route; on return the response has been written (or the
 /// connection is being dropped because the client or upstream failed mid-response, signalled by
@@ -45,16 +46,34 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
     let annotations = if input.is_empty() {
         Annotations::new()
     } else {
-        match judge(ex, session, &route, input, &raw).await? {
-            Flow::Continue(a) => a,
+        let (segments, at) = match readable(ex, session, &route, &raw).await? {
+            Flow::Continue(x) => x,
             Flow::Answered => return Ok(()),
+        };
+        if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {
+            return parallel::serve(ex, session, &raw, input, output, segments, at).await;
         }
+        let decision = ex.judge(input, segments, at).await;
+        let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
+        if answer(ex, session, verdict).await? {
+            return Ok(());
+        }
+        annotations
     };
     let upstream = match forward::send(ex, session, &raw, !output.is_empty()).await? {
         Flow::Continue(u) => u,
         Flow::Answered => return Ok(()),
     };
     reply::relay(ex, session, upstream, output, &annotations).await
+}
+
+/// Whether rules alone settle every blocking binding of `bound`: then there is no model verdict
+/// to overlap with the upstream call.
+fn settles_now(ex: &Exchange, bound: &[Bound]) -> bool {
+    bound
+        .iter()
+        .filter(|b| b.action == Action::Block)
+        .all(|b| ex.gw.cascade.answers_now(&b.policy, true))
 }
 
 /// A refusal for what the request header alone says is wrong: the method or the content type.
@@ -88,15 +107,14 @@ async fn refuse_body(
         .await
 }
 
-/// Judges the request against the route's input policies: the annotations to forward it with,
-/// or `Answered` when it was refused.
-async fn judge(
+/// The request parsed in the route's wire format, as the segments to judge; `Answered` when it
+/// was refused as unreadable, or for parts no classifier can read on a route that refuses them.
+async fn readable(
     ex: &mut Exchange,
     session: &mut Session,
     route: &Route,
-    bound: &[Bound],
     raw: &Bytes,
-) -> pingora::Result<Flow<Annotations>> {
+) -> pingora::Result<Flow<(Vec<Segment>, Judging)>> {
     let parsed = match parse(ex, session, raw) {
         Ok(p) => p,
         Err(Unreadable::Body(e)) => {
@@ -132,10 +150,17 @@ async fn judge(
     let at = Judging::Request {
         unclassified_parts: non_text,
     };
-    let decision = ex.judge(bound, parsed.segments, at).await;
-    let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
+    Ok(Flow::Continue((parsed.segments, at)))
+}
+
+/// Answers a request the input verdict refuses; `true` when it did (the client has its answer).
+pub(super) async fn answer(
+    ex: &mut Exchange,
+    session: &mut Session,
+    verdict: Final,
+) -> pingora::Result<bool> {
     match verdict {
-        Final::Allow => Ok(Flow::Continue(annotations)),
+        Final::Allow => Ok(false),
         Final::Block { policy_id, code } => {
             ex.outcome = Outcome::Blocked;
             let msg = match &code {
@@ -147,7 +172,7 @@ async fn judge(
                 code,
             };
             ex.refuse(session, kind, &msg, false).await?;
-            Ok(Flow::Answered)
+            Ok(true)
         }
         Final::FailClosed { policy_id, reason } => {
             ex.outcome = Outcome::FailClosed;
@@ -156,7 +181,7 @@ async fn judge(
             );
             ex.refuse(session, ErrorKind::Unavailable, &msg, false)
                 .await?;
-            Ok(Flow::Answered)
+            Ok(true)
         }
     }
 }

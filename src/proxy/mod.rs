@@ -1,5 +1,6 @@
 //! Pingora glue: the traffic listener's front door (`app`), a guarded request's state
-//! (`exchange`) and phases (`input` → `forward` → `reply`), the moderation endpoints,
+//! (`exchange`) and phases (`input` → `forward` → `reply`, or `input` → `parallel` where the
+//! verdict and the upstream call overlap), the moderation endpoints,
 //! pass-through for unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod gateway;
 pub mod idle;
 pub mod input;
 pub mod moderation;
+pub mod parallel;
 pub mod passthrough;
 pub mod reply;
 pub mod respond;

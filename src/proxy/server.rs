@@ -248,13 +248,25 @@ fn ensure_free(addr: &str, key: &str) -> anyhow::Result<()> {
 /// no request is in flight, at most `graceful_shutdown_timeout_seconds`.
 fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
     let deadline = Instant::now() + limit;
-    let mut n = gw.in_flight.load(Ordering::Acquire);
-    if n > 0 {
-        tracing::info!(in_flight = n, ?limit, "waiting for requests in flight");
+    // Judgement off the request path counts too: its audit records are still to be written.
+    let count = || {
+        (
+            gw.in_flight.load(Ordering::Acquire),
+            gw.background.pending(),
+        )
+    };
+    let (mut n, mut jobs) = count();
+    if n + jobs > 0 {
+        tracing::info!(
+            in_flight = n,
+            background = jobs,
+            ?limit,
+            "waiting for requests in flight"
+        );
     }
-    while n > 0 && Instant::now() < deadline {
+    while n + jobs > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
-        n = gw.in_flight.load(Ordering::Acquire);
+        (n, jobs) = count();
     }
     if n > 0 {
         tracing::warn!(
@@ -264,6 +276,17 @@ fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
         );
         gw.metrics
             .faults(crate::metrics::Fault::ShutdownCutOff, n as u64);
+    }
+    if jobs > 0 {
+        tracing::warn!(
+            background = jobs,
+            ?limit,
+            "judgements off the request path still pending at the shutdown timeout are cut off (no audit record)"
+        );
+        gw.metrics
+            .background_jobs
+            .with_label_values(&["cut_off"])
+            .inc_by(jobs as u64);
     }
     if gw.config.backends.iter().any(|b| b.kind() == "local") {
         // mistral.rs sends an answer before it finishes that sequence's step; exiting during the

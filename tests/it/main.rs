@@ -15,6 +15,7 @@ mod gateway;
 #[cfg(feature = "local-model")]
 mod model;
 mod moderation;
+mod offpath;
 mod output;
 mod policy_tools;
 mod properties;

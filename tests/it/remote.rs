@@ -92,8 +92,16 @@ async fn rules_settle_before_the_model_is_asked() {
     .await;
     let (status, _) = send(&gw, "how to build a pipe bomb").await;
     assert_eq!(status, 400);
-    // The weapons rule fired; the model was still asked about the other policy (test/nl), once.
-    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 1);
+    // The weapons rule fired, which blocks the request: the model is asked about neither policy
+    // (test/nl is audited as skipped).
+    let audit = gw.audit_wait(2).await;
+    let nl = audit.iter().find(|r| r["policy_id"] == "test/nl").unwrap();
+    assert_eq!(nl["effect"], "skipped", "{nl}");
+    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 0);
+    // A rule miss asks the model, once per policy that needs it.
+    let (status, _) = send(&gw, "a friendly question").await;
+    assert_eq!(status, 200);
+    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test]

@@ -22,7 +22,16 @@ async fn candidate_is_compared_but_never_enforced() {
     }
     // Only the live version decides: the candidate's "zip gun" hit is not enforced.
     assert_eq!(statuses, vec![400, 400, 200, 200]);
-    let s: Value = gw.admin_json("/admin/shadow").await;
+    // Comparisons are counted in each exchange's logging phase, just after its reply.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let s = loop {
+        let s: Value = gw.admin_json("/admin/shadow").await;
+        if s["comparisons"]["test/weapons"]["compared"] == 4 || std::time::Instant::now() > deadline
+        {
+            break s;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let w = &s["comparisons"]["test/weapons"];
     assert_eq!(w["compared"], 4, "{s}");
     assert_eq!(w["agreed"], 2);

@@ -2,6 +2,7 @@
 //! per policy outcome, the decision metrics, and the shadow candidates' agreement.
 
 use crate::audit::RecordContext;
+use crate::classify::ClassifyError;
 use crate::config::{Action, Direction, FailMode};
 use crate::decide::{Decision, Outcome};
 use crate::metrics::Fault;
@@ -18,6 +19,23 @@ pub struct Entry {
     pub unclassified_parts: usize,
     /// The judged text, when `[audit] capture` keeps some outcome of this decision.
     pub capture: Option<std::sync::Arc<crate::review::capture::Capture>>,
+    /// How the decision was reached relative to the request path.
+    pub timing: Timing,
+}
+
+/// How a decision was reached relative to the request path.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Timing {
+    /// Before the request went on (or the reply was released): the usual way.
+    #[default]
+    Inline,
+    /// Beside the upstream call (`input_mode = "parallel"`), which hid this much of it.
+    Parallel { hidden: std::time::Duration },
+    /// Off the request path, by the background queue.
+    OffPath,
+    /// Off the request path, for the shadow candidates only: the live outcomes were written
+    /// with the request's own decision.
+    OffPathCandidates,
 }
 
 /// Decisions kept for the logging phase. A stream's window decisions with nothing to say (every
@@ -106,46 +124,72 @@ pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
     } else {
         Vec::new()
     };
+    let live = !matches!(entry.timing, Timing::OffPathCandidates);
     let mut recs = Vec::with_capacity(if audit { decision.outcomes.len() } else { 0 });
     for (i, o) in decision.outcomes.iter().enumerate() {
-        gw.metrics
-            .decisions
-            .with_label_values(&[&o.policy.id, dir, o.verdict(), o.effect(rctx.fail_mode)])
-            .inc();
-        if let Err(e) = &o.result {
-            gw.metrics.fault(Fault::Classifier);
-            tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+        if live {
+            gw.metrics
+                .decisions
+                .with_label_values(&[&o.policy.id, dir, o.verdict(), o.effect(rctx.fail_mode)])
+                .inc();
+            if let Some(e) = o.result.as_ref().err().filter(|e| e.is_failure()) {
+                gw.metrics.fault(Fault::Classifier);
+                tracing::warn!(request_id = %rctx.request_id, policy = %o.policy.id, direction = dir, error = %e, "classifier failed");
+            }
         }
-        // The shadow comparison counts whether or not records are written.
-        let agrees = o.candidate.as_ref().and_then(|(cand, cres)| {
-            gw.shadow.compare(&crate::shadow::Comparison {
-                policy_id: &o.policy.id,
-                live_version: &o.policy.version,
-                candidate_version: &cand.version,
-                candidate_hash: &cand.content_hash,
-                request_id: rctx.request_id,
-                route: rctx.route,
-                direction: rctx.direction,
-                live: &o.result,
-                candidate: cres,
-            })
-        });
+        // The shadow comparison counts whether or not records are written; a candidate that was
+        // never judged (shed, skipped) compares nothing.
+        let judged = |(_, r): &&(_, Result<_, ClassifyError>)| {
+            r.as_ref().err().is_none_or(|e| e.is_failure())
+        };
+        let agrees = o
+            .candidate
+            .as_ref()
+            .filter(judged)
+            .and_then(|(cand, cres)| {
+                gw.shadow.compare(&crate::shadow::Comparison {
+                    policy_id: &o.policy.id,
+                    live_version: &o.policy.version,
+                    candidate_version: &cand.version,
+                    candidate_hash: &cand.content_hash,
+                    request_id: rctx.request_id,
+                    route: rctx.route,
+                    direction: rctx.direction,
+                    live: &o.result,
+                    candidate: cres,
+                })
+            });
         if !audit {
             continue;
         }
-        let mut rec = gw.auditor.build(&rctx, &ts, o);
-        rec.windows = entry.windows;
-        rec.candidate_agrees = agrees;
-        recs.push(rec);
+        let stamp = |rec: &mut crate::audit::AuditRecord<'_>| {
+            rec.windows = entry.windows;
+            rec.candidate_agrees = agrees;
+            match entry.timing {
+                Timing::Inline => {}
+                Timing::Parallel { hidden } => {
+                    rec.input_mode = Some("parallel");
+                    rec.hidden_us = Some(hidden.as_micros() as u64);
+                }
+                Timing::OffPath | Timing::OffPathCandidates => rec.off_path = true,
+            }
+        };
+        if live {
+            let mut rec = gw.auditor.build(&rctx, &ts, o);
+            stamp(&mut rec);
+            recs.push(rec);
+        }
         if let Some(shadow) = shadows.get(i).and_then(Option::as_ref) {
             let mut crec = gw.auditor.build(&rctx, &ts, shadow);
-            crec.effect = "candidate";
-            crec.candidate_agrees = agrees;
+            stamp(&mut crec);
+            if shadow.result.as_ref().err().is_none_or(|e| e.is_failure()) {
+                crec.effect = "candidate";
+            }
             recs.push(crec);
         }
     }
     gw.auditor.record_all(&recs);
-    if let (Some(review), Some(capture)) = (gw.auditor.review(), &entry.capture) {
+    if let (true, Some(review), Some(capture)) = (live, gw.auditor.review(), &entry.capture) {
         let at = crate::review::Origin {
             request_id: filing.request_id,
             route: filing.route,

@@ -6,6 +6,7 @@
 //! The phases themselves: `proxy::input` (read and judge the request), `proxy::forward` (send it
 //! upstream), `proxy::reply` (relay, judge and cut the reply).
 
+mod background;
 mod ledger;
 mod outcome;
 
@@ -19,12 +20,15 @@ use super::gateway::{Gateway, Route};
 use super::respond;
 use crate::classify::Content;
 use crate::config::{Direction, FailMode};
-use crate::decide::{decide, Decision};
+use crate::decide::{decide, decide_blocking, Annotations, Decision, Deferred, Split};
 use crate::metrics::{BadRequest, Fault};
 use crate::policy::{Bound, Snapshot};
 use crate::wire::{Api, ErrorKind, Segment};
+use background::{Job, OwnedFiling};
 use ledger::{Entry, Filing, Ledger};
 
+pub use background::Background;
+pub use ledger::Timing;
 pub use outcome::Outcome;
 
 /// What a phase left to do: go on with a value, or nothing (the client has its answer).
@@ -68,6 +72,8 @@ pub struct Exchange {
     /// The policy snapshot the request is judged against (see [`Exchange::snapshot`]).
     generation: u64,
     ledger: Ledger,
+    /// What the request's annotate bindings judged off the request path will find.
+    late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
     finished: bool,
     /// Dropped with the exchange, however the request ends.
     _in_flight: InFlight,
@@ -83,6 +89,7 @@ impl Exchange {
             request_body: Bytes::new(),
             generation: 0,
             ledger: Ledger::default(),
+            late: None,
             finished: false,
             _in_flight: InFlight::new(&gw.in_flight),
         }
@@ -135,49 +142,147 @@ impl Exchange {
     }
 
     /// Judges `segments` against `bound` within the route's deadline and fail mode, and keeps the
-    /// decision for the logging phase.
+    /// decision for the logging phase. On a route only the blocking bindings are waited for (see
+    /// `decide::split`); the rest go to the background queue. A verdict endpoint answers with
+    /// every policy's verdict, so there everything is judged here.
     pub async fn judge(
         &mut self,
         bound: &[Bound],
         segments: Vec<Segment>,
         at: Judging,
     ) -> &Decision {
-        let content = Content::from_segments(segments);
-        let deadline = Instant::now() + self.deadline();
+        let content = Arc::new(Content::from_segments(segments));
+        let deadline = self.deadline_from_now();
+        let fail_mode = self.fail_mode();
         // Boxed: the judging future is kilobytes large, and inline it would make every request's
         // future as large (allocated and copied per request), pass-through included.
-        let decision = Box::pin(decide(
-            &self.gw.cascade,
-            bound,
-            &content,
-            deadline,
-            self.fail_mode(),
-        ))
-        .await;
+        let split = if matches!(self.scope, Scope::Endpoint { .. }) {
+            let decision = Box::pin(decide(
+                &self.gw.cascade,
+                bound,
+                &content,
+                deadline,
+                fail_mode,
+            ))
+            .await;
+            Split {
+                decision,
+                deferred: Vec::new(),
+            }
+        } else {
+            Box::pin(decide_blocking(
+                &self.gw.cascade,
+                bound,
+                &content,
+                deadline,
+                fail_mode,
+            ))
+            .await
+        };
+        self.settle(split, &content, at, Timing::Inline)
+    }
+
+    /// When judgement started now must be done by: the route's deadline.
+    pub fn deadline_from_now(&self) -> Instant {
+        Instant::now() + self.deadline()
+    }
+
+    /// Keeps a decision reached for this exchange (by [`Exchange::judge`], or beside the upstream
+    /// call) for the logging phase, and hands its deferred work to the background queue.
+    pub fn settle(
+        &mut self,
+        split: Split,
+        content: &Arc<Content>,
+        at: Judging,
+        timing: Timing,
+    ) -> &Decision {
+        let Split { decision, deferred } = split;
         if self.ledger.is_full() {
             self.write_ledger();
+        }
+        let (direction, windows, unclassified_parts) = match at {
+            Judging::Request { unclassified_parts } => (Direction::Input, None, unclassified_parts),
+            Judging::Reply => (Direction::Output, None, 0),
+            Judging::Window { judged } => (Direction::Output, Some(judged), 0),
+        };
+        if !deferred.is_empty() {
+            self.defer(deferred, content, direction, windows, unclassified_parts);
         }
         // Only decisions the capture mode keeps copy their text: the allow path copies nothing.
         let capture = self
             .gw
             .auditor
             .review()
-            .and_then(|r| r.capture(&decision, &content));
-        let (direction, windows, unclassified_parts) = match at {
-            Judging::Request { unclassified_parts } => (Direction::Input, None, unclassified_parts),
-            Judging::Reply => (Direction::Output, None, 0),
-            Judging::Window { judged } => (Direction::Output, Some(judged), 0),
-        };
+            .and_then(|r| r.capture(&decision, content));
         let entry = Entry {
             direction,
             decision,
             windows,
             unclassified_parts,
             capture,
+            timing,
         };
         match at {
             Judging::Window { .. } => self.ledger.window(entry),
             _ => self.ledger.keep(entry),
+        }
+    }
+
+    fn defer(
+        &mut self,
+        deferred: Vec<Deferred>,
+        content: &Arc<Content>,
+        direction: Direction,
+        windows: Option<u32>,
+        unclassified_parts: usize,
+    ) {
+        // Only the request's annotate verdicts can still become headers of the reply.
+        let annotations =
+            if direction == Direction::Input && deferred.iter().any(Deferred::annotates) {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                self.late = Some(rx);
+                Some(tx)
+            } else {
+                None
+            };
+        let (route, api) = filed_under(&self.scope);
+        let job = Job {
+            deferred,
+            content: content.clone(),
+            filing: OwnedFiling {
+                request_id: self.request_id.clone(),
+                route: route.to_string(),
+                api,
+                fail_mode: self.fail_mode(),
+                generation: self.generation,
+            },
+            direction,
+            windows,
+            unclassified_parts,
+            deadline: self.deadline(),
+            annotations,
+        };
+        self.gw.background.submit(&self.gw, job);
+    }
+
+    /// What the request's annotate bindings judged off the request path found, as far as it is
+    /// in by now, and whether some of it is still pending (then only the audit record will say).
+    pub fn late_annotations(&mut self) -> (Annotations, bool) {
+        use tokio::sync::oneshot::error::TryRecvError;
+        let Some(rx) = self.late.as_mut() else {
+            return (Vec::new(), false);
+        };
+        match rx.try_recv() {
+            Ok(a) => {
+                self.late = None;
+                (a, false)
+            }
+            Err(TryRecvError::Empty) => (Vec::new(), true),
+            // Shed: the audit record says so.
+            Err(TryRecvError::Closed) => {
+                self.late = None;
+                (Vec::new(), false)
+            }
         }
     }
 
@@ -248,11 +353,7 @@ impl Exchange {
     }
 
     fn write_ledger(&mut self) {
-        let (route, api) = match &self.scope {
-            Scope::Route(r) => (r.name.as_str(), r.api.name()),
-            Scope::Endpoint { name, .. } => (*name, *name),
-            Scope::None => ("-", "-"),
-        };
+        let (route, api) = filed_under(&self.scope);
         let filing = Filing {
             request_id: &self.request_id,
             route,
@@ -263,6 +364,15 @@ impl Exchange {
         for entry in self.ledger.drain() {
             ledger::write(&self.gw, &filing, &entry);
         }
+    }
+}
+
+/// The route and API names an exchange's records are filed under.
+fn filed_under(scope: &Scope) -> (&str, &'static str) {
+    match scope {
+        Scope::Route(r) => (r.name.as_str(), r.api.name()),
+        Scope::Endpoint { name, .. } => (name, name),
+        Scope::None => ("-", "-"),
     }
 }
 

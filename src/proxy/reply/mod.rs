@@ -92,10 +92,21 @@ fn client_header(
         }
     }
     resp.insert_header("x-guardgate-request-id", ex.request_id.as_str())?;
+    // Annotate bindings judged off the request path: their findings join the headers if they
+    // are in by now; otherwise the reply says they are pending, and the audit record has them.
+    let (late, pending) = ex.late_annotations();
+    if pending {
+        resp.insert_header("x-guardgate-pending", "annotations")?;
+    }
+    let annotations: std::borrow::Cow<'_, Annotations> = if late.is_empty() {
+        std::borrow::Cow::Borrowed(annotations)
+    } else {
+        std::borrow::Cow::Owned(annotations.iter().cloned().chain(late).collect())
+    };
     ex.outcome = if annotations.is_empty() {
         Outcome::Forwarded
     } else {
-        set_annotation_headers(resp, "x-guardgate", annotations)?;
+        set_annotation_headers(resp, "x-guardgate", &annotations)?;
         Outcome::Annotated
     };
     Ok(())

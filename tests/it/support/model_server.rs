@@ -4,6 +4,8 @@
 //! `[slow]` sleeps 3 s, `[error]` answers 500, `[malformed]` answers non-JSON, `[empty]` gives
 //! reasoning but no final answer, `[prose]` answers prose; content containing "forbidden"
 //! violates (code X1) a policy whose text mentions "Forbidden". `fail_next` makes the next N calls answer 503.
+//! `[hold]` in the content, or `HOLD-ME` in the policy, holds the answer until `release` is set
+//! (at most 20 s), so a test can look at the gateway while a verdict is outstanding.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +24,9 @@ use tokio::net::TcpListener;
 #[derive(Clone, Default)]
 pub struct ModelState {
     pub calls: Arc<AtomicUsize>,
+    /// Calls answered (or failed) so far.
+    pub answered: Arc<AtomicUsize>,
+    pub release: Arc<std::sync::atomic::AtomicBool>,
     pub fail_next: Arc<AtomicUsize>,
     pub bodies: Arc<Mutex<Vec<Value>>>,
 }
@@ -57,6 +62,15 @@ pub async fn start() -> ModelServer {
         }
     });
     ModelServer { addr, state }
+}
+
+/// Counts a call as answered when its handler returns, whichever way.
+struct Answered(Arc<AtomicUsize>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 fn reply(status: u16, body: String) -> Response<Full<Bytes>> {
@@ -98,6 +112,13 @@ async fn handle(
     if user.contains("[slow]") {
         tokio::time::sleep(Duration::from_secs(3)).await;
     }
+    if user.contains("[hold]") || system.contains("HOLD-ME") {
+        let until = std::time::Instant::now() + Duration::from_secs(20);
+        while !st.release.load(Ordering::SeqCst) && std::time::Instant::now() < until {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let _answered = Answered(st.answered.clone());
     if user.contains("[error]") {
         return Ok(reply(500, r#"{"error":{"message":"boom"}}"#.into()));
     }

@@ -1,6 +1,8 @@
 //! From per-policy verdicts to one action for the exchange: block, annotate, record only, or the
 //! route's fail mode when a classifier could not answer.
 
+mod split;
+
 use futures_util::future::join_all;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,6 +10,8 @@ use std::time::{Duration, Instant};
 use crate::classify::{Cascade, ClassifyError, Content, Verdict};
 use crate::config::{Action, FailMode};
 use crate::policy::{Bound, Policy, Severity};
+
+pub use split::{decide_blocking, decide_deferred, Deferred, Later, Split};
 
 #[derive(Debug)]
 pub struct Outcome {
@@ -38,6 +42,8 @@ impl Outcome {
         match &self.result {
             Ok(v) if v.violation => "violation",
             Ok(_) => "allow",
+            Err(ClassifyError::Skipped) => "skipped",
+            Err(ClassifyError::Shed) => "shed",
             Err(_) => "error",
         }
     }
@@ -45,6 +51,8 @@ impl Outcome {
     /// What happened because of this policy, for the audit record.
     pub fn effect(&self, fail_mode: FailMode) -> &'static str {
         match (&self.result, self.action) {
+            (Err(ClassifyError::Skipped), _) => "skipped",
+            (Err(ClassifyError::Shed), _) => "shed",
             (Err(_), Action::Shadow) => "shadow_error",
             // An annotate binding never fails a route closed (`combine`): the exchange went on.
             (Err(_), Action::Annotate) => "fail_open",
@@ -120,7 +128,12 @@ pub async fn decide(
 
 /// One policy's outcome, when every stage that judges it (and its shadow candidate) answers in
 /// place; `None` when one must be awaited.
-fn judge_now(cascade: &Cascade, b: &Bound, content: &Content, sampled: bool) -> Option<Outcome> {
+pub(crate) fn judge_now(
+    cascade: &Cascade,
+    b: &Bound,
+    content: &Content,
+    sampled: bool,
+) -> Option<Outcome> {
     // The candidate is asked first, so that the live policy is not judged (and counted) twice
     // when the async path takes over; `classify_now` asks for the live policy itself.
     if let Some(c) = &b.candidate {
@@ -144,7 +157,7 @@ fn judge_now(cascade: &Cascade, b: &Bound, content: &Content, sampled: bool) -> 
     })
 }
 
-async fn judge(
+pub(crate) async fn judge(
     cascade: &Cascade,
     b: &Bound,
     content: &Content,
@@ -177,7 +190,7 @@ async fn judge(
 }
 
 /// A uniform draw against `rate`: whether this request is in the sample.
-fn sample(rate: f64) -> bool {
+pub(crate) fn sample(rate: f64) -> bool {
     let r = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
     r < rate
 }
@@ -191,7 +204,9 @@ pub fn combine(outcomes: Vec<Outcome>, fail_mode: FailMode) -> Decision {
             (_, Action::Shadow) => {}
             // Only a binding that could block fails closed: an annotate-only policy that cannot be
             // judged must not stop traffic it would have let through anyway.
-            (Err(_), Action::Block) if fail_mode == FailMode::Closed && failed.is_none() => {
+            (Err(e), Action::Block)
+                if e.is_failure() && fail_mode == FailMode::Closed && failed.is_none() =>
+            {
                 failed = Some(o)
             }
             (Ok(v), Action::Block) if o.fires() => {
