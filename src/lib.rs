@@ -16,4 +16,5 @@ pub mod metrics;
 pub mod policy;
 pub mod proxy;
 pub mod shadow;
+pub mod urlpath;
 pub mod wire;
