@@ -11,6 +11,7 @@
 //! silently skipped, because anything skipped is text the classifier never saw.
 
 mod anthropic;
+pub mod batch;
 mod choices;
 mod completions;
 mod errors;
