@@ -1,9 +1,10 @@
 //! Pingora glue: the traffic listener's front door (`app`), a guarded request's state
-//! (`exchange`) and phases (`input` → `forward` → `reply`), the moderation endpoints,
-//! pass-through for unmatched paths, the admin listener and server assembly.
+//! (`exchange`) and phases (`input` → `forward` → `reply`), who answers a request (`routing`), the
+//! moderation endpoints, pass-through for unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
 pub mod app;
+pub mod batch;
 pub mod body;
 pub mod exchange;
 pub mod forward;
@@ -14,6 +15,7 @@ pub mod moderation;
 pub mod passthrough;
 pub mod reply;
 pub mod respond;
+pub mod routing;
 pub mod server;
 pub mod upstream;
 
