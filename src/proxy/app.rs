@@ -95,6 +95,7 @@ impl GuardApp {
                 input::serve(ex, session).await
             }
             Target::Refused(why) => {
+                ex.answer_as(routing::shape_of(session.req_header()));
                 ex.reject(why.reason());
                 if why.kind() == ErrorKind::NotFound {
                     ex.outcome = Outcome::NotFound;

@@ -19,7 +19,7 @@ use super::upstream::Upstream;
 use crate::config::UnmatchedAction;
 use crate::metrics::BadRequest;
 use crate::urlpath::{self, Ambiguity, Endpoint, Pattern};
-use crate::wire::ErrorKind;
+use crate::wire::{Api, ErrorKind};
 
 /// The routes, found by path.
 #[derive(Default)]
@@ -146,6 +146,16 @@ impl Refusal {
                 "{method} {path} is on unmatched.allow, but unmatched.upstream names no upstream to send it to"
             ),
         }
+    }
+}
+
+/// The API whose error shape answers a request that no route takes: Anthropic's for a request
+/// an Anthropic client sends (its SDKs name `anthropic-version` on every request), OpenAI's
+/// otherwise.
+pub fn shape_of(req: &RequestHeader) -> Api {
+    match req.headers.contains_key("anthropic-version") {
+        true => Api::from_name("anthropic-messages").unwrap_or_else(Api::openai_chat),
+        false => Api::openai_chat(),
     }
 }
 

@@ -352,6 +352,14 @@ async fn refusals_say_why_and_name_the_setting_that_opens_them() {
     .await;
     assert_eq!(status, 400, "{reply}");
     assert!(reply.contains("empty segment"), "{reply}");
+    // An Anthropic client gets the refusal in Anthropic's error shape.
+    let mut c = Case::post("x", "/v1/messages;x", &json!({}));
+    c.headers.push(("anthropic-version", "2023-06-01".into()));
+    let (status, reply) = send_raw(&gw, &c).await;
+    assert_eq!(status, 400, "{reply}");
+    let body: Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap_or("")).unwrap();
+    assert_eq!(body["type"], "error", "{reply}");
+    assert_eq!(body["error"]["type"], "invalid_request_error", "{reply}");
     let (status, reply) = send_raw(&gw, &upload("x", "user_data", "hello")).await;
     assert_eq!(status, 400, "{reply}");
     assert!(reply.contains("non_text_parts"), "{reply}");
