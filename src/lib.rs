@@ -17,4 +17,5 @@ pub mod policy;
 pub mod proxy;
 pub mod review;
 pub mod shadow;
+pub mod urlpath;
 pub mod wire;

@@ -96,6 +96,8 @@ pub enum BadRequest {
     InvalidBody,
     NonTextParts,
     NotFound,
+    /// The path could be read two ways (see `urlpath::check`).
+    Path,
     TooLarge,
     BodyTimeout,
     UnsupportedEncoding,
@@ -111,6 +113,7 @@ impl BadRequest {
             BadRequest::InvalidBody => "invalid_body",
             BadRequest::NonTextParts => "non_text_parts",
             BadRequest::NotFound => "not_found",
+            BadRequest::Path => "path",
             BadRequest::TooLarge => "too_large",
             BadRequest::BodyTimeout => "body_timeout",
             BadRequest::UnsupportedEncoding => "unsupported_encoding",

@@ -20,6 +20,8 @@ pub use route::{
 pub use secret::secret_from_env;
 pub use upstream::{UpstreamConfig, UpstreamUrl};
 
+use crate::urlpath::{Endpoint, Pattern};
+
 #[derive(Debug, thiserror::Error)]
 #[error("{file}: {key}: {reason}")]
 pub struct ConfigError {
@@ -358,22 +360,33 @@ impl Default for ModerationSection {
     }
 }
 
+/// What happens to a request that no route guards and `unmatched.allow` does not list.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 pub enum UnmatchedAction {
-    /// Proxy untouched to `upstream` (e.g. `GET /v1/models`).
+    /// Proxied untouched, unjudged, to `upstream`: every endpoint the upstream has, model-facing
+    /// ones included.
     Passthrough,
-    /// Answer 404.
+    /// Answered 404, naming the setting that would open it.
     Refuse,
 }
+
+/// The endpoints `unmatched.allow` lists when the config names none: model listings, which
+/// carry no model input and return no model output.
+pub const DEFAULT_ALLOW: [&str; 2] = ["GET /v1/models", "GET /v1/models/{model}"];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnmatchedSection {
     #[serde(default = "default_unmatched")]
     pub action: UnmatchedAction,
+    /// Where allowed (and, with `passthrough`, all other unrouted) requests go.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Endpoints (`"GET /v1/models/{model}"`) that pass to `upstream` unjudged; `None`:
+    /// [`DEFAULT_ALLOW`].
+    #[serde(default)]
+    pub allow: Option<Vec<String>>,
 }
 
 fn default_unmatched() -> UnmatchedAction {
@@ -385,6 +398,17 @@ impl Default for UnmatchedSection {
         UnmatchedSection {
             action: default_unmatched(),
             upstream: None,
+            allow: None,
+        }
+    }
+}
+
+impl UnmatchedSection {
+    /// The allow list as written, or the default one.
+    pub fn allow_list(&self) -> Vec<&str> {
+        match &self.allow {
+            Some(list) => list.iter().map(String::as_str).collect(),
+            None => DEFAULT_ALLOW.to_vec(),
         }
     }
 }
@@ -591,7 +615,7 @@ impl Config {
     }
 
     fn validate_routes(&self, upstreams: &HashSet<&str>) -> Result<(), ConfigError> {
-        let mut paths = HashSet::new();
+        let mut paths: Vec<(Pattern, &str)> = Vec::new();
         let mut names = HashSet::new();
         for (i, r) in self.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
@@ -603,12 +627,24 @@ impl Config {
             }
             r.validate()
                 .map_err(|(k, reason)| self.err(sub_key(&key, &k), reason))?;
-            if !paths.insert(r.path.as_str()) {
+            let pattern = Pattern::parse(&r.path).expect("validated with the route");
+            // Two routes for one path would leave the wire format it is judged in to the order
+            // of the routes; a literal path beside a pattern is fine (the literal wins).
+            let both_or_neither =
+                |p: &Pattern| p.literal().is_some() == pattern.literal().is_some();
+            if let Some((_, other)) = paths
+                .iter()
+                .find(|(p, _)| both_or_neither(p) && p.overlaps(&pattern))
+            {
                 return Err(self.err(
                     format!("{key}.path"),
-                    format!("{:?} is already routed", r.path),
+                    format!(
+                        "{:?} matches paths that route {other:?} matches too",
+                        r.path
+                    ),
                 ));
             }
+            paths.push((pattern, r.name.as_str()));
             if !upstreams.contains(r.upstream.as_str()) {
                 return Err(self.err(
                     format!("{key}.upstream"),
@@ -629,18 +665,41 @@ impl Config {
                 ));
             }
         }
-        if self.unmatched.action == UnmatchedAction::Passthrough {
-            match &self.unmatched.upstream {
-                None => {
+        let listed = self.unmatched.allow.as_ref().is_some_and(|a| !a.is_empty());
+        match &self.unmatched.upstream {
+            None if self.unmatched.action == UnmatchedAction::Passthrough => {
+                return Err(self.err(
+                    "unmatched.upstream",
+                    "required when unmatched.action = \"passthrough\"",
+                ))
+            }
+            None if listed => {
+                return Err(self.err(
+                    "unmatched.upstream",
+                    "required when unmatched.allow lists endpoints",
+                ))
+            }
+            Some(u) if !upstreams.contains(u.as_str()) => {
+                return Err(self.err("unmatched.upstream", format!("no upstream named {u:?}")))
+            }
+            _ => {}
+        }
+        for (i, entry) in self.unmatched.allow_list().into_iter().enumerate() {
+            let key = format!("unmatched.allow[{i}]");
+            let e = Endpoint::parse(entry).map_err(|reason| self.err(&key, reason))?;
+            // A POST on a route's path is that route's: the entry would never apply, and reads
+            // as though it opened the route.
+            if e.method == http::Method::POST {
+                if let Some(r) = self
+                    .routes
+                    .iter()
+                    .find(|r| Pattern::parse(&r.path).is_ok_and(|p| p.overlaps(&e.pattern)))
+                {
                     return Err(self.err(
-                        "unmatched.upstream",
-                        "required when unmatched.action = \"passthrough\"",
-                    ))
+                        key,
+                        format!("{entry:?}: route {:?} guards this path", r.name),
+                    ));
                 }
-                Some(u) if !upstreams.contains(u.as_str()) => {
-                    return Err(self.err("unmatched.upstream", format!("no upstream named {u:?}")))
-                }
-                _ => {}
             }
         }
         Ok(())
@@ -769,10 +828,54 @@ select = "general/*"
                 "backends[0].model",
             ),
         ];
-        for (text, key) in cases {
+        let second = |path: &str| {
+            format!("{MIN}\n[[routes]]\nname = \"b\"\npath = \"{path}\"\napi = \"openai-chat\"\nupstream = \"mock\"\n")
+        };
+        let paths_and_endpoints = [
+            (
+                MIN.replace("/v1/chat/completions", "/v1/chat//completions"),
+                "routes[0].path",
+            ),
+            (
+                MIN.replace("/v1/chat/completions", "/v1/{a b}/completions"),
+                "routes[0].path",
+            ),
+            (second("/V1/Chat/Completions"), "routes[1].path"),
+            (
+                format!(
+                    "{}\n[[routes]]\nname = \"c\"\npath = \"/a/x/{{y}}\"\napi = \"openai-chat\"\nupstream = \"mock\"\n",
+                    second("/a/{x}/c")
+                ),
+                "routes[2].path",
+            ),
+            (
+                MIN.replace("openai-chat", "openai-files") + "directions = [\"input\", \"output\"]\n",
+                "routes[0].policies[0].directions",
+            ),
+            (
+                format!("{MIN}\n[unmatched]\nallow = [\"GET /v1/models\"]\n"),
+                "unmatched.upstream",
+            ),
+            (
+                format!("{MIN}\n[unmatched]\nupstream = \"mock\"\nallow = [\"GET /v1/models/../x\"]\n"),
+                "unmatched.allow[0]",
+            ),
+            (
+                format!("{MIN}\n[unmatched]\nupstream = \"mock\"\nallow = [\"get /v1/models\"]\n"),
+                "unmatched.allow[0]",
+            ),
+            (
+                format!("{MIN}\n[unmatched]\nupstream = \"mock\"\nallow = [\"GET /v1/models\", \"POST /v1/chat/completions\"]\n"),
+                "unmatched.allow[1]",
+            ),
+        ];
+        for (text, key) in cases.into_iter().chain(paths_and_endpoints) {
             let e = Config::parse(&text, "t.toml", Path::new(".")).unwrap_err();
             assert_eq!(e.key, key, "{e}");
         }
+        // A literal path beside a pattern that also matches it is not ambiguous: the literal wins.
+        let ok = second("/v1/{x}/completions");
+        Config::parse(&ok, "t.toml", Path::new(".")).unwrap();
         // A key of the other kind of backend is unknown to this kind: an error naming the key, at
         // the entry's line (serde reads a tagged entry whole before it knows the kind).
         let text = format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"local\"\nmodel_path = \"a.gguf\"\nbase_url = \"http://x/v1\"\n");

@@ -3,15 +3,19 @@
 
 use serde::Deserialize;
 
+use crate::wire::batch::Batch;
+
 pub use crate::policy::binding::{Action, Direction, FailMode};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteConfig {
     pub name: String,
-    /// Exact request path this route handles (query string ignored).
+    /// The request path this route handles (query string ignored), matched ignoring ASCII case; a
+    /// `{name}` segment matches any one segment (`/openai/deployments/{deployment}/chat/completions`).
     pub path: String,
-    /// Wire format: openai-chat, openai-completions, openai-responses, anthropic-messages.
+    /// Wire format: openai-chat, openai-completions, openai-responses, anthropic-messages, or a
+    /// batch upload: openai-files, anthropic-message-batches.
     pub api: String,
     pub upstream: String,
     #[serde(default = "default_fail_mode")]
@@ -147,16 +151,18 @@ impl RouteConfig {
     /// errors name the key under `routes[i]`.
     pub fn validate(&self) -> Result<(), (String, String)> {
         let err = |key: &str, reason: &str| Err((key.to_string(), reason.to_string()));
-        if !self.path.starts_with('/') {
-            return err("path", "must start with '/'");
-        }
-        if crate::wire::Api::from_name(&self.api).is_none() {
+        crate::urlpath::Pattern::parse(&self.path)
+            .map_err(|reason| ("path".to_string(), reason))?;
+        let batch = Batch::from_name(&self.api);
+        if crate::wire::Api::from_name(&self.api).is_none() && batch.is_none() {
+            let mut names = crate::wire::Api::names();
+            names.extend(Batch::ALL.map(Batch::name));
             return Err((
                 "api".into(),
                 format!(
                     "unknown api {:?}: expected one of {}",
                     self.api,
-                    crate::wire::Api::names().join(", ")
+                    names.join(", ")
                 ),
             ));
         }
@@ -172,6 +178,15 @@ impl RouteConfig {
         for (j, p) in self.policies.iter().enumerate() {
             p.validate()
                 .map_err(|(key, reason)| (format!("policies[{j}].{key}"), reason.to_string()))?;
+            if batch.is_some() && p.directions.contains(&Direction::Output) {
+                // The reply to an upload is a file or batch object; the model's answers come
+                // later, from other endpoints.
+                return Err((
+                    format!("policies[{j}].directions"),
+                    "a batch upload's reply carries no model output: bind input policies only"
+                        .to_string(),
+                ));
+            }
         }
         Ok(())
     }

@@ -12,7 +12,8 @@ pub struct UpstreamConfig {
     /// credential of its own. Client credentials always pass through unchanged.
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// Header that carries the key: `authorization` (sent as `Bearer KEY`) or `x-api-key`.
+    /// Header that carries the key: `authorization` (sent as `Bearer KEY`), `x-api-key`
+    /// (Anthropic) or `api-key` (Azure OpenAI).
     #[serde(default = "default_auth_header")]
     pub auth_header: String,
     #[serde(default = "default_connect_timeout")]
@@ -93,11 +94,11 @@ impl UpstreamConfig {
     pub fn validate(&self) -> Result<(), (&'static str, String)> {
         UpstreamUrl::parse(&self.base_url).map_err(|r| ("base_url", r))?;
         match self.auth_header.as_str() {
-            "authorization" | "x-api-key" => {}
+            "authorization" | "x-api-key" | "api-key" => {}
             other => {
                 return Err((
                     "auth_header",
-                    format!("{other:?}: expected \"authorization\" or \"x-api-key\""),
+                    format!("{other:?}: expected \"authorization\", \"x-api-key\" or \"api-key\""),
                 ))
             }
         }

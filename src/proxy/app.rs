@@ -1,6 +1,6 @@
 //! The traffic listener's front door: a pingora-core `HttpServerApp` that reads each request
-//! header, serves the guarded routes, the moderation endpoints and its own refusals itself, and
-//! hands only unmatched paths (when they pass through) to pingora-proxy.
+//! header, asks `routing` who answers it, serves the guarded routes, the moderation endpoints and
+//! its own refusals itself, and hands only pass-through requests to pingora-proxy.
 //!
 //! A guarded exchange runs its own phases (`input`, `forward`, `reply` over one `Exchange`), so it
 //! needs none of pingora-proxy's phases, HTTP cache state or module contexts;
@@ -18,20 +18,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::exchange::{Exchange, Outcome};
-use super::gateway::{Gateway, Route};
+use super::gateway::Gateway;
 use super::passthrough::Passthrough;
+use super::routing::{self, Target};
 use super::{input, moderation};
-use crate::metrics::BadRequest;
 use crate::wire::ErrorKind;
-
-/// Who answers a request, decided once from its path.
-enum Target {
-    /// `/v1/moderations` or `/guardgate/v1/classify` (the path, one of the two).
-    Moderation(String),
-    Route(Arc<Route>),
-    /// No route: refused here, or passed to pingora-proxy when unmatched paths pass through.
-    Unmatched,
-}
 
 pub struct GuardApp {
     gw: Arc<Gateway>,
@@ -103,25 +94,19 @@ impl GuardApp {
                 ex.for_route(route);
                 input::serve(ex, session).await
             }
-            Target::Unmatched => {
-                ex.reject(BadRequest::NotFound);
-                ex.outcome = Outcome::NotFound;
-                let msg = format!(
-                    "guardgate routes no endpoint at {}",
-                    session.req_header().uri.path()
-                );
-                ex.refuse(session, ErrorKind::NotFound, &msg, true).await
+            Target::Refused(why) => {
+                ex.answer_as(routing::shape_of(session.req_header()));
+                ex.reject(why.reason());
+                if why.kind() == ErrorKind::NotFound {
+                    ex.outcome = Outcome::NotFound;
+                }
+                let msg = why.message(session.req_header());
+                ex.refuse(session, why.kind(), &msg, true).await
             }
-        }
-    }
-
-    fn target(&self, path: &str) -> Target {
-        if moderation::is_endpoint(&self.gw, path) {
-            Target::Moderation(path.to_string())
-        } else if let Some(route) = self.gw.route_for(path) {
-            Target::Route(route.clone())
-        } else {
-            Target::Unmatched
+            Target::Passthrough => Err(pingora::Error::explain(
+                pingora::ErrorType::InternalError,
+                "a pass-through request reached the guarded path",
+            )),
         }
     }
 }
@@ -159,8 +144,8 @@ impl HttpServerApp for GuardApp {
     ) -> Option<ReusedHttpStream> {
         let prev_user_ctx = session.take_connection_user_context();
         let session = self.proxy.handle_new_request(Box::new(session)).await?;
-        match self.target(session.req_header().uri.path()) {
-            Target::Unmatched if self.gw.passthrough.is_some() => {
+        match routing::target(&self.gw, session.req_header()) {
+            Target::Passthrough => {
                 // Boxed: pingora-proxy's request future is several kilobytes, and inline it would
                 // make every guarded request's future (allocated and moved per request) as large.
                 Box::pin(

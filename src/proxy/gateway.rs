@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::routing::{Routes, Unmatched};
 use super::upstream::Upstream;
 use crate::audit::Auditor;
 use crate::classify::backends::{build_cascade, BuildContext, ModelLoad};
@@ -12,6 +13,8 @@ use crate::classify::{Cascade, Classifier};
 use crate::config::{Config, FailMode, OutputConfig, UnmatchedAction};
 use crate::metrics::Metrics;
 use crate::policy::Registry;
+use crate::urlpath::{Endpoint, Pattern};
+use crate::wire::batch::Batch;
 use crate::wire::Api;
 
 #[derive(Debug)]
@@ -25,13 +28,15 @@ pub struct Route {
     pub output: OutputConfig,
     pub non_text_parts: crate::config::NonTextParts,
     pub input_mode: crate::config::InputMode,
+    /// Set on a batch-upload route: the body holds requests of other APIs, each judged in its
+    /// own format (`api` is then the API whose error shape answers for the upload).
+    pub batch: Option<Batch>,
 }
 
 pub struct Gateway {
     pub config: Config,
-    /// Keyed by canonical path (see `canonical_path`).
-    pub routes: HashMap<String, Arc<Route>>,
-    pub passthrough: Option<Arc<Upstream>>,
+    pub routes: Routes,
+    pub unmatched: Unmatched,
     pub registry: Arc<Registry>,
     pub cascade: Arc<Cascade>,
     pub auditor: Arc<Auditor>,
@@ -47,56 +52,6 @@ pub struct Gateway {
     pub shadow: crate::shadow::ShadowStats,
     /// Judgement off the request path: annotate and shadow bindings that need a model.
     pub background: super::exchange::Background,
-}
-
-/// The path a route is matched on. Upstream servers commonly treat `/v1//chat/completions/`,
-/// `/v1/chat/completions/` or `/v1/%63hat/completions` as the chat endpoint; matching on the raw
-/// path would let such spellings skip the guard, so percent-decoding, empty and dot segments and
-/// trailing slashes are all normalised away before matching.
-pub fn canonical_path(path: &str) -> String {
-    let decoded = percent_decode(path);
-    let mut parts: Vec<&str> = Vec::new();
-    for seg in decoded.split('/') {
-        match seg {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            s => parts.push(s),
-        }
-    }
-    format!("/{}", parts.join("/")).to_ascii_lowercase()
-}
-
-/// Whether `canonical_path(path)` would return `path` unchanged.
-fn is_canonical(path: &str) -> bool {
-    let Some(rest) = path.strip_prefix('/') else {
-        return false;
-    };
-    rest.is_empty()
-        || (!path.bytes().any(|b| b == b'%' || b.is_ascii_uppercase())
-            && rest
-                .split('/')
-                .all(|s| !s.is_empty() && s != "." && s != ".."))
-}
-
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            let hex = |c: u8| (c as char).to_digit(16);
-            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Gateway {
@@ -121,23 +76,20 @@ impl Gateway {
                 Arc::new(Upstream::from_config(u).map_err(anyhow::Error::msg)?),
             );
         }
-        let mut routes = HashMap::new();
+        let mut routes = Routes::default();
         for r in &config.routes {
-            let api = Api::from_name(&r.api)
+            let batch = Batch::from_name(&r.api);
+            let api = batch
+                .map(Batch::api)
+                .or_else(|| Api::from_name(&r.api))
                 .ok_or_else(|| anyhow::anyhow!("route {}: unknown api {}", r.name, r.api))?;
             let upstream = upstreams.get(&r.upstream).cloned().ok_or_else(|| {
                 anyhow::anyhow!("route {}: unknown upstream {}", r.name, r.upstream)
             })?;
-            let key = canonical_path(&r.path);
-            if routes.contains_key(&key) {
-                anyhow::bail!(
-                    "route {}: path {} collides with another route after normalisation",
-                    r.name,
-                    r.path
-                );
-            }
+            let pattern = Pattern::parse(&r.path)
+                .map_err(|e| anyhow::anyhow!("route {}: path {}: {e}", r.name, r.path))?;
             routes.insert(
-                key,
+                pattern,
                 Arc::new(Route {
                     name: r.name.clone(),
                     path: r.path.clone(),
@@ -148,17 +100,30 @@ impl Gateway {
                     output: r.output.clone(),
                     non_text_parts: r.non_text_parts,
                     input_mode: r.input_mode,
+                    batch,
                 }),
             );
         }
-        let passthrough = match config.unmatched.action {
-            UnmatchedAction::Passthrough => config
+        let unmatched = Unmatched {
+            upstream: config
                 .unmatched
                 .upstream
                 .as_ref()
                 .and_then(|u| upstreams.get(u).cloned()),
-            UnmatchedAction::Refuse => None,
+            action: config.unmatched.action,
+            allow: config
+                .unmatched
+                .allow_list()
+                .into_iter()
+                .map(Endpoint::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| anyhow::anyhow!("unmatched.allow: {e}"))?,
         };
+        if unmatched.action == UnmatchedAction::Passthrough {
+            tracing::warn!(
+                "unmatched.action = \"passthrough\": every endpoint no route guards goes upstream unjudged"
+            );
+        }
         let backends: Vec<_> = config.backends.iter().collect();
         let cx = BuildContext {
             base_dir: &config.base_dir,
@@ -187,7 +152,7 @@ impl Gateway {
         Ok(Gateway {
             config,
             routes,
-            passthrough,
+            unmatched,
             registry: Arc::new(registry),
             cascade,
             auditor: Arc::new(auditor),
@@ -200,68 +165,5 @@ impl Gateway {
             shadow: Default::default(),
             background,
         })
-    }
-
-    pub fn route_for(&self, path: &str) -> Option<&Arc<Route>> {
-        if is_canonical(path) {
-            // The common spelling: no allocation per request.
-            return self.routes.get(path);
-        }
-        self.routes.get(&canonical_path(path))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{canonical_path, is_canonical};
-
-    #[test]
-    fn canonical_spellings_are_recognised_exactly() {
-        for p in [
-            "/",
-            "/v1/chat/completions",
-            "/v1/messages",
-            "/v1/chat/completions/",
-            "//v1/chat",
-            "/v1/./chat",
-            "/v1/../chat",
-            "/v1/%63hat",
-            "/V1/chat",
-            "/v1/chat/.",
-            "/v1/chat/..",
-            "v1/chat",
-            "",
-            "/v1/ch%at",
-            "/v1/\u{e9}t\u{e9}",
-            "/.hidden/x",
-        ] {
-            // The shortcut may decline a path that is canonical (`%` that decodes to nothing),
-            // never take one that is not.
-            if is_canonical(p) {
-                assert_eq!(canonical_path(p), p);
-            } else {
-                assert!(canonical_path(p) != p || p.contains('%'), "{p:?}");
-            }
-        }
-        for p in ["/", "/v1/chat/completions", "/v1/messages", "/v1/responses"] {
-            assert!(is_canonical(p), "{p:?}");
-        }
-    }
-
-    #[test]
-    fn path_spellings_collapse() {
-        for p in [
-            "/v1/chat/completions",
-            "/v1/chat/completions/",
-            "//v1//chat/completions",
-            "/v1/./chat/completions",
-            "/v1/x/../chat/completions",
-            "/v1/%63hat/completions",
-            "/V1/Chat/Completions",
-        ] {
-            assert_eq!(canonical_path(p), "/v1/chat/completions", "{p}");
-        }
-        assert_eq!(canonical_path("/v1/models"), "/v1/models");
-        assert_eq!(canonical_path("/%zz"), "/%zz");
     }
 }

@@ -10,11 +10,12 @@ use std::time::Duration;
 use super::body::{content_codings, decode, read_body, BodyError};
 use super::exchange::{Exchange, Flow, Judging, Outcome};
 use super::gateway::Route;
-use super::{forward, parallel, reply};
+use super::{batch, forward, parallel, reply};
 use crate::config::{Action, Direction, InputMode, NonTextParts};
 use crate::decide::{Annotations, Final};
 use crate::metrics::BadRequest;
 use crate::policy::Bound;
+use crate::wire::batch::Batch;
 use crate::wire::{ErrorKind, ParsedRequest, Segment, WireError};
 
 /// Handles a request on the exchange's route; on return the response has been written (or the
@@ -26,7 +27,7 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
             .refuse(session, ErrorKind::Internal, "no route", true)
             .await;
     };
-    if let Some((reason, kind, msg)) = header_refusal(session) {
+    if let Some((reason, kind, msg)) = header_refusal(session, &route) {
         ex.reject(reason);
         return ex.refuse(session, kind, &msg, true).await;
     }
@@ -36,35 +37,93 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         Ok(b) => b,
         Err(e) => return refuse_body(ex, session, e).await,
     };
-    ex.request_body = raw.clone();
     let snap = ex.snapshot();
     let binding = snap.routes.get(&route.name);
     let input = binding.map_or(&[][..], |b| b.for_direction(Direction::Input));
-    let output = binding.map_or(&[][..], |b| b.for_direction(Direction::Output));
+    // A batch upload's reply is a file or batch object, not model output (config validation
+    // binds no output policy there).
+    let output = match (binding, route.batch) {
+        (Some(b), None) => b.for_direction(Direction::Output),
+        _ => &[][..],
+    };
     // A route without input policies has nothing to judge: its body goes upstream unparsed (the
     // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
     let annotations = if input.is_empty() {
         Annotations::new()
     } else {
-        let (segments, at) = match readable(ex, session, &route, &raw).await? {
-            Flow::Continue(x) => x,
-            Flow::Answered => return Ok(()),
+        let judged = match route.batch {
+            Some(b) => batch::judge(ex, session, &route, b, input, &raw).await?,
+            None => {
+                let (segments, at) = match readable(ex, session, &route, &raw).await? {
+                    Flow::Continue(x) => x,
+                    Flow::Answered => return Ok(()),
+                };
+                if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {
+                    return parallel::serve(ex, session, &raw, input, output, segments, at).await;
+                }
+                judge(ex, session, input, segments, at).await?
+            }
         };
-        if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {
-            return parallel::serve(ex, session, &raw, input, output, segments, at).await;
+        match judged {
+            Flow::Continue(a) => a,
+            Flow::Answered => return Ok(()),
         }
-        let decision = ex.judge(input, segments, at).await;
-        let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
-        if answer(ex, session, verdict).await? {
-            return Ok(());
-        }
-        annotations
     };
     let upstream = match forward::send(ex, session, &raw, !output.is_empty()).await? {
         Flow::Continue(u) => u,
         Flow::Answered => return Ok(()),
     };
     reply::relay(ex, session, upstream, output, &annotations).await
+}
+
+/// A refusal for what the request header alone says is wrong: the method or the content type.
+fn header_refusal(session: &Session, route: &Route) -> Option<(BadRequest, ErrorKind, String)> {
+    let req = session.req_header();
+    if req.method != http::Method::POST {
+        let msg = format!("{} accepts POST only", req.uri.path());
+        return Some((BadRequest::Method, ErrorKind::MethodNotAllowed, msg));
+    }
+    let types = req.headers.get_all(http::header::CONTENT_TYPE);
+    if route.batch.is_some() && types.iter().count() != 1 {
+        // An upload is read by its content type (a multipart boundary): two of them could mean
+        // two readings.
+        let msg = "a batch upload needs exactly one Content-Type".to_string();
+        return Some((
+            BadRequest::ContentType,
+            ErrorKind::UnsupportedMediaType,
+            msg,
+        ));
+    }
+    let ct = types.iter().next()?;
+    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    let accepted = match route.batch {
+        Some(b) => b.accepts(essence),
+        None => essence == "application/json" || essence.ends_with("+json"),
+    };
+    if accepted {
+        return None;
+    }
+    let wanted = match route.batch {
+        Some(Batch::OpenAiFiles) => "multipart/form-data",
+        _ => "application/json",
+    };
+    let msg = format!("Content-Type must be {wanted}, not {essence:?}");
+    Some((
+        BadRequest::ContentType,
+        ErrorKind::UnsupportedMediaType,
+        msg,
+    ))
+}
+
+pub(super) async fn refuse_body(
+    ex: &mut Exchange,
+    session: &mut Session,
+    e: BodyError,
+) -> pingora::Result<()> {
+    ex.reject(e.reason());
+    ex.refuse(session, e.kind(), &e.message(), e.leaves_body_unread())
+        .await
 }
 
 /// Whether rules alone settle every blocking binding of `bound`: then there is no model verdict
@@ -74,37 +133,6 @@ fn settles_now(ex: &Exchange, bound: &[Bound]) -> bool {
         .iter()
         .filter(|b| b.action == Action::Block)
         .all(|b| ex.gw.cascade.answers_now(&b.policy, true))
-}
-
-/// A refusal for what the request header alone says is wrong: the method or the content type.
-fn header_refusal(session: &Session) -> Option<(BadRequest, ErrorKind, String)> {
-    let req = session.req_header();
-    if req.method != http::Method::POST {
-        let msg = format!("{} accepts POST only", req.uri.path());
-        return Some((BadRequest::Method, ErrorKind::MethodNotAllowed, msg));
-    }
-    let ct = req.headers.get(http::header::CONTENT_TYPE)?;
-    let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    if essence == "application/json" || essence.ends_with("+json") {
-        return None;
-    }
-    let msg = format!("Content-Type must be application/json, not {essence:?}");
-    Some((
-        BadRequest::ContentType,
-        ErrorKind::UnsupportedMediaType,
-        msg,
-    ))
-}
-
-async fn refuse_body(
-    ex: &mut Exchange,
-    session: &mut Session,
-    e: BodyError,
-) -> pingora::Result<()> {
-    ex.reject(e.reason());
-    ex.refuse(session, e.kind(), &e.message(), e.leaves_body_unread())
-        .await
 }
 
 /// The request parsed in the route's wire format, as the segments to judge; `Answered` when it
@@ -122,30 +150,14 @@ async fn readable(
             return Ok(Flow::Answered);
         }
         Err(Unreadable::Wire(e)) => {
-            ex.reject(BadRequest::InvalidBody);
-            let kind = ErrorKind::InvalidRequest {
-                param: e.param.clone(),
-            };
-            ex.refuse(session, kind, &e.message, false).await?;
+            refuse_wire(ex, session, e).await?;
             return Ok(Flow::Answered);
         }
     };
     let non_text = parsed.unclassified_parts;
-    if non_text > 0 {
-        ex.gw
-            .metrics
-            .unclassified_parts
-            .with_label_values(&[&route.name])
-            .inc_by(non_text as u64);
-        if route.non_text_parts == NonTextParts::Refuse {
-            ex.reject(BadRequest::NonTextParts);
-            let msg = format!(
-                "this route accepts text only: the request has {non_text} image, audio or file part(s) that guardgate cannot classify"
-            );
-            let kind = ErrorKind::InvalidRequest { param: None };
-            ex.refuse(session, kind, &msg, false).await?;
-            return Ok(Flow::Answered);
-        }
+    let what = || format!("the request has {non_text} image, audio or file part(s)");
+    if let Flow::Answered = non_text_parts(ex, session, route, non_text, what).await? {
+        return Ok(Flow::Answered);
     }
     let at = Judging::Request {
         unclassified_parts: non_text,
@@ -153,37 +165,99 @@ async fn readable(
     Ok(Flow::Continue((parsed.segments, at)))
 }
 
-/// Answers a request the input verdict refuses; `true` when it did (the client has its answer).
-pub(super) async fn answer(
+/// Judges the request against the route's input policies: the annotations to forward it with,
+/// or `Answered` when it was refused.
+async fn judge(
+    ex: &mut Exchange,
+    session: &mut Session,
+    bound: &[Bound],
+    segments: Vec<Segment>,
+    at: Judging,
+) -> pingora::Result<Flow<Annotations>> {
+    let decision = ex.judge(bound, segments, at).await;
+    let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
+    Ok(match settle(ex, session, verdict, None).await? {
+        Flow::Continue(()) => Flow::Continue(annotations),
+        Flow::Answered => Flow::Answered,
+    })
+}
+
+/// Refuses a body that is not a valid request of the route's API.
+pub(super) async fn refuse_wire(
+    ex: &mut Exchange,
+    session: &mut Session,
+    e: WireError,
+) -> pingora::Result<()> {
+    ex.reject(BadRequest::InvalidBody);
+    let kind = ErrorKind::InvalidRequest { param: e.param };
+    ex.refuse(session, kind, &e.message, false).await
+}
+
+/// Counts `count` parts no classifier reads, and refuses them when the route says so; `what`
+/// describes them for the client.
+pub(super) async fn non_text_parts(
+    ex: &mut Exchange,
+    session: &mut Session,
+    route: &Route,
+    count: usize,
+    what: impl FnOnce() -> String,
+) -> pingora::Result<Flow<()>> {
+    if count == 0 {
+        return Ok(Flow::Continue(()));
+    }
+    ex.gw
+        .metrics
+        .unclassified_parts
+        .with_label_values(&[&route.name])
+        .inc_by(count as u64);
+    if route.non_text_parts == NonTextParts::Refuse {
+        ex.reject(BadRequest::NonTextParts);
+        let msg = format!(
+            "this route accepts text only: {} that guardgate cannot classify (the route's non_text_parts = \"forward\" would pass them unjudged)",
+            what()
+        );
+        let kind = ErrorKind::InvalidRequest { param: None };
+        ex.refuse(session, kind, &msg, false).await?;
+        return Ok(Flow::Answered);
+    }
+    Ok(Flow::Continue(()))
+}
+
+/// Goes on with an allowed request, or refuses a blocked one or one that could not be judged on
+/// a fail-closed route; `within` names the request of a batch that it was.
+pub(super) async fn settle(
     ex: &mut Exchange,
     session: &mut Session,
     verdict: Final,
-) -> pingora::Result<bool> {
+    within: Option<&str>,
+) -> pingora::Result<Flow<()>> {
+    let within = within.map_or(String::new(), |id| format!(" in batch request {id:?}"));
     match verdict {
-        Final::Allow => Ok(false),
+        Final::Allow => return Ok(Flow::Continue(())),
         Final::Block { policy_id, code } => {
             ex.outcome = Outcome::Blocked;
             let msg = match &code {
-                Some(c) => format!("Request blocked by guardgate: policy {policy_id} (code {c})"),
-                None => format!("Request blocked by guardgate: policy {policy_id}"),
+                Some(c) => {
+                    format!("Request blocked by guardgate: policy {policy_id} (code {c}){within}")
+                }
+                None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
             };
             let kind = ErrorKind::PolicyViolation {
                 policy: policy_id,
                 code,
             };
             ex.refuse(session, kind, &msg, false).await?;
-            Ok(true)
         }
         Final::FailClosed { policy_id, reason } => {
             ex.outcome = Outcome::FailClosed;
             let msg = format!(
-                "guardgate could not classify the request against policy {policy_id} ({reason}); the route is fail-closed"
+                "guardgate could not classify the request{within} against policy {policy_id} ({reason}); the route is fail-closed"
             );
             ex.refuse(session, ErrorKind::Unavailable, &msg, false)
                 .await?;
-            Ok(true)
         }
     }
+    Ok(Flow::Answered)
 }
 
 /// Why a request body cannot be judged.
@@ -196,9 +270,13 @@ enum Unreadable {
 
 /// The request body decoded and parsed in the route's wire format.
 fn parse(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<ParsedRequest, Unreadable> {
+    let decoded = decoded(ex, session, raw).map_err(Unreadable::Body)?;
+    ex.api().parse_request(&decoded).map_err(Unreadable::Wire)
+}
+
+/// The request body with its content codings undone, within the decoded-size limit.
+pub(super) fn decoded(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<Bytes, BodyError> {
     let limits = &ex.gw.config.limits;
     let encoding = content_codings(&session.req_header().headers);
-    let decoded = decode(raw, encoding.as_deref(), limits.max_decoded_body_bytes)
-        .map_err(Unreadable::Body)?;
-    ex.api().parse_request(&decoded).map_err(Unreadable::Wire)
+    decode(raw, encoding.as_deref(), limits.max_decoded_body_bytes)
 }

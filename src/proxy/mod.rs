@@ -1,10 +1,11 @@
 //! Pingora glue: the traffic listener's front door (`app`), a guarded request's state
 //! (`exchange`) and phases (`input` → `forward` → `reply`, or `input` → `parallel` where the
-//! verdict and the upstream call overlap), the moderation endpoints,
-//! pass-through for unmatched paths, the admin listener and server assembly.
+//! verdict and the upstream call overlap), who answers a request (`routing`), the moderation
+//! endpoints, pass-through for unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
 pub mod app;
+pub mod batch;
 pub mod body;
 pub mod exchange;
 pub mod forward;
@@ -16,6 +17,7 @@ pub mod parallel;
 pub mod passthrough;
 pub mod reply;
 pub mod respond;
+pub mod routing;
 pub mod server;
 pub mod upstream;
 

@@ -82,7 +82,7 @@ pub async fn serve(
         if let Some(Ok(mut r)) = reply {
             r.http.shutdown().await;
         }
-        input::answer(ex, session, verdict).await?;
+        input::settle(ex, session, verdict, None).await?;
         return Ok(());
     }
     match reply {

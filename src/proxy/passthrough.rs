@@ -1,5 +1,6 @@
-//! The pingora `ProxyHttp` for paths no route matches, when `unmatched.action = "passthrough"`:
-//! they are proxied as they are, with pingora-proxy streaming both bodies. Everything else is
+//! The pingora `ProxyHttp` for requests no route guards that the config lets through (on
+//! `unmatched.allow`, or all of them with `unmatched.action = "passthrough"`): they are proxied
+//! as they are, with pingora-proxy streaming both bodies. Everything else is
 //! answered by `app::GuardApp` before pingora-proxy sees it.
 
 use async_trait::async_trait;
@@ -37,7 +38,7 @@ impl ProxyHttp for Passthrough {
         _session: &mut Session,
         _ctx: &mut Exchange,
     ) -> Result<Box<HttpPeer>> {
-        match &self.gw.passthrough {
+        match &self.gw.unmatched.upstream {
             Some(up) => up
                 .peer()
                 .await
@@ -56,7 +57,7 @@ impl ProxyHttp for Passthrough {
         req: &mut RequestHeader,
         _ctx: &mut Exchange,
     ) -> Result<()> {
-        if let Some(up) = &self.gw.passthrough {
+        if let Some(up) = &self.gw.unmatched.upstream {
             up.prepare_request(req)?;
         }
         Ok(())

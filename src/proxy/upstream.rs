@@ -160,8 +160,9 @@ impl Upstream {
             req.remove_header(h);
         }
         if let Some(key) = &self.api_key {
-            let has_credential =
-                req.headers.contains_key("authorization") || req.headers.contains_key("x-api-key");
+            let has_credential = ["authorization", "x-api-key", "api-key"]
+                .iter()
+                .any(|h| req.headers.contains_key(*h));
             if !has_credential {
                 let value = if self.auth_header == "authorization" {
                     format!("Bearer {key}")

@@ -12,6 +12,7 @@
 
 mod anthropic;
 mod arguments;
+pub mod batch;
 mod choices;
 mod completions;
 mod errors;

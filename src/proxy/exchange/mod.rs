@@ -65,6 +65,8 @@ pub struct Exchange {
     pub gw: Arc<Gateway>,
     pub request_id: String,
     scope: Scope,
+    /// The API whose shapes answer when no route gives one (see [`Exchange::answer_as`]).
+    shape: Api,
     pub outcome: Outcome,
     /// The request body as read (content coding and all): a streamed reply's guard reads from it
     /// the text the reply continues (an assistant prefill).
@@ -85,6 +87,7 @@ impl Exchange {
             gw: gw.clone(),
             request_id: uuid::Uuid::new_v4().simple().to_string(),
             scope: Scope::None,
+            shape: Api::openai_chat(),
             outcome: Outcome::Unknown,
             request_body: Bytes::new(),
             generation: 0,
@@ -117,7 +120,13 @@ impl Exchange {
 
     /// The API whose shapes the gateway answers in: the route's, or OpenAI's for everything else.
     pub fn api(&self) -> Api {
-        self.route().map_or_else(Api::openai_chat, |r| r.api)
+        self.route().map_or(self.shape, |r| r.api)
+    }
+
+    /// Answers in `api`'s shapes while no route is set: a request refused before routing gets
+    /// the error its client's SDK can read.
+    pub fn answer_as(&mut self, api: Api) {
+        self.shape = api;
     }
 
     fn fail_mode(&self) -> FailMode {
