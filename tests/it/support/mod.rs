@@ -15,8 +15,21 @@ use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
 
-/// The gateway binary cargo built for these tests.
-pub const BIN: &str = env!("CARGO_BIN_EXE_guardgate");
+/// The gateway binary under test: the one cargo built for these tests, or `GUARDGATE_TEST_BIN`
+/// (a release build to check, or this worktree's own `deps/guardgate-*` when several checkouts
+/// share one target directory and its `release/guardgate` is whichever was linked last).
+pub const BIN: Bin = Bin;
+pub struct Bin;
+impl AsRef<std::ffi::OsStr> for Bin {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        static P: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        P.get_or_init(|| {
+            std::env::var("GUARDGATE_TEST_BIN")
+                .unwrap_or_else(|_| env!("CARGO_BIN_EXE_guardgate").into())
+        })
+        .as_ref()
+    }
+}
 
 /// A port for a listener the gateway binds later. It comes from below the kernel's ephemeral range
 /// (`ip_local_port_range`), so between this call and the gateway's bind the kernel cannot hand the
