@@ -49,7 +49,7 @@ enum Cmd {
         )]
         config: PathBuf,
     },
-    /// Policy authoring tools: lint and test.
+    /// Policy authoring tools: lint, test and calibrate.
     Policy {
         #[command(subcommand)]
         cmd: guardgate::eval::cli::PolicyCmd,
@@ -88,6 +88,7 @@ fn main() -> ExitCode {
         Cmd::Policy { cmd } => ExitCode::from(match cmd {
             guardgate::eval::cli::PolicyCmd::Lint(a) => guardgate::eval::cli::lint(&a),
             guardgate::eval::cli::PolicyCmd::Test(a) => guardgate::eval::cli::test(&a),
+            guardgate::eval::cli::PolicyCmd::Calibrate(a) => guardgate::eval::cli::calibrate(&a),
         }),
         Cmd::Eval(a) => ExitCode::from(guardgate::eval::cli::eval(&a)),
         Cmd::Classify(a) => ExitCode::from(guardgate::eval::cli::classify(&a)),
