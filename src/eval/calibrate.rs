@@ -220,7 +220,7 @@ pub fn table(c: &Calibration) -> String {
     );
     let _ = writeln!(
         s,
-        "{:<36} {:>9} {:>9} {:>7} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>6} | {}",
+        "{:<36} {:>9} {:>9} {:>7} | {:>6} {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>6} | beats rules and flag-all",
         "policy",
         "cal n/+",
         "held n/+",
@@ -237,7 +237,6 @@ pub fn table(c: &Calibration) -> String {
         "rulFPR",
         "rulROC",
         "allF1",
-        "beats rules and flag-all"
     );
     for p in &c.policies {
         let m = p.held_out.as_ref().map(|m| m.metrics).unwrap_or_default();
