@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (CI runs it through .ci/run):
 #   setup -> cargo fmt --check -> cargo clippy -> cargo build -> deploy checks -> policy lint/test
-#   (rules; one policy through the small model) -> cargo test (PostgreSQL tests included) -> SDK
-#   suite -> the review page in headless Chromium
+#   (rules; one policy through the small model) -> llama.cpp server -> cargo test (PostgreSQL tests
+#   included) -> SDK suite -> the review page in headless Chromium
 # Everything is built once, with the release profile: the in-process model is unusably slow
 # unoptimised, and building mistral.rs in two profiles would not fit CI's time.
 # Every step runs even when an earlier independent one failed (a fmt slip does not hide test
@@ -114,6 +114,13 @@ if [ "$built" -eq 1 ]; then
 else
     skip "policy test, small model" "the build failed"
 fi
+
+# ---- a real model server for the remote backend's tests -------------------------------------
+# llama.cpp's server (llama-cpp-python[server]): compiled once (~15 min on 2 cores), then found in
+# its venv or installed from pip's wheel cache in seconds. With it required, tests/it/llama_server.rs
+# fails instead of skipping when the server is missing.
+step "llama.cpp server" scripts/llama-server.sh install || true
+export GUARDGATE_REQUIRE_LLAMA_SERVER=1
 
 # ---- Rust tests ----------------------------------------------------------------------------
 cargo_tests() {

@@ -49,7 +49,7 @@ enum Cmd {
         )]
         config: PathBuf,
     },
-    /// Policy authoring tools: lint, test and replay.
+    /// Policy authoring tools: lint, test, calibrate and replay.
     Policy {
         #[command(subcommand)]
         cmd: guardgate::eval::cli::PolicyCmd,
@@ -93,6 +93,7 @@ fn main() -> ExitCode {
         Cmd::Policy { cmd } => ExitCode::from(match cmd {
             guardgate::eval::cli::PolicyCmd::Lint(a) => guardgate::eval::cli::lint(&a),
             guardgate::eval::cli::PolicyCmd::Test(a) => guardgate::eval::cli::test(&a),
+            guardgate::eval::cli::PolicyCmd::Calibrate(a) => guardgate::eval::cli::calibrate(&a),
             guardgate::eval::cli::PolicyCmd::Replay(a) => guardgate::review::cli::replay(&a),
         }),
         Cmd::Review { cmd } => ExitCode::from(match cmd {

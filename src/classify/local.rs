@@ -329,7 +329,7 @@ impl LocalModel {
             .flatten()
         };
         if answer_tokens.is_none() {
-            tracing::warn!(model = %s.model_id(), "the answers 0 and 1 are not one token each: binary verdicts will carry no confidence and violation_threshold has no effect");
+            tracing::warn!(model = %s.model_id(), "the answers 0 and 1 are not one token each: verdicts will carry no P(violation) and violation_threshold(s) have no effect");
         }
         let model = LocalModel {
             id: s.model_id(),
@@ -392,13 +392,13 @@ impl LocalModel {
         let mut sampling = SamplingParams::deterministic();
         sampling.max_len = Some(max_len);
         let binary = !self.harmony && p.format == OutputFormat::Binary;
-        // P(1) of a binary answer, from the two answer logits as the model gives them. Not from
+        // P(1) of the answer's verdict, from the two answer logits as the model gives them. Not from
         // mistral.rs's logprobs: with greedy sampling they are log10 of the raw logits, and when
         // the unconstrained choice is already 0 or 1 they come from the unmasked vocabulary, where
         // the other answer is rarely among the top few (every verdict read as confidence 1.0).
-        let p_one = Arc::new(std::sync::Mutex::new(None::<f32>));
+        let odds = Arc::new(std::sync::Mutex::new(AnswerOdds::default()));
         let logits_processors = match self.answer_tokens {
-            Some((zero, one)) if binary => Some(vec![answer_probability(zero, one, &p_one)]),
+            Some((zero, one)) if !self.harmony => Some(vec![answer_probability(zero, one, &odds)]),
             _ => None,
         };
         // A constrained JSON answer is complete at its closing `"}` (the rationale cannot hold a
@@ -507,7 +507,10 @@ impl LocalModel {
         }
         let end = Instant::now();
         let first = first.unwrap_or(end);
-        let p_violation = *p_one.lock().unwrap_or_else(|e| e.into_inner());
+        let p_violation = odds
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .p_violation(binary);
         Ok(Completion {
             text,
             reasoning: (!reasoning.is_empty()).then_some(reasoning),
@@ -524,25 +527,70 @@ impl LocalModel {
     }
 }
 
+/// Where the verdict's 0 or 1 sits in an answer, step by step. A binary answer is that one token.
+/// A constrained JSON answer (`{"violation": 0|1, ...`) has no digit before it, so its first 0 or
+/// 1 token is the verdict; which token was chosen at a step is only known at the next step (the
+/// last token of its context), so the odds of each step are kept until then.
+#[derive(Debug, Default)]
+struct AnswerOdds {
+    /// (context length, P(1)) of the latest step.
+    last: Option<(usize, f32)>,
+    /// The first step's P(1) (a binary answer's).
+    first: Option<f32>,
+    /// The P(1) of the step that chose the first 0 or 1 token.
+    digit: Option<f32>,
+}
+
+impl AnswerOdds {
+    /// One sampling step: the two answer logits and the context (prompt and answer so far).
+    /// mistral.rs may call a step twice (again with the constraint's mask); both see the same
+    /// two logits when both answers are allowed.
+    fn step(&mut self, zero: u32, one: u32, l0: f32, l1: f32, ctx: &[u32]) {
+        if self.digit.is_some() {
+            return;
+        }
+        if let (Some((len, p)), Some(&t)) = (self.last, ctx.last()) {
+            if ctx.len() == len + 1 && (t == zero || t == one) {
+                self.digit = Some(p);
+                return;
+            }
+        }
+        let p = p_one_of(l0, l1);
+        if p.is_finite() {
+            self.first.get_or_insert(p);
+            self.last = Some((ctx.len(), p));
+        } else {
+            self.last = None;
+        }
+    }
+
+    /// P(1) of the verdict: a binary answer's only step, or a JSON answer's digit step.
+    fn p_violation(&self, binary: bool) -> Option<f32> {
+        if binary {
+            self.first
+        } else {
+            self.digit
+        }
+    }
+}
+
 /// A logits processor that leaves the logits as they are and records P(1) over {0, 1}: the
 /// softmax of the two answer logits, which is the model's own odds between the only two answers
-/// the `[01]` constraint allows (the verdict is the larger of the two, so P(1) >= 0.5 exactly
-/// when the answer is 1).
+/// the constraint allows at the verdict's step (the verdict is the larger of the two, so P(1) >=
+/// 0.5 exactly when the answer is 1).
 fn answer_probability(
     zero: u32,
     one: u32,
-    slot: &Arc<std::sync::Mutex<Option<f32>>>,
+    odds: &Arc<std::sync::Mutex<AnswerOdds>>,
 ) -> Arc<dyn mistralrs_core::CustomLogitsProcessor> {
-    let slot = slot.clone();
+    let odds = odds.clone();
     Arc::new(
-        move |logits: &mistralrs::Tensor, _ctx: &[u32]| -> mistralrs::Result<mistralrs::Tensor> {
-            let l0 = logits.get(zero as usize)?.to_scalar::<f32>()?;
-            let l1 = logits.get(one as usize)?.to_scalar::<f32>()?;
-            let p = p_one_of(l0, l1);
-            if p.is_finite() {
-                let mut s = slot.lock().unwrap_or_else(|e| e.into_inner());
-                // The answer is one token: the first step's logits are the ones that chose it.
-                s.get_or_insert(p);
+        move |logits: &mistralrs::Tensor, ctx: &[u32]| -> mistralrs::Result<mistralrs::Tensor> {
+            let mut o = odds.lock().unwrap_or_else(|e| e.into_inner());
+            if o.digit.is_none() {
+                let l0 = logits.get(zero as usize)?.to_scalar::<f32>()?;
+                let l1 = logits.get(one as usize)?.to_scalar::<f32>()?;
+                o.step(zero, one, l0, l1, ctx);
             }
             Ok(logits.clone())
         },
@@ -706,6 +754,37 @@ mod tests {
         assert_eq!(p_one_of(-200.0, 200.0), 1.0);
         assert_eq!(p_one_of(200.0, -200.0), 0.0);
         assert!(p_one_of(f32::NAN, 1.0).is_nan());
+    }
+
+    #[test]
+    fn the_verdict_odds_are_those_of_the_step_that_chose_the_first_digit() {
+        let (zero, one) = (15, 16);
+        // Binary: one step on a 3-token prompt.
+        let mut o = AnswerOdds::default();
+        o.step(zero, one, 0.0, 1.0, &[1, 2, 3]);
+        assert_eq!(o.p_violation(true), Some(p_one_of(0.0, 1.0)));
+        // JSON: `{"` `violation` `": ` then the digit (token 16) chosen at the fourth step, which
+        // mistral.rs ran twice (the second time under the mask).
+        let mut o = AnswerOdds::default();
+        let steps: [(&[u32], f32, f32); 6] = [
+            (&[1, 2, 3], 5.0, 0.0),
+            (&[1, 2, 3, 40], 0.0, 5.0),
+            (&[1, 2, 3, 40, 41], 1.0, 1.0),
+            (&[1, 2, 3, 40, 41, 42], 2.0, 3.0),
+            (&[1, 2, 3, 40, 41, 42], 2.0, 3.0),
+            (&[1, 2, 3, 40, 41, 42, one], 9.0, -9.0),
+        ];
+        for (ctx, l0, l1) in steps {
+            o.step(zero, one, l0, l1, ctx);
+        }
+        assert_eq!(o.p_violation(false), Some(p_one_of(2.0, 3.0)));
+        // A later digit (in the rationale) changes nothing.
+        o.step(zero, one, 0.0, 0.0, &[1, 2, 3, 40, 41, 42, one, 7, zero]);
+        assert_eq!(o.p_violation(false), Some(p_one_of(2.0, 3.0)));
+        // A prompt ending in a digit is not an answer.
+        let mut o = AnswerOdds::default();
+        o.step(zero, one, 1.0, 2.0, &[1, 2, zero]);
+        assert_eq!(o.p_violation(false), None);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! OpenAI-compatible server, or mistral.rs in process) only implements [`ChatModel`].
 
 use async_trait::async_trait;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -72,6 +73,8 @@ pub struct ModelClassifier<M> {
     cache: Option<Arc<VerdictCache>>,
     metrics: Option<Arc<Metrics>>,
     violation_threshold: Option<f32>,
+    /// Per policy id, ahead of `violation_threshold` (`guardgate policy calibrate` writes them).
+    violation_thresholds: HashMap<String, f32>,
 }
 
 impl<M: ChatModel> ModelClassifier<M> {
@@ -85,15 +88,29 @@ impl<M: ChatModel> ModelClassifier<M> {
             cache: None,
             metrics: None,
             violation_threshold: None,
+            violation_thresholds: HashMap::new(),
         }
     }
 
-    /// For binary answers with token probabilities: a violation only when P(1) >= `t` (instead
-    /// of whichever token was likelier). Lets a small or uncalibrated model be tuned to its
-    /// precision/recall trade-off with `policy test`.
-    pub fn with_violation_threshold(mut self, t: Option<f32>) -> Self {
+    /// For answers with a P(violation) (the verdict token's odds): a violation only when it
+    /// reaches `t` (instead of whichever answer was likelier), for every policy without its own
+    /// entry in `per_policy`. Lets a small or uncalibrated model be held to a precision/recall
+    /// trade-off chosen on held-out cases (`guardgate policy calibrate`).
+    pub fn with_violation_threshold(
+        mut self,
+        t: Option<f32>,
+        per_policy: HashMap<String, f32>,
+    ) -> Self {
         self.violation_threshold = t;
+        self.violation_thresholds = per_policy;
         self
+    }
+
+    fn threshold_for(&self, policy: &Policy) -> Option<f32> {
+        self.violation_thresholds
+            .get(&policy.id)
+            .copied()
+            .or(self.violation_threshold)
     }
 
     /// Answers repeats of (policy version, normalised content) from `cache`.
@@ -141,7 +158,7 @@ impl<M: ChatModel> ModelClassifier<M> {
                 Ok(a) => {
                     let (violation, confidence) = match c.p_violation {
                         Some(p) => (
-                            self.violation_threshold.map_or(a.violation, |t| p >= t),
+                            self.threshold_for(policy).map_or(a.violation, |t| p >= t),
                             Some(p),
                         ),
                         // One meaning for every backend and format: P(violation). A JSON
@@ -153,7 +170,8 @@ impl<M: ChatModel> ModelClassifier<M> {
                     };
                     return Ok(Verdict {
                         violation,
-                        code: a.code,
+                        // A threshold may overrule the answer: an allowed verdict has no code.
+                        code: a.code.filter(|_| violation),
                         rule_id: a.rule_ids.into_iter().next(),
                         confidence,
                         rationale: a.rationale,
@@ -344,6 +362,29 @@ mod tests {
             matches!(e, ClassifyError::Backend(ref m) if m.contains("no final answer")),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_policys_own_threshold_wins_over_the_backends() {
+        let answer = |p: f32| Completion {
+            text: format!(
+                "{{\"violation\":{},\"policy_category\":\"X1\"}}",
+                (p >= 0.5) as u8
+            ),
+            p_violation: Some(p),
+            ..Default::default()
+        };
+        let (c, p, content) = setup(vec![answer(0.7), answer(0.3), answer(0.3)]);
+        let c = c.with_violation_threshold(Some(0.9), HashMap::from([("t/p".to_string(), 0.2)]));
+        let v = c.classify(&p, &content, deadline()).await.unwrap();
+        assert!(v.violation && v.confidence == Some(0.7));
+        let v = c.classify(&p, &content, deadline()).await.unwrap();
+        assert!(v.violation, "0.3 >= the policy's 0.2");
+        assert_eq!(v.code, None, "the answer said 0: no code to give");
+        let mut other = p.clone();
+        other.id = "t/other".into();
+        let v = c.classify(&other, &content, deadline()).await.unwrap();
+        assert!(!v.violation, "0.3 < the backend's 0.9");
     }
 
     #[tokio::test]

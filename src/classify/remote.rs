@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use super::model::{ChatModel, Completion};
 use super::prompt::Prompt;
+use super::verdict::OutputFormat;
 use super::ClassifyError;
 
 #[derive(Debug, Clone)]
@@ -27,6 +28,12 @@ pub struct RemoteSettings {
     pub max_tokens: u32,
     pub breaker_failures: u32,
     pub breaker_cooldown: Duration,
+    /// Ask for the answer tokens' log probabilities (`logprobs`, `top_logprobs`), from which a
+    /// chat model's 0/1 verdict gets its P(violation).
+    pub logprobs: bool,
+    /// Send JSON policies' answer schema as `response_format: {"type": "json_object", "schema":
+    /// ...}` (llama.cpp's server turns it into a grammar), so a small model's answer parses.
+    pub json_schema: bool,
 }
 
 /// Consecutive-failure circuit breaker: closed → open (fail fast) → half-open (one probe).
@@ -136,6 +143,16 @@ impl RemoteModel {
         if let Some(e) = p.reasoning_effort {
             b["reasoning_effort"] = json!(e.as_str());
         }
+        if self.s.json_schema && p.reasoning_effort.is_none() && p.format == OutputFormat::Json {
+            b["response_format"] =
+                json!({"type": "json_object", "schema": answer_schema(&p.codes)});
+        }
+        // A harmony answer's digits are mostly in its reasoning; only a plain chat answer's
+        // verdict token is read.
+        if self.s.logprobs && p.reasoning_effort.is_none() {
+            b["logprobs"] = json!(true);
+            b["top_logprobs"] = json!(TOP_LOGPROBS);
+        }
         b
     }
 
@@ -183,9 +200,61 @@ impl RemoteModel {
                 .as_u64()
                 .map(|n| n as u32),
             timing: None,
-            p_violation: None,
+            p_violation: p_violation(&v["choices"][0]["logprobs"]["content"]),
         })
     }
+}
+
+/// The JSON answer the prompt asks for, `violation` first (so its digit is the answer's first),
+/// `policy_category` one of the policy's codes or null.
+pub fn answer_schema(codes: &[String]) -> Value {
+    let mut cats: Vec<Value> = codes.iter().map(|c| json!(c)).collect();
+    cats.push(Value::Null);
+    json!({
+        "type": "object",
+        "properties": {
+            "violation": {"type": "integer", "enum": [0, 1]},
+            "policy_category": {"enum": cats},
+            "rationale": {"type": "string", "maxLength": 120},
+        },
+        "required": ["violation", "policy_category", "rationale"],
+    })
+}
+
+/// Alternatives asked for per answer token: enough that the other verdict digit is nearly always
+/// among them.
+const TOP_LOGPROBS: u32 = 5;
+
+/// P(1) over {0, 1} at the answer's verdict token, from OpenAI-style `logprobs.content`: the first
+/// token that is `0` or `1` (a binary answer's only token; in a JSON answer `"violation": ` has no
+/// digit before it) and the two digits' log probabilities among its alternatives. When the other
+/// digit is not among them, the chosen digit's own probability stands for its share (a lower
+/// bound). `None` without logprobs or without a digit token.
+pub fn p_violation(content: &Value) -> Option<f32> {
+    let digit = |t: &Value| match t["token"].as_str().map(str::trim) {
+        Some("0") => Some(false),
+        Some("1") => Some(true),
+        _ => None,
+    };
+    let tok = content.as_array()?.iter().find(|t| digit(t).is_some())?;
+    let chosen = digit(tok)?;
+    let lp = |want: bool| -> Option<f64> {
+        tok["top_logprobs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|a| digit(a) == Some(want))
+            .filter_map(|a| a["logprob"].as_f64())
+            .reduce(f64::max)
+            .or_else(|| (want == chosen).then(|| tok["logprob"].as_f64()).flatten())
+    };
+    let p = match (lp(false), lp(true)) {
+        (Some(l0), Some(l1)) => 1.0 / (1.0 + (l0 - l1).exp()),
+        (_, Some(l1)) if chosen => l1.exp(),
+        (Some(l0), _) if !chosen => 1.0 - l0.exp(),
+        _ => return None,
+    };
+    p.is_finite().then_some(p.clamp(0.0, 1.0) as f32)
 }
 
 /// Full jitter: a random wait in [0, base * 2^attempt], capped.
@@ -279,6 +348,31 @@ mod tests {
         assert!(!b.allow(), "only one probe");
         b.success();
         assert!(b.allow() && b.allow());
+    }
+
+    #[test]
+    fn the_verdict_digit_gives_p_violation() {
+        // A JSON answer: the first digit token, with both digits among its alternatives.
+        let content = json!([
+            {"token": "{\"", "logprob": -0.1, "top_logprobs": []},
+            {"token": "violation", "logprob": -0.1, "top_logprobs": []},
+            {"token": "\": ", "logprob": -0.1, "top_logprobs": []},
+            {"token": "1", "logprob": -0.4, "top_logprobs": [
+                {"token": "1", "logprob": -0.4}, {"token": "0", "logprob": -1.4}, {"token": "2", "logprob": -5.0}
+            ]},
+            {"token": "0", "logprob": -0.1, "top_logprobs": []},
+        ]);
+        let p = p_violation(&content).unwrap();
+        assert!((p - 1.0 / (1.0 + (-1.0f32).exp())).abs() < 1e-6, "{p}");
+        // Binary, the other digit not among the alternatives: the chosen one's probability.
+        let content = json!([{"token": " 0", "logprob": -0.2, "top_logprobs": [{"token": " 0", "logprob": -0.2}]}]);
+        let p = p_violation(&content).unwrap();
+        assert!((p - (1.0 - (-0.2f32).exp())).abs() < 1e-6, "{p}");
+        assert_eq!(
+            p_violation(&json!([{"token": "yes", "logprob": -0.1}])),
+            None
+        );
+        assert_eq!(p_violation(&Value::Null), None);
     }
 
     #[test]

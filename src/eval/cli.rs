@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::calibrate::{self, Calibration};
 use super::cases::{cases_path_for, find_cases_for, load_cases, Case};
 use super::dataset;
 use super::report::{self, PolicyReport, Report};
@@ -29,6 +30,10 @@ pub enum PolicyCmd {
     Test(TestArgs),
     /// Judge captured traffic with a candidate policy and report what would change.
     Replay(crate::review::cli::ReplayArgs),
+    /// Choose each policy's violation_threshold for a backend on part of its case file, report
+    /// the held-out rest (next to the rules alone), and with --write put the thresholds in the
+    /// backend's `violation_thresholds`.
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, Args)]
@@ -79,6 +84,27 @@ pub struct TestArgs {
     /// Failing cases printed per policy.
     #[arg(long, default_value_t = 25)]
     pub max_failures: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct CalibrateArgs {
+    /// Policy files or directories (each with its `<stem>.cases.jsonl`).
+    #[arg(required = true)]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Share of each label's cases held out to measure the chosen threshold on.
+    #[arg(long, default_value_t = 0.5)]
+    pub held_out: f64,
+    /// Seed of the split (the same seed, the same split).
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Write the thresholds into --config's `violation_thresholds` of --backend.
+    #[arg(long)]
+    pub write: bool,
+    /// Where calibration.json (and report.json of every judged case) go.
+    #[arg(long, default_value = "target/calibrate-report")]
+    pub report_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -300,6 +326,140 @@ pub fn test(a: &TestArgs) -> u8 {
         }
         1
     }
+}
+
+pub fn calibrate(a: &CalibrateArgs) -> u8 {
+    if a.backend.backend == "rules" {
+        eprintln!("guardgate: calibrate needs a model backend: --backend NAME --config FILE");
+        return 2;
+    }
+    if !(a.held_out > 0.0 && a.held_out < 1.0) {
+        eprintln!("guardgate: --held-out must be within (0, 1)");
+        return 2;
+    }
+    let policies = match load_policies(&a.paths) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("guardgate: {e}");
+            return 2;
+        }
+    };
+    let mut work: Vec<(Policy, PathBuf, Vec<Case>)> = Vec::new();
+    for p in policies {
+        let Some(cpath) = find_cases_for(&p.path) else {
+            eprintln!("notice: {}: no case file, skipped", p.id);
+            continue;
+        };
+        match load_cases(&cpath) {
+            Ok(c) if !c.is_empty() => work.push((p, cpath, c)),
+            Ok(_) => {
+                eprintln!("guardgate: {}: no cases", cpath.display());
+                return 2;
+            }
+            Err(e) => {
+                eprintln!("guardgate: {e}");
+                return 2;
+            }
+        }
+    }
+    if work.is_empty() {
+        eprintln!("guardgate: no policy with cases to calibrate");
+        return 2;
+    }
+    let (cascade, label) = match build_cascade(a.backend.config.as_deref(), &a.backend.backend) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("guardgate: {e:#}");
+            return 2;
+        }
+    };
+    let opts = RunOptions {
+        concurrency: a.backend.concurrency,
+        timeout: Duration::from_millis(a.backend.timeout_ms),
+    };
+    let total = work.iter().map(|w| w.2.len() as u64).sum();
+    let mut rep = Report::new("policy-calibrate", &label);
+    let mut cal = Calibration {
+        backend: label.clone(),
+        seed: a.seed,
+        held_out_fraction: a.held_out,
+        policies: Vec::new(),
+    };
+    let rt = runtime();
+    let pb = progress(total);
+    for (p, cpath, cases) in &work {
+        pb.set_message(p.id.clone());
+        rt.block_on(cascade.warm(p));
+        let results = rt.block_on(run_policy(&cascade, p, cases, &opts, Some(&pb)));
+        let cpath = cpath.display().to_string();
+        cal.policies.push(calibrate::calibrate_policy(
+            &p.id, &cpath, &results, a.seed, a.held_out,
+        ));
+        rep.policies
+            .push(PolicyReport::from_results(&p.id, Some(p), &cpath, results));
+    }
+    pb.finish_and_clear();
+    print!("{}", calibrate::table(&cal));
+    let errors: u64 = rep.policies.iter().map(|p| p.errors).sum();
+    if errors > 0 {
+        println!("classifier errors: {errors} (scored against the classifier)");
+    }
+    let written = std::fs::create_dir_all(&a.report_dir)
+        .and_then(|_| {
+            std::fs::write(
+                a.report_dir.join("calibration.json"),
+                serde_json::to_vec_pretty(&cal).expect("serialisable"),
+            )
+        })
+        .and_then(|_| super::html::write(&rep, &a.report_dir).map(|_| ()));
+    if let Err(e) = written {
+        eprintln!("guardgate: {}: cannot write: {e}", a.report_dir.display());
+        return 2;
+    }
+    println!(
+        "\nreport: {} (held-out numbers, split, thresholds) and report.json (every case)",
+        a.report_dir.join("calibration.json").display()
+    );
+    if a.write {
+        let Some(cfg) = a.backend.config.as_deref() else {
+            eprintln!("guardgate: --write needs --config");
+            return 2;
+        };
+        let new: std::collections::BTreeMap<String, f32> = cal
+            .policies
+            .iter()
+            .filter_map(|p| p.threshold.map(|t| (p.id.clone(), t)))
+            .collect();
+        let res = std::fs::read_to_string(cfg)
+            .map_err(|e| e.to_string())
+            .and_then(|t| calibrate::set_violation_thresholds(&t, &a.backend.backend, &new))
+            .and_then(|t| {
+                // Checked before it replaces the file: a config that no longer loads would stop
+                // the next start.
+                let tmp = cfg.with_extension("toml.calibrated");
+                std::fs::write(&tmp, &t).map_err(|e| e.to_string())?;
+                let ok = crate::config::Config::load(&tmp).map(|_| ());
+                let res = match ok {
+                    Ok(()) => std::fs::rename(&tmp, cfg).map_err(|e| e.to_string()),
+                    Err(e) => Err(format!("the edited config does not load: {e}")),
+                };
+                let _ = std::fs::remove_file(&tmp);
+                res
+            });
+        match res {
+            Ok(()) => println!(
+                "wrote {} threshold(s) into {} ([[backends]] {}: violation_thresholds)",
+                new.len(),
+                cfg.display(),
+                a.backend.backend
+            ),
+            Err(e) => {
+                eprintln!("guardgate: {}: {e}", cfg.display());
+                return 2;
+            }
+        }
+    }
+    0
 }
 
 pub fn eval(a: &EvalArgs) -> u8 {

@@ -164,6 +164,12 @@ pub fn combined_rows(samples: &[Sample], per_policy: &[PolicyReport]) -> Vec<Pol
                 rule_id: flagged.and_then(|r| r.rule_id.clone()),
                 backend: flagged.and_then(|r| r.backend.clone()),
                 rationale: flagged.and_then(|r| r.rationale.clone()),
+                // Any policy flagging the sample flags it: the highest P(violation) of them.
+                score: rs
+                    .iter()
+                    .filter(|r| r.outcome != Outcome::Error)
+                    .map(|r| r.ranking_score() as f32)
+                    .reduce(f32::max),
                 error: errored.and_then(|r| r.error.clone()),
                 latency_us: rs.iter().map(|r| r.latency_us).sum(),
                 preview: rs.first().map(|r| r.preview.clone()).unwrap_or_default(),

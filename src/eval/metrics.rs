@@ -88,6 +88,59 @@ impl Metrics {
     }
 }
 
+/// ROC AUC of `scores` (higher: more likely a violation) against `labels`: the probability that
+/// a random violating case scores above a random allowed one, ties counting half (the
+/// Mann-Whitney statistic, from mid-ranks). `None` without both classes.
+pub fn roc_auc(labels: &[bool], scores: &[f64]) -> Option<f64> {
+    let pos = labels.iter().filter(|l| **l).count();
+    let neg = labels.len() - pos;
+    if pos == 0 || neg == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*a].total_cmp(&scores[*b]));
+    let mut rank_sum = 0.0;
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        // Ranks are 1-based; a run of ties shares the mean of its ranks.
+        let mid = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += idx[i..=j].iter().filter(|k| labels[**k]).count() as f64 * mid;
+        i = j + 1;
+    }
+    let (p, n) = (pos as f64, neg as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// PR AUC as average precision: the precision at each distinct score threshold, weighted by the
+/// recall it adds (tied scores enter together, so a constant score gives the base rate). `None`
+/// without a violating case.
+pub fn pr_auc(labels: &[bool], scores: &[f64]) -> Option<f64> {
+    let pos = labels.iter().filter(|l| **l).count();
+    if pos == 0 {
+        return None;
+    }
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|a, b| scores[*b].total_cmp(&scores[*a]));
+    let (mut tp, mut seen, mut ap) = (0usize, 0usize, 0.0);
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let new_tp = idx[i..=j].iter().filter(|k| labels[**k]).count();
+        tp += new_tp;
+        seen += j - i + 1;
+        ap += (new_tp as f64 / pos as f64) * (tp as f64 / seen as f64);
+        i = j + 1;
+    }
+    Some(ap)
+}
+
 /// Formats an optional fraction with three decimals, `-` when undefined.
 pub fn fmt3(x: Option<f64>) -> String {
     x.map(|v| format!("{v:.3}")).unwrap_or_else(|| "-".into())
@@ -148,5 +201,22 @@ mod tests {
         assert_eq!(Confusion::default().metrics().precision, None);
         assert_eq!(percentile(&[1000, 2000, 3000, 4000], 50.0), 2.0);
         assert_eq!(percentile(&[1000, 2000, 3000, 4000], 99.0), 4.0);
+    }
+
+    #[test]
+    fn ranking_metrics_by_hand() {
+        let labels = [true, false, true, false];
+        // Perfect, reversed, and constant rankings.
+        assert_eq!(roc_auc(&labels, &[0.9, 0.1, 0.8, 0.2]), Some(1.0));
+        assert_eq!(roc_auc(&labels, &[0.1, 0.9, 0.2, 0.8]), Some(0.0));
+        assert_eq!(roc_auc(&labels, &[0.5; 4]), Some(0.5));
+        assert_eq!(pr_auc(&labels, &[0.9, 0.1, 0.8, 0.2]), Some(1.0));
+        assert_eq!(pr_auc(&labels, &[0.5; 4]), Some(0.5));
+        // One swap of four pairs: 3/4; AP = (1/2)(1/1) + (1/2)(2/3).
+        let s = [0.9, 0.85, 0.8, 0.1];
+        assert!((roc_auc(&labels, &s).unwrap() - 0.75).abs() < 1e-12);
+        assert!((pr_auc(&labels, &s).unwrap() - (0.5 + 1.0 / 3.0)).abs() < 1e-12);
+        assert_eq!(roc_auc(&[true, true], &[0.1, 0.2]), None);
+        assert_eq!(pr_auc(&[false], &[0.1]), None);
     }
 }

@@ -1,7 +1,9 @@
 //! Policy evaluation: labelled cases (`cases`), running them through a classifier cascade
 //! (`runner`), the numbers (`metrics`), reports (`report`, `html`) and external labelled data
-//! sets (`dataset`). Used by `guardgate policy test` and `guardgate eval`.
+//! sets (`dataset`), thresholds chosen on held-out splits (`calibrate`). Used by `guardgate policy
+//! test`, `policy calibrate` and `guardgate eval`.
 
+pub mod calibrate;
 pub mod cases;
 pub mod cli;
 pub mod dataset;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use super::metrics::{fmt3, latency, Confusion, Latency, Metrics};
+use super::metrics::{fmt3, latency, pr_auc, roc_auc, Confusion, Latency, Metrics};
 use super::runner::{CaseResult, Outcome};
 use crate::policy::file::Thresholds;
 use crate::policy::Policy;
@@ -30,6 +30,15 @@ pub struct PolicyReport {
     /// True positives whose code differs from the case's expected code.
     pub code_mismatches: u64,
     pub metrics: Metrics,
+    /// Ranking quality of the cases' P(violation) (see `CaseResult::ranking_score`): what a
+    /// `violation_threshold` can make of the scores, whatever the threshold.
+    #[serde(default)]
+    pub roc_auc: Option<f64>,
+    #[serde(default)]
+    pub pr_auc: Option<f64>,
+    /// Cases a model gave a probability to; 0 means the ranking metrics rank hard answers only.
+    #[serde(default)]
+    pub model_scored: u64,
     pub latency: Latency,
     #[serde(default)]
     pub thresholds: Thresholds,
@@ -62,6 +71,8 @@ impl PolicyReport {
         let metrics = c.metrics();
         let thresholds = policy.map(|p| p.thresholds).unwrap_or_default();
         let lat: Vec<u64> = results.iter().map(|r| r.latency_us).collect();
+        let labels: Vec<bool> = results.iter().map(|r| r.label == 1).collect();
+        let scores: Vec<f64> = results.iter().map(CaseResult::ranking_score).collect();
         PolicyReport {
             id: id.to_string(),
             version: policy.map(|p| p.version.clone()).unwrap_or_default(),
@@ -75,6 +86,9 @@ impl PolicyReport {
             errors,
             code_mismatches: results.iter().filter(|r| r.code_mismatch()).count() as u64,
             metrics,
+            roc_auc: roc_auc(&labels, &scores),
+            pr_auc: pr_auc(&labels, &scores),
+            model_scored: results.iter().filter(|r| r.model_scored()).count() as u64,
             latency: latency(&lat),
             thresholds,
             threshold_failures: metrics.check(&thresholds),
@@ -136,7 +150,7 @@ pub fn table(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<32} {:>5} {:>4} {:>4} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
+        "{:<32} {:>5} {:>4} {:>4} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8} {:>8}",
         "policy",
         "n",
         "TP",
@@ -148,6 +162,8 @@ pub fn table(report: &Report) -> String {
         "recall",
         "F1",
         "FPR",
+        "ROC",
+        "PR-AUC",
         "p50 ms",
         "p90 ms",
         "p99 ms"
@@ -157,7 +173,7 @@ pub fn table(report: &Report) -> String {
         let m = &p.metrics;
         let _ = writeln!(
             s,
-            "{:<32} {:>5} {:>4} {:>4} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>6} {:>8.3} {:>8.3} {:>8.3}",
+            "{:<32} {:>5} {:>4} {:>4} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>6} {:>6} {:>6} {:>8.3} {:>8.3} {:>8.3}",
             p.id,
             p.n,
             c.tp,
@@ -169,6 +185,8 @@ pub fn table(report: &Report) -> String {
             fmt3(m.recall),
             fmt3(m.f1),
             fmt3(m.fpr),
+            fmt3(p.roc_auc),
+            fmt3(p.pr_auc),
             p.latency.p50_ms,
             p.latency.p90_ms,
             p.latency.p99_ms
@@ -178,7 +196,7 @@ pub fn table(report: &Report) -> String {
         row(&mut s, p);
     }
     if !report.summary.is_empty() {
-        let _ = writeln!(s, "{}", "-".repeat(130));
+        let _ = writeln!(s, "{}", "-".repeat(144));
         for p in &report.summary {
             row(&mut s, p);
         }
@@ -209,6 +227,14 @@ pub fn details(p: &PolicyReport, max_failures: usize) -> String {
         p.latency.p50_ms,
         p.latency.p90_ms,
         p.latency.p99_ms
+    );
+    let _ = writeln!(
+        s,
+        "   ROC AUC {}  PR AUC {}  ({} of {} cases scored by a model; the rest rank as 0/1)",
+        fmt3(p.roc_auc),
+        fmt3(p.pr_auc),
+        p.model_scored,
+        p.n
     );
     if p.errors > 0 {
         let _ = writeln!(
@@ -295,12 +321,13 @@ pub fn compare(new: &Report, old: &Report) -> String {
         let (m, om) = (&p.metrics, &o.metrics);
         let _ = writeln!(
             s,
-            "  {}: precision {}  recall {}  F1 {}  FPR {}  n {} ({:+})",
+            "  {}: precision {}  recall {}  F1 {}  FPR {}  ROC AUC {}  n {} ({:+})",
             p.id,
             delta(m.precision, om.precision),
             delta(m.recall, om.recall),
             delta(m.f1, om.f1),
             delta(m.fpr, om.fpr),
+            delta(p.roc_auc, o.roc_auc),
             p.n,
             p.n as i64 - o.n as i64
         );

@@ -59,6 +59,10 @@ pub struct CaseResult {
     pub backend: Option<String>,
     #[serde(default)]
     pub rationale: Option<String>,
+    /// P(violation) as the verdict gave it (a rule hit: 1; a model: its answer's probability);
+    /// `None` when the verdict carried none.
+    #[serde(default)]
+    pub score: Option<f32>,
     #[serde(default)]
     pub error: Option<String>,
     pub latency_us: u64,
@@ -70,6 +74,22 @@ pub struct CaseResult {
 
 impl CaseResult {
     /// A true positive whose code differs from the case's expected code.
+    /// The case's score for ranking metrics: P(violation) where the verdict gave one, else its
+    /// answer as 0 or 1; a failed case gets the worst score for its label, as the confusion
+    /// matrix counts it against the classifier.
+    pub fn ranking_score(&self) -> f64 {
+        match (self.outcome, self.score, self.predicted) {
+            (Outcome::Error, _, _) => (self.label == 0) as u8 as f64,
+            (_, Some(s), _) => s as f64,
+            (_, None, p) => p.unwrap_or(false) as u8 as f64,
+        }
+    }
+
+    /// Whether a model (not a rule, not a bare answer) gave this case a probability.
+    pub fn model_scored(&self) -> bool {
+        self.score.is_some() && self.backend.as_deref().is_some_and(|b| b != "rules")
+    }
+
     pub fn code_mismatch(&self) -> bool {
         self.outcome == Outcome::Tp
             && self.expected_code.is_some()
@@ -166,6 +186,7 @@ pub async fn run_case(
         rule_id: None,
         backend: None,
         rationale: None,
+        score: None,
         error: None,
         latency_us,
         preview: case.preview(160),
@@ -184,6 +205,7 @@ pub async fn run_case(
             r.rule_id = v.rule_id;
             r.backend = Some(v.backend.to_string());
             r.rationale = v.rationale;
+            r.score = v.confidence;
         }
         Err(e) => r.error = Some(e.to_string()),
     }

@@ -145,6 +145,15 @@ async fn constrained_answers_always_parse() {
 
         let v = c.classify(&js, &content(t), far()).await;
         let v = v.unwrap_or_else(|e| panic!("JSON answer for {t:?} did not parse: {e}"));
+        // The odds of the answer's 0/1 token, so JSON policies can be scored and calibrated too.
+        let p = v
+            .confidence
+            .expect("a JSON verdict carries P(violation) from its digit");
+        assert_eq!(
+            p >= 0.5,
+            v.violation,
+            "JSON P(violation) = {p} against the answer for {t:?}"
+        );
         if let Some(code) = &v.code {
             assert!(
                 ["F1", "F2"].contains(&code.as_str()),
@@ -177,7 +186,7 @@ async fn a_violation_threshold_decides_on_the_answer_probability() {
     );
     let at = |t: f32| {
         ModelClassifier::new("local:test", m.clone(), Family::Chat, Effort::Low)
-            .with_violation_threshold(Some(t))
+            .with_violation_threshold(Some(t), Default::default())
     };
     let above = at((p + 1.0) / 2.0)
         .classify(&bin, &text, far())

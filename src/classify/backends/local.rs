@@ -2,6 +2,7 @@
 //! default). The host itself is `classify::local`; this is its config and how it is built.
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -79,10 +80,14 @@ pub struct LocalConfig {
     /// Default reasoning effort for harmony models; a policy's own setting wins.
     #[serde(default = "super::default_effort")]
     pub reasoning_effort: Effort,
-    /// Binary policies: a violation only when the model's P(1) reaches this (default: the
-    /// likelier answer wins).
+    /// A violation only when the model's P(violation) (the odds of its 0/1 verdict token, binary
+    /// or JSON answers of a chat model) reaches this (default: the likelier answer wins).
     #[serde(default)]
     pub violation_threshold: Option<f32>,
+    /// Per policy id, ahead of `violation_threshold`; `guardgate policy calibrate --write`
+    /// keeps this line.
+    #[serde(default)]
+    pub violation_thresholds: HashMap<String, f32>,
     /// Verdicts cached per (policy version, normalised content); 0 turns the cache off.
     #[serde(default = "super::default_cache_entries")]
     pub cache_entries: u64,
@@ -125,6 +130,7 @@ impl Backend for LocalConfig {
             cache_entries: self.cache_entries,
             cache_ttl_s: self.cache_ttl_s,
             violation_threshold: self.violation_threshold,
+            violation_thresholds: &self.violation_thresholds,
             escalate_band: self.escalate_band,
         }
     }

@@ -7,6 +7,7 @@ pub mod local;
 pub mod remote;
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -133,6 +134,7 @@ pub struct Shared<'a> {
     pub cache_entries: u64,
     pub cache_ttl_s: u64,
     pub violation_threshold: Option<f32>,
+    pub violation_thresholds: &'a HashMap<String, f32>,
     pub escalate_band: Option<[f32; 2]>,
 }
 
@@ -151,6 +153,16 @@ impl Shared<'_> {
         {
             return err("violation_threshold", "expected a probability within 0..1");
         }
+        if let Some((id, _)) = self
+            .violation_thresholds
+            .iter()
+            .find(|(_, t)| !(0.0..=1.0).contains(*t))
+        {
+            return err(
+                &format!("violation_thresholds.{id:?}"),
+                "expected a probability within 0..1",
+            );
+        }
         if let Some([lo, hi]) = self.escalate_band {
             if !(0.0..=1.0).contains(&lo) || !(0.0..=1.0).contains(&hi) || lo > hi {
                 return err("escalate_band", "expected [low, high] within 0..1");
@@ -168,7 +180,7 @@ impl Shared<'_> {
         metrics: &Arc<Metrics>,
     ) -> Arc<dyn Classifier> {
         let c = ModelClassifier::new(label, model, self.family, self.reasoning_effort)
-            .with_violation_threshold(self.violation_threshold)
+            .with_violation_threshold(self.violation_threshold, self.violation_thresholds.clone())
             .with_metrics(metrics.clone());
         if self.cache_entries == 0 {
             return Arc::new(c);
@@ -239,6 +251,7 @@ mod tests {
             "max_tokens = 0",
             "max_concurrency = 0",
             "escalate_band = [0.8, 0.2]",
+            "violation_thresholds = { \"general/self-harm\" = 1.5 }",
         ] {
             for base in [
                 "name = \"m\"\nkind = \"local\"\nmodel_path = \"m.gguf\"\n",

@@ -2,6 +2,7 @@
 //! llama.cpp's server, a hosted API).
 
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -57,6 +58,22 @@ pub struct RemoteConfig {
     /// the next backend is asked.
     #[serde(default)]
     pub escalate_band: Option<[f32; 2]>,
+    /// Ask the server for the answer tokens' log probabilities (OpenAI's `logprobs`; vLLM and
+    /// llama.cpp's server give them): a chat model's 0/1 verdict then carries P(violation), which
+    /// `escalate_band` and the thresholds below read. Off by default: not every server takes it.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// JSON policies: send the answer's JSON schema as `response_format: {"type": "json_object",
+    /// "schema": ...}`, the form llama.cpp's server constrains decoding with (a small model's
+    /// answer then always parses).
+    #[serde(default)]
+    pub json_schema: bool,
+    /// A violation only when P(violation) reaches this (needs `logprobs`; default: the answer).
+    #[serde(default)]
+    pub violation_threshold: Option<f32>,
+    /// Per policy id, ahead of `violation_threshold` (`guardgate policy calibrate --write`).
+    #[serde(default)]
+    pub violation_thresholds: HashMap<String, f32>,
 }
 
 fn default_attempt_timeout() -> u64 {
@@ -86,8 +103,8 @@ impl Backend for RemoteConfig {
             max_tokens: self.max_tokens,
             cache_entries: self.cache_entries,
             cache_ttl_s: self.cache_ttl_s,
-            // The server's answer carries no P(violation) to hold against a threshold.
-            violation_threshold: None,
+            violation_threshold: self.violation_threshold,
+            violation_thresholds: &self.violation_thresholds,
             escalate_band: self.escalate_band,
         }
     }
@@ -108,6 +125,16 @@ impl Backend for RemoteConfig {
         }
         if self.timeout_ms == 0 {
             return Err(("timeout_ms".into(), "must be positive".into()));
+        }
+        // Without log probabilities there is no P(violation) to hold a threshold against: the
+        // setting would be silently ignored.
+        if !self.logprobs
+            && (self.violation_threshold.is_some() || !self.violation_thresholds.is_empty())
+        {
+            return Err((
+                "logprobs".into(),
+                "violation_threshold(s) need logprobs = true (the verdict's P(violation))".into(),
+            ));
         }
         if let Some(var) = &self.api_key_env {
             if secret_from_env(var).is_none() {
@@ -145,6 +172,8 @@ impl RemoteConfig {
             max_tokens: self.max_tokens,
             breaker_failures: self.breaker_failures,
             breaker_cooldown: Duration::from_millis(self.breaker_cooldown_ms),
+            logprobs: self.logprobs,
+            json_schema: self.json_schema,
         }
     }
 }
