@@ -37,6 +37,9 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         Ok(b) => b,
         Err(e) => return refuse_body(ex, session, e).await,
     };
+    // The reply guard reads the request's prefill (or a completion's prompt) with its first
+    // window: the client shows the two as one text.
+    ex.request_body = raw.clone();
     let snap = ex.snapshot();
     let binding = snap.routes.get(&route.name);
     let input = binding.map_or(&[][..], |b| b.for_direction(Direction::Input));
