@@ -48,8 +48,7 @@ fn small_capital(c: char) -> Option<char> {
 ///
 /// The character is tried as written first, then in its other case: a lower-case letter also
 /// stands for its capital once text is lower-cased (Cyrillic `в` looks like a small capital `ʙ`
-/// only, but its capital `В` is a `B`). Confusable prototypes are case-sensitive and the one for
-/// capital `I` is `l`: a capital whose prototype is `l` is read as `i`, as capital I lower-cases.
+/// only, but its capital `В` is a `B`).
 pub(super) fn push_ascii_lookalike(c: char, out: &mut String) -> bool {
     if let Some(l) = small_capital(c) {
         out.push(l);
@@ -61,13 +60,8 @@ pub(super) fn push_ascii_lookalike(c: char, out: &mut String) -> bool {
     }
     let upper = single(c.to_uppercase());
     let lower = single(c.to_lowercase());
-    let start = out.len();
     for form in [Some(c), upper, lower].into_iter().flatten() {
         if push_prototype(form, out) {
-            if form.is_uppercase() && &out[start..] == "l" {
-                out.truncate(start);
-                out.push('i');
-            }
             return true;
         }
     }
@@ -81,6 +75,8 @@ fn single(mut it: impl Iterator<Item = char>) -> Option<char> {
 
 /// Appends the UTS #39 prototype of `c`, lower-cased, when it is ASCII once its combining marks
 /// are dropped and its small capitals read as letters (`Б` -> `b̄` -> `b`, `в` -> `ʙ` -> `b`).
+/// Prototypes are case-sensitive and the one for capital `I` is `l`: a capital whose prototype is
+/// exactly `l` is read as `i`.
 fn push_prototype(c: char, out: &mut String) -> bool {
     if c.is_ascii() {
         out.push(c.to_ascii_lowercase());
@@ -88,7 +84,13 @@ fn push_prototype(c: char, out: &mut String) -> bool {
     }
     let start = out.len();
     let mut buf = [0u8; 4];
-    for p in unicode_security::skeleton(c.encode_utf8(&mut buf)) {
+    let mut prototype = unicode_security::skeleton(c.encode_utf8(&mut buf)).peekable();
+    if c.is_uppercase() && prototype.next_if_eq(&'l').is_some() && prototype.peek().is_none() {
+        // The capital-I class: read as capital I lower-cases.
+        out.push('i');
+        return true;
+    }
+    for p in prototype {
         if unicode_normalization::char::is_combining_mark(p) {
             continue;
         }
@@ -101,8 +103,35 @@ fn push_prototype(c: char, out: &mut String) -> bool {
             return false;
         }
     }
-    // A prototype of marks only passes for nothing.
-    out.len() > start
+    if out.len() == start {
+        // A prototype of marks only passes for nothing.
+        return false;
+    }
+    // ASCII text is not folded, so a prototype that is the prototype of an ASCII letter (`rn`,
+    // the prototype of `m`) means that letter.
+    if let Some(&(_, letter)) = ascii_letter_prototypes()
+        .iter()
+        .find(|(p, _)| *p == out[start..])
+    {
+        out.truncate(start);
+        out.push(letter);
+    }
+    true
+}
+
+/// The lower-case ASCII letters whose UTS #39 prototype is not the letter itself, by prototype.
+fn ascii_letter_prototypes() -> &'static [(String, char)] {
+    static TABLE: std::sync::OnceLock<Vec<(String, char)>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        ('a'..='z')
+            .filter_map(|c| {
+                let p: String = unicode_security::skeleton(c.encode_utf8(&mut [0; 4]))
+                    .map(|p| p.to_ascii_lowercase())
+                    .collect();
+                (p != c.to_string()).then_some((p, c))
+            })
+            .collect()
+    })
 }
 
 #[cfg(test)]
@@ -133,6 +162,7 @@ mod tests {
             assert!(!is_ignorable(c), "{c:?}");
         }
         assert!(is_dash('\u{2013}') && is_dash('\u{2014}') && is_dash('-'));
+        assert_eq!(ascii_letter_prototypes(), [("rn".to_string(), 'm')]);
         assert_eq!(tag_ascii('\u{E0070}'), Some('p'));
         assert_eq!(tag_ascii('\u{E007F}'), None); // cancel tag: ignorable, spells nothing
     }
@@ -156,6 +186,7 @@ mod tests {
             ('\u{2013}', "-"), // en dash
             ('\u{2800}', " "), // Braille blank
             ('’', "'"),
+            ('ՠ', "m"), // Armenian, prototype `rn` like `m`'s
         ];
         for (c, want) in cases {
             assert_eq!(lookalike(c).as_deref(), Some(want), "{c:?}");

@@ -201,8 +201,10 @@ fn folded(text: &str) -> (String, Vec<usize>) {
     let mut splits = Vec::new();
     let mut piece = String::new();
     let mut last_space = false;
-    // The last base character came out as ASCII: its combining marks are accents, dropped.
-    let mut base_ascii = false;
+    // The last base character came out as ASCII: its combining marks are accents, dropped. So
+    // are marks with no base before them, which belong to the end of the text before this one
+    // (a text part cut between a letter and its accent).
+    let mut base_ascii = true;
     // Ignorable characters since the last base character.
     let mut hidden = false;
     for c in decode_tags(text).nfkd() {
@@ -210,14 +212,20 @@ fn folded(text: &str) -> (String, Vec<usize>) {
             hidden = true;
             continue;
         }
-        if is_combining_mark(c) {
-            if !base_ascii {
-                out.push(c);
-            }
-            continue;
-        }
         piece.clear();
-        if c.is_ascii() {
+        if is_combining_mark(c) {
+            // A few spacing marks pass for a letter of their own (Kannada `ಂ` for `o`, so
+            // `bಂmb`); every other mark is an accent.
+            let letter = push_ascii_lookalike(c, &mut piece)
+                && piece.chars().all(|p| p.is_ascii_alphanumeric());
+            if !letter {
+                piece.clear();
+                if !base_ascii {
+                    out.push(c);
+                }
+                continue;
+            }
+        } else if c.is_ascii() {
             piece.push(c.to_ascii_lowercase());
         } else if !push_ascii_lookalike(c, &mut piece) {
             piece.extend(c.to_lowercase());
@@ -292,19 +300,22 @@ mod tests {
     #[test]
     fn folded_reading_strips_accents_and_look_alikes() {
         for (text, want) in [
-            ("zórble", "zorble"),               // precomposed accent
-            ("zo\u{0301}rble", "zorble"),       // combining accent
-            ("PİPE BOMB", "pipe bomb"),         // dotted capital I
-            ("ᴘɪᴘᴇ ʙᴏᴍʙ", "pipe bomb"),         // small capitals
-            ("ріре вомв", "pipe bomb"),         // Cyrillic
-            ("РІРЕ ВОМВ", "pipe bomb"),         // Cyrillic capitals
-            ("ΡΙΡΕ", "pipe"),                   // Greek capitals
-            ("pipe\u{2013}bomb", "pipe-bomb"),  // en dash
-            ("pipe\u{2014}bomb", "pipe-bomb"),  // em dash
-            ("pipe\u{2800}bomb", "pipe bomb"),  // Braille blank
-            ("p̶i̶p̶e̶ ̶b̶o̶m̶b̶", "pipe bomb"),         // strike-through everywhere
-            ("don’t", "don't"),                 // typographic apostrophe
-            ("ｐｉｐｅ ｂｏｍｂ", "pipe bomb"), // full-width
+            ("zórble", "zorble"),                 // precomposed accent
+            ("zo\u{0301}rble", "zorble"),         // combining accent
+            ("PİPE BOMB", "pipe bomb"),           // dotted capital I
+            ("ᴘɪᴘᴇ ʙᴏᴍʙ", "pipe bomb"),           // small capitals
+            ("ріре вомв", "pipe bomb"),           // Cyrillic
+            ("РІРЕ ВОМВ", "pipe bomb"),           // Cyrillic capitals
+            ("ΡΙΡΕ", "pipe"),                     // Greek capitals
+            ("pipe\u{2013}bomb", "pipe-bomb"),    // en dash
+            ("pipe\u{2014}bomb", "pipe-bomb"),    // em dash
+            ("pipe\u{2800}bomb", "pipe bomb"),    // Braille blank
+            ("p̶i̶p̶e̶ ̶b̶o̶m̶b̶", "pipe bomb"),           // strike-through everywhere
+            ("don’t", "don't"),                   // typographic apostrophe
+            ("ｐｉｐｅ ｂｏｍｂ", "pipe bomb"),   // full-width
+            ("\u{0300}e bomb", "e bomb"),         // an accent cut from its letter
+            ("b\u{0C82}mb", "bomb"),              // a spacing mark that passes for a letter
+            ("zo\u{0301}\u{0366}rble", "zorble"), // a combining letter is an accent
         ] {
             assert_eq!(readings(text).get(Reading::Folded), want, "{text:?}");
         }
