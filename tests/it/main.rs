@@ -15,6 +15,7 @@ mod gateway;
 #[cfg(feature = "local-model")]
 mod model;
 mod moderation;
+mod obfuscation;
 mod output;
 mod policy_tools;
 mod properties;

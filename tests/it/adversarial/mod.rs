@@ -8,8 +8,8 @@
 
 use serde_json::Value;
 
-use crate::support::gateway::{GatewayProc, TestConfig};
 use crate::support::mock::{self, MockUpstream};
+use crate::support::{GatewayProc, TestConfig};
 
 mod endpoints;
 mod fields;
