@@ -20,7 +20,7 @@
 use std::ops::Range;
 use std::sync::OnceLock;
 
-use super::normalize::{fold_leet, Reading};
+use super::normalize::{fold_leet, hidden_edges, Reading};
 use super::Item;
 use crate::wire::Source;
 
@@ -58,17 +58,34 @@ impl Joined {
 /// differs, the glued one.
 pub(super) fn joins(items: &[Item]) -> Vec<Joined> {
     let glue: Vec<bool> = items.windows(2).map(|w| same_turn(&w[0], &w[1])).collect();
+    // In the split reading an invisible character at the edge of an item separates it from the
+    // next item of its turn, as one between two words of an item does (`pipe` | `\u{200B}bomb`).
+    let split_glue: Vec<bool> = glue
+        .iter()
+        .zip(items.windows(2))
+        .map(|(&g, w)| g && !hidden_edges(&w[0].raw).1 && !hidden_edges(&w[1].raw).0)
+        .collect();
+    let hidden_glue = split_glue != glue;
     let mut out = Vec::with_capacity(1);
     for r in Reading::ALL {
-        if r != Reading::Written && !items.iter().any(|i| i.readings.has(r)) {
+        let has = r == Reading::Written || items.iter().any(|i| i.readings.has(r));
+        if !has && !(r == Reading::Split && hidden_glue) {
             continue;
         }
+        let g = if r == Reading::Split {
+            &split_glue
+        } else {
+            &glue
+        };
         let spaced = join(items, r, None);
-        let glued = glue
+        let glued = g
             .contains(&true)
-            .then(|| join(items, r, Some(&glue)))
+            .then(|| join(items, r, Some(g)))
             .filter(|g| g.text != spaced.text);
-        out.push(spaced);
+        if has {
+            out.push(spaced);
+        }
+        // Without a split reading of any item, the split spaced join is the folded one.
         out.extend(glued);
     }
     out
@@ -178,6 +195,19 @@ mod tests {
             (Source::Assistant, "messages[2].content", "Hello!"),
         ]);
         assert_eq!(texts(&c), ["you are helpful. hi hello!"]);
+    }
+
+    #[test]
+    fn an_invisible_character_at_an_item_edge_separates_in_the_split_reading() {
+        let c = content(&[
+            (Source::User, "messages[0].content", "a p"),
+            (Source::User, "messages[1].content", "ipe"),
+            (Source::User, "messages[2].content", "\u{200B}bomb"),
+        ]);
+        assert_eq!(texts(&c), ["a p ipe bomb", "a pipebomb", "a pipe bomb"]);
+        assert_eq!(hidden_edges("\u{300}\u{200B}b"), (true, false));
+        assert_eq!(hidden_edges("b\u{200B}\u{300}"), (false, true));
+        assert_eq!(hidden_edges("\u{E0062}b"), (false, false)); // a tag character spells `b`
     }
 
     #[test]

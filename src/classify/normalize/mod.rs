@@ -92,6 +92,18 @@ pub fn normalize(text: &str) -> String {
     }
 }
 
+/// Whether `text` starts, and whether it ends, with a character that the written reading deletes.
+/// Like one inside a text, it may stand between two words: see `joined`. Accents at the edge
+/// belong to a letter, so they are looked past (`e` | `\u{300}\u{200B}bomb`).
+pub fn hidden_edges(text: &str) -> (bool, bool) {
+    let pick = |c: &char| is_ignorable(*c) || !is_combining_mark(*c);
+    let hidden = |c: Option<char>| c.is_some_and(|c| is_ignorable(c) && tag_ascii(c).is_none());
+    (
+        hidden(text.chars().find(pick)),
+        hidden(text.chars().rev().find(pick)),
+    )
+}
+
 /// Every reading of `text`.
 pub fn readings(text: &str) -> Readings {
     if text.is_ascii() {
@@ -215,9 +227,12 @@ fn folded(text: &str) -> (String, Vec<usize>) {
         piece.clear();
         if is_combining_mark(c) {
             // A few spacing marks pass for a letter of their own (Kannada `ಂ` for `o`, so
-            // `bಂmb`); every other mark is an accent.
-            let letter = push_ascii_lookalike(c, &mut piece)
-                && piece.chars().all(|p| p.is_ascii_alphanumeric());
+            // `bಂmb`): their prototype is that letter. Every other mark is an accent, even one
+            // whose prototype is a letter that passes for ASCII in turn (U+0345 is `ι`).
+            let mut buf = [0u8; 4];
+            piece.extend(unicode_security::skeleton(c.encode_utf8(&mut buf)));
+            let letter = !piece.is_empty() && piece.chars().all(|p| p.is_ascii_alphanumeric());
+            piece.make_ascii_lowercase();
             if !letter {
                 piece.clear();
                 if !base_ascii {
@@ -316,6 +331,7 @@ mod tests {
             ("\u{0300}e bomb", "e bomb"),         // an accent cut from its letter
             ("b\u{0C82}mb", "bomb"),              // a spacing mark that passes for a letter
             ("zo\u{0301}\u{0366}rble", "zorble"), // a combining letter is an accent
+            ("p\u{0345}ipe", "pipe"), // a mark whose prototype is Greek iota is an accent
         ] {
             assert_eq!(readings(text).get(Reading::Folded), want, "{text:?}");
         }
