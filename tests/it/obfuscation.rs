@@ -70,15 +70,19 @@ fn lookalikes() -> &'static BTreeMap<char, Vec<char>> {
             .map(|l| (l, skeleton(l), skeleton(l.to_ascii_uppercase())))
             .collect();
         for c in (0x80..0x3_0000).filter_map(char::from_u32) {
-            // A digit stands for a letter only to leet rules (`𝟏` is `1`, and `zorb1e` is not
-            // `zorble` without leet), whatever its prototype.
+            // Only a letter passes for a letter: a digit or a symbol stands for one only to leet
+            // rules (`𝟏` is `1`, `｜` is `|`, `︱` a dash, and `zorb1e` is not `zorble` without
+            // leet), whatever its prototype.
             let compat: String = std::iter::once(c).nfkc().collect();
-            if compat.chars().any(|d| d.is_ascii_digit()) {
+            if !compat.chars().all(char::is_alphabetic) {
                 continue;
             }
             let s = skeleton(c);
+            // A symbol whose compatibility form is a capital (outlined `I`, U+1CCDE) reads as
+            // that capital.
+            let capital = c.is_uppercase() || compat.chars().any(char::is_uppercase);
             for (l, lower, upper) in &letters {
-                if (s == *lower && !c.is_uppercase()) || (s == *upper && c.is_uppercase()) {
+                if (s == *lower && !capital) || (s == *upper && capital) {
                     pools.entry(*l).or_default().push(c);
                 }
             }
@@ -129,7 +133,8 @@ fn gap() -> impl Strategy<Value = Gap> {
 }
 
 fn apply(c: char, op: &CharOp, hide_ok: bool, out: &mut String) {
-    let mark = |m: u8| char::from_u32(0x300 + m as u32).unwrap();
+    // U+034F, the combining grapheme joiner, is invisible, not an accent: `Hide` covers it.
+    let mark = |m: u8| char::from_u32(0x300 + if m == 0x4F { 1 } else { m as u32 }).unwrap();
     match op {
         CharOp::Keep => out.push(c),
         CharOp::Upper => out.push(c.to_ascii_uppercase()),
