@@ -69,7 +69,7 @@ pub(super) fn joins(items: &[Item]) -> Vec<Joined> {
     let mut out = Vec::with_capacity(1);
     for r in Reading::ALL {
         let has = r == Reading::Written || items.iter().any(|i| i.readings.has(r));
-        if !has && !(r == Reading::Split && hidden_glue) {
+        if !has && (r != Reading::Split || !hidden_glue) {
             continue;
         }
         let g = if r == Reading::Split {
