@@ -39,8 +39,8 @@ pub fn content_digest(content: &Content) -> [u8; 16] {
     for it in &content.items {
         h.update(it.source.as_str().as_bytes());
         h.update([0]);
-        h.update((it.norm.len() as u64).to_le_bytes());
-        h.update(it.norm.as_bytes());
+        h.update((it.norm().len() as u64).to_le_bytes());
+        h.update(it.norm().as_bytes());
     }
     let d = h.finalize();
     let mut out = [0u8; 16];

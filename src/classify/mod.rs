@@ -7,6 +7,7 @@ pub mod backends;
 pub mod cache;
 pub mod cascade;
 pub mod gguf;
+pub mod joined;
 #[cfg(feature = "local-model")]
 pub mod local;
 pub mod model;
@@ -24,21 +25,38 @@ use crate::policy::Policy;
 use crate::wire::{Segment, Source};
 
 pub use cascade::Cascade;
+use joined::Joined;
+use normalize::{Reading, Readings};
 
-/// One piece of text to classify, with its normalised forms computed once and shared by every
+/// One piece of text to classify, with its normalised readings computed once and shared by every
 /// policy that looks at it.
 #[derive(Debug)]
 pub struct Item {
     pub source: Source,
     pub location: String,
     pub raw: String,
-    pub norm: String,
-    leet: OnceLock<String>,
+    readings: Readings,
+    /// The leet folding of each reading, made when a leet rule first asks.
+    leet: [OnceLock<String>; 3],
 }
 
 impl Item {
-    pub fn leet(&self) -> &str {
-        self.leet.get_or_init(|| normalize::fold_leet(&self.norm))
+    /// The written reading: what the verdict cache keys on.
+    pub fn norm(&self) -> &str {
+        self.readings.written()
+    }
+
+    pub fn reading(&self, r: Reading) -> &str {
+        self.readings.get(r)
+    }
+
+    /// The readings of this item that differ from one another.
+    pub fn readings(&self) -> impl Iterator<Item = Reading> + '_ {
+        Reading::ALL.into_iter().filter(|&r| self.readings.has(r))
+    }
+
+    pub fn leet(&self, r: Reading) -> &str {
+        self.leet[r as usize].get_or_init(|| normalize::fold_leet(self.reading(r)))
     }
 }
 
@@ -47,10 +65,10 @@ impl Item {
 #[derive(Debug, Default)]
 pub struct Content {
     pub items: Vec<Item>,
-    /// All items' normalised text, joined: one scan per policy answers "does any rule match
-    /// anywhere?", and only a hit pays for the per-item scan that finds where.
-    joined: String,
-    joined_leet: OnceLock<String>,
+    /// The items joined as the model reads them (see `joined`). Every item is whole in them, so
+    /// one scan per policy answers "does any unanchored rule match anywhere?", and only a hit pays
+    /// for the per-item scan that finds where.
+    joined: Vec<Joined>,
 }
 
 impl Content {
@@ -59,31 +77,18 @@ impl Content {
             .into_iter()
             .map(|s| Item {
                 source: s.source,
-                norm: normalize::normalize(&s.text),
+                readings: normalize::readings(&s.text),
                 raw: s.text,
                 location: s.location,
-                leet: OnceLock::new(),
+                leet: Default::default(),
             })
             .collect();
-        let joined = items
-            .iter()
-            .map(|i| i.norm.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n");
-        Content {
-            items,
-            joined,
-            joined_leet: OnceLock::new(),
-        }
+        let joined = joined::joins(&items);
+        Content { items, joined }
     }
 
-    pub fn joined(&self) -> &str {
+    pub fn joined(&self) -> &[Joined] {
         &self.joined
-    }
-
-    pub fn joined_leet(&self) -> &str {
-        self.joined_leet
-            .get_or_init(|| normalize::fold_leet(&self.joined))
     }
 
     pub fn is_empty(&self) -> bool {

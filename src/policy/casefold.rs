@@ -13,7 +13,7 @@
 
 use regex_syntax::hir::{Class, ClassUnicode, ClassUnicodeRange, Hir, HirKind, Look};
 
-use crate::classify::normalize::normalize;
+use crate::classify::normalize::readings;
 
 /// Whether `pattern` can match some normalised text with `(?i)` that it does not match without.
 pub fn needs_case_folding(pattern: &str) -> bool {
@@ -174,7 +174,7 @@ fn any_can_occur(class: &ClassUnicode) -> bool {
             budget -= 1;
             let mut buf = [0u8; 4];
             let s = c.encode_utf8(&mut buf);
-            if normalize(s) == *s {
+            if readings(s).distinct().any(|(_, t)| t == s) {
                 return true;
             }
         }
@@ -220,7 +220,7 @@ mod tests {
     /// Every rule this repository ships is written in lower case, so none pays for the flag.
     #[test]
     fn shipped_rules_compile_without_the_flag() {
-        use crate::classify::normalize::{fold_leet, normalize};
+        use crate::classify::normalize::{fold_leet, readings};
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let mut checked = 0;
         for dir in ["policies", "bench/proxy/policies"] {
@@ -235,14 +235,18 @@ mod tests {
                     {
                         let bytes = std::fs::read(&path).unwrap();
                         let p = crate::policy::parse_policy(&path, &bytes).unwrap();
-                        // The policy's own cases, normalised as the gateway would.
+                        // The policy's own cases, every reading the gateway would match.
                         let cases = std::fs::read_to_string(path.with_extension("cases.jsonl"))
                             .unwrap_or_default();
                         let texts: Vec<(String, String)> = cases
                             .lines()
                             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-                            .filter_map(|v| v["text"].as_str().map(normalize))
-                            .map(|n| (fold_leet(&n), n))
+                            .filter_map(|v| Some(readings(v["text"].as_str()?)))
+                            .flat_map(|r| {
+                                r.distinct()
+                                    .map(|(_, t)| (fold_leet(t), t.to_string()))
+                                    .collect::<Vec<_>>()
+                            })
                             .collect();
                         for r in &p.rules.rules {
                             let pattern = r.regex.as_str();

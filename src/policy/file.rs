@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use super::binding::{Action, Direction};
-use crate::classify::normalize::{fold_leet, normalize};
+use crate::classify::normalize::{fold_leet, readings, Reading};
 use crate::classify::verdict::OutputFormat;
 
 #[derive(
@@ -166,9 +166,9 @@ pub struct Rule {
     pub code: String,
     pub leet: bool,
     pub regex: Regex,
-    /// The pattern anchors to the start or end of the text (`^`, `$`, `\A`, `\z` outside
-    /// multi-line mode): it means "the start (end) of an item", so it must be searched in each
-    /// item, never in the items joined together.
+    /// The pattern anchors to the start or end of the text or of a line (`^`, `$`, `\A`, `\z`,
+    /// in multi-line mode too: normalised text has no line breaks): it means "the start (end) of
+    /// an item", so it is searched in each item, never in the items joined together.
     pub anchored: bool,
 }
 
@@ -179,6 +179,15 @@ impl Rule {
     pub fn is_match(&self, norm: &str, leet: Option<&str>) -> bool {
         self.regex.is_match(norm) || (self.leet && leet.is_some_and(|t| self.regex.is_match(t)))
     }
+
+    /// Where the rule matches `norm`, or for a leet rule its leet folding (same offsets).
+    pub fn find(&self, norm: &str, leet: Option<&str>) -> Option<std::ops::Range<usize>> {
+        let leet = leet.filter(|_| self.leet);
+        self.regex
+            .find(norm)
+            .or_else(|| self.regex.find(leet?))
+            .map(|m| m.range())
+    }
 }
 
 /// The rules of one policy. Each rule is searched on its own rather than through one `RegexSet`:
@@ -187,7 +196,8 @@ impl Rule {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
-    /// Some rule anchors to the text's edges, so a scan of all items joined says nothing.
+    /// Some rule anchors to an item's edges: items are searched even when the joined texts
+    /// have no match.
     anchored: bool,
 }
 
@@ -197,10 +207,9 @@ impl RuleSet {
         RuleSet { rules, anchored }
     }
 
-    /// Whether one scan of all items joined can rule out a match (see `Content::joined`): not
-    /// when a rule anchors to the start or end of the text, which the join moves.
-    pub fn joined_scan_decides(&self) -> bool {
-        !self.anchored
+    /// Whether some rule anchors to the start or end of an item (see [`Rule::anchored`]).
+    pub fn has_anchored(&self) -> bool {
+        self.anchored
     }
 
     pub fn is_empty(&self) -> bool {
@@ -226,13 +235,13 @@ impl RuleSet {
 }
 
 /// Whether a pattern (already accepted by `regex`) matches only at the start or end of the text
-/// somewhere. Unparseable here means unknown, and unknown counts as anchored: that only costs the
-/// joined pre-scan, never a match.
+/// or of a line somewhere. Unparseable here means unknown, and unknown counts as anchored: the
+/// rule is then searched per item only.
 fn anchors_to_text_edges(pattern: &str) -> bool {
     regex_syntax::ParserBuilder::new()
         .build()
         .parse(pattern)
-        .map(|h| h.properties().look_set().contains_anchor_haystack())
+        .map(|h| h.properties().look_set().contains_anchor())
         .unwrap_or(true)
 }
 
@@ -442,12 +451,20 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         let pattern = match (&r.regex, r.keywords.is_empty()) {
             (Some(re), true) => case_insensitive_where_needed(re.clone()),
             (None, false) => {
-                // Keywords are compared with normalised text, so normalise them the same way.
-                let alts: Vec<String> = r
-                    .keywords
-                    .iter()
-                    .filter_map(|k| keyword_pattern(&normalize(k), r.leet))
-                    .collect();
+                // Keywords are compared with normalised text, so normalise them the same way:
+                // each distinct reading of a keyword is an alternative (`zörble` is also `zorble`,
+                // which the folded reading of the text spells).
+                let mut alts: Vec<String> = Vec::new();
+                for k in &r.keywords {
+                    let forms = readings(k);
+                    for reading in [Reading::Written, Reading::Folded] {
+                        if let Some(p) = keyword_pattern(forms.get(reading), r.leet) {
+                            if !alts.contains(&p) {
+                                alts.push(p);
+                            }
+                        }
+                    }
+                }
                 if alts.is_empty() {
                     return Err(err(format!("rules.{}: keywords are all empty", r.id)));
                 }
@@ -574,7 +591,7 @@ Text for the model.
 
     #[test]
     fn leet_rules_fold_their_keywords_and_try_the_text_both_ways() {
-        use crate::classify::normalize::fold_leet;
+        use crate::classify::normalize::{fold_leet, normalize};
         let text = GOOD.replace(
             "+++\n# Weapons",
             "[[rules]]\nid = \"lk\"\ncode = \"W1\"\nleet = true\nkeywords = [\"c4 explosive\", \"kill switch\"]\n[[rules]]\nid = \"lr\"\ncode = \"W1\"\nleet = true\nregex = 'give me (?:a|the) gun[.!]'\n+++\n# Weapons",

@@ -17,6 +17,7 @@ mod llama_server;
 #[cfg(feature = "local-model")]
 mod model;
 mod moderation;
+mod obfuscation;
 mod offpath;
 mod output;
 mod policy_tools;

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use super::cached;
-use crate::classify::normalize::{fold_leet, normalize};
 use crate::classify::verdict::OutputFormat;
+use crate::classify::Content;
 use crate::eval::Case;
 use crate::policy::file::{parse_policy, split_front_matter, Split};
 use crate::policy::{Policy, PolicyError};
@@ -45,8 +45,8 @@ pub struct Example {
 
 /// A text the policy itself labels (an example or a case), normalised as the classifier sees it.
 pub struct Labelled {
-    pub norm: String,
-    pub leet: String,
+    /// As the rules classifier sees it: a case's messages are items of their own.
+    pub content: Content,
     pub violation: bool,
     /// Where it comes from, for messages: "example on line 40", "a case".
     pub source: String,
@@ -173,29 +173,22 @@ impl<'a> PolicyDoc<'a> {
     pub fn labelled(&self) -> &[Labelled] {
         self.labelled.get_or_init(|| {
             let examples = self.examples.iter().filter_map(|x| {
-                Some((
-                    x.text.clone()?,
-                    x.violation?,
-                    format!("example on line {}", x.line),
-                ))
+                let case = Case::text("example", x.text.clone()?, x.violation?);
+                Some((case, format!("example on line {}", x.line)))
             });
             let cases = self
                 .cases
                 .iter()
                 .filter_map(|c| c.cases.as_ref().ok())
                 .flatten()
-                .filter_map(|c| Some((case_text(c)?, c.is_violation(), "a case".to_string())));
+                .filter(|c| c.text.is_some() || c.messages.is_some())
+                .map(|c| (c.clone(), "a case".to_string()));
             examples
                 .chain(cases)
-                .map(|(text, violation, source)| {
-                    let norm = normalize(&text);
-                    let leet = fold_leet(&norm);
-                    Labelled {
-                        norm,
-                        leet,
-                        violation,
-                        source,
-                    }
+                .map(|(case, source)| Labelled {
+                    content: case.content(),
+                    violation: case.is_violation(),
+                    source,
                 })
                 .collect()
         })
@@ -234,20 +227,6 @@ fn declared_codes(table: &toml::Table) -> Vec<DeclaredCode> {
             severity: field(c, "severity").unwrap_or_else(|| "high".into()),
         })
         .collect()
-}
-
-/// A case's text as one string: its text, or its messages one after another.
-fn case_text(c: &Case) -> Option<String> {
-    match (&c.text, &c.messages) {
-        (Some(t), _) => Some(t.clone()),
-        (None, Some(ms)) => Some(
-            ms.iter()
-                .map(|m| m.content.as_str())
-                .collect::<Vec<_>>()
-                .join("\n\n"),
-        ),
-        _ => None,
-    }
 }
 
 /// The JSON verdict in an example line (`"violation": 1`), or for the binary format a trailing

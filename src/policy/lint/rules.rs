@@ -82,7 +82,7 @@ impl LintRule for ConflictingRules {
 }
 
 fn hits(rule: &Rule, text: &Labelled) -> bool {
-    rule.is_match(&text.norm, Some(&text.leet))
+    crate::classify::rules::matches(rule, &text.content)
 }
 
 /// File line of a rule's `id = "..."`.
