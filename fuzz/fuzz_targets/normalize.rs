@@ -6,7 +6,7 @@
 use libfuzzer_sys::fuzz_target;
 
 #[allow(dead_code)]
-#[path = "../../src/classify/normalize.rs"]
+#[path = "../../src/classify/normalize/mod.rs"]
 mod normalize;
 
 fuzz_target!(|data: &[u8]| {
