@@ -113,11 +113,18 @@ pub(super) fn missing(path: &str) -> WireError {
     WireError::at(path, "required field is missing")
 }
 
+/// The JSON path of `key` under `path`: `path.key`, or `path["key"]` for a key that a dotted
+/// path would not name on its own (empty, or with dots, brackets, quotes or spaces), so every
+/// location names one place.
 pub(super) fn field(path: &str, key: &str) -> String {
-    if path.is_empty() {
-        key.to_string()
-    } else {
-        format!("{path}.{key}")
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '$'));
+    match (plain, path.is_empty()) {
+        (true, true) => key.to_string(),
+        (true, false) => format!("{path}.{key}"),
+        (false, _) => format!("{path}[{}]", Value::String(key.to_string())),
     }
 }
 

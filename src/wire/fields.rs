@@ -14,7 +14,7 @@ use serde_json::{Map, Value};
 
 #[cfg(test)]
 use super::extract::quoted;
-use super::extract::{case_variant, collect_strings, Extractor};
+use super::extract::{case_variant, collect_strings, field, Extractor};
 use super::json::is_case_variant;
 use super::{Source, WireError};
 
@@ -54,7 +54,7 @@ pub(super) fn check_top_level(
                 {
                     return Err(case_variant(key, name));
                 }
-                collect_strings(value, key, Source::Other, out);
+                collect_strings(value, &field("", key), Source::Other, out);
             }
         }
     }
