@@ -201,6 +201,11 @@ EOF
 } >"$WORK/nginx/nginx.conf"
 
 # ---- (c), (d), (e) guardgate -------------------------------------------------------------------
+# The capture keys only when capture is on, so a baseline binary older than them reads the config.
+capture_lines() { # $1 capture mode, $2 dir
+    [ "$1" = none ] || printf 'capture = "%s"\nstore_path = "%s/review.db"\n' "$1" "$2"
+}
+
 gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture]
     mkdir -p "$1"
     cat >"$1/guardgate.toml" <<EOF
@@ -223,8 +228,7 @@ poll_interval_ms = 0
 [audit]
 sink = "$4"
 path = "$1/audit.jsonl"
-capture = "${6:-none}"
-store_path = "$1/review.db"
+$(capture_lines "${6:-none}" "$1")
 
 [logging]
 level = "warn"
