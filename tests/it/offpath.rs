@@ -326,3 +326,26 @@ async fn a_model_block_cancels_the_other_pending_model_calls() {
     assert_eq!(record(&audit, "test/nl").unwrap()["effect"], "blocked");
     assert_eq!(record(&audit, "test/held").unwrap()["effect"], "skipped");
 }
+
+#[tokio::test]
+async fn shutdown_waits_for_pending_background_judgements() {
+    let (_m, ms, mut gw) =
+        setup(&route(&[("test/nl", "shadow")], ""), "", &[("nl.md", NL_POLICY)]).await;
+    let r = gw.post_chat(&client(), "[hold] forbidden things").await.unwrap();
+    assert_eq!(r.status(), 200);
+    until("the model call", || ms.state.calls.load(Ordering::SeqCst) == 1).await;
+    signal(gw.pid(), "TERM");
+    // No request is in flight, but a judgement is: the process stays up for it (within
+    // graceful_shutdown_timeout_seconds), then writes its record and exits.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(gw.exit_status().is_none(), "exited with a judgement pending");
+    ms.state.release.store(true, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gw.exit_status().is_none() {
+        assert!(Instant::now() < deadline, "the gateway did not exit");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let audit = gw.audit();
+    let rec = record(&audit, "test/nl").expect("the pending judgement was written before exit");
+    assert_eq!(rec["effect"], "recorded");
+}

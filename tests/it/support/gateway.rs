@@ -63,6 +63,10 @@ impl GatewayProc {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+    /// The process's exit status, if it has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
     /// The Prometheus text from the admin listener.
     pub async fn metrics(&self) -> String {
         reqwest::get(self.admin("/metrics"))
