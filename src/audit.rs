@@ -8,6 +8,7 @@
 use serde::Serialize;
 use std::borrow::Cow;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -121,6 +122,10 @@ pub fn timestamp() -> String {
 
 pub struct Auditor {
     tx: Option<SyncSender<Vec<u8>>>,
+    /// Batches handed to the writer, and batches it has written and flushed: a shutdown waits
+    /// for the two to meet, so no record made before the exit is lost in the channel or buffer.
+    sent: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
     max_rationale: usize,
     metrics: Arc<Metrics>,
     /// The review store's capture, when `capture` is not `none`: a second sink for decisions,
@@ -149,12 +154,14 @@ impl Auditor {
                 Some(Box::new(f))
             }
         };
+        let written = Arc::new(AtomicU64::new(0));
         let tx = writer.map(|w| {
             let (tx, rx) = sync_channel::<Vec<u8>>(65_536);
             let m = metrics.clone();
+            let done = written.clone();
             std::thread::Builder::new()
                 .name("guardgate-audit".into())
-                .spawn(move || write_loop(rx, w, m))
+                .spawn(move || write_loop(rx, w, m, done))
                 .map(|_| tx)
         });
         let tx = match tx {
@@ -167,6 +174,8 @@ impl Auditor {
             .map(Arc::new);
         Ok(Auditor {
             tx,
+            sent: Arc::new(AtomicU64::new(0)),
+            written,
             max_rationale: cfg.max_rationale_chars,
             metrics,
             review,
@@ -253,11 +262,30 @@ impl Auditor {
             lines.push(b'\n');
         }
         match tx.try_send(lines) {
-            Ok(()) => {}
+            Ok(()) => {
+                self.sent.fetch_add(1, Ordering::Release);
+            }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 tracing::error!(request_id = %recs[0].request_id, records = recs.len(), "audit records dropped: writer is behind or gone");
                 self.metrics.faults(Fault::AuditDrop, recs.len() as u64);
             }
+        }
+    }
+}
+
+impl Auditor {
+    /// Waits (at most `limit`) until every record handed to the writer is written and flushed:
+    /// the last thing a shutdown does before the process exits.
+    pub fn drain(&self, limit: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.written.load(Ordering::Acquire) >= self.sent.load(Ordering::Acquire) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
     }
 }
@@ -267,18 +295,26 @@ impl Auditor {
 /// per second however busy the gateway is, at the price of records landing a few ms later.
 const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
-fn write_loop(rx: Receiver<Vec<u8>>, w: Box<dyn Write + Send>, metrics: Arc<Metrics>) {
+fn write_loop(
+    rx: Receiver<Vec<u8>>,
+    w: Box<dyn Write + Send>,
+    metrics: Arc<Metrics>,
+    written: Arc<AtomicU64>,
+) {
     // The sinks are an unbuffered file and a line-buffered stdout: without this buffer every
     // record would still be its own write(2), whatever the batching below.
     let mut w = std::io::BufWriter::with_capacity(256 * 1024, w);
     while let Ok(line) = rx.recv() {
         std::thread::sleep(BATCH_WINDOW);
         let mut ok = w.write_all(&line).is_ok();
+        let mut batches = 1;
         // Drain what is queued, then flush once: one syscall per burst, not per record.
         while let Ok(more) = rx.try_recv() {
             ok &= w.write_all(&more).is_ok();
+            batches += 1;
         }
         ok &= w.flush().is_ok();
+        written.fetch_add(batches, Ordering::Release);
         if !ok {
             metrics.fault(Fault::AuditWrite);
             tracing::error!("audit sink write failed");

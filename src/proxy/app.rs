@@ -144,7 +144,14 @@ impl HttpServerApp for GuardApp {
     ) -> Option<ReusedHttpStream> {
         let prev_user_ctx = session.take_connection_user_context();
         let session = self.proxy.handle_new_request(Box::new(session)).await?;
-        match routing::target(&self.gw, session.req_header()) {
+        let gw = &self.gw;
+        let is_moderation = |path: &str| moderation::is_endpoint(gw, path);
+        match routing::target(
+            &gw.routes,
+            &gw.unmatched,
+            is_moderation,
+            session.req_header(),
+        ) {
             Target::Passthrough => {
                 // Boxed: pingora-proxy's request future is several kilobytes, and inline it would
                 // make every guarded request's future (allocated and moved per request) as large.

@@ -7,9 +7,9 @@
 use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
 
+use super::answer::{decoded, non_text_parts, refuse_body, refuse_wire, settle};
 use super::exchange::{Exchange, Flow, Judging};
 use super::gateway::Route;
-use super::input::{decoded, non_text_parts, refuse_body, refuse_wire, settle};
 use crate::decide::Annotations;
 use crate::policy::Bound;
 use crate::wire::batch::{Batch, Contents};

@@ -5,33 +5,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use super::routing::Route;
 use super::routing::{Routes, Unmatched};
 use super::upstream::Upstream;
 use crate::audit::Auditor;
 use crate::classify::backends::{build_cascade, BuildContext, ModelLoad};
 use crate::classify::{Cascade, Classifier};
-use crate::config::{Config, FailMode, OutputConfig, UnmatchedAction};
+use crate::config::{Config, UnmatchedAction};
 use crate::metrics::Metrics;
 use crate::policy::Registry;
 use crate::urlpath::{Endpoint, Pattern};
 use crate::wire::batch::Batch;
 use crate::wire::Api;
-
-#[derive(Debug)]
-pub struct Route {
-    pub name: String,
-    pub path: String,
-    pub api: Api,
-    pub upstream: Arc<Upstream>,
-    pub fail_mode: FailMode,
-    pub deadline: Duration,
-    pub output: OutputConfig,
-    pub non_text_parts: crate::config::NonTextParts,
-    pub input_mode: crate::config::InputMode,
-    /// Set on a batch-upload route: the body holds requests of other APIs, each judged in its
-    /// own format (`api` is then the API whose error shape answers for the upload).
-    pub batch: Option<Batch>,
-}
 
 pub struct Gateway {
     pub config: Config,
@@ -51,7 +36,7 @@ pub struct Gateway {
     pub warmed: std::sync::atomic::AtomicBool,
     pub shadow: crate::shadow::ShadowStats,
     /// Judgement off the request path: annotate and shadow bindings that need a model.
-    pub background: super::exchange::Background,
+    pub background: super::queue::Queue,
 }
 
 impl Gateway {
@@ -148,7 +133,7 @@ impl Gateway {
             .token_env
             .as_deref()
             .and_then(crate::config::secret_from_env);
-        let background = super::exchange::Background::new(&config.background, metrics.clone());
+        let background = super::queue::Queue::new(&config.background, metrics.clone());
         Ok(Gateway {
             config,
             routes,

@@ -7,12 +7,13 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
 use std::time::Duration;
 
-use super::body::{content_codings, decode, read_body, BodyError};
-use super::exchange::{Exchange, Flow, Judging, Outcome};
+use super::answer::{decoded, non_text_parts, refuse_body, refuse_wire, settle};
+use super::body::{read_body, BodyError};
+use super::exchange::{Exchange, Flow, Judging};
 use super::gateway::Route;
 use super::{batch, forward, parallel, reply};
-use crate::config::{Action, Direction, InputMode, NonTextParts};
-use crate::decide::{Annotations, Final};
+use crate::config::{Action, Direction, InputMode};
+use crate::decide::Annotations;
 use crate::metrics::BadRequest;
 use crate::policy::Bound;
 use crate::wire::batch::Batch;
@@ -119,16 +120,6 @@ fn header_refusal(session: &Session, route: &Route) -> Option<(BadRequest, Error
     ))
 }
 
-pub(super) async fn refuse_body(
-    ex: &mut Exchange,
-    session: &mut Session,
-    e: BodyError,
-) -> pingora::Result<()> {
-    ex.reject(e.reason());
-    ex.refuse(session, e.kind(), &e.message(), e.leaves_body_unread())
-        .await
-}
-
 /// Whether rules alone settle every blocking binding of `bound`: then there is no model verdict
 /// to overlap with the upstream call.
 fn settles_now(ex: &Exchange, bound: &[Bound]) -> bool {
@@ -185,84 +176,6 @@ async fn judge(
     })
 }
 
-/// Refuses a body that is not a valid request of the route's API.
-pub(super) async fn refuse_wire(
-    ex: &mut Exchange,
-    session: &mut Session,
-    e: WireError,
-) -> pingora::Result<()> {
-    ex.reject(BadRequest::InvalidBody);
-    let kind = ErrorKind::InvalidRequest { param: e.param };
-    ex.refuse(session, kind, &e.message, false).await
-}
-
-/// Counts `count` parts no classifier reads, and refuses them when the route says so; `what`
-/// describes them for the client.
-pub(super) async fn non_text_parts(
-    ex: &mut Exchange,
-    session: &mut Session,
-    route: &Route,
-    count: usize,
-    what: impl FnOnce() -> String,
-) -> pingora::Result<Flow<()>> {
-    if count == 0 {
-        return Ok(Flow::Continue(()));
-    }
-    ex.gw
-        .metrics
-        .unclassified_parts
-        .with_label_values(&[&route.name])
-        .inc_by(count as u64);
-    if route.non_text_parts == NonTextParts::Refuse {
-        ex.reject(BadRequest::NonTextParts);
-        let msg = format!(
-            "this route accepts text only: {} that guardgate cannot classify (the route's non_text_parts = \"forward\" would pass them unjudged)",
-            what()
-        );
-        let kind = ErrorKind::InvalidRequest { param: None };
-        ex.refuse(session, kind, &msg, false).await?;
-        return Ok(Flow::Answered);
-    }
-    Ok(Flow::Continue(()))
-}
-
-/// Goes on with an allowed request, or refuses a blocked one or one that could not be judged on
-/// a fail-closed route; `within` names the request of a batch that it was.
-pub(super) async fn settle(
-    ex: &mut Exchange,
-    session: &mut Session,
-    verdict: Final,
-    within: Option<&str>,
-) -> pingora::Result<Flow<()>> {
-    let within = within.map_or(String::new(), |id| format!(" in batch request {id:?}"));
-    match verdict {
-        Final::Allow => return Ok(Flow::Continue(())),
-        Final::Block { policy_id, code } => {
-            ex.outcome = Outcome::Blocked;
-            let msg = match &code {
-                Some(c) => {
-                    format!("Request blocked by guardgate: policy {policy_id} (code {c}){within}")
-                }
-                None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
-            };
-            let kind = ErrorKind::PolicyViolation {
-                policy: policy_id,
-                code,
-            };
-            ex.refuse(session, kind, &msg, false).await?;
-        }
-        Final::FailClosed { policy_id, reason } => {
-            ex.outcome = Outcome::FailClosed;
-            let msg = format!(
-                "guardgate could not classify the request{within} against policy {policy_id} ({reason}); the route is fail-closed"
-            );
-            ex.refuse(session, ErrorKind::Unavailable, &msg, false)
-                .await?;
-        }
-    }
-    Ok(Flow::Answered)
-}
-
 /// Why a request body cannot be judged.
 enum Unreadable {
     /// Its content coding fails to decode.
@@ -275,11 +188,4 @@ enum Unreadable {
 fn parse(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<ParsedRequest, Unreadable> {
     let decoded = decoded(ex, session, raw).map_err(Unreadable::Body)?;
     ex.api().parse_request(&decoded).map_err(Unreadable::Wire)
-}
-
-/// The request body with its content codings undone, within the decoded-size limit.
-pub(super) fn decoded(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<Bytes, BodyError> {
-    let limits = &ex.gw.config.limits;
-    let encoding = content_codings(&session.req_header().headers);
-    decode(raw, encoding.as_deref(), limits.max_decoded_body_bytes)
 }

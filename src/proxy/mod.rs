@@ -4,6 +4,7 @@
 //! endpoints, pass-through for unmatched paths, the admin listener and server assembly.
 
 pub mod admin;
+pub mod answer;
 pub mod app;
 pub mod batch;
 pub mod body;
@@ -15,6 +16,7 @@ pub mod input;
 pub mod moderation;
 pub mod parallel;
 pub mod passthrough;
+pub mod queue;
 pub mod reply;
 pub mod respond;
 pub mod routing;

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::exchange::{Exchange, Judging, Timing};
 use super::forward::{self, Failure};
-use super::{input, reply};
+use super::{answer, reply};
 use crate::classify::Content;
 use crate::decide::{decide_blocking, Final};
 use crate::policy::Bound;
@@ -82,7 +82,7 @@ pub async fn serve(
         if let Some(Ok(mut r)) = reply {
             r.http.shutdown().await;
         }
-        input::settle(ex, session, verdict, None).await?;
+        answer::settle(ex, session, verdict, None).await?;
         return Ok(());
     }
     match reply {

@@ -12,14 +12,31 @@ use http::{HeaderName, Method};
 use pingora::http::RequestHeader;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
-use super::gateway::{Gateway, Route};
-use super::moderation;
 use super::upstream::Upstream;
-use crate::config::UnmatchedAction;
+use crate::config::{FailMode, InputMode, NonTextParts, OutputConfig, UnmatchedAction};
 use crate::metrics::BadRequest;
 use crate::urlpath::{self, Ambiguity, Endpoint, Pattern};
+use crate::wire::batch::Batch;
 use crate::wire::{Api, ErrorKind};
+
+/// A guarded route, resolved from its config.
+#[derive(Debug)]
+pub struct Route {
+    pub name: String,
+    pub path: String,
+    pub api: Api,
+    pub upstream: Arc<Upstream>,
+    pub fail_mode: FailMode,
+    pub deadline: Duration,
+    pub output: OutputConfig,
+    pub non_text_parts: NonTextParts,
+    pub input_mode: InputMode,
+    /// Set on a batch-upload route: the body holds requests of other APIs, each judged in its
+    /// own format (`api` is then the API whose error shape answers for the upload).
+    pub batch: Option<Batch>,
+}
 
 /// The routes, found by path.
 #[derive(Default)]
@@ -180,8 +197,14 @@ fn readable_target(req: &RequestHeader) -> bool {
     raw.first() == Some(&b'/') || starts(b"http://") || starts(b"https://")
 }
 
-/// Who answers `req`.
-pub fn target(gw: &Gateway, req: &RequestHeader) -> Target {
+/// Who answers `req`: one of `routes`, a verdict endpoint (`is_moderation`), the allow list or
+/// the unmatched action of `unmatched`, or a refusal.
+pub fn target(
+    routes: &Routes,
+    unmatched: &Unmatched,
+    is_moderation: impl Fn(&str) -> bool,
+    req: &RequestHeader,
+) -> Target {
     let path = req.uri.path();
     if !readable_target(req) {
         return Target::Refused(Refusal::Path(Ambiguity::NotAbsolute));
@@ -195,15 +218,14 @@ pub fn target(gw: &Gateway, req: &RequestHeader) -> Target {
     {
         return Target::Refused(Refusal::MethodOverride(i));
     }
-    if moderation::is_endpoint(gw, path) {
+    if is_moderation(path) {
         return Target::Moderation(path.to_string());
     }
     let compared = urlpath::comparable(path);
-    let route = gw.routes.get(&compared);
+    let route = routes.get(&compared);
     if let (Some(route), &Method::POST) = (route, &req.method) {
         return Target::Route(route.clone());
     }
-    let unmatched = &gw.unmatched;
     if unmatched.allows(&req.method, &compared) {
         let bodiless = matches!(
             req.method,

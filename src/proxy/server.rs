@@ -288,6 +288,11 @@ fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
             .with_label_values(&["cut_off"])
             .inc_by(jobs as u64);
     }
+    // What the requests and judgements above recorded is still on its way to the audit file.
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !gw.auditor.drain(left.max(Duration::from_millis(500))) {
+        tracing::warn!("audit records still unwritten at exit");
+    }
     if gw.config.backends.iter().any(|b| b.kind() == "local") {
         // mistral.rs sends an answer before it finishes that sequence's step; exiting during the
         // step tears the CUDA driver down under the engine thread (a segfault at exit, seen on an

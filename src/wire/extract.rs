@@ -79,20 +79,7 @@ pub(crate) fn identifier_words(name: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Longest client string echoed back in an error message; such strings are
-/// attacker controlled and error bodies should stay small.
-pub(super) const MAX_ECHO: usize = 64;
-
-/// A client-supplied string as a JSON literal for error messages, truncated.
-pub(super) fn quoted(s: &str) -> String {
-    let shown: String = s.chars().take(MAX_ECHO).collect();
-    let quoted = Value::String(shown).to_string();
-    if s.chars().count() > MAX_ECHO {
-        format!("{quoted}...")
-    } else {
-        quoted
-    }
-}
+pub(super) use super::json::quoted;
 
 pub(super) fn type_name(v: &Value) -> &'static str {
     match v {

@@ -7,7 +7,6 @@
 //! (cut there by C-string parsers). All of these are refused here, and so are
 //! keys that are duplicates to a case-insensitive parser (see [`fold_key`]).
 
-use super::extract::quoted;
 use super::WireError;
 use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -214,6 +213,21 @@ fn push_fold(c: char, out: &mut String) {
 /// field name an API defines, lower-case ASCII.
 pub(super) fn is_case_variant(key: &str, name: &str) -> bool {
     key != name && !folds_to_itself(key) && fold_key(key) == name
+}
+
+/// Longest client string echoed back in an error message; such strings are
+/// attacker controlled and error bodies should stay small.
+const MAX_ECHO: usize = 64;
+
+/// A client-supplied string as a JSON literal for error messages, truncated.
+pub(super) fn quoted(s: &str) -> String {
+    let shown: String = s.chars().take(MAX_ECHO).collect();
+    let quoted = Value::String(shown).to_string();
+    if s.chars().count() > MAX_ECHO {
+        format!("{quoted}...")
+    } else {
+        quoted
+    }
 }
 
 #[cfg(test)]

@@ -329,16 +329,29 @@ async fn a_model_block_cancels_the_other_pending_model_calls() {
 
 #[tokio::test]
 async fn shutdown_waits_for_pending_background_judgements() {
-    let (_m, ms, mut gw) =
-        setup(&route(&[("test/nl", "shadow")], ""), "", &[("nl.md", NL_POLICY)]).await;
-    let r = gw.post_chat(&client(), "[hold] forbidden things").await.unwrap();
+    let (_m, ms, mut gw) = setup(
+        &route(&[("test/nl", "shadow")], ""),
+        "",
+        &[("nl.md", NL_POLICY)],
+    )
+    .await;
+    let r = gw
+        .post_chat(&client(), "[hold] forbidden things")
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
-    until("the model call", || ms.state.calls.load(Ordering::SeqCst) == 1).await;
+    until("the model call", || {
+        ms.state.calls.load(Ordering::SeqCst) == 1
+    })
+    .await;
     signal(gw.pid(), "TERM");
     // No request is in flight, but a judgement is: the process stays up for it (within
     // graceful_shutdown_timeout_seconds), then writes its record and exits.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(gw.exit_status().is_none(), "exited with a judgement pending");
+    assert!(
+        gw.exit_status().is_none(),
+        "exited with a judgement pending"
+    );
     ms.state.release.store(true, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(10);
     while gw.exit_status().is_none() {

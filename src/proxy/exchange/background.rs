@@ -1,30 +1,20 @@
 //! Judgement that no request waits for: annotate and shadow bindings that need a model (and the
 //! shadow candidates of blocking bindings) are judged here after the exchange has gone on, and
-//! their audit records are written when they finish. The queue is bounded: when `max_pending`
-//! jobs are queued or running, a new job is shed (counted, and audited as `shed`) rather than
-//! held in memory or waited for. A job keeps the policy snapshot of its request, so a reload
+//! their audit records are written when they finish. The queue (`proxy::queue`) is bounded: when
+//! it is full, a new job is shed (counted, and audited as `shed`) rather than held in memory or
+//! waited for. A job keeps the policy snapshot of its request, so a reload
 //! while it waits changes nothing, and a shutdown waits for the pending jobs like it waits for
 //! requests (`server::wait_for_in_flight`).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::oneshot;
 
 use super::ledger::{self, Entry, Filing, Timing};
 use crate::classify::Content;
-use crate::config::{BackgroundSection, Direction, FailMode};
+use crate::config::{Direction, FailMode};
 use crate::decide::{decide_deferred, Annotations, Decision, Deferred, Final, Later};
-use crate::metrics::Metrics;
 use crate::proxy::Gateway;
-
-pub struct Background {
-    permits: Arc<Semaphore>,
-    /// Jobs accepted and not yet finished (queued or running).
-    pending: Arc<AtomicUsize>,
-    max_pending: usize,
-    metrics: Arc<Metrics>,
-}
 
 /// Work handed over by an exchange.
 pub struct Job {
@@ -61,88 +51,45 @@ impl OwnedFiling {
     }
 }
 
-/// Counts a job as pending for as long as it lives, however its task ends.
-struct Pending {
-    count: Arc<AtomicUsize>,
-    metrics: Arc<Metrics>,
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.count.fetch_sub(1, Ordering::Release);
-        self.metrics.background_pending.dec();
-    }
-}
-
-impl Background {
-    pub fn new(cfg: &BackgroundSection, metrics: Arc<Metrics>) -> Background {
-        Background {
-            permits: Arc::new(Semaphore::new(cfg.max_concurrent)),
-            pending: Arc::default(),
-            max_pending: cfg.max_pending,
-            metrics,
+/// Judges `job` in the background, or sheds it when the queue is full. Never waits.
+pub fn submit(gw: &Arc<Gateway>, job: Job) {
+    let Some(slot) = gw.background.reserve() else {
+        gw.metrics
+            .background_jobs
+            .with_label_values(&["shed"])
+            .inc();
+        tracing::debug!(request_id = %job.filing.request_id, "background queue full: judgement shed");
+        shed(gw, job);
+        return;
+    };
+    let task_gw = gw.clone();
+    gw.background.spawn(slot, async move {
+        let gw = task_gw;
+        let deadline = Instant::now() + job.deadline;
+        let later = decide_deferred(
+            &gw.cascade,
+            job.deferred,
+            &job.content,
+            deadline,
+            job.filing.fail_mode,
+        )
+        .await;
+        if let Some(tx) = job.annotations {
+            // The exchange may be gone: then the audit record is where the verdict lives.
+            let _ = tx.send(later.bindings.annotations.clone());
         }
-    }
-
-    /// Jobs queued or running.
-    pub fn pending(&self) -> usize {
-        self.pending.load(Ordering::Acquire)
-    }
-
-    /// Runs `job` in the background, or sheds it when the queue is full. Never waits.
-    pub fn submit(&self, gw: &Arc<Gateway>, job: Job) {
-        let taken = self
-            .pending
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_pending).then_some(n + 1)
-            });
-        if taken.is_err() {
-            self.metrics
-                .background_jobs
-                .with_label_values(&["shed"])
-                .inc();
-            tracing::debug!(request_id = %job.filing.request_id, "background queue full: judgement shed");
-            shed(gw, job);
-            return;
-        }
-        self.metrics.background_pending.inc();
-        let pending = Pending {
-            count: self.pending.clone(),
-            metrics: self.metrics.clone(),
+        let place = Place {
+            filing: &job.filing,
+            direction: job.direction,
+            windows: job.windows,
+            unclassified_parts: job.unclassified_parts,
         };
-        let permits = self.permits.clone();
-        let gw = gw.clone();
-        tokio::spawn(async move {
-            let _pending = pending;
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return;
-            };
-            let deadline = Instant::now() + job.deadline;
-            let later = decide_deferred(
-                &gw.cascade,
-                job.deferred,
-                &job.content,
-                deadline,
-                job.filing.fail_mode,
-            )
-            .await;
-            if let Some(tx) = job.annotations {
-                // The exchange may be gone: then the audit record is where the verdict lives.
-                let _ = tx.send(later.bindings.annotations.clone());
-            }
-            let place = Place {
-                filing: &job.filing,
-                direction: job.direction,
-                windows: job.windows,
-                unclassified_parts: job.unclassified_parts,
-            };
-            write(&gw, &place, later, Some(&job.content));
-            gw.metrics
-                .background_jobs
-                .with_label_values(&["done"])
-                .inc();
-        });
-    }
+        write(&gw, &place, later, Some(&job.content));
+        gw.metrics
+            .background_jobs
+            .with_label_values(&["done"])
+            .inc();
+    });
 }
 
 /// Where a job's records are filed.

@@ -27,7 +27,6 @@ use crate::wire::{Api, ErrorKind, Segment};
 use background::{Job, OwnedFiling};
 use ledger::{Entry, Filing, Ledger};
 
-pub use background::Background;
 pub use ledger::Timing;
 pub use outcome::Outcome;
 
@@ -271,7 +270,7 @@ impl Exchange {
             deadline: self.deadline(),
             annotations,
         };
-        self.gw.background.submit(&self.gw, job);
+        background::submit(&self.gw, job);
     }
 
     /// What the request's annotate bindings judged off the request path found, as far as it is
