@@ -14,10 +14,12 @@
 
 pub mod capture;
 pub mod cli;
+pub mod db;
 pub mod export;
 pub mod mask;
 pub mod page;
 pub mod postgres;
+pub mod query;
 pub mod replay;
 pub mod sqlite;
 pub mod store;

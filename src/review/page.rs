@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::time::{Duration, UNIX_EPOCH};
 
+use super::query::{Job, Query};
 use super::replay::ReplayReport;
 use super::store::{Decision, Detail, Facets, Label, Page, PolicyText};
-use super::web::{Job, Query};
 use crate::eval::html::escape as e;
 use crate::policy::Snapshot;
 

@@ -8,7 +8,7 @@ use postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 use std::collections::HashMap;
 
-use super::store::{Db, Dialect, Result, StoreError, Value};
+use super::db::{Db, Dialect, Result, StoreError, Value};
 
 pub struct Postgres {
     client: Client,

@@ -5,7 +5,7 @@ use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, ToSql};
 use std::path::Path;
 
-use super::store::{Db, Dialect, Result, StoreError, Value};
+use super::db::{Db, Dialect, Result, StoreError, Value};
 
 pub struct Sqlite {
     conn: Connection,

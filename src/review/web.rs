@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::page;
-use super::replay::{self, ReplayReport};
-use super::store::{Filter, Label, LabelFilter, Store, StoreError};
+pub use super::query::{Job, Jobs, Params, Query, FILTER_KEYS};
+use super::replay;
+use super::store::{Label, Store, StoreError};
 use super::Review;
 use crate::classify::Cascade;
 use crate::policy::Registry;
@@ -98,127 +99,6 @@ fn cookie_ok(token: &str, cookie_header: Option<&str>) -> bool {
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Query string or form parameters.
-#[derive(Debug, Default, Clone)]
-pub struct Params(Vec<(String, String)>);
-
-impl Params {
-    pub fn parse(s: &[u8]) -> Params {
-        Params(form_urlencoded::parse(s).into_owned().collect())
-    }
-
-    /// A parameter's value, if given and not blank.
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(n, v)| n == k && !v.trim().is_empty())
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// The queue's state as the URL carries it: filters and the page cursor.
-#[derive(Debug, Clone, Default)]
-pub struct Query {
-    pub filter: Filter,
-    pub before: Option<i64>,
-    /// The time window as written (`1h`, `24h`, `7d`, ...), empty for all time.
-    pub since: String,
-    /// The label menu's value (`unreviewed`, `reviewed`, a label, or empty).
-    pub label: String,
-    pairs: Vec<(&'static str, String)>,
-}
-
-/// The filter parameters, in the order the filter bar shows them.
-pub const FILTER_KEYS: [&str; 11] = [
-    "policy",
-    "version",
-    "effect",
-    "verdict",
-    "code",
-    "backend",
-    "route",
-    "direction",
-    "since",
-    "label",
-    "disagree",
-];
-
-impl Query {
-    pub fn from_params(p: &Params, now_ms: i64) -> Query {
-        let s = |k: &str| p.get(k).map(str::to_string);
-        let since = p.get("since").unwrap_or("").to_string();
-        let label = p.get("label").unwrap_or("").to_string();
-        let filter = Filter {
-            policy: s("policy"),
-            version: s("version"),
-            effect: s("effect"),
-            verdict: s("verdict"),
-            code: s("code"),
-            backend: s("backend"),
-            route: s("route"),
-            direction: s("direction"),
-            since_ms: humantime::parse_duration(&since)
-                .ok()
-                .map(|d| now_ms - d.as_millis() as i64),
-            until_ms: None,
-            disagree: p.get("disagree").is_some(),
-            label: match label.as_str() {
-                "unreviewed" => LabelFilter::Unreviewed,
-                "reviewed" => LabelFilter::Reviewed,
-                l => Label::parse(l).map_or(LabelFilter::Any, LabelFilter::Is),
-            },
-        };
-        let pairs = FILTER_KEYS
-            .iter()
-            .filter_map(|k| p.get(k).map(|v| (*k, v.to_string())))
-            .collect();
-        Query {
-            filter,
-            before: p.get("before").and_then(|b| b.parse().ok()),
-            since,
-            label,
-            pairs,
-        }
-    }
-
-    /// The filter as a query string (no cursor), `""` when nothing is filtered.
-    pub fn qs(&self) -> String {
-        let mut s = form_urlencoded::Serializer::new(String::new());
-        for (k, v) in &self.pairs {
-            s.append_pair(k, v);
-        }
-        s.finish()
-    }
-
-    pub fn value(&self, k: &str) -> &str {
-        self.pairs
-            .iter()
-            .find(|(n, _)| *n == k)
-            .map_or("", |(_, v)| v.as_str())
-    }
-}
-
-/// The replay started from the page (one at a time: a replay can spend a lot of model time).
-#[derive(Default)]
-pub struct Jobs {
-    current: Mutex<Option<Arc<Job>>>,
-}
-
-pub struct Job {
-    pub candidate: String,
-    pub since: String,
-    pub started_ms: i64,
-    pub done: AtomicUsize,
-    pub total: AtomicUsize,
-    pub result: Mutex<Option<Result<ReplayReport, String>>>,
-}
-
-impl Jobs {
-    pub fn current(&self) -> Option<Arc<Job>> {
-        self.current.lock().ok().and_then(|j| j.clone())
-    }
 }
 
 async fn blocking<T: Send + 'static>(
@@ -551,6 +431,7 @@ fn start_replay(ctx: &Ctx<'_>, review: &Arc<Review>, body: &[u8], now: i64) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::review::store::LabelFilter;
 
     #[test]
     fn the_cookie_holds_a_hash_of_the_token() {
