@@ -15,6 +15,7 @@ pub mod guard;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
+pub mod redact;
 pub mod review;
 pub mod shadow;
 pub mod urlpath;
