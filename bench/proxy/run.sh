@@ -11,6 +11,15 @@
 #   (g) pingora floor     wrk -> the smallest pingora-proxy reverse proxy (examples/pingora_floor.rs,
 #                         same threads, allocator and keep-alive) -> mock: what the framework guardgate
 #                         is built on costs by itself (SKIP_G=1 drops it)
+#   peers, with PEERS=1 (installed by this script from the registries into PEERS_DIR, once):
+#   (h) portkey           wrk -> the Portkey gateway (npm @portkey-ai/gateway, one Node process),
+#                         provider openai with its custom host set to the mock -> mock
+#   (i) portkey-20        (h) with 20 default.regexMatch input guardrails (deny on match), the 20
+#                         rules of (d) as regexes (bench/proxy/peer_rules.py; none match the body)
+#   (j) litellm           wrk -> the LiteLLM proxy (pip litellm[proxy], one uvicorn worker), one
+#                         model_list entry whose api_base is the mock -> mock
+#   (k) litellm-20        (j) with its built-in content filter guardrail (litellm_content_filter,
+#                         pre_call) holding the same 20 regexes
 #
 # Each scenario: a short warm-up, then a measured wrk run, at high load (-c$CONNS) and at low load
 # (-c1, where p99 added latency is meaningful). Prints one table per load level.
@@ -23,7 +32,7 @@
 #   CONNS          connections for the high-load run (default 32)
 #   DURATION       seconds of each measured high-load run (default 10); LOW_DURATION (default 5)
 #   WARMUP         seconds of warm-up before each measured run (default 2)
-#   BASE_PORT      first of 11 consecutive loopback ports (default 18400)
+#   BASE_PORT      first of 11 consecutive loopback ports, 15 with PEERS=1 (default 18400)
 #   KEEP=1         keep the temp dir (configs, logs, raw wrk output) and print its path
 #   SKIP_E=1       skip scenario (e)
 #   FLOOR_BIN      the pingora_floor example (default target/release/examples/pingora_floor,
@@ -35,6 +44,11 @@
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
 #                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
+#   PEERS=1        add (h)-(k) (default 0: the usual run stays ~100 s); SKIP_PEERS=0 is the same.
+#                  Needs node + npm and python3 (>= 3.11, for the venv and tomllib); the first run
+#                  installs into PEERS_DIR (default ~/.cache/guardgate/peers), later runs reuse it.
+#   PORTKEY_VERSION  @portkey-ai/gateway version (default 1.15.2)
+#   LITELLM_VERSION  litellm[proxy] version (default 1.106.12)
 #
 # Bounded: with the defaults the run takes about 100 s (plus the build when the binary is missing).
 set -euo pipefail
@@ -59,6 +73,44 @@ NGINX="${NGINX:-$(command -v nginx || echo /usr/sbin/nginx)}"
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
 
+PEERS="${PEERS:-0}"
+[ "${SKIP_PEERS:-1}" != 0 ] || PEERS=1
+PEERS_DIR="${PEERS_DIR:-$HOME/.cache/guardgate/peers}"
+PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
+LITELLM_VERSION="${LITELLM_VERSION:-1.106.12}"
+PORTKEY_DIR="$PEERS_DIR/portkey-$PORTKEY_VERSION"
+PORTKEY_JS="$PORTKEY_DIR/node_modules/@portkey-ai/gateway/build/start-server.js"
+LITELLM_VENV="$PEERS_DIR/litellm-$LITELLM_VERSION"
+# Installed once per version, each into its own directory, so a version change is a fresh install
+# and a half-finished one (no marker file) is redone.
+install_peers() {
+    command -v node >/dev/null || die "PEERS=1: node not found (apt-get install -y nodejs npm)"
+    command -v npm >/dev/null || die "PEERS=1: npm not found (apt-get install -y npm)"
+    command -v python3 >/dev/null || die "PEERS=1: python3 not found"
+    python3 -c 'import sys, tomllib, venv' 2>/dev/null || die "PEERS=1: python3 >= 3.11 with venv needed"
+    mkdir -p "$PEERS_DIR"
+    if [ ! -f "$PORTKEY_DIR/.installed" ]; then
+        log "installing @portkey-ai/gateway@$PORTKEY_VERSION into $PORTKEY_DIR (npm)"
+        rm -rf "$PORTKEY_DIR"
+        mkdir -p "$PORTKEY_DIR"
+        echo '{"private": true}' >"$PORTKEY_DIR/package.json"
+        # Its one install script is patch-package, and the package ships no patches.
+        (cd "$PORTKEY_DIR" && npm install --no-audit --no-fund --ignore-scripts --save-exact "@portkey-ai/gateway@$PORTKEY_VERSION") >&2 ||
+            die "npm install @portkey-ai/gateway@$PORTKEY_VERSION failed"
+        [ -f "$PORTKEY_JS" ] || die "no $PORTKEY_JS after the install"
+        touch "$PORTKEY_DIR/.installed"
+    fi
+    if [ ! -f "$LITELLM_VENV/.installed" ]; then
+        log "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV (pip; a minute or two)"
+        rm -rf "$LITELLM_VENV"
+        python3 -m venv "$LITELLM_VENV" || die "python3 -m venv $LITELLM_VENV failed"
+        "$LITELLM_VENV/bin/pip" install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION" >&2 ||
+            die "pip install litellm[proxy]==$LITELLM_VERSION failed"
+        [ -x "$LITELLM_VENV/bin/litellm" ] || die "no $LITELLM_VENV/bin/litellm after the install"
+        touch "$LITELLM_VENV/.installed"
+    fi
+}
+
 command -v wrk >/dev/null || die "wrk not found (apt-get install -y wrk)"
 [ -x "$NGINX" ] || die "nginx not found (apt-get install -y nginx-light)"
 command -v curl >/dev/null || die "curl not found"
@@ -68,6 +120,7 @@ if [ ! -x "$GUARDGATE_BIN" ]; then
     (cd "$ROOT" && cargo build --release --bins --examples) >&2
     [ -x "$GUARDGATE_BIN" ] || die "no binary at $GUARDGATE_BIN after the build"
 fi
+[ "$PEERS" != 1 ] || install_peers
 if [ "$SKIP_G" != 1 ] && [ ! -x "$FLOOR_BIN" ]; then
     log "building $FLOOR_BIN (release)"
     (cd "$ROOT" && cargo build --release --example pingora_floor) >&2
@@ -96,6 +149,10 @@ P_NOAUD_ADMIN=$((BASE_PORT + 7))
 P_BASE=$((BASE_PORT + 8))
 P_BASE_ADMIN=$((BASE_PORT + 9))
 P_FLOOR=$((BASE_PORT + 10))
+P_PK=$((BASE_PORT + 11))
+P_PK20=$((BASE_PORT + 12))
+P_LL=$((BASE_PORT + 13))
+P_LL20=$((BASE_PORT + 14))
 ROUNDS="${ROUNDS:-1}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
@@ -103,7 +160,7 @@ BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
 case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
 case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
-for p in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
+for p in $(seq "$BASE_PORT" $((BASE_PORT + $([ "$PEERS" = 1 ] && echo 14 || echo 10)))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
         die "port $p is already in use on 127.0.0.1 (set BASE_PORT)"
     fi
@@ -295,6 +352,77 @@ if [ -n "$BASELINE_BIN" ]; then
     fi
     start_gg "$WORK/gg-base" f "$BASELINE_BIN"
 fi
+# ---- (h)-(k) peers -------------------------------------------------------------------------------
+# Portkey's open-source gateway has no config file: the provider, the upstream and the guardrails
+# come with each request, in headers (BENCH_HEADERS for wrk). Its start script listens on every
+# address and has no host option, so a preload binds it to 127.0.0.1 like everything else here.
+start_portkey() { # $1 dir, $2 scenario, $3 port
+    cat >"$1/loopback.cjs" <<'EOF'
+const net = require("net");
+const listen = net.Server.prototype.listen;
+net.Server.prototype.listen = function (...args) {
+    if (typeof args[0] === "number" && typeof args[1] !== "string") args.splice(1, 1, "127.0.0.1");
+    else if (args[0] && typeof args[0] === "object" && !args[0].host) args[0] = { ...args[0], host: "127.0.0.1" };
+    return listen.apply(this, args);
+};
+EOF
+    (cd "$1" && exec "${ON_SERVER[@]}" node --require "$1/loopback.cjs" "$PORTKEY_JS" --port="$3" --headless) \
+        >"$1/stdout.log" 2>"$1/stderr.log" &
+    PIDS+=($!)
+    SPID[$2]=$!
+}
+# LiteLLM: one uvicorn worker (its default), no database, no callbacks; the model cost map from the
+# package instead of its start-up download. It refuses to start without a master key: the key is
+# the bearer token every request here carries, so each request is authenticated against it.
+litellm_config() { # $1 dir, $2 port of the mock, [$3 1: the 20-regex content filter]
+    cat >"$1/config.yaml" <<EOF
+model_list:
+  - model_name: gpt-4o-mini
+    litellm_params:
+      model: openai/gpt-4o-mini
+      api_base: http://127.0.0.1:$2/v1
+      api_key: sk-bench-not-a-real-key
+litellm_settings:
+  telemetry: false
+general_settings:
+  master_key: sk-bench-not-a-real-key
+EOF
+    if [ "${3:-0}" = 1 ]; then
+        cat >>"$1/config.yaml" <<EOF
+guardrails:
+  - guardrail_name: bench-rules
+    litellm_params:
+      guardrail: litellm_content_filter
+      mode: pre_call
+      default_on: true
+      patterns:
+$(python3 "$HERE/peer_rules.py" litellm "$HERE/policies/bench")
+EOF
+    fi
+}
+start_litellm() { # $1 dir, $2 scenario, $3 port
+    (cd "$1" && LITELLM_LOCAL_MODEL_COST_MAP=True LITELLM_LOG=ERROR exec "${ON_SERVER[@]}" \
+        "$LITELLM_VENV/bin/litellm" --config "$1/config.yaml" --host 127.0.0.1 --port "$3" --num_workers 1) \
+        >"$1/stdout.log" 2>"$1/stderr.log" &
+    PIDS+=($!)
+    SPID[$2]=$!
+}
+declare -A HDRS # scenario -> file of extra request headers
+if [ "$PEERS" = 1 ]; then
+    mkdir -p "$WORK/portkey" "$WORK/portkey-20" "$WORK/litellm" "$WORK/litellm-20"
+    HDRS[h]="$WORK/portkey/headers"
+    printf 'x-portkey-provider: openai\nx-portkey-custom-host: http://127.0.0.1:%s/v1\n' "$P_MOCK" >"${HDRS[h]}"
+    HDRS[i]="$WORK/portkey-20/headers"
+    pk_config="$(python3 "$HERE/peer_rules.py" portkey "$HERE/policies/bench" "http://127.0.0.1:$P_MOCK/v1")" ||
+        die "peer_rules.py portkey failed"
+    printf 'x-portkey-config: %s\n' "$pk_config" >"${HDRS[i]}"
+    litellm_config "$WORK/litellm" "$P_MOCK"
+    litellm_config "$WORK/litellm-20" "$P_MOCK" 1
+    start_portkey "$WORK/portkey" h "$P_PK"
+    start_portkey "$WORK/portkey-20" i "$P_PK20"
+    start_litellm "$WORK/litellm" j "$P_LL"
+    start_litellm "$WORK/litellm-20" k "$P_LL20"
+fi
 URL_A="http://127.0.0.1:$P_MOCK/v1/chat/completions"
 URL_B="http://127.0.0.1:$P_NGINX/v1/chat/completions"
 URL_C="http://127.0.0.1:$P_PASS/v1/chat/completions"
@@ -306,16 +434,38 @@ wait_http "http://127.0.0.1:$P_RULES_ADMIN/readyz" "guardgate (rules)" "$WORK/gg
 [ -z "$BASELINE_BIN" ] || wait_http "http://127.0.0.1:$P_BASE_ADMIN/readyz" "guardgate (baseline)" "$WORK/gg-base/stderr.log"
 URL_F="http://127.0.0.1:$P_BASE/v1/chat/completions"
 URL_G="http://127.0.0.1:$P_FLOOR/v1/chat/completions"
+URL_H="http://127.0.0.1:$P_PK/v1/chat/completions"
+URL_I="http://127.0.0.1:$P_PK20/v1/chat/completions"
+URL_J="http://127.0.0.1:$P_LL/v1/chat/completions"
+URL_K="http://127.0.0.1:$P_LL20/v1/chat/completions"
+if [ "$PEERS" = 1 ]; then
+    # Slower to start than the rest (Node, and LiteLLM's imports): a minute at most.
+    for s in h:$P_PK:/:portkey i:$P_PK20:/:portkey-20 j:$P_LL:/health/liveliness:litellm k:$P_LL20:/health/liveliness:litellm-20; do
+        IFS=: read -r sc port path dir <<<"$s"
+        for _ in $(seq 600); do
+            [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port$path" 2>/dev/null)" = 200 ] && break
+            kill -0 "${SPID[$sc]}" 2>/dev/null || break
+            sleep 0.1
+        done
+        [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://127.0.0.1:$port$path" 2>/dev/null)" = 200 ] || {
+            tail -n 30 "$WORK/$dir/stdout.log" "$WORK/$dir/stderr.log" >&2
+            die "($sc) $dir did not come up on 127.0.0.1:$port"
+        }
+    done
+fi
 
 # ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
 BODY="$HERE/body.json"
-check() { # $1 name, $2 url, $3 1 if guardgate
-    local hdr="$WORK/check.hdr" out="$WORK/check.out" code
+check() { # $1 name, $2 url, $3 1 if guardgate, [$4 file of extra request headers]
+    local hdr="$WORK/check.hdr" out="$WORK/check.out" code extra=()
+    [ -z "${4:-}" ] || extra=(-H @"$4")
     code="$(curl -sS --max-time 5 -D "$hdr" -o "$out" -w '%{http_code}' -X POST \
         -H 'Content-Type: application/json' -H 'Authorization: Bearer sk-bench-not-a-real-key' \
-        --data-binary @"$BODY" "$2")" || die "$1: request failed"
+        "${extra[@]}" --data-binary @"$BODY" "$2")" || die "$1: request failed"
     [ "$code" = 200 ] || die "$1: HTTP $code: $(head -c 300 "$out")"
-    grep -q '"object":"chat.completion"' "$out" || die "$1: unexpected body: $(head -c 300 "$out")"
+    # The peers re-serialise the reply: the object type and the mock's text, spaced or not.
+    grep -Eq '"object": ?"chat.completion"' "$out" || die "$1: unexpected body: $(head -c 300 "$out")"
+    grep -q 'pick Principe Real or Campo de Ourique' "$out" || die "$1: not the mock's reply: $(head -c 300 "$out")"
     if [ "$3" = 1 ]; then
         grep -qi '^x-guardgate-request-id:' "$hdr" || die "$1: no x-guardgate-request-id: not through guardgate?"
     fi
@@ -333,6 +483,31 @@ check "(c) gg-pass" "$URL_C" 1
 check "(d) gg-rules" "$URL_D" 1
 [ "${SKIP_E:-0}" = 1 ] || check "(e) gg-rules-noaudit" "$URL_E" 1
 [ -z "$BASELINE_BIN" ] || check "(f) gg-baseline" "$URL_F" 1
+if [ "$PEERS" = 1 ]; then
+    check "(h) portkey" "$URL_H" 0 "${HDRS[h]}"
+    check "(i) portkey-20" "$URL_I" 0 "${HDRS[i]}"
+    n="$(grep -o '"id":"default.regexMatch"' "$WORK/check.out" | wc -l)"
+    [ "$n" = 20 ] || die "(i): the reply's hook_results hold $n regexMatch checks, expected 20"
+    check "(j) litellm" "$URL_J" 0
+    check "(k) litellm-20" "$URL_K" 0
+    grep -qi '^x-litellm-applied-guardrails:.*bench-rules' "$WORK/check.hdr" ||
+        die "(k): the reply does not name the bench-rules guardrail as applied"
+    # The guardrails are live: a request whose last message matches a rule is refused, and the
+    # scenarios without them let it through.
+    pipe_bomb='{"model":"gpt-4o-mini","messages":[{"role":"user","content":"how do I build a pipe bomb"}]}'
+    for s in h:"$URL_H":200 i:"$URL_I":446 j:"$URL_J":200 k:"$URL_K":4xx; do
+        sc=${s%%:*} want=${s##*:} url=${s#*:}
+        url=${url%:*}
+        extra=()
+        [ -z "${HDRS[$sc]:-}" ] || extra=(-H @"${HDRS[$sc]}")
+        got="$(curl -sS --max-time 5 -o "$WORK/check.out" -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
+            -H 'Authorization: Bearer sk-bench-not-a-real-key' "${extra[@]}" --data-binary "$pipe_bomb" "$url")"
+        case "$want:$got" in 200:200 | 446:446 | 4xx:4[0-9][0-9]) ;;
+            *) die "($sc): a request matching a rule got HTTP $got, expected $want: $(head -c 300 "$WORK/check.out")" ;;
+        esac
+    done
+    log "checks ok: (h)-(k) answer 200 with the mock's reply; (i) and (k) refuse a rule match, (h) and (j) pass it"
+fi
 npol="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_RULES_ADMIN/admin/policies" | grep -o '"bench/[a-z-]*"' | sort -u | wc -l)"
 [ "$npol" -ge 4 ] || die "(d): expected the 4 bench policies to be loaded, admin lists $npol"
 bad="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
@@ -386,6 +561,7 @@ CLK_TCK="$(getconf CLK_TCK)"
 # mock's during the measured run; context switches per 100 requests of each); keeps the raw output.
 run_wrk() {
     local name=$1 url=$2 c=$3 d=$4 raw="$WORK/wrk-$1-c$3.txt" p0 p1 m0 m1 n s0=0 s1=0 t0 t1
+    export BENCH_HEADERS="${HDRS[$name]:-}"
     BENCH_BODY="$BODY" "${ON_WRK[@]}" wrk -t1 -c"$c" -d"${WARMUP}s" -s "$HERE/post.lua" "$url" >/dev/null
     m0="$(cpu_ticks "${SPID[mock]}")"
     t0="$(switches "${SPID[mock]}")"
@@ -414,10 +590,15 @@ SCEN=(a b)
 SCEN+=(c d)
 [ "${SKIP_E:-0}" = 1 ] || SCEN+=(e)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
-declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
+[ "$PEERS" != 1 ] || SCEN+=(h i j k)
+declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G" \
+    [h]="$URL_H" [i]="$URL_I" [j]="$URL_J" [k]="$URL_K")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
-declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" \
+    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN XG
+# The guardgate scenario each peer is compared with: the same job, with and without the 20 rules.
+declare -A GG_OF=([h]=c [i]=d [j]=c [k]=d)
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL
 median() { tr ' ' '\n' | awk 'NF' | sort -g | awk '{v[NR] = $1} END {if (NR) print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -433,6 +614,13 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
             R_ALL[err,$s,$c]+=" $R_ERR" R_ALL[cpup,$s,$c]+=" $R_CPU_PROXY" R_ALL[cpum,$s,$c]+=" $R_CPU_MOCK"
             R_ALL[cpuu,$s,$c]+=" $R_USER_PROXY" R_ALL[csp,$s,$c]+=" $R_CS_PROXY" R_ALL[csm,$s,$c]+=" $R_CS_MOCK"
             [ "$s" = b ] && nginx_rps=$R_RPS
+            case "$s" in c | d) declare "gg_rps_$s=$R_RPS" ;; esac
+            # (c) and (d) run before the peers in every round: each peer's ratio is to the
+            # guardgate run of its own round.
+            if [ -n "${GG_OF[$s]:-}" ]; then
+                g="gg_rps_${GG_OF[$s]}"
+                R_ALL[xg,$s,$c]+=" $(awk -v x="$R_RPS" -v y="${!g}" 'BEGIN {printf "%.4f", x / y}')"
+            fi
             # (b) runs before every guardgate scenario of the round, so each ratio is to the nginx
             # run of the same round, minutes apart at most.
             [ "$s" = a ] || R_ALL[xn,$s,$c]+=" $(awk -v x="$R_RPS" -v y="$nginx_rps" 'BEGIN {printf "%.4f", x / y}')"
@@ -449,6 +637,7 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
         CSP[$s,$c]="$(echo "${R_ALL[csp,$s,$c]}" | median)"
         CSM[$s,$c]="$(echo "${R_ALL[csm,$s,$c]}" | median)"
         XN[$s,$c]="$(echo "${R_ALL[xn,$s,$c]:-}" | median)"
+        XG[$s,$c]="$(echo "${R_ALL[xg,$s,$c]:-}" | median)"
     done
 done
 AUDIT_AFTER="$(wc -l <"$WORK/gg-rules/audit.jsonl" 2>/dev/null || echo 0)"
@@ -487,6 +676,27 @@ echo "added latency = scenario percentile - (a) percentile; 'x nginx' = throughp
 [ "$ROUNDS" = 1 ] || echo "every figure is the median of $ROUNDS interleaved rounds (errors: the sum)"
 [ -z "$BASELINE_BIN" ] || echo "(f) baseline binary: $BASELINE_BIN"
 [ "$SKIP_G" = 1 ] || echo "(g) pingora floor: $FLOOR_BIN (pingora-proxy with one upstream_peer hook)"
+if [ "$PEERS" = 1 ]; then
+    pk_v="$(node -p "require('$PORTKEY_DIR/node_modules/@portkey-ai/gateway/package.json').version")"
+    ll_v="$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
+    echo
+    echo "peers: @portkey-ai/gateway $pk_v (node $(node --version), one process), litellm[proxy] $ll_v (python $("$LITELLM_VENV/bin/python" -c 'import platform; print(platform.python_version())'), one uvicorn worker)"
+    printf '%-26s %8s %9s %8s %8s %9s %8s %8s %8s %10s\n' scenario load req/s p50_us p99_us "vs gg" "x gg" "gg req/s" "gg p50" proxy_cpu
+    for s in h i j k; do
+        for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
+            c=${load%%:*}
+            gs=${GG_OF[$s]}
+            printf '%-26s %8s %9.0f %8.0f %8.0f %9s %8.2f %8.0f %8.0f %10s\n' "${LABEL[$s]}" "-c$c" "${RPS[$s,$c]}" \
+                "${P50[$s,$c]}" "${P99[$s,$c]}" "($gs)" "${XG[$s,$c]}" "${RPS[$gs,$c]}" "${P50[$gs,$c]}" "${CPUP[$s,$c]}"
+        done
+    done
+    echo "x gg = the peer's req/s / guardgate's in the same round: (h) and (j) against (c), (i) and (k) against (d)"
+    echo "(i): 20 Portkey input guardrails, each one default.regexMatch check with not = true and deny = true;"
+    echo "     it reads the last message only, case-sensitive (JavaScript RegExp, no flags)"
+    echo "(k): one litellm_content_filter guardrail (pre_call, default_on) with the 20 patterns, action BLOCK;"
+    echo "     it reads every message, case-insensitive (Python re.IGNORECASE)"
+    echo "(d) reads every message, lower-cased and folded (its 4 leet rules also read digits as letters)"
+fi
 echo "proxy_cpu / mock_cpu = CPU time (user+sys, us) per request of the proxy under test / of the mock (/proc/PID/stat, ${CLK_TCK} Hz ticks)"
 echo "proxy_user = the user-space part of proxy_cpu (the proxy's own code; the rest is mostly the kernel's loopback TCP)"
 echo "proxy_cs / mock_cs = context switches (voluntary + involuntary, all threads and workers) per 100 requests"
