@@ -615,11 +615,11 @@ for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
             R_ALL[cpuu,$s,$c]+=" $R_USER_PROXY" R_ALL[csp,$s,$c]+=" $R_CS_PROXY" R_ALL[csm,$s,$c]+=" $R_CS_MOCK"
             [ "$s" = b ] && nginx_rps=$R_RPS
             case "$s" in c | d) declare "gg_rps_$s=$R_RPS" ;; esac
-            # (c) and (d) run before the peers in every round: each peer's ratio is to the
-            # guardgate run of its own round.
+            # (c) and (d) run before the peers in every round: each ratio is guardgate's run of
+            # the same round over the peer's.
             if [ -n "${GG_OF[$s]:-}" ]; then
                 g="gg_rps_${GG_OF[$s]}"
-                R_ALL[xg,$s,$c]+=" $(awk -v x="$R_RPS" -v y="${!g}" 'BEGIN {printf "%.4f", x / y}')"
+                R_ALL[xg,$s,$c]+=" $(awk -v x="$R_RPS" -v y="${!g}" 'BEGIN {printf "%.4f", y / x}')"
             fi
             # (b) runs before every guardgate scenario of the round, so each ratio is to the nginx
             # run of the same round, minutes apart at most.
@@ -681,16 +681,16 @@ if [ "$PEERS" = 1 ]; then
     ll_v="$("$LITELLM_VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("litellm"))')"
     echo
     echo "peers: @portkey-ai/gateway $pk_v (node $(node --version), one process), litellm[proxy] $ll_v (python $("$LITELLM_VENV/bin/python" -c 'import platform; print(platform.python_version())'), one uvicorn worker)"
-    printf '%-26s %8s %9s %8s %8s %9s %8s %8s %8s %10s\n' scenario load req/s p50_us p99_us "vs gg" "x gg" "gg req/s" "gg p50" proxy_cpu
+    printf '%-26s %5s %9s %8s %8s %10s %6s %9s %8s %8s %10s\n' scenario load req/s p50_us p99_us proxy_cpu "vs gg" "gg/peer" "gg req/s" "gg p50" "gg cpu"
     for s in h i j k; do
         for load in "$CONNS:$DURATION" "1:$LOW_DURATION"; do
             c=${load%%:*}
             gs=${GG_OF[$s]}
-            printf '%-26s %8s %9.0f %8.0f %8.0f %9s %8.2f %8.0f %8.0f %10s\n' "${LABEL[$s]}" "-c$c" "${RPS[$s,$c]}" \
-                "${P50[$s,$c]}" "${P99[$s,$c]}" "($gs)" "${XG[$s,$c]}" "${RPS[$gs,$c]}" "${P50[$gs,$c]}" "${CPUP[$s,$c]}"
+            printf '%-26s %5s %9.0f %8.0f %8.0f %10s %6s %9.1f %8.0f %8.0f %10s\n' "${LABEL[$s]}" "-c$c" "${RPS[$s,$c]}" \
+                "${P50[$s,$c]}" "${P99[$s,$c]}" "${CPUP[$s,$c]}" "($gs)" "${XG[$s,$c]}" "${RPS[$gs,$c]}" "${P50[$gs,$c]}" "${CPUP[$gs,$c]}"
         done
     done
-    echo "x gg = the peer's req/s / guardgate's in the same round: (h) and (j) against (c), (i) and (k) against (d)"
+    echo "gg/peer = guardgate's req/s / the peer's, in the same round: (h) and (j) against (c), (i) and (k) against (d)"
     echo "(i): 20 Portkey input guardrails, each one default.regexMatch check with not = true and deny = true;"
     echo "     it reads the last message only, case-sensitive (JavaScript RegExp, no flags)"
     echo "(k): one litellm_content_filter guardrail (pre_call, default_on) with the 20 patterns, action BLOCK;"
