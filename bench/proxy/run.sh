@@ -29,7 +29,10 @@
 #   FLOOR_BIN      the pingora_floor example (default target/release/examples/pingora_floor,
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
-#   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
+#   BASELINE_CONFIG  pass (default: (f) is compared with (c)), rules (with (d): 20 rules, audit to file)
+#                  or redact ((c) plus the redact policy bench-pii/redact, restore on, audit to file:
+#                  with BASELINE_BIN=$GUARDGATE_BIN, the redact action's cost next to (c))
+#   BODY_FILE      the request body (default bench/proxy/body.json; body-pii.json has e-mail addresses)
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
@@ -101,7 +104,7 @@ BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
 BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
 case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
-case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
+case "$BASELINE_CONFIG" in pass | rules | redact) ;; *) die "BASELINE_CONFIG must be pass, rules or redact" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -290,6 +293,8 @@ fi
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+    elif [ "$BASELINE_CONFIG" = redact ]; then
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
     else
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
     fi
@@ -308,7 +313,7 @@ URL_F="http://127.0.0.1:$P_BASE/v1/chat/completions"
 URL_G="http://127.0.0.1:$P_FLOOR/v1/chat/completions"
 
 # ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
-BODY="$HERE/body.json"
+BODY="${BODY_FILE:-$HERE/body.json}"
 check() { # $1 name, $2 url, $3 1 if guardgate
     local hdr="$WORK/check.hdr" out="$WORK/check.out" code
     code="$(curl -sS --max-time 5 -D "$hdr" -o "$out" -w '%{http_code}' -X POST \
