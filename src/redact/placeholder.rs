@@ -183,6 +183,23 @@ impl Placeholders {
         text.len()
     }
 
+    /// Whether `data` (an event's JSON) may hold one of this request's placeholders or the start
+    /// of one: a `[` followed by a label's first character, or ending a string (`["`). JSON's own
+    /// brackets are followed by neither in the events of the APIs' streams, which then pass
+    /// untouched without being parsed.
+    pub fn may_start_in(&self, data: &str) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        let b = data.as_bytes();
+        b.iter().enumerate().any(|(i, &c)| {
+            c == b'['
+                && b.get(i + 1).is_some_and(|&n| {
+                    n == b'"' || self.originals.keys().any(|p| p.as_bytes().get(1) == Some(&n))
+                })
+        })
+    }
+
     /// Every string in `v` with this request's placeholders put back; whether any was.
     pub fn restore_value(&self, v: &mut serde_json::Value) -> bool {
         use serde_json::Value;
