@@ -30,8 +30,9 @@
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
 #   BASELINE_CONFIG  pass (default: (f) is compared with (c)), rules (with (d): 20 rules, audit to file)
-#                  or redact ((c) plus the redact policy bench-pii/redact, restore on, audit to file:
-#                  with BASELINE_BIN=$GUARDGATE_BIN, the redact action's cost next to (c))
+#                  or redact ((c) plus the redact policy bench-pii/redact, restore on; audit off as in
+#                  (c), REDACT_AUDIT=file writes its records: with BASELINE_BIN=$GUARDGATE_BIN, the
+#                  redact action's cost next to (c))
 #   BODY_FILE      the request body (default bench/proxy/body.json; body-pii.json has e-mail addresses)
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
@@ -294,7 +295,7 @@ if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
     elif [ "$BASELINE_CONFIG" = redact ]; then
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" "${REDACT_AUDIT:-off}" $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
     else
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
     fi
@@ -421,7 +422,7 @@ SCEN+=(c d)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL
