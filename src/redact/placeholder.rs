@@ -195,7 +195,11 @@ impl Placeholders {
         b.iter().enumerate().any(|(i, &c)| {
             c == b'['
                 && b.get(i + 1).is_some_and(|&n| {
-                    n == b'"' || self.originals.keys().any(|p| p.as_bytes().get(1) == Some(&n))
+                    n == b'"'
+                        || self
+                            .originals
+                            .keys()
+                            .any(|p| p.as_bytes().get(1) == Some(&n))
                 })
         })
     }

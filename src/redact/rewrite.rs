@@ -239,7 +239,8 @@ mod tests {
             ..Default::default()
         };
         let mut p = Placeholders::new();
-        let out: Value = serde_json::from_slice(&rewrite(&bytes, &parsed, &[&d], &mut p).unwrap()).unwrap();
+        let out: Value =
+            serde_json::from_slice(&rewrite(&bytes, &parsed, &[&d], &mut p).unwrap()).unwrap();
         assert_eq!(
             out["messages"][0]["content"],
             "call [PHONE_1], pay [CARD_1] or [IBAN_1]; again [PHONE_1]"
