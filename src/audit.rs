@@ -31,7 +31,7 @@ pub struct AuditRecord<'a> {
     pub policy_id: &'a str,
     pub policy_version: &'a str,
     pub policy_hash: &'a str,
-    /// violation | allow | error
+    /// violation | allow | error; for a redact binding redacted | clean
     pub verdict: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub code: Option<&'a str>,
@@ -91,6 +91,9 @@ pub struct AuditRecord<'a> {
     /// (the two overlapped), in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_us: Option<u64>,
+    /// A redact binding: spans replaced, by kind (`{"email": 2}`); never the values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redactions: Option<&'a std::collections::BTreeMap<String, usize>>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -112,6 +115,62 @@ fn truncate(s: &str, max: usize) -> Cow<'_, str> {
     match s.char_indices().nth(max) {
         Some((i, _)) => Cow::Owned(format!("{}…", &s[..i])),
         None => Cow::Borrowed(s),
+    }
+}
+
+/// The record of a redact binding: verdict `redacted` (something was replaced) or `clean`, with
+/// the counts by kind. `latency` is the whole rewrite's (all redact bindings of the request).
+pub fn redaction_record<'a>(
+    ctx: &RecordContext<'a>,
+    ts: &'a str,
+    policy: &'a crate::policy::Policy,
+    counts: &'a std::collections::BTreeMap<String, usize>,
+    latency: std::time::Duration,
+) -> AuditRecord<'a> {
+    let verdict = if counts.is_empty() {
+        "clean"
+    } else {
+        "redacted"
+    };
+    AuditRecord {
+        ts,
+        request_id: ctx.request_id,
+        route: ctx.route,
+        api: ctx.api,
+        direction: ctx.direction,
+        policy_id: &policy.id,
+        policy_version: &policy.version,
+        policy_hash: &policy.content_hash,
+        verdict,
+        code: None,
+        rule_id: None,
+        severity: None,
+        backend: None,
+        latency_us: latency.as_micros() as u64,
+        action: "redact",
+        effect: if counts.is_empty() {
+            "allowed"
+        } else {
+            "redacted"
+        },
+        error: None,
+        location: None,
+        confidence: None,
+        rationale: None,
+        policy_generation: ctx.generation,
+        model: None,
+        prompt_tokens: None,
+        completion_tokens: None,
+        cache_hit: None,
+        model_timing: None,
+        sampled_out: false,
+        candidate_agrees: None,
+        windows: None,
+        unclassified_parts: ctx.unclassified_parts,
+        off_path: false,
+        input_mode: None,
+        hidden_us: None,
+        redactions: (!counts.is_empty()).then_some(counts),
     }
 }
 
@@ -238,6 +297,7 @@ impl Auditor {
             off_path: false,
             input_mode: None,
             hidden_us: None,
+            redactions: None,
         }
     }
 

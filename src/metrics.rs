@@ -23,6 +23,8 @@ pub struct Metrics {
     pub upstream_latency: HistogramVec,
     /// Upstream connections opened (not taken from the idle pool), by upstream.
     pub upstream_connects: IntCounterVec,
+    /// Spans the redact action replaced with placeholders, by kind.
+    pub redactions: IntCounterVec,
     /// Verdict cache lookups by backend and result (hit, miss).
     pub verdict_cache: IntCounterVec,
     /// Model calls refused before they ran, by backend and reason (queue_full, deadline): the
@@ -218,6 +220,11 @@ impl Metrics {
             "Upstream connections opened rather than reused from the idle pool, by upstream",
             &["upstream"],
         );
+        let redactions = m.counter(
+            "guardgate_redactions_total",
+            "Spans the redact action replaced with placeholders in requests, by kind (a detector, or a redact policy's rule id)",
+            &["kind"],
+        );
         let verdict_cache = m.counter(
             "guardgate_verdict_cache_total",
             "Verdict cache lookups, by backend and result",
@@ -261,6 +268,7 @@ impl Metrics {
             bad_requests,
             upstream_latency,
             upstream_connects,
+            redactions,
             verdict_cache,
             model_rejections,
             model_queue_depth,

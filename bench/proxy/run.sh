@@ -38,7 +38,11 @@
 #   FLOOR_BIN      the pingora_floor example (default target/release/examples/pingora_floor,
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
-#   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
+#   BASELINE_CONFIG  pass (default: (f) is compared with (c)), rules (with (d): 20 rules, audit to file)
+#                  or redact ((c) plus the redact policy bench-pii/redact, restore on; audit off as in
+#                  (c), REDACT_AUDIT=file writes its records: with BASELINE_BIN=$GUARDGATE_BIN, the
+#                  redact action's cost next to (c))
+#   BODY_FILE      the request body (default bench/proxy/body.json; body-pii.json has e-mail addresses)
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
@@ -158,7 +162,7 @@ BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
 BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
 case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
-case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
+case "$BASELINE_CONFIG" in pass | rules | redact) ;; *) die "BASELINE_CONFIG must be pass, rules or redact" ;; esac
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + $([ "$PEERS" = 1 ] && echo 14 || echo 10)))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -347,6 +351,8 @@ fi
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+    elif [ "$BASELINE_CONFIG" = redact ]; then
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" "${REDACT_AUDIT:-off}" $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
     else
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
     fi
@@ -455,7 +461,7 @@ if [ "$PEERS" = 1 ]; then
 fi
 
 # ---- sanity checks: every path answers 200 with the mock's body; the rules are live ----------
-BODY="$HERE/body.json"
+BODY="${BODY_FILE:-$HERE/body.json}"
 check() { # $1 name, $2 url, $3 1 if guardgate, [$4 file of extra request headers]
     local hdr="$WORK/check.hdr" out="$WORK/check.out" code extra=()
     [ -z "${4:-}" ] || extra=(-H @"$4")
@@ -595,7 +601,7 @@ declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E"
     [h]="$URL_H" [i]="$URL_I" [j]="$URL_J" [k]="$URL_K")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
     [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" \
-    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN XG
 # The guardgate scenario each peer is compared with: the same job, with and without the 20 rules.
 declare -A GG_OF=([h]=c [i]=d [j]=c [k]=d)

@@ -63,6 +63,7 @@ impl Outcome {
             (Ok(_), Action::Block) => "blocked",
             (Ok(_), Action::Annotate) => "annotated",
             (Ok(_), Action::Shadow) => "recorded",
+            (Ok(_), Action::Redact) => "redacted",
         }
     }
 }

@@ -17,6 +17,9 @@ pub enum Action {
     Block,
     Annotate,
     Shadow,
+    /// Replace personal and secret data in the request with placeholders (`[redact]` in the
+    /// policy's front matter); never judged by a classifier.
+    Redact,
 }
 
 impl Action {
@@ -25,6 +28,7 @@ impl Action {
             Action::Block => "block",
             Action::Annotate => "annotate",
             Action::Shadow => "shadow",
+            Action::Redact => "redact",
         }
     }
 }

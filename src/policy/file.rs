@@ -39,8 +39,9 @@ struct FrontMatter {
     id: String,
     title: String,
     version: String,
-    #[serde(default = "default_directions")]
-    directions: Vec<Direction>,
+    /// Absent: input and output, or input only for a redact policy.
+    #[serde(default)]
+    directions: Option<Vec<Direction>>,
     #[serde(default = "default_action")]
     action: Action,
     #[serde(default = "default_threshold")]
@@ -69,6 +70,33 @@ struct FrontMatter {
     /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
     #[serde(default)]
     thresholds: Thresholds,
+    /// The redact action's settings (`action = "redact"` only).
+    #[serde(default)]
+    redact: Option<RedactDef>,
+}
+
+/// `[redact]` in front matter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedactDef {
+    /// Which detectors run; absent: all of them.
+    #[serde(default)]
+    detect: Option<Vec<crate::redact::Kind>>,
+    /// Put the originals back in the reply for the client.
+    #[serde(default)]
+    restore: bool,
+    /// The region phone numbers without a country code are read in (ISO 3166 alpha-2).
+    #[serde(default)]
+    phone_region: Option<String>,
+}
+
+/// A redact policy's settings, compiled: its detectors (the kinds it names and its rules, each
+/// under its id in upper case as the placeholder's name), and whether the reply is restored.
+#[derive(Debug, Clone)]
+pub struct Redaction {
+    pub detectors: crate::redact::Detectors,
+    pub restore: bool,
+    pub phone_region: Option<String>,
 }
 
 /// `[thresholds]` in front matter: minimum quality the policy's case file must show
@@ -122,8 +150,11 @@ impl Effort {
     }
 }
 
-fn default_directions() -> Vec<Direction> {
-    vec![Direction::Input, Direction::Output]
+fn default_directions(action: Action) -> Vec<Direction> {
+    match action {
+        Action::Redact => vec![Direction::Input],
+        _ => vec![Direction::Input, Direction::Output],
+    }
 }
 fn default_action() -> Action {
     Action::Block
@@ -149,6 +180,9 @@ fn default_code_severity() -> Severity {
 #[serde(deny_unknown_fields)]
 struct RuleDef {
     id: String,
+    /// Required, and declared in `[[codes]]`, except in a redact policy, whose rules name what
+    /// they replace by their id.
+    #[serde(default)]
     code: String,
     #[serde(default)]
     regex: Option<String>,
@@ -312,6 +346,8 @@ pub struct Policy {
     pub backends: Option<Vec<String>>,
     /// `[thresholds]` from front matter (all unset when absent).
     pub thresholds: Thresholds,
+    /// `action = "redact"`: what it replaces.
+    pub redact: Option<Redaction>,
     pub path: PathBuf,
 }
 
@@ -424,8 +460,30 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     if fm.version.trim().is_empty() {
         return Err(err("version: empty".into()));
     }
-    if fm.directions.is_empty() {
+    let directions = fm
+        .directions
+        .clone()
+        .unwrap_or_else(|| default_directions(fm.action));
+    if directions.is_empty() {
         return Err(err("directions: name at least one of input, output".into()));
+    }
+    let redacts = fm.action == Action::Redact;
+    if redacts && directions.contains(&Direction::Output) {
+        return Err(err(
+            "directions: a redact policy rewrites the request before it goes upstream; it \
+             applies to input only (restore = true puts the originals back in the reply)"
+                .into(),
+        ));
+    }
+    if let Some(region) = fm.redact.as_ref().and_then(|r| r.phone_region.as_deref()) {
+        if region.len() != 2 || !region.chars().all(|c| c.is_ascii_uppercase()) {
+            return Err(err(format!(
+                "redact.phone_region {region:?}: a two-letter region code in upper case, e.g. \"US\""
+            )));
+        }
+    }
+    if fm.redact.is_some() && !redacts {
+        return Err(err("[redact] applies to action = \"redact\" only".into()));
     }
     let mut seen = std::collections::HashSet::new();
     for c in &fm.codes {
@@ -442,7 +500,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         if !rule_ids.insert(r.id.as_str()) {
             return Err(err(format!("rules: duplicate rule id {:?}", r.id)));
         }
-        if !seen.contains(r.code.as_str()) {
+        if !redacts && !seen.contains(r.code.as_str()) {
             return Err(err(format!(
                 "rules.{}: code {:?} is not declared in [[codes]]",
                 r.id, r.code
@@ -495,6 +553,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
             anchored: anchors_to_text_edges(&pattern),
         });
     }
+    let redact = redacts.then(|| redaction(fm.redact.as_ref(), &rules));
     let rules = RuleSet::new(rules);
     if fm.gate && fm.thresholds.is_empty() {
         return Err(err(
@@ -506,7 +565,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         title: fm.title,
         version: fm.version,
         content_hash: content_hash(bytes),
-        directions: fm.directions,
+        directions,
         action: fm.action,
         severity_threshold: fm.severity_threshold,
         codes: fm.codes,
@@ -518,8 +577,48 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         gate: fm.gate,
         backends: fm.backends,
         thresholds: fm.thresholds,
+        redact,
         path: path.to_path_buf(),
     })
+}
+
+/// A redact policy's detectors: the kinds `[redact] detect` names (all when absent), and its
+/// rules, searched in the request's text as written: rule patterns are written for normalised
+/// (lower-cased) text, so they match here in any case.
+// Other settings the detectors may grow keep their defaults.
+#[allow(clippy::needless_update)]
+fn redaction(def: Option<&RedactDef>, rules: &[Rule]) -> Redaction {
+    let kinds = def
+        .and_then(|d| d.detect.clone())
+        .unwrap_or_else(|| crate::redact::Kind::ALL.to_vec());
+    let custom = rules
+        .iter()
+        .filter_map(|r| {
+            let pattern = r.regex.as_str();
+            let pattern = if pattern.starts_with("(?i)") {
+                pattern.to_string()
+            } else {
+                format!("(?i){pattern}")
+            };
+            let label =
+                r.id.chars()
+                    .map(|c| match c {
+                        'a'..='z' | 'A'..='Z' | '0'..='9' => c.to_ascii_uppercase(),
+                        _ => '_',
+                    })
+                    .collect::<String>();
+            Some((label, Regex::new(&pattern).ok()?))
+        })
+        .collect();
+    Redaction {
+        detectors: crate::redact::Detectors {
+            kinds,
+            custom,
+            ..Default::default()
+        },
+        restore: def.is_some_and(|d| d.restore),
+        phone_region: def.and_then(|d| d.phone_region.clone()),
+    }
 }
 
 #[cfg(test)]

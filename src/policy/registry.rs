@@ -31,6 +31,9 @@ pub struct Bound {
 pub struct RouteBinding {
     pub input: Vec<Bound>,
     pub output: Vec<Bound>,
+    /// Redact bindings: applied to the request before it goes upstream, never judged by a
+    /// classifier (so never in `input`).
+    pub redact: Vec<Bound>,
 }
 
 impl RouteBinding {
@@ -453,6 +456,12 @@ pub fn bind(
                     None => p.clone(),
                 };
                 let p = &narrow(p);
+                if p.action == Action::Redact || sel.action == Some(Action::Redact) {
+                    if let Err(why) = bind_redact(r, sel, p, &mut b.redact) {
+                        errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
+                    }
+                    continue;
+                }
                 if let Some(why) = capability.unsupported(p) {
                     errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
                     continue;
@@ -490,6 +499,43 @@ pub fn bind(
         bindings.insert(r.name.clone(), b);
     }
     bindings
+}
+
+/// A redact policy's binding on route `r`: the request's, on routes of an API whose requests can
+/// be rewritten.
+fn bind_redact(
+    r: &RouteConfig,
+    sel: &crate::config::RoutePolicy,
+    p: &Arc<Policy>,
+    list: &mut Vec<Bound>,
+) -> Result<(), String> {
+    if p.redact.is_none() {
+        return Err(
+            "action = \"redact\" needs a redact policy (action = \"redact\" and [redact] in its front matter)"
+                .into(),
+        );
+    }
+    if sel.action.is_some_and(|a| a != Action::Redact) {
+        return Err(
+            "is a redact policy: bind it without an action, or with action = \"redact\"".into(),
+        );
+    }
+    if crate::wire::Api::from_name(&r.api).is_none() {
+        return Err(format!(
+            "redaction rewrites requests of the chat, completions, responses and messages APIs; \
+             a {} upload is not rewritten",
+            r.api
+        ));
+    }
+    if sel.directions.contains(&Direction::Input) && !list.iter().any(|x| x.policy.id == p.id) {
+        list.push(Bound {
+            policy: p.clone(),
+            action: Action::Redact,
+            candidate: None,
+            sample_rate: 1.0,
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

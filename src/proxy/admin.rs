@@ -154,7 +154,7 @@ impl AdminApp {
                 };
                 (
                     name.clone(),
-                    json!({"input": ids(&b.input), "output": ids(&b.output)}),
+                    json!({"input": ids(&b.input), "output": ids(&b.output), "redact": ids(&b.redact)}),
                 )
             })
             .collect();

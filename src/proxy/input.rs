@@ -50,22 +50,36 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         (Some(b), None) => b.for_direction(Direction::Output),
         _ => &[][..],
     };
+    // Redact bindings rewrite the request (binding refuses them on batch routes).
+    let redacting = match (binding, route.batch) {
+        (Some(b), None) => &b.redact[..],
+        _ => &[][..],
+    };
+    let mut body = raw.clone();
     // A route without input policies has nothing to judge: its body goes upstream unparsed (the
     // upstream validates it), which keeps pass-through routes as cheap as a plain proxy.
-    let annotations = if input.is_empty() {
+    let annotations = if input.is_empty() && redacting.is_empty() {
         Annotations::new()
     } else {
         let judged = match route.batch {
             Some(b) => batch::judge(ex, session, &route, b, input, &raw).await?,
             None => {
-                let (segments, at) = match readable(ex, session, &route, &raw).await? {
-                    Flow::Continue(x) => x,
+                let (segments, at) = match readable(ex, session, &route, &raw, redacting).await? {
+                    Flow::Continue((segments, at, redacted)) => {
+                        if let Some(b) = redacted {
+                            body = b;
+                        }
+                        (segments, at)
+                    }
                     Flow::Answered => return Ok(()),
                 };
-                if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {
-                    return parallel::serve(ex, session, &raw, input, output, segments, at).await;
+                if input.is_empty() {
+                    Flow::Continue(Annotations::new())
+                } else if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {
+                    return parallel::serve(ex, session, &body, input, output, segments, at).await;
+                } else {
+                    judge(ex, session, input, segments, at).await?
                 }
-                judge(ex, session, input, segments, at).await?
             }
         };
         match judged {
@@ -73,7 +87,7 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
             Flow::Answered => return Ok(()),
         }
     };
-    let upstream = match forward::send(ex, session, &raw, !output.is_empty()).await? {
+    let upstream = match forward::send(ex, session, &body, !output.is_empty()).await? {
         Flow::Continue(u) => u,
         Flow::Answered => return Ok(()),
     };
@@ -129,15 +143,17 @@ fn settles_now(ex: &Exchange, bound: &[Bound]) -> bool {
         .all(|b| ex.gw.cascade.answers_now(&b.policy, true))
 }
 
-/// The request parsed in the route's wire format, as the segments to judge; `Answered` when it
-/// was refused as unreadable, or for parts no classifier can read on a route that refuses them.
+/// The request parsed in the route's wire format, as the segments to judge, and the body the
+/// redact bindings `redacting` rewrote (if they found anything); `Answered` when it was refused
+/// as unreadable, or for parts no classifier can read on a route that refuses them.
 async fn readable(
     ex: &mut Exchange,
     session: &mut Session,
     route: &Route,
     raw: &Bytes,
-) -> pingora::Result<Flow<(Vec<Segment>, Judging)>> {
-    let parsed = match parse(ex, session, raw) {
+    redacting: &[Bound],
+) -> pingora::Result<Flow<(Vec<Segment>, Judging, Option<Bytes>)>> {
+    let (decoded, parsed) = match parse(ex, session, raw) {
         Ok(p) => p,
         Err(Unreadable::Body(e)) => {
             refuse_body(ex, session, e).await?;
@@ -156,7 +172,12 @@ async fn readable(
     let at = Judging::Request {
         unclassified_parts: non_text,
     };
-    Ok(Flow::Continue((parsed.segments, at)))
+    let redacted = if redacting.is_empty() {
+        None
+    } else {
+        super::redact::apply(ex, session, redacting, &decoded, &parsed)
+    };
+    Ok(Flow::Continue((parsed.segments, at, redacted)))
 }
 
 /// Judges the request against the route's input policies: the annotations to forward it with,
@@ -185,7 +206,12 @@ enum Unreadable {
 }
 
 /// The request body decoded and parsed in the route's wire format.
-fn parse(ex: &Exchange, session: &Session, raw: &Bytes) -> Result<ParsedRequest, Unreadable> {
+fn parse(
+    ex: &Exchange,
+    session: &Session,
+    raw: &Bytes,
+) -> Result<(Bytes, ParsedRequest), Unreadable> {
     let decoded = decoded(ex, session, raw).map_err(Unreadable::Body)?;
-    ex.api().parse_request(&decoded).map_err(Unreadable::Wire)
+    let parsed = ex.api().parse_request(&decoded).map_err(Unreadable::Wire)?;
+    Ok((decoded, parsed))
 }

@@ -75,6 +75,27 @@ impl WireFormat for Messages {
         error_body(kind, message)
     }
 
+    /// A `content_block_delta`'s `text_delta` text, keyed by block.
+    fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        if event.get("type").and_then(Value::as_str) != Some("content_block_delta") {
+            return Vec::new();
+        }
+        let key = format!(
+            "content[{}]",
+            event.get("index").and_then(Value::as_u64).unwrap_or(0)
+        );
+        let Some(delta) = event.get_mut("delta") else {
+            return Vec::new();
+        };
+        if delta.get("type").and_then(Value::as_str) != Some("text_delta") {
+            return Vec::new();
+        }
+        match delta.get_mut("text") {
+            Some(Value::String(s)) => vec![(key, s)],
+            _ => Vec::new(),
+        }
+    }
+
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<MessageStream>::default()
     }
@@ -491,7 +512,10 @@ fn content_block(
             }
             let input = match lookup(b, "input", path)? {
                 None => String::new(),
-                Some(v @ Value::Object(_)) => v.to_string(),
+                Some(v @ Value::Object(_)) => {
+                    out.argument_object(field(path, "input"));
+                    v.to_string()
+                }
                 Some(v) => return Err(expected(&field(path, "input"), "an object", v)),
             };
             let text = match (name.is_empty(), input.is_empty()) {

@@ -144,3 +144,22 @@ impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
         self
     }
 }
+
+/// The string each choice of a streamed chunk holds where `text` points, keyed by the choice's
+/// index: the chat and completions formats' text deltas.
+pub(super) fn choice_texts<'a>(
+    event: &'a mut Value,
+    text: impl Fn(&'a mut Value) -> Option<&'a mut Value>,
+) -> Vec<(String, &'a mut String)> {
+    let Some(Value::Array(choices)) = event.get_mut("choices") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for c in choices {
+        let i = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+        if let Some(Value::String(s)) = text(c) {
+            out.push((format!("choices[{i}]"), s));
+        }
+    }
+    out
+}

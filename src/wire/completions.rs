@@ -58,6 +58,11 @@ impl WireFormat for Completions {
         errors::openai(kind, message)
     }
 
+    /// `choices[i].text`.
+    fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        super::choices::choice_texts(event, |c| c.get_mut("text"))
+    }
+
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<ChoicesStream<TextChunk>>::default()
     }

@@ -14,6 +14,7 @@ use super::{ParsedRequest, Segment, Source, WireError};
 pub(super) struct Extractor {
     pub(super) segments: Vec<Segment>,
     unclassified_parts: usize,
+    spots: super::Spots,
 }
 
 impl Extractor {
@@ -31,12 +32,22 @@ impl Extractor {
     /// A name (of a tool, a schema, a property) as the words it is made of, see
     /// `identifier_words`.
     pub(super) fn name(&mut self, source: Source, name: &str, location: String) {
+        self.spots.names.push(location.clone());
         self.text(source, &identifier_words(name), location)
+    }
+
+    /// A tool call's arguments given as a JSON object (Anthropic's `input`): judged with the
+    /// call, noted here so that a rewrite reaches their strings.
+    pub(super) fn argument_object(&mut self, location: String) {
+        self.spots.arguments.push(location);
     }
 
     /// Tool-call arguments (or a custom tool's input) decoded, when they are JSON with escapes
     /// of their own (see `arguments`); the raw text is the caller's to judge.
     pub(super) fn arguments(&mut self, text: &str, location: String) {
+        if !text.is_empty() {
+            self.spots.arguments.push(location.clone());
+        }
         if let Some(decoded) = super::arguments::decoded(text) {
             self.text(Source::ToolCall, &decoded, location);
         }
@@ -52,6 +63,7 @@ impl Extractor {
             stream,
             segments: self.segments,
             unclassified_parts: self.unclassified_parts,
+            spots: self.spots,
         }
     }
 }

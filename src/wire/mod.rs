@@ -67,6 +67,13 @@ pub trait WireFormat: Sync {
     /// The state that follows one streamed reply of this API.
     fn stream_state(&self) -> Box<dyn StreamState>;
 
+    /// The text deltas of one streamed event (its data as JSON), each under its stream key (a
+    /// choice, a content block), for rewriting the text the client reads: the redact action's
+    /// restore. Empty when the event carries no text delta.
+    fn delta_texts<'a>(&self, _event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        Vec::new()
+    }
+
     /// The text the reply goes on from, as the client reads the two together: a trailing
     /// assistant turn (a prefill), a completion's prompt. `None` where the reply starts afresh.
     fn continued_text(&self, _request: &Map<String, Value>) -> Option<String> {
@@ -163,6 +170,11 @@ impl Api {
         self.0.error_body(kind, message).to_string().into_bytes()
     }
 
+    /// The text deltas of one streamed event (see [`WireFormat::delta_texts`]).
+    pub fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        self.0.delta_texts(event)
+    }
+
     /// A tracker for one streamed reply of this API.
     pub fn stream(&self) -> StreamTracker {
         StreamTracker::new(self.0.stream_state())
@@ -247,6 +259,20 @@ pub struct ParsedRequest {
     pub segments: Vec<Segment>,
     /// Images, audio, files: non-text parts the text classifier cannot see.
     pub unclassified_parts: usize,
+    /// Locations whose strings are not plain text (see [`Spots`]).
+    pub spots: Spots,
+}
+
+/// Where a request holds strings that its segments do not show as they are: what rewrites the
+/// request (redaction) needs to know beyond the segments.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Spots {
+    /// Tool-call arguments: a string holding JSON (or a custom tool's free text), or an object
+    /// (Anthropic's `input`).
+    pub arguments: Vec<String>,
+    /// Names (of tools, servers, namespaces) the model reads as words but that identify
+    /// something: never rewritten.
+    pub names: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -104,6 +104,11 @@ impl WireFormat for ChatCompletions {
         errors::openai(kind, message)
     }
 
+    /// `choices[i].delta.content`.
+    fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        super::choices::choice_texts(event, |c| c.get_mut("delta")?.get_mut("content"))
+    }
+
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<ChoicesStream<ChatChunk>>::default()
     }

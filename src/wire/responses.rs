@@ -91,6 +91,23 @@ impl WireFormat for Responses {
         errors::openai(kind, message)
     }
 
+    /// `response.output_text.delta`'s `delta`, keyed by output item and content part.
+    fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
+        if event.get("type").and_then(Value::as_str) != Some("response.output_text.delta") {
+            return Vec::new();
+        }
+        let index = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let key = format!(
+            "output[{}].content[{}]",
+            index("output_index"),
+            index("content_index")
+        );
+        match event.get_mut("delta") {
+            Some(Value::String(s)) => vec![(key, s)],
+            _ => Vec::new(),
+        }
+    }
+
     fn stream_state(&self) -> Box<dyn StreamState> {
         Box::<ResponsesStream>::default()
     }

@@ -75,6 +75,22 @@ keywords = ["purple elephant"]
 Requests that mention a purple elephant are let through and annotated (F1).
 """
 
+# Redaction with restore, bound on the /redact/... routes only: the model sees placeholders, the
+# client its own values.
+REDACT_POLICY = """+++
+id = "pii/redact"
+title = "PII redaction (SDK test)"
+version = "1.0.0"
+action = "redact"
+
+[redact]
+restore = true
++++
+# PII redaction (SDK test policy)
+
+E-mail addresses and the other detected kinds are replaced by placeholders upstream.
+"""
+
 # Proxies from the environment must never see loopback test traffic.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -232,6 +248,20 @@ max_hold_ms = 500
 """
         for name, path, api, up in routes
     )
+    # The same APIs under /redact, bound to the redact policy only.
+    route_toml += "".join(
+        f"""
+[[routes]]
+name = {q("redact-" + name)}
+path = {q("/redact" + path)}
+api = {q(api)}
+upstream = {q(up)}
+fail_mode = "closed"
+[[routes.policies]]
+select = "pii/redact"
+"""
+        for name, path, api, up in routes
+    )
     return f"""# Written by tests/sdk/conftest.py
 [server]
 listen = "127.0.0.1:{listen}"
@@ -320,6 +350,7 @@ def _start_stack(tmp: Path) -> Stack:
     (tmp / "policies").mkdir()
     (tmp / "policies" / "weapons.md").write_text(WEAPONS_POLICY)
     (tmp / "policies" / "flag.md").write_text(FLAG_POLICY)
+    (tmp / "policies" / "redact.md").write_text(REDACT_POLICY)
 
     procs: list[Proc] = []
     try:

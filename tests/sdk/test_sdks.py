@@ -523,3 +523,102 @@ def test_openai_responses_stream_helper_cut_before_anything_was_released(stack, 
     ) as stream:
         types = [event.type for event in stream]
     assert types[-1] == "response.incomplete", types
+
+
+# ---- redaction round trip (pii/redact with restore = true, on the /redact/... routes) --------
+
+SECRET_EMAIL = "jane.doe+billing@corp.example"
+REDACT_PROMPT = f"Please write to {SECRET_EMAIL} about invoice 7, then cc {SECRET_EMAIL}."
+REDACTED_PROMPT = "Please write to [EMAIL_1] about invoice 7, then cc [EMAIL_1]."
+# The mock answers with the user text it received: the redacted prompt.
+ECHO = {"x-mock-echo": "1", "x-mock-chunk-bytes": "5"}
+
+
+@pytest.fixture
+def oai_redact(stack):
+    client = openai.OpenAI(
+        api_key=OPENAI_KEY,
+        base_url=f"{stack.base_url}/redact/v1",
+        max_retries=0,
+        timeout=CLIENT_TIMEOUT_S,
+        http_client=openai.DefaultHttpxClient(trust_env=False),
+    )
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def claude_redact(stack):
+    client = anthropic.Anthropic(
+        api_key=ANTHROPIC_KEY,
+        base_url=f"{stack.base_url}/redact",
+        max_retries=0,
+        timeout=CLIENT_TIMEOUT_S,
+        http_client=anthropic.DefaultHttpxClient(trust_env=False),
+    )
+    yield client
+    client.close()
+
+
+def assert_upstream_saw_placeholders(stack, last_message):
+    got = stack.mock_requests()
+    assert len(got) == 1, f"mock received {len(got)} requests"
+    body = got[0]["body"]
+    assert SECRET_EMAIL not in body and "jane" not in body, body
+    assert last_message(json.loads(body)) == REDACTED_PROMPT
+
+
+def test_openai_redaction_round_trip(stack, oai_redact):
+    r = oai_redact.chat.completions.create(
+        model=OPENAI_MODEL, messages=user(REDACT_PROMPT), extra_headers=ECHO
+    )
+    assert r.choices[0].message.content == REDACT_PROMPT
+    assert_upstream_saw_placeholders(stack, lambda b: b["messages"][-1]["content"])
+
+
+def test_openai_redaction_round_trip_stream(stack, oai_redact):
+    stream = oai_redact.chat.completions.create(
+        model=OPENAI_MODEL, messages=user(REDACT_PROMPT), stream=True, extra_headers=ECHO
+    )
+    text, finish = "", None
+    with stream:
+        for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+    assert text == REDACT_PROMPT
+    assert "[EMAIL_" not in text
+    assert finish == "stop"
+    assert_upstream_saw_placeholders(stack, lambda b: b["messages"][-1]["content"])
+
+
+def test_openai_responses_redaction_round_trip_stream(stack, oai_redact):
+    text = ""
+    with oai_redact.responses.stream(model=OPENAI_MODEL, input=REDACT_PROMPT, extra_headers=ECHO) as stream:
+        for event in stream:
+            if event.type == "response.output_text.delta":
+                text += event.delta
+        final = stream.get_final_response()
+    assert text == REDACT_PROMPT
+    assert final.output_text == REDACT_PROMPT
+    assert_upstream_saw_placeholders(stack, lambda b: b["input"])
+
+
+def test_anthropic_redaction_round_trip(stack, claude_redact):
+    m = claude_redact.messages.create(
+        model=ANTHROPIC_MODEL, max_tokens=64, messages=user(REDACT_PROMPT), extra_headers=ECHO
+    )
+    assert m.content[0].text == REDACT_PROMPT
+    assert_upstream_saw_placeholders(stack, lambda b: b["messages"][-1]["content"])
+
+
+def test_anthropic_redaction_round_trip_stream(stack, claude_redact):
+    with claude_redact.messages.stream(
+        model=ANTHROPIC_MODEL, max_tokens=64, messages=user(REDACT_PROMPT), extra_headers=ECHO
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == REDACT_PROMPT
+    assert final.content[0].text == REDACT_PROMPT
+    assert final.stop_reason == "end_turn"
+    assert_upstream_saw_placeholders(stack, lambda b: b["messages"][-1]["content"])

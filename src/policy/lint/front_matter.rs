@@ -91,3 +91,49 @@ impl LintRule for IdPath {
         }
     }
 }
+
+/// Whether the file is a redact policy, as written (also when the loader rejects it).
+pub(super) fn is_redact(doc: &PolicyDoc) -> bool {
+    doc.table
+        .as_ref()
+        .and_then(|t| t.get("action")?.as_str())
+        .is_some_and(|a| a == "redact")
+}
+
+/// A redact policy that replaces nothing (`detect = []` and no rules), or whose rules carry codes,
+/// which redaction does not use (the rule's id names its placeholder).
+pub struct Redact;
+
+impl LintRule for Redact {
+    fn name(&self) -> &'static str {
+        "redact"
+    }
+
+    fn check(&self, doc: &PolicyDoc, out: &mut Findings) {
+        let Some(t) = doc.table.as_ref() else {
+            return;
+        };
+        let rules = t.get("rules").and_then(|r| r.as_array());
+        let detect = t
+            .get("redact")
+            .and_then(|r| r.get("detect"))
+            .and_then(|d| d.as_array());
+        if detect.is_some_and(|d| d.is_empty()) && rules.is_none_or(|r| r.is_empty()) {
+            out.error(
+                doc.line_of("detect"),
+                "detect = [] and no [[rules]]: the policy redacts nothing",
+            );
+        }
+        for r in rules.into_iter().flatten() {
+            if r.get("code").is_some() {
+                let id = r.get("id").and_then(|i| i.as_str()).unwrap_or("?");
+                out.warning(
+                    doc.line_of("code"),
+                    format!(
+                        "rules.{id}: code is not used by a redact policy (the placeholder is named after the rule id)"
+                    ),
+                );
+            }
+        }
+    }
+}

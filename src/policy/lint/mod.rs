@@ -102,6 +102,15 @@ pub static RULES: &[&dyn LintRule] = &[
     &rules::RuleFiresOnAllowed,
 ];
 
+/// The checks of a redact policy (`action = "redact"`): its body is documentation, not a prompt,
+/// and it has no codes, so only the front matter is checked.
+pub static REDACT_RULES: &[&dyn LintRule] = &[
+    &front_matter::Thresholds,
+    &front_matter::FrontMatter,
+    &front_matter::IdPath,
+    &front_matter::Redact,
+];
+
 /// Where one rule reports on one file. Findings are stamped with the file and the rule's name
 /// here, so a rule cannot report under another's name.
 pub struct Findings<'a> {
@@ -182,6 +191,7 @@ type CasesArg = Option<(PathBuf, Result<Vec<crate::eval::Case>, String>)>;
 pub fn lint_bytes(path: &Path, bytes: &[u8], cases: CasesArg) -> Vec<Diagnostic> {
     let cases = cases.map(|(path, cases)| CaseFile { path, cases });
     match PolicyDoc::read(path, bytes, cases) {
+        Ok(doc) if front_matter::is_redact(&doc) => run(REDACT_RULES, &doc),
         Ok(doc) => run(RULES, &doc),
         Err(why) => unreadable(path, why),
     }

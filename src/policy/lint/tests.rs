@@ -354,3 +354,38 @@ fn lint_checks_exactly_the_files_serve_loads() {
         ]
     );
 }
+
+/// A redact policy is checked by its own table: its body is no prompt (no sections, codes or
+/// examples to find), and a policy that replaces nothing is an error.
+#[test]
+fn redact_policies_get_their_own_checks() {
+    let ok = "+++\nid = \"fx/redact\"\ntitle = \"t\"\nversion = \"1\"\naction = \"redact\"\n[redact]\nrestore = true\n[[rules]]\nid = \"order-id\"\nregex = 'ord-\\d+'\n+++\n# Redact\nShort.\n";
+    let d = lint_as("redact.md", ok, None);
+    assert!(d.is_empty(), "{d:#?}");
+    let nothing = ok
+        .replace("[redact]\n", "[redact]\ndetect = []\n")
+        .replace("[[rules]]\nid = \"order-id\"\nregex = 'ord-\\d+'\n", "");
+    let d = lint_as("redact.md", &nothing, None);
+    assert!(
+        d.iter()
+            .any(|x| x.rule == "redact" && x.level == Level::Error),
+        "{d:#?}"
+    );
+    let coded = ok.replace("regex = ", "code = \"X\"\nregex = ");
+    let d = lint_as("redact.md", &coded, None);
+    assert!(
+        d.iter()
+            .any(|x| x.rule == "redact" && x.level == Level::Warning),
+        "{d:#?}"
+    );
+    let output = ok.replace(
+        "action = \"redact\"\n",
+        "action = \"redact\"\ndirections = [\"output\"]\n",
+    );
+    let d = lint_as("redact.md", &output, None);
+    assert!(
+        d.iter()
+            .any(|x| x.rule == "front-matter" && x.message.contains("input only")),
+        "{d:#?}"
+    );
+}

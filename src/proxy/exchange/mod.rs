@@ -75,6 +75,8 @@ pub struct Exchange {
     ledger: Ledger,
     /// What the request's annotate bindings judged off the request path will find.
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
+    /// What the route's redact bindings did to the request (see `proxy::redact`).
+    pub redaction: Option<super::redact::Redacted>,
     finished: bool,
     /// Dropped with the exchange, however the request ends.
     _in_flight: InFlight,
@@ -92,6 +94,7 @@ impl Exchange {
             generation: 0,
             ledger: Ledger::default(),
             late: None,
+            redaction: None,
             finished: false,
             _in_flight: InFlight::new(&gw.in_flight),
         }
@@ -333,6 +336,7 @@ impl Exchange {
             return;
         }
         self.write_ledger();
+        self.write_redaction();
         let route = match &self.scope {
             Scope::Route(r) => r.name.as_str(),
             Scope::Endpoint { label, .. } => label.as_str(),
@@ -358,6 +362,38 @@ impl Exchange {
             status = status.unwrap_or(0),
             "request done"
         );
+    }
+
+    /// One record per redact binding: what it replaced, by kind and count, never the values.
+    fn write_redaction(&mut self) {
+        let Some(r) = self.redaction.take() else {
+            return;
+        };
+        let audit = &self.gw.auditor;
+        if !audit.enabled() {
+            return;
+        }
+        let (route, api) = filed_under(&self.scope);
+        let ctx = crate::audit::RecordContext {
+            request_id: &self.request_id,
+            route,
+            api,
+            direction: Direction::Input,
+            fail_mode: self.fail_mode(),
+            generation: self.generation,
+            unclassified_parts: 0,
+        };
+        let ts = crate::audit::timestamp();
+        let counts: Vec<_> = (0..r.policies.len())
+            .map(|i| r.placeholders.counts_of(i))
+            .collect();
+        let records: Vec<_> = r
+            .policies
+            .iter()
+            .zip(&counts)
+            .map(|(p, c)| crate::audit::redaction_record(&ctx, &ts, p, c, r.took))
+            .collect();
+        audit.record_all(&records);
     }
 
     fn write_ledger(&mut self) {

@@ -3,6 +3,7 @@
 //! whole reply, `stream` for a streamed one).
 
 mod plain;
+mod restored;
 mod stream;
 mod untouched;
 
@@ -67,7 +68,10 @@ pub async fn relay(
     match (judged, is_sse) {
         (true, true) => Box::pin(stream::relay(ex, session, up, bound)).await,
         (true, false) => Box::pin(plain::relay(ex, session, up, bound)).await,
-        (false, _) => relay_untouched(ex, session, up, Bytes::new()).await,
+        (false, _) => match crate::proxy::redact::restorer(ex) {
+            Some(p) => Box::pin(restored::relay(ex, session, up, is_sse, p)).await,
+            None => relay_untouched(ex, session, up, Bytes::new()).await,
+        },
     }
 }
 

@@ -203,6 +203,14 @@ async fn send_whole(
         mut header,
     } = up;
     release(ex, http, &peer).await;
+    // The output policies judged the reply as the model wrote it; the client reads the originals.
+    let coded = content_codings(&header.headers).is_some();
+    let body = match crate::proxy::redact::restorer(ex).filter(|_| !coded) {
+        Some(p) => {
+            crate::proxy::redact::restore_whole(&p, &header, &body).map_or(body, Bytes::from)
+        }
+        None => body,
+    };
     header.remove_header(&http::header::TRANSFER_ENCODING);
     header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     session.write_response_header(Box::new(header)).await?;

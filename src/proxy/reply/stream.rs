@@ -92,6 +92,9 @@ struct StreamRelay<'a> {
     /// Annotate-only: the text gathered per key, judged at the end.
     whole: BTreeMap<String, String>,
     whole_len: usize,
+    /// The request's redaction restores: what is written is the client's text, with the
+    /// originals put back (the policies judged the text as the model wrote it).
+    restore: Option<crate::redact::StreamRestore>,
 }
 
 impl Drop for StreamRelay<'_> {
@@ -122,7 +125,10 @@ impl<'a> StreamRelay<'a> {
         if let Some(text) = continued_text(ex, session, route.api) {
             streams.continues(hold.overlap_of(&text));
         }
+        let restore = crate::proxy::redact::restorer(ex)
+            .map(|p| crate::redact::StreamRestore::new(route.api, p));
         StreamRelay {
+            restore,
             enforce: bound.iter().any(|b| b.action == Action::Block),
             inspecting: true,
             ex,
@@ -301,11 +307,26 @@ impl<'a> StreamRelay<'a> {
 
     /// Sends bytes to the client; a failure means the client left.
     async fn write(&mut self, b: Bytes) -> pingora::Result<()> {
+        let b = match &mut self.restore {
+            Some(r) => r.push(&b),
+            None => b,
+        };
+        if b.is_empty() {
+            return Ok(());
+        }
         let sent = self.session.write_response_body(b, false).await;
         if sent.is_err() {
             self.ex.outcome = Outcome::ClientGone;
         }
         sent
+    }
+
+    /// Sends bytes already the client's (past any restore).
+    async fn write_raw(&mut self, b: Bytes) -> pingora::Result<()> {
+        if b.is_empty() {
+            return Ok(());
+        }
+        self.session.write_response_body(b, false).await
     }
 
     /// Ends the stream the way the API ends a filtered reply, or with its error event carrying
@@ -350,12 +371,18 @@ impl<'a> StreamRelay<'a> {
                 }
             }
         }
+        if let Some(rest) = self.restore.as_mut().map(|r| r.finish()) {
+            self.write_raw(rest).await?;
+        }
         self.session.write_response_body(Bytes::new(), true).await
     }
 
     /// The stream ended whole: an annotate-only stream is judged now (and may get an
     /// `event: guardgate` with what annotate bindings found), and the client's body is ended.
     async fn finish(&mut self) -> pingora::Result<()> {
+        if let Some(rest) = self.restore.as_mut().map(|r| r.finish()) {
+            self.write_raw(rest).await?;
+        }
         if self.enforce {
             if self.ex.outcome != Outcome::Annotated {
                 self.ex.outcome = Outcome::Forwarded;

@@ -80,6 +80,10 @@ fn within(prefix: &str, mut request: ParsedRequest) -> ParsedRequest {
     for Segment { location, .. } in &mut request.segments {
         *location = format!("{prefix}.{location}");
     }
+    let spots = &mut request.spots;
+    for location in spots.arguments.iter_mut().chain(spots.names.iter_mut()) {
+        *location = format!("{prefix}.{location}");
+    }
     request
 }
 

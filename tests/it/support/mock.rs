@@ -11,6 +11,7 @@
 //! - `x-mock-abort-after: N`   fail the stream (abort the connection) after N body bytes
 //! - `x-mock-reply: text`      the assistant text to return (default "Hello from the mock upstream.")
 //! - `x-mock-sse-hex: 6461..`  stream exactly these bytes (hex) as an SSE body: events of any shape
+//! - `x-mock-echo: 1`          the assistant text is the request's last user text as received
 //!
 //! `GET /__mock/requests` returns the recorded requests as JSON (for tests in other languages).
 #![allow(dead_code)]
@@ -226,6 +227,7 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
     let abort_after: Option<usize> = hdr(&req, "x-mock-abort-after").and_then(|s| s.parse().ok());
     let reply = hdr(&req, "x-mock-reply").unwrap_or_else(|| "Hello from the mock upstream.".into());
     let scripted = hdr(&req, "x-mock-sse-hex").and_then(|h| from_hex(&h));
+    let echo = hdr(&req, "x-mock-echo").is_some();
 
     if path == "/__mock/requests" {
         let list: Vec<Value> = st
@@ -295,6 +297,12 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         .and_then(Value::as_bool)
         .unwrap_or(false);
     let anthropic = path.ends_with("/messages");
+    let reply = match echo {
+        true => echo_text(&parsed)
+            .or_else(|| echo_prompt(&parsed))
+            .unwrap_or(reply),
+        false => reply,
+    };
 
     if status != 200 {
         let b = if anthropic {
@@ -343,6 +351,56 @@ async fn handle(req: Request<Incoming>, st: MockState) -> Result<Response<BoxBod
         }
         (None, _) => full(200, ct, out),
     })
+}
+
+/// The text of the request's last user turn (`x-mock-echo`): the last message's content (a
+/// string, or its parts' text), a completion's prompt, or a response's input.
+fn echo_text(req: &Value) -> Option<String> {
+    fn text(v: &Value) -> Option<String> {
+        match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Array(parts) => {
+                let texts: Vec<String> = parts
+                    .iter()
+                    .filter_map(|p| match p {
+                        Value::String(s) => Some(s.clone()),
+                        _ => p
+                            .get("text")
+                            .and_then(Value::as_str)
+                            .map(str::to_string)
+                            .or_else(|| p.get("content").and_then(text)),
+                    })
+                    .collect();
+                Some(texts.join(" "))
+            }
+            _ => None,
+        }
+    }
+    if let Some(last) = req.get("messages").and_then(Value::as_array)?.last() {
+        return last.get("content").and_then(text);
+    }
+    None
+}
+
+/// See [`echo_text`]: the request's own text for the APIs without `messages`.
+fn echo_prompt(req: &Value) -> Option<String> {
+    match req.get("prompt").or_else(|| req.get("input"))? {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(items) => items.last().and_then(|i| match i {
+            Value::String(s) => Some(s.clone()),
+            _ => i.get("content").and_then(|c| match c {
+                Value::String(s) => Some(s.clone()),
+                Value::Array(ps) => Some(
+                    ps.iter()
+                        .filter_map(|p| p.get("text").and_then(Value::as_str))
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                _ => None,
+            }),
+        }),
+        _ => None,
+    }
 }
 
 pub fn chat_completion(model: &str, text: &str) -> Value {
