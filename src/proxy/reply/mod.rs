@@ -2,6 +2,7 @@
 //! untouched (`untouched`), or judged against the route's output policies first (`plain` for a
 //! whole reply, `stream` for a streamed one).
 
+mod passed;
 mod plain;
 mod stream;
 mod untouched;
@@ -66,6 +67,9 @@ pub async fn relay(
     }
     match (judged, is_sse) {
         (true, true) => Box::pin(stream::relay(ex, session, up, bound)).await,
+        (true, false) if passed::applies(bound) => {
+            Box::pin(passed::relay(ex, session, up, bound)).await
+        }
         (true, false) => Box::pin(plain::relay(ex, session, up, bound)).await,
         (false, _) => relay_untouched(ex, session, up, Bytes::new()).await,
     }
