@@ -46,7 +46,8 @@ pub struct AuditRecord<'a> {
     pub action: &'static str,
     /// What actually happened: blocked | annotated | recorded | allowed | below_threshold |
     /// fail_open | fail_closed | shadow_error | skipped (another policy had blocked first) |
-    /// shed (the background queue was full).
+    /// shed (the background queue was full) | not_judged (a reply already sent could not be read
+    /// within its bounds).
     pub effect: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

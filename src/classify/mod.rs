@@ -167,6 +167,10 @@ pub enum ClassifyError {
     /// Not judged: the background queue for judgement off the request path was full.
     #[error("not judged: the background queue was full")]
     Shed,
+    /// Not judged: the content could not be read within its bounds (a reply that had already
+    /// gone to the client over `routes.output.max_reply_bytes`, or unreadable); says why.
+    #[error("not judged: {0}")]
+    NotJudged(String),
 }
 
 impl ClassifyError {
@@ -178,13 +182,17 @@ impl ClassifyError {
             ClassifyError::Backend(_) => "backend",
             ClassifyError::Skipped => "skipped",
             ClassifyError::Shed => "shed",
+            ClassifyError::NotJudged(_) => "not_judged",
         }
     }
 
     /// Whether a classifier failed (counted and logged as a fault), rather than being spared on
     /// purpose.
     pub fn is_failure(&self) -> bool {
-        !matches!(self, ClassifyError::Skipped | ClassifyError::Shed)
+        !matches!(
+            self,
+            ClassifyError::Skipped | ClassifyError::Shed | ClassifyError::NotJudged(_)
+        )
     }
 
     /// What a client may be told. A backend's message can carry the model's own words (an
@@ -198,6 +206,7 @@ impl ClassifyError {
             ClassifyError::NoBackend => "no configured backend can classify this policy",
             ClassifyError::Skipped => "not judged",
             ClassifyError::Shed => "classifier is overloaded",
+            ClassifyError::NotJudged(_) => "not judged",
         }
     }
 }

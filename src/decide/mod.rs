@@ -44,6 +44,7 @@ impl Outcome {
             Ok(_) => "allow",
             Err(ClassifyError::Skipped) => "skipped",
             Err(ClassifyError::Shed) => "shed",
+            Err(ClassifyError::NotJudged(_)) => "not_judged",
             Err(_) => "error",
         }
     }
@@ -53,6 +54,7 @@ impl Outcome {
         match (&self.result, self.action) {
             (Err(ClassifyError::Skipped), _) => "skipped",
             (Err(ClassifyError::Shed), _) => "shed",
+            (Err(ClassifyError::NotJudged(_)), _) => "not_judged",
             (Err(_), Action::Shadow) => "shadow_error",
             // An annotate binding never fails a route closed (`combine`): the exchange went on.
             (Err(_), Action::Annotate) => "fail_open",

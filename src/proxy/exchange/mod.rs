@@ -193,6 +193,59 @@ impl Exchange {
         self.settle(split, &content, at, Timing::Inline)
     }
 
+    /// [`Exchange::judge`] for a reply the client already has whole: rules settle in place and
+    /// model work goes to the background queue as usual, but nothing waited for any of it, so
+    /// its records say `off_path`.
+    pub async fn judge_sent_reply(&mut self, bound: &[Bound], segments: Vec<Segment>) -> &Decision {
+        let content = Arc::new(Content::from_segments(segments));
+        let deadline = self.deadline_from_now();
+        let fail_mode = self.fail_mode();
+        let split = Box::pin(decide_blocking(
+            &self.gw.cascade,
+            bound,
+            &content,
+            deadline,
+            fail_mode,
+        ))
+        .await;
+        self.settle(split, &content, Judging::Reply, Timing::OffPath)
+    }
+
+    /// A reply the client already has that could not be judged against `bound` (too large to
+    /// copy, or unreadable): counted as unclassifiable, and every binding's record says
+    /// `not_judged` and why. The fail mode has nothing left to decide.
+    pub fn not_judged(&mut self, bound: &[Bound], why: &str) {
+        self.gw.metrics.fault(Fault::OutputUnclassifiable);
+        let route = self.route().map_or("-", |r| r.name.as_str());
+        tracing::warn!(request_id = %self.request_id, route, reason = %why, "reply sent unjudged");
+        let not_judged = || Err(crate::classify::ClassifyError::NotJudged(why.to_string()));
+        let outcomes = bound
+            .iter()
+            .map(|b| crate::decide::Outcome {
+                policy: b.policy.clone(),
+                action: b.action,
+                result: not_judged(),
+                latency: Duration::ZERO,
+                candidate: b.candidate.clone().map(|c| (c, not_judged())),
+            })
+            .collect();
+        if self.ledger.is_full() {
+            self.write_ledger();
+        }
+        self.ledger.keep(Entry {
+            direction: Direction::Output,
+            decision: Decision {
+                outcomes,
+                verdict: crate::decide::Final::Allow,
+                annotations: Vec::new(),
+            },
+            windows: None,
+            unclassified_parts: 0,
+            capture: None,
+            timing: Timing::Inline,
+        });
+    }
+
     /// When judgement started now must be done by: the route's deadline.
     pub fn deadline_from_now(&self) -> Instant {
         Instant::now() + self.deadline()

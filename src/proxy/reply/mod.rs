@@ -2,6 +2,7 @@
 //! untouched (`untouched`), or judged against the route's output policies first (`plain` for a
 //! whole reply, `stream` for a streamed one).
 
+mod passed;
 mod plain;
 mod restored;
 mod stream;
@@ -67,6 +68,11 @@ pub async fn relay(
     }
     match (judged, is_sse) {
         (true, true) => Box::pin(stream::relay(ex, session, up, bound)).await,
+        // A reply whose placeholders are put back is rewritten before the client has it: it
+        // takes the buffered path, which restores.
+        (true, false) if passed::applies(bound) && crate::proxy::redact::restorer(ex).is_none() => {
+            Box::pin(passed::relay(ex, session, up, bound)).await
+        }
         (true, false) => Box::pin(plain::relay(ex, session, up, bound)).await,
         (false, _) => match crate::proxy::redact::restorer(ex) {
             Some(p) => Box::pin(restored::relay(ex, session, up, is_sse, p)).await,

@@ -217,3 +217,14 @@ async fn send_whole(
     session.write_response_body(body, true).await?;
     Ok(())
 }
+
+/// The text to judge in a reply read whole (decoded, then read as JSON or as text); `Err` says
+/// why there is none.
+pub(super) fn reply_segments(
+    api: Api,
+    raw: &Bytes,
+    coded: Option<&str>,
+    limit: usize,
+) -> Result<Vec<Segment>, String> {
+    parse(api, raw, coded, limit).map(|r| r.segments(api))
+}

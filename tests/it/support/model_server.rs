@@ -6,6 +6,8 @@
 //! violates (code X1) a policy whose text mentions "Forbidden". `fail_next` makes the next N calls answer 503.
 //! `[hold]` in the content, or `HOLD-ME` in the policy, holds the answer until `release` is set
 //! (at most 20 s), so a test can look at the gateway while a verdict is outstanding.
+//! `delay_ms` adds a fixed time to every answer: a model server of known speed, for the
+//! benchmarks (`examples/imitation_model.rs`).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -16,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -29,6 +31,11 @@ pub struct ModelState {
     pub release: Arc<std::sync::atomic::AtomicBool>,
     pub fail_next: Arc<AtomicUsize>,
     pub bodies: Arc<Mutex<Vec<Value>>>,
+    /// Added to every answer, in milliseconds.
+    pub delay_ms: Arc<AtomicU64>,
+    /// Stop keeping request bodies in `bodies`, which a benchmark's long run would grow without
+    /// bound.
+    pub forget_bodies: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct ModelServer {
@@ -43,7 +50,11 @@ impl ModelServer {
 }
 
 pub async fn start() -> ModelServer {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_on("127.0.0.1:0").await
+}
+
+pub async fn start_on(addr: &str) -> ModelServer {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let state = ModelState::default();
     let st = state.clone();
@@ -93,7 +104,13 @@ async fn handle(
         .map(|b| b.to_bytes())
         .unwrap_or_default();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    st.bodies.lock().unwrap().push(v.clone());
+    if !st.forget_bodies.load(Ordering::Relaxed) {
+        st.bodies.lock().unwrap().push(v.clone());
+    }
+    let delay = st.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     if st
         .fail_next
         .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
