@@ -379,6 +379,31 @@ async fn restore_behind_an_output_guard() {
     restored_streams(&routes, &[("weapons.md", WEAPONS)]).await;
 }
 
+/// A plain reply that only a shadow binding judges would go out as it arrives; with placeholders
+/// to put back it is rewritten first, so none reaches the client.
+#[tokio::test]
+async fn restore_in_a_plain_reply_that_only_shadow_bindings_judge() {
+    let routes = format!(
+        "{BIND}[[routes.policies]]\nselect = \"test/weapons\"\ndirections = [\"output\"]\naction = \"shadow\"\n"
+    );
+    let (_m, gw) = setup(true, &routes, &[("weapons.md", WEAPONS)]).await;
+    let text = format!("Mail {EMAIL} today");
+    for api in APIS {
+        let r = client()
+            .post(gw.url(api))
+            .header("x-mock-echo", "1")
+            .json(&body(api, &text))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{api}");
+        let raw = r.text().await.unwrap();
+        assert!(!raw.contains("[EMAIL_"), "{api}: {raw}");
+        let v: Value = serde_json::from_str(&raw).expect("a valid JSON reply");
+        assert_eq!(reply_text(api, &v), text, "{api}");
+    }
+}
+
 #[tokio::test]
 async fn without_restore_the_client_sees_placeholders_in_streams() {
     let (_m, gw) = setup(false, BIND, &[]).await;
