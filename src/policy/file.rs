@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use super::binding::{Action, Direction};
+use super::refusal::Refusal;
 use crate::classify::normalize::{fold_leet, readings, Reading};
 use crate::classify::verdict::OutputFormat;
 
@@ -69,6 +70,9 @@ struct FrontMatter {
     /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
     #[serde(default)]
     thresholds: Thresholds,
+    /// What a client reads when this policy blocks its request or reply.
+    #[serde(default)]
+    refusal: Option<Refusal>,
 }
 
 /// `[thresholds]` in front matter: minimum quality the policy's case file must show
@@ -312,6 +316,8 @@ pub struct Policy {
     pub backends: Option<Vec<String>>,
     /// `[thresholds]` from front matter (all unset when absent).
     pub thresholds: Thresholds,
+    /// `[refusal]` from front matter: what a client reads when this policy blocks.
+    pub refusal: Option<Refusal>,
     pub path: PathBuf,
 }
 
@@ -392,6 +398,10 @@ fn valid_id(id: &str) -> bool {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         })
 }
+
+/// How the loader's errors about `[refusal]` start: the `refusal` lint rule reports them, at
+/// their line.
+pub const REFUSAL_ERROR: &str = "refusal.";
 
 pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     let p = path.display().to_string();
@@ -496,6 +506,10 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         });
     }
     let rules = RuleSet::new(rules);
+    if let Some(r) = &fm.refusal {
+        r.validate()
+            .map_err(|(key, reason)| err(format!("{REFUSAL_ERROR}{key}: {reason}")))?;
+    }
     if fm.gate && fm.thresholds.is_empty() {
         return Err(err(
             "gate = true needs a [thresholds] table saying what the case file must meet".into(),
@@ -518,6 +532,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         gate: fm.gate,
         backends: fm.backends,
         thresholds: fm.thresholds,
+        refusal: fm.refusal,
         path: path.to_path_buf(),
     })
 }

@@ -17,6 +17,7 @@ pub mod moderation;
 pub mod parallel;
 pub mod passthrough;
 pub mod queue;
+pub mod refusal;
 pub mod reply;
 pub mod respond;
 pub mod routing;

@@ -22,6 +22,7 @@ mod offpath;
 mod output;
 mod policy_tools;
 mod properties;
+mod refusals;
 mod reload;
 mod remote;
 mod review;
