@@ -169,7 +169,7 @@ fn accept_language(value: &str) -> Vec<Range> {
         })
         .take(MAX_RANGES)
         .collect();
-    out.sort_by(|a, b| b.q.cmp(&a.q));
+    out.sort_by_key(|r| std::cmp::Reverse(r.q));
     out
 }
 
