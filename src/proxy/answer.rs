@@ -81,20 +81,14 @@ pub async fn settle(
         Final::Allow => return Ok(Flow::Continue(())),
         Final::Block { policy_id, code } => {
             ex.outcome = Outcome::Blocked;
-            let words = refusal::for_block(
-                ex.route().map(|r| &**r),
-                session,
-                bound,
-                &policy_id,
-                || match &code {
-                    Some(c) => {
-                        format!(
-                            "Request blocked by guardgate: policy {policy_id} (code {c}){within}"
-                        )
-                    }
-                    None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
-                },
-            );
+            let default = || match &code {
+                Some(c) => {
+                    format!("Request blocked by guardgate: policy {policy_id} (code {c}){within}")
+                }
+                None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
+            };
+            let route = ex.route().map(|r| &**r);
+            let words = refusal::for_block(route, session, bound, &policy_id, default);
             let kind = ErrorKind::PolicyViolation {
                 policy: policy_id,
                 code,
