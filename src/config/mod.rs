@@ -816,6 +816,14 @@ select = "general/*"
                 "routes[0].policies[0].sample_rate",
             ),
             (
+                format!("{MIN}[routes.refusal]\nmessage = \" \"\nlanguage = \"en\"\n"),
+                "routes[0].refusal.message",
+            ),
+            (
+                format!("{MIN}[routes.refusal]\nmessage = \"No.\"\nlanguage = \"en\"\n[routes.refusal.messages]\nde_CH = \"Nein.\"\n"),
+                "routes[0].refusal.messages.de_CH",
+            ),
+            (
                 format!("{MIN}\n[[backends]]\nname = \"m\"\nkind = \"local\"\n"),
                 "backends[0]",
             ),

@@ -3,6 +3,7 @@
 
 use serde::Deserialize;
 
+use crate::policy::refusal::Refusal;
 use crate::wire::batch::Batch;
 
 pub use crate::policy::binding::{Action, Direction, FailMode};
@@ -35,6 +36,9 @@ pub struct RouteConfig {
     /// When the upstream call starts relative to the input verdict.
     #[serde(default)]
     pub input_mode: InputMode,
+    /// What a blocked client reads when the policy that fired sets no `[refusal]` of its own.
+    #[serde(default)]
+    pub refusal: Option<Refusal>,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
@@ -174,6 +178,10 @@ impl RouteConfig {
         }
         if self.output.overlap_chars >= self.output.window_chars {
             return err("output.overlap_chars", "must be smaller than window_chars");
+        }
+        if let Some(r) = &self.refusal {
+            r.validate()
+                .map_err(|(key, reason)| (format!("refusal.{key}"), reason))?;
         }
         for (j, p) in self.policies.iter().enumerate() {
             p.validate()

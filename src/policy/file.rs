@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 use super::binding::{Action, Direction};
+use super::refusal::Refusal;
 use crate::classify::normalize::{fold_leet, readings, Reading};
 use crate::classify::verdict::OutputFormat;
 
@@ -70,6 +71,9 @@ struct FrontMatter {
     /// Quality bar for `guardgate policy test`: the run fails when the policy's cases miss it.
     #[serde(default)]
     thresholds: Thresholds,
+    /// What a client reads when this policy blocks its request or reply.
+    #[serde(default)]
+    refusal: Option<Refusal>,
     /// The redact action's settings (`action = "redact"` only).
     #[serde(default)]
     redact: Option<RedactDef>,
@@ -348,6 +352,8 @@ pub struct Policy {
     pub thresholds: Thresholds,
     /// `action = "redact"`: what it replaces.
     pub redact: Option<Redaction>,
+    /// `[refusal]` from front matter: what a client reads when this policy blocks.
+    pub refusal: Option<Refusal>,
     pub path: PathBuf,
 }
 
@@ -428,6 +434,10 @@ fn valid_id(id: &str) -> bool {
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
         })
 }
+
+/// How the loader's errors about `[refusal]` start: the `refusal` lint rule reports them, at
+/// their line.
+pub const REFUSAL_ERROR: &str = "refusal.";
 
 pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     let p = path.display().to_string();
@@ -555,6 +565,10 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
     }
     let redact = redacts.then(|| redaction(fm.redact.as_ref(), &rules));
     let rules = RuleSet::new(rules);
+    if let Some(r) = &fm.refusal {
+        r.validate()
+            .map_err(|(key, reason)| err(format!("{REFUSAL_ERROR}{key}: {reason}")))?;
+    }
     if fm.gate && fm.thresholds.is_empty() {
         return Err(err(
             "gate = true needs a [thresholds] table saying what the case file must meet".into(),
@@ -578,6 +592,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
         backends: fm.backends,
         thresholds: fm.thresholds,
         redact,
+        refusal: fm.refusal,
         path: path.to_path_buf(),
     })
 }

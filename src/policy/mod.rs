@@ -6,8 +6,10 @@ mod casefold;
 pub mod discover;
 pub mod file;
 pub mod lint;
+pub mod refusal;
 pub mod registry;
 pub mod watch;
 
 pub use file::{parse_policy, Effort, Policy, PolicyError, Severity};
+pub use refusal::Refusal;
 pub use registry::{Bound, Registry, RouteBinding, Snapshot};

@@ -8,9 +8,11 @@ use pingora::protocols::http::ServerSession as Session;
 use super::body::{content_codings, decode, BodyError};
 use super::exchange::{Exchange, Flow, Outcome};
 use super::gateway::Route;
+use super::refusal;
 use crate::config::NonTextParts;
 use crate::decide::Final;
 use crate::metrics::BadRequest;
+use crate::policy::Bound;
 use crate::wire::{ErrorKind, WireError};
 
 pub async fn refuse_body(
@@ -64,11 +66,13 @@ pub async fn non_text_parts(
     Ok(Flow::Continue(()))
 }
 
-/// Goes on with an allowed request, or refuses a blocked one or one that could not be judged on
-/// a fail-closed route; `within` names the request of a batch that it was.
+/// Goes on with an allowed request, or refuses a blocked one (in the words of its refusal, see
+/// `proxy::refusal`; `bound` are the bindings it was judged against) or one that could not be
+/// judged on a fail-closed route; `within` names the request of a batch that it was.
 pub async fn settle(
     ex: &mut Exchange,
     session: &mut Session,
+    bound: &[Bound],
     verdict: Final,
     within: Option<&str>,
 ) -> pingora::Result<Flow<()>> {
@@ -77,17 +81,19 @@ pub async fn settle(
         Final::Allow => return Ok(Flow::Continue(())),
         Final::Block { policy_id, code } => {
             ex.outcome = Outcome::Blocked;
-            let msg = match &code {
+            let default = || match &code {
                 Some(c) => {
                     format!("Request blocked by guardgate: policy {policy_id} (code {c}){within}")
                 }
                 None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
             };
+            let route = ex.route().map(|r| &**r);
+            let words = refusal::for_block(route, session, bound, &policy_id, default);
             let kind = ErrorKind::PolicyViolation {
                 policy: policy_id,
                 code,
             };
-            ex.refuse(session, kind, &msg, false).await?;
+            ex.refuse_with(session, kind, &words).await?;
         }
         Final::FailClosed { policy_id, reason } => {
             ex.outcome = Outcome::FailClosed;

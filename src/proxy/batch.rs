@@ -52,7 +52,7 @@ pub async fn judge(
             };
             let decision = ex.judge(bound, Vec::new(), at).await;
             let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
-            return Ok(match settle(ex, session, verdict, None).await? {
+            return Ok(match settle(ex, session, bound, verdict, None).await? {
                 Flow::Continue(()) => Flow::Continue(annotations),
                 Flow::Answered => Flow::Answered,
             });
@@ -79,7 +79,7 @@ pub async fn judge(
         };
         let decision = ex.judge(bound, item.request.segments, at).await;
         let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
-        if let Flow::Answered = settle(ex, session, verdict, Some(&item.custom_id)).await? {
+        if let Flow::Answered = settle(ex, session, bound, verdict, Some(&item.custom_id)).await? {
             return Ok(Flow::Answered);
         }
         for a in annotations {

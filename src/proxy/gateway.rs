@@ -86,6 +86,7 @@ impl Gateway {
                     non_text_parts: r.non_text_parts,
                     input_mode: r.input_mode,
                     batch,
+                    refusal: r.refusal.clone(),
                 }),
             );
         }

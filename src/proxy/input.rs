@@ -191,7 +191,7 @@ async fn judge(
 ) -> pingora::Result<Flow<Annotations>> {
     let decision = ex.judge(bound, segments, at).await;
     let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
-    Ok(match settle(ex, session, verdict, None).await? {
+    Ok(match settle(ex, session, bound, verdict, None).await? {
         Flow::Continue(()) => Flow::Continue(annotations),
         Flow::Answered => Flow::Answered,
     })

@@ -18,6 +18,7 @@ pub mod parallel;
 pub mod passthrough;
 pub mod queue;
 pub mod redact;
+pub mod refusal;
 pub mod reply;
 pub mod respond;
 pub mod routing;

@@ -82,7 +82,7 @@ pub async fn serve(
         if let Some(Ok(mut r)) = reply {
             r.http.shutdown().await;
         }
-        answer::settle(ex, session, verdict, None).await?;
+        answer::settle(ex, session, input, verdict, None).await?;
         return Ok(());
     }
     match reply {

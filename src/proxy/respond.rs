@@ -38,9 +38,25 @@ pub async fn error(
     request_id: &str,
     close: bool,
 ) -> pingora::Result<()> {
+    error_in(session, api, kind, message, None, request_id, close).await
+}
+
+/// [`error`] with the language of `message` (a configured refusal), sent as `Content-Language`.
+pub async fn error_in(
+    session: &mut Session,
+    api: Api,
+    kind: ErrorKind,
+    message: &str,
+    language: Option<&str>,
+    request_id: &str,
+    close: bool,
+) -> pingora::Result<()> {
     let status = kind.status();
     let body = api.error_body(&kind, message);
     let mut headers = vec![("x-guardgate-request-id", request_id.to_string())];
+    if let Some(l) = language {
+        headers.push(("content-language", l.to_string()));
+    }
     if let ErrorKind::PolicyViolation { policy, code } = &kind {
         headers.push(("x-guardgate-blocked-by", policy.clone()));
         if let Some(c) = code {

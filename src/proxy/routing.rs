@@ -36,6 +36,8 @@ pub struct Route {
     /// Set on a batch-upload route: the body holds requests of other APIs, each judged in its
     /// own format (`api` is then the API whose error shape answers for the upload).
     pub batch: Option<Batch>,
+    /// The operator's refusal for blocks whose policy sets none.
+    pub refusal: Option<crate::policy::refusal::Refusal>,
 }
 
 /// The routes, found by path.

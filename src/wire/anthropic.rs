@@ -13,7 +13,7 @@ use super::extract::{
 use super::fields::{self, Field::*, Fields};
 use super::inline_file::{self, Inline};
 use super::reply::{arr, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
-use super::stream::{named_event, same_api, EventText, StreamState};
+use super::stream::{named_event, same_api, Ending, EventText, StreamState};
 use super::{Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
 
 type Obj = Map<String, Value>;
@@ -140,6 +140,8 @@ struct MessageStream {
     envelope: Value,
     /// Open content blocks and their types.
     open_blocks: BTreeMap<u64, String>,
+    /// One past the highest block index the stream has used: where a refusal's block goes.
+    next_block: u64,
 }
 
 /// The key of what block `i` of type `kind` holds besides rendered text and thinking.
@@ -192,6 +194,7 @@ impl StreamState for MessageStream {
                 // The SDKs start their message from this one, content included.
                 for (i, b) in arr(&self.envelope, "content").iter().enumerate() {
                     block_start(i as u64, b, out);
+                    self.next_block = self.next_block.max(i as u64 + 1);
                 }
             }
             "content_block_start" => {
@@ -199,6 +202,7 @@ impl StreamState for MessageStream {
                 let b = v.get("content_block").unwrap_or(&Value::Null);
                 block_start(i, b, out);
                 self.open_blocks.insert(i, s(b, "type").to_string());
+                self.next_block = self.next_block.max(i.saturating_add(1));
             }
             "content_block_delta" => {
                 let i = v.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -238,15 +242,31 @@ impl StreamState for MessageStream {
         key == TEXT
     }
 
-    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
+    fn ending(&self, how: Ending) -> Vec<u8> {
         let mut s = String::new();
-        if let Some(msg) = error_message {
+        if let Ending::Error(msg) = how {
             s += &named_event(
                 "error",
                 &json!({"type": "error", "error": {"type": "invalid_request_error", "message": msg}}),
             );
-        } else {
+        } else if let Ending::Filtered(text) = how {
             for i in self.open_blocks.keys() {
+                s += &named_event(
+                    "content_block_stop",
+                    &json!({"type": "content_block_stop", "index": i}),
+                );
+            }
+            // A block of its own: the text the client saw so far stays as it was.
+            if let Some(t) = text {
+                let i = self.next_block;
+                s += &named_event(
+                    "content_block_start",
+                    &json!({"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}}),
+                );
+                s += &named_event(
+                    "content_block_delta",
+                    &json!({"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": t}}),
+                );
                 s += &named_event(
                     "content_block_stop",
                     &json!({"type": "content_block_stop", "index": i}),
@@ -261,9 +281,9 @@ impl StreamState for MessageStream {
         s.into_bytes()
     }
 
-    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+    fn cut_after(&self, upstream: &dyn StreamState, how: Ending) -> Vec<u8> {
         let mut out = String::new();
-        if error_message.is_none() && !self.envelope.is_object() {
+        if !matches!(how, Ending::Error(_)) && !self.envelope.is_object() {
             // The SDKs reject an ending without the message_start they never got.
             let m = match same_api::<Self>(upstream) {
                 // Without its content: a block the start already held may be what was cut.
@@ -282,7 +302,7 @@ impl StreamState for MessageStream {
             );
         }
         let mut out = out.into_bytes();
-        out.extend(self.ending(error_message));
+        out.extend(self.ending(how));
         out
     }
 

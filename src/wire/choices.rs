@@ -10,7 +10,7 @@ use std::fmt;
 use std::marker::PhantomData;
 
 use super::reply::{arr, NOT_TEXT};
-use super::stream::{data_event, same_api, EventText, StreamState};
+use super::stream::{data_event, same_api, Ending, EventText, StreamState};
 
 /// What differs between the chat and the legacy completions chunk.
 pub(super) trait ChoiceFormat: Default + Clone + fmt::Debug + Send + Sync + 'static {
@@ -20,8 +20,8 @@ pub(super) trait ChoiceFormat: Default + Clone + fmt::Debug + Send + Sync + 'sta
     /// The text deltas of choice `i` of one chunk.
     fn choice_deltas(i: u64, choice: &Value, out: &mut EventText);
 
-    /// Choice `i` of the chunk that ends it as filtered.
-    fn filtered_choice(i: u64) -> Value;
+    /// Choice `i` of the chunk that ends it as filtered, with `text` (a refusal) as its last text.
+    fn filtered_choice(i: u64, text: Option<&str>) -> Value;
 
     /// The members of a choice that `choice_deltas` reads (or that are not text).
     const CHOICE_FIELDS: &'static [&'static str];
@@ -99,13 +99,13 @@ impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
         F::continues_request(key)
     }
 
-    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
+    fn ending(&self, how: Ending) -> Vec<u8> {
         let mut s = String::new();
-        if let Some(msg) = error_message {
+        if let Ending::Error(msg) = how {
             s += &data_event(
                 &json!({"error": {"message": msg, "type": "invalid_request_error", "param": null, "code": "content_policy_violation"}}),
             );
-        } else {
+        } else if let Ending::Filtered(text) = how {
             let indices: Vec<u64> = if self.choices.is_empty() {
                 vec![0]
             } else {
@@ -116,7 +116,7 @@ impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
                 if !c.is_object() {
                     c = json!({"id": "guardgate", "object": F::CHUNK_OBJECT, "created": 0, "model": ""});
                 }
-                c["choices"] = json!([F::filtered_choice(i)]);
+                c["choices"] = json!([F::filtered_choice(i, text)]);
                 s += &data_event(&c);
             }
         }
@@ -124,15 +124,15 @@ impl<F: ChoiceFormat> StreamState for ChoicesStream<F> {
         s.into_bytes()
     }
 
-    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+    fn cut_after(&self, upstream: &dyn StreamState, how: Ending) -> Vec<u8> {
         match same_api::<Self>(upstream) {
             // The client saw no chunk yet: the ending copies the upstream's envelope.
             Some(up) if !self.envelope.is_object() => {
                 let mut t = self.clone();
                 t.envelope = up.envelope.clone();
-                t.ending(error_message)
+                t.ending(how)
             }
-            _ => self.ending(error_message),
+            _ => self.ending(how),
         }
     }
 

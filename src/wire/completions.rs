@@ -89,8 +89,8 @@ impl ChoiceFormat for TextChunk {
         out.push(format!("choices[{i}].logprobs"), &tokens);
     }
 
-    fn filtered_choice(i: u64) -> Value {
-        json!({"index": i, "text": "", "logprobs": null, "finish_reason": "content_filter"})
+    fn filtered_choice(i: u64, text: Option<&str>) -> Value {
+        json!({"index": i, "text": text.unwrap_or(""), "logprobs": null, "finish_reason": "content_filter"})
     }
 
     fn continues_request(key: &str) -> bool {

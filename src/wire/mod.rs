@@ -36,7 +36,7 @@ use std::fmt;
 pub use errors::ErrorKind;
 pub use json::parse_strict;
 pub use reply::{segments_of_keys, source_of_key, splice_annotation};
-pub use stream::{EventText, StreamState, StreamTracker};
+pub use stream::{Ending, EventText, StreamState, StreamTracker};
 
 /// One API's wire format: the request and reply sides of one API in one place.
 pub trait WireFormat: Sync {

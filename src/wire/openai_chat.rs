@@ -154,8 +154,12 @@ impl ChoiceFormat for ChatChunk {
         }
     }
 
-    fn filtered_choice(i: u64) -> Value {
-        json!({"index": i, "delta": {}, "logprobs": null, "finish_reason": "content_filter"})
+    fn filtered_choice(i: u64, text: Option<&str>) -> Value {
+        let delta = match text {
+            Some(t) => json!({"content": t}),
+            None => json!({}),
+        };
+        json!({"index": i, "delta": delta, "logprobs": null, "finish_reason": "content_filter"})
     }
 
     fn continues_request(key: &str) -> bool {

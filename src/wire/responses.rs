@@ -13,7 +13,7 @@ use super::extract::{
 use super::fields::{self, Field::*, Fields};
 use super::filled::{Filled, Whole};
 use super::reply::{arr, call_text, s, seg, texts, NOT_TEXT as REPLY_NOT_TEXT};
-use super::stream::{named_event, same_api, EventText, StreamState};
+use super::stream::{named_event, same_api, Ending, EventText, StreamState};
 use super::{errors, Api, ErrorKind, ParsedRequest, Segment, Source, WireError, WireFormat};
 
 type Obj = Map<String, Value>;
@@ -82,7 +82,7 @@ impl WireFormat for Responses {
         v["status"] = json!("incomplete");
         v["incomplete_details"] = json!({"reason": "content_filter"});
         v["output"] = json!([{
-            "type": "message", "id": "msg_guardgate", "status": "incomplete", "role": "assistant",
+            "type": "message", "id": REFUSAL_ITEM, "status": "incomplete", "role": "assistant",
             "content": [{"type": "output_text", "text": message, "annotations": []}]
         }]);
     }
@@ -112,6 +112,9 @@ impl WireFormat for Responses {
         Box::<ResponsesStream>::default()
     }
 }
+
+/// The id of the message item that carries a refusal in place of the model's output.
+const REFUSAL_ITEM: &str = "msg_guardgate";
 
 /// Keys of the texts a client reads whole: the SDKs' `output_text` is every `output_text` part of
 /// every message, one after another; refusals, reasoning and its summaries likewise.
@@ -302,33 +305,78 @@ impl StreamState for ResponsesStream {
         }
     }
 
-    fn ending(&self, error_message: Option<&str>) -> Vec<u8> {
-        let seq = self.last_seq.map(|n| n + 1).unwrap_or(0);
-        let event = if let Some(msg) = error_message {
-            named_event(
-                "error",
-                &json!({"type": "error", "code": "content_policy_violation", "message": msg, "param": null, "sequence_number": seq}),
-            )
-        } else {
-            let mut r = self.response.clone().unwrap_or_else(|| json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "model": "", "output": []}));
-            bare(&mut r);
-            r["status"] = json!("incomplete");
-            r["incomplete_details"] = json!({"reason": "content_filter"});
-            named_event(
-                "response.incomplete",
-                &json!({"type": "response.incomplete", "response": r, "sequence_number": seq}),
-            )
+    fn ending(&self, how: Ending) -> Vec<u8> {
+        let mut seq = self.last_seq.map(|n| n + 1).unwrap_or(0);
+        // `type` first and `sequence_number` last, as the API writes its events.
+        let mut event = |name: &str, fields: Value| {
+            let mut v = json!({"type": name});
+            merge(&mut v, &fields);
+            v["sequence_number"] = json!(seq);
+            seq += 1;
+            named_event(name, &v)
         };
-        event.into_bytes()
+        let text = match how {
+            Ending::Error(msg) => {
+                return event(
+                    "error",
+                    json!({"code": "content_policy_violation", "message": msg, "param": null}),
+                )
+                .into_bytes()
+            }
+            Ending::Filtered(text) => text,
+        };
+        let mut out = String::new();
+        let mut r = self.response.clone().unwrap_or_else(|| json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "model": "", "output": []}));
+        bare(&mut r);
+        if let Some(t) = text {
+            // A message item of its own after the items the client has, as the SDKs number
+            // items by the order they were added.
+            let oi = self.items.keys().next_back().map_or(0, |i| i + 1);
+            let at = json!({"item_id": REFUSAL_ITEM, "output_index": oi, "content_index": 0});
+            let with = |extra: Value| {
+                let mut v = at.clone();
+                merge(&mut v, &extra);
+                v
+            };
+            let part = json!({"type": "output_text", "text": t, "annotations": []});
+            let item = |status: &str, content: Value| json!({"type": "message", "id": REFUSAL_ITEM, "status": status, "role": "assistant", "content": content});
+            out += &event(
+                "response.output_item.added",
+                json!({"output_index": oi, "item": item("in_progress", json!([]))}),
+            );
+            out += &event(
+                "response.content_part.added",
+                with(json!({"part": {"type": "output_text", "text": "", "annotations": []}})),
+            );
+            out += &event(
+                "response.output_text.delta",
+                with(json!({"delta": t, "logprobs": []})),
+            );
+            out += &event(
+                "response.output_text.done",
+                with(json!({"text": t, "logprobs": []})),
+            );
+            out += &event("response.content_part.done", with(json!({"part": part})));
+            let done = item("incomplete", json!([part]));
+            out += &event(
+                "response.output_item.done",
+                json!({"output_index": oi, "item": done}),
+            );
+            r["output"] = json!([done]);
+        }
+        r["status"] = json!("incomplete");
+        r["incomplete_details"] = json!({"reason": "content_filter"});
+        out += &event("response.incomplete", json!({"response": r}));
+        out.into_bytes()
     }
 
-    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8> {
+    fn cut_after(&self, upstream: &dyn StreamState, how: Ending) -> Vec<u8> {
         let up = same_api::<Self>(upstream);
         let mut t = self.clone();
         // Sequence numbers go on from the last one the upstream sent, seen by the client or not.
         t.last_seq = up.and_then(|u| u.last_seq).max(self.last_seq);
         let mut start = String::new();
-        if error_message.is_none() && t.response.is_none() {
+        if !matches!(how, Ending::Error(_)) && t.response.is_none() {
             // The SDKs reject an ending without the response.created they never got.
             let mut r = up.and_then(|u| u.response.clone()).unwrap_or_else(|| {
                 json!({"id": "resp_guardgate", "object": "response", "created_at": 0, "status": "in_progress", "model": "", "output": []})
@@ -343,7 +391,7 @@ impl StreamState for ResponsesStream {
             t.response = Some(r);
         }
         let mut out = start.into_bytes();
-        out.extend(t.ending(error_message));
+        out.extend(t.ending(how));
         out
     }
 
@@ -397,6 +445,13 @@ const FIELDS: Fields = &[
     ("request_id", Setting),
     ("cache_salt", Setting),
 ];
+
+/// `extra`'s members set on `v` (both objects), in `extra`'s order.
+fn merge(v: &mut Value, extra: &Value) {
+    for (k, x) in extra.as_object().into_iter().flatten() {
+        v[k] = x.clone();
+    }
+}
 
 /// A response the gateway sends in an ending, from the upstream's `response.created`: the
 /// SDKs take its output (and error) as the reply's, and what it held may be what was cut.

@@ -40,21 +40,31 @@ impl EventText {
     }
 }
 
+/// How the gateway ends a stream it cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending<'a> {
+    /// The way the API ends a filtered reply; with a text (a refusal), the client reads it as the
+    /// reply's last text before the end.
+    Filtered(Option<&'a str>),
+    /// The API's error event, carrying this message.
+    Error(&'a str),
+}
+
 /// One API's view of a streamed reply: the text deltas of its events, and what is needed to end
 /// the stream cleanly in the API's own terms if the gateway cuts it.
 pub trait StreamState: Send + Sync + fmt::Debug {
     /// Reads one event whose data is JSON.
     fn on_event(&mut self, event: &Value, out: &mut EventText);
 
-    /// The events that end the stream the way the API ends a filtered reply, for a client that
-    /// has seen what this state followed; with `error_message`, the API's error event instead.
-    fn ending(&self, error_message: Option<&str>) -> Vec<u8>;
+    /// The events that end the stream as `how` says, for a client that has seen what this state
+    /// followed.
+    fn ending(&self, how: Ending) -> Vec<u8>;
 
     /// The ending for a client that has seen only what this state followed (the released
     /// events), where `upstream` (the same API's state) followed every event the upstream sent.
     /// It has to fit what the client saw: a part it never saw start is not ended, and a start
     /// event it never got (which the SDKs require) is sent first, with the upstream's ids.
-    fn cut_after(&self, upstream: &dyn StreamState, error_message: Option<&str>) -> Vec<u8>;
+    fn cut_after(&self, upstream: &dyn StreamState, how: Ending) -> Vec<u8>;
 
     fn clone_box(&self) -> Box<dyn StreamState>;
 
@@ -142,13 +152,13 @@ impl StreamTracker {
     }
 
     /// See [`StreamState::cut_after`].
-    pub fn cut_after(&self, upstream: &StreamTracker, error_message: Option<&str>) -> Vec<u8> {
-        self.state.cut_after(upstream.state.as_ref(), error_message)
+    pub fn cut_after(&self, upstream: &StreamTracker, how: Ending) -> Vec<u8> {
+        self.state.cut_after(upstream.state.as_ref(), how)
     }
 
     /// See [`StreamState::ending`].
-    pub fn cut_events(&self, error_message: Option<&str>) -> Vec<u8> {
-        self.state.ending(error_message)
+    pub fn cut_events(&self, how: Ending) -> Vec<u8> {
+        self.state.ending(how)
     }
 }
 

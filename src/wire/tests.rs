@@ -510,7 +510,7 @@ fn malformed_replies_are_blocked_without_a_panic() {
         for e in SseParser::new().push(stream) {
             t.on_event(&e);
         }
-        let cut = SseParser::new().push(&t.cut_events(None));
+        let cut = SseParser::new().push(&t.cut_events(Ending::Filtered(None)));
         assert!(!cut.is_empty(), "{api:?}");
     }
 }
@@ -603,10 +603,10 @@ fn a_cut_ends_what_the_client_saw() {
     }
     // The upstream's view would stop block 1, which the client never saw start.
     assert_eq!(
-        kinds(&upstream.cut_events(None)),
+        kinds(&upstream.cut_events(Ending::Filtered(None))),
         ["content_block_stop", "message_delta", "message_stop"]
     );
-    let cut = released.cut_after(&upstream, None);
+    let cut = released.cut_after(&upstream, Ending::Filtered(None));
     assert_eq!(
         kinds(&cut),
         ["content_block_stop", "message_delta", "message_stop"]
@@ -614,7 +614,7 @@ fn a_cut_ends_what_the_client_saw() {
     assert!(String::from_utf8_lossy(&cut).contains(r#""index":0"#));
     // Nothing released at all: the client gets the message_start it never had, with the id.
     let nothing = MESSAGES.stream();
-    let cut = nothing.cut_after(&upstream, None);
+    let cut = nothing.cut_after(&upstream, Ending::Filtered(None));
     assert_eq!(
         kinds(&cut),
         ["message_start", "message_delta", "message_stop"]
@@ -627,7 +627,7 @@ fn a_cut_ends_what_the_client_saw() {
     ) {
         up.on_event(&e);
     }
-    let cut = RESPONSES.stream().cut_after(&up, None);
+    let cut = RESPONSES.stream().cut_after(&up, Ending::Filtered(None));
     let evs = SseParser::new().push(&cut);
     assert_eq!(
         evs.iter()
@@ -653,7 +653,7 @@ fn tracks_anthropic_stream_and_cuts_cleanly() {
         texts[2].deltas,
         vec![("text".to_string(), "Hi".to_string())]
     );
-    let cut = String::from_utf8(t.cut_events(None)).unwrap();
+    let cut = String::from_utf8(t.cut_events(Ending::Filtered(None))).unwrap();
     let evs = SseParser::new().push(cut.as_bytes());
     let kinds: Vec<_> = evs.iter().map(|e| e.event.clone().unwrap()).collect();
     assert_eq!(
@@ -694,7 +694,7 @@ fn chat_cut_names_every_choice_then_done() {
     for e in p.push(b"data: {\"id\":\"c1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}},{\"index\":1,\"delta\":{\"content\":\"b\"}}]}\n\n") {
         t.on_event(&e);
     }
-    let cut = SseParser::new().push(&t.cut_events(None));
+    let cut = SseParser::new().push(&t.cut_events(Ending::Filtered(None)));
     assert_eq!(cut.len(), 3);
     let c0: Value = serde_json::from_str(cut[0].data.as_deref().unwrap()).unwrap();
     assert_eq!(c0["id"], "c1");
@@ -775,5 +775,195 @@ fn non_object_body_refused_for_every_api() {
         assert_eq!(err.message, "request body must be a JSON object");
         let err = api.parse_request(b"{\"a\":1,\"a\":2}").unwrap_err();
         assert!(err.message.contains("duplicate key"), "{}", err.message);
+    }
+}
+
+/// Operator text as it may come: quotes, backslashes, line breaks, right-to-left and CJK script.
+const REFUSAL: &str =
+    "Blocked: \"quoted\" \\ path\nnext line\t— مرفوض بموجب السياسة 拒否されました 🚫";
+
+/// A stream per API that has released some text ("Hello") and left a block open.
+fn opened(api: Api) -> String {
+    let chunk = |v: Value| format!("data: {v}\n\n");
+    if api == CHAT {
+        chunk(
+            json!({"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": "Hello"}}]}),
+        )
+    } else if api == COMPLETIONS {
+        chunk(
+            json!({"id": "c1", "object": "text_completion", "created": 1, "model": "m", "choices": [{"index": 0, "text": "Hello"}]}),
+        )
+    } else if api == RESPONSES {
+        sse(&[
+            (
+                "response.created",
+                json!({"type": "response.created", "sequence_number": 0, "response": {"id": "r1", "object": "response", "status": "in_progress", "output": []}}),
+            ),
+            (
+                "response.output_item.added",
+                json!({"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": {"type": "message", "id": "m1", "status": "in_progress", "role": "assistant", "content": []}}),
+            ),
+            (
+                "response.content_part.added",
+                json!({"type": "response.content_part.added", "sequence_number": 2, "item_id": "m1", "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": "", "annotations": []}}),
+            ),
+            (
+                "response.output_text.delta",
+                json!({"type": "response.output_text.delta", "sequence_number": 3, "item_id": "m1", "output_index": 0, "content_index": 0, "delta": "Hello"}),
+            ),
+        ])
+    } else {
+        sse(&[
+            (
+                "message_start",
+                json!({"type": "message_start", "message": {"id": "m1", "type": "message", "role": "assistant", "content": []}}),
+            ),
+            (
+                "content_block_start",
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+            (
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hello"}}),
+            ),
+        ])
+    }
+}
+
+/// A filtered ending with a refusal carries it where each API's readers collect the reply's text,
+/// after what the client already had, and the stream stays well-formed for the API's tracker.
+#[test]
+fn a_refusal_is_the_last_text_of_a_filtered_stream() {
+    for api in [CHAT, COMPLETIONS, RESPONSES, MESSAGES] {
+        let start = opened(api);
+        let mut t = api.stream();
+        for e in SseParser::new().push(start.as_bytes()) {
+            t.on_event(&e);
+        }
+        let ending = t.cut_after(&t.clone(), Ending::Filtered(Some(REFUSAL)));
+        let ending = String::from_utf8(ending).unwrap();
+        let text = stream_text(api, &format!("{start}{ending}"));
+        let key = match api {
+            a if a == CHAT => "choices[0].content",
+            a if a == COMPLETIONS => "choices[0].text",
+            a if a == RESPONSES => "output_text",
+            _ => "text",
+        };
+        assert_eq!(text[key], format!("Hello{REFUSAL}"), "{api:?}: {text:?}");
+        // Without a refusal, the filtered ending adds no text.
+        let bare = String::from_utf8(t.cut_events(Ending::Filtered(None))).unwrap();
+        assert_eq!(
+            stream_text(api, &format!("{start}{bare}"))[key],
+            "Hello",
+            "{api:?}"
+        );
+        let events = SseParser::new().push(ending.as_bytes());
+        let last = events.last().unwrap();
+        match api {
+            a if a == CHAT || a == COMPLETIONS => {
+                assert_eq!(last.data.as_deref(), Some("[DONE]"));
+                let v: Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
+                assert_eq!(v["choices"][0]["finish_reason"], "content_filter", "{v}");
+                assert_eq!(v["id"], "c1");
+            }
+            a if a == RESPONSES => {
+                let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+                assert_eq!(
+                    names,
+                    [
+                        "response.output_item.added",
+                        "response.content_part.added",
+                        "response.output_text.delta",
+                        "response.output_text.done",
+                        "response.content_part.done",
+                        "response.output_item.done",
+                        "response.incomplete"
+                    ]
+                );
+                let data: Vec<Value> = events
+                    .iter()
+                    .map(|e| serde_json::from_str(e.data.as_deref().unwrap()).unwrap())
+                    .collect();
+                // A new item after the one the client has, numbered on from the upstream's.
+                assert_eq!(data[0]["output_index"], 1);
+                let seqs: Vec<u64> = data
+                    .iter()
+                    .map(|d| d["sequence_number"].as_u64().unwrap())
+                    .collect();
+                assert_eq!(seqs, (4..11).collect::<Vec<u64>>());
+                let done = &data[6]["response"];
+                assert_eq!(done["status"], "incomplete");
+                assert_eq!(done["incomplete_details"]["reason"], "content_filter");
+                assert_eq!(done["output"][0]["content"][0]["text"], REFUSAL);
+            }
+            _ => {
+                let names: Vec<&str> = events.iter().map(|e| e.event.as_deref().unwrap()).collect();
+                assert_eq!(
+                    names,
+                    [
+                        "content_block_stop",
+                        "content_block_start",
+                        "content_block_delta",
+                        "content_block_stop",
+                        "message_delta",
+                        "message_stop"
+                    ]
+                );
+                // Block 0 is closed and the refusal has a block of its own.
+                let index = |i: usize| -> Value {
+                    serde_json::from_str::<Value>(events[i].data.as_deref().unwrap()).unwrap()
+                        ["index"]
+                        .clone()
+                };
+                assert_eq!(
+                    [index(0), index(1), index(2), index(3)],
+                    [json!(0), json!(1), json!(1), json!(1)]
+                );
+                assert!(events[4].data.as_deref().unwrap().contains("\"refusal\""));
+            }
+        }
+    }
+}
+
+/// An error ending carries the refusal as the error's message, escaped as JSON.
+#[test]
+fn a_refusal_is_the_message_of_an_error_ending() {
+    for api in [CHAT, COMPLETIONS, RESPONSES, MESSAGES] {
+        let t = api.stream();
+        let ending = t.cut_events(Ending::Error(REFUSAL));
+        let events = SseParser::new().push(&ending);
+        let v: Value = serde_json::from_str(events[0].data.as_deref().unwrap()).unwrap();
+        let message = if api == RESPONSES {
+            &v["message"]
+        } else {
+            &v["error"]["message"]
+        };
+        assert_eq!(message, REFUSAL, "{api:?}: {v}");
+        // The line break is escaped: a raw one would end the event's data line.
+        assert_eq!(
+            events.len(),
+            if api == CHAT || api == COMPLETIONS {
+                2
+            } else {
+                1
+            }
+        );
+    }
+}
+
+/// A blocked reply and an error body carry the refusal text as given.
+#[test]
+fn a_refusal_survives_the_reply_and_error_shapes() {
+    let reply = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "x"}}], "content": [], "output": []});
+    for api in [CHAT, COMPLETIONS, RESPONSES, MESSAGES] {
+        let b = api.blocked_reply(&reply, REFUSAL);
+        let text: Vec<String> = api.extract_reply(&b).into_iter().map(|s| s.text).collect();
+        assert_eq!(text, [REFUSAL], "{api:?}: {b}");
+        let kind = ErrorKind::PolicyViolation {
+            policy: "p".into(),
+            code: None,
+        };
+        let v: Value = serde_json::from_slice(&api.error_body(&kind, REFUSAL)).unwrap();
+        assert_eq!(v["error"]["message"], REFUSAL, "{api:?}");
     }
 }

@@ -23,6 +23,7 @@ mod output;
 mod policy_tools;
 mod properties;
 mod redact;
+mod refusals;
 mod reload;
 mod remote;
 mod review;

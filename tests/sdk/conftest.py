@@ -91,6 +91,36 @@ restore = true
 E-mail addresses and the other detected kinds are replaced by placeholders upstream.
 """
 
+# Blocks with its own refusal text, in three languages (tests/sdk/test_sdks.py reads them back).
+REFUSAL_POLICY = """+++
+id = "test/refused"
+title = "Zorbles (SDK test)"
+version = "1.0.0"
+action = "block"
+
+[[codes]]
+code = "Z1"
+title = "Forbidden zorbles"
+severity = "high"
+
+[[rules]]
+id = "zorble"
+code = "Z1"
+keywords = ["forbidden zorble"]
+
+[refusal]
+message = "This request was blocked by our safety policy. Please ask in a different way."
+language = "en"
+
+[refusal.messages]
+de = "Diese Anfrage wurde von unserer Sicherheitsrichtlinie blockiert."
+ja = "このリクエストは安全ポリシーによりブロックされました。"
++++
+# Zorbles (SDK test policy)
+
+Requests and replies about forbidden zorbles violate this policy (Z1).
+"""
+
 # Proxies from the environment must never see loopback test traffic.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -351,6 +381,7 @@ def _start_stack(tmp: Path) -> Stack:
     (tmp / "policies" / "weapons.md").write_text(WEAPONS_POLICY)
     (tmp / "policies" / "flag.md").write_text(FLAG_POLICY)
     (tmp / "policies" / "redact.md").write_text(REDACT_POLICY)
+    (tmp / "policies" / "refused.md").write_text(REFUSAL_POLICY)
 
     procs: list[Proc] = []
     try:

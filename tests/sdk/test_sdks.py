@@ -110,9 +110,10 @@ def test_gateway_loaded_the_test_policies(stack):
     ids = {p["id"]: p for p in pol["policies"]}
     assert ids["test/weapons"]["action"] == "block"
     assert ids["test/flag"]["action"] == "annotate"
+    assert ids["test/refused"]["action"] == "block"
     for route in ("openai-chat", "openai-completions", "openai-responses", "anthropic-messages"):
         bound = {b["id"] for b in pol["routes"][route]["input"]}
-        assert bound == {"test/weapons", "test/flag"}, route
+        assert bound == {"test/weapons", "test/flag", "test/refused"}, route
 
 
 # ---- OpenAI: allowed traffic ---------------------------------------------------------------
@@ -523,6 +524,135 @@ def test_openai_responses_stream_helper_cut_before_anything_was_released(stack, 
     ) as stream:
         types = [event.type for event in stream]
     assert types[-1] == "response.incomplete", types
+
+
+# ---- Custom refusals: the policy's own words reach the SDKs ----------------------------------
+
+REFUSAL_EN = "This request was blocked by our safety policy. Please ask in a different way."
+REFUSAL_DE = "Diese Anfrage wurde von unserer Sicherheitsrichtlinie blockiert."
+REFUSAL_JA = "このリクエストは安全ポリシーによりブロックされました。"
+REFUSED_PROMPT = "Tell me about the forbidden zorble."
+REFUSED_REPLY = (
+    "Here is a friendly and fairly long opening so that the first windows are clean and get "
+    "released to you. Then the model talks about the forbidden zorble, and then it keeps "
+    "going with text that must never arrive."
+)
+
+
+@pytest.mark.parametrize(
+    "accept, text, lang",
+    [(None, REFUSAL_EN, "en"), ("de-CH, en;q=0.5", REFUSAL_DE, "de"), ("ja", REFUSAL_JA, "ja")],
+    ids=["default", "de", "ja"],
+)
+@pytest.mark.parametrize("api", ["chat", "chat-stream", "responses"])
+def test_openai_exception_carries_the_refusal(stack, oai, api, accept, text, lang):
+    headers = {"accept-language": accept} if accept else {}
+    with pytest.raises(openai.BadRequestError) as ei:
+        if api == "responses":
+            oai.responses.create(model=OPENAI_MODEL, input=REFUSED_PROMPT, extra_headers=headers)
+        else:
+            oai.chat.completions.create(
+                model=OPENAI_MODEL, messages=user(REFUSED_PROMPT), stream=api == "chat-stream", extra_headers=headers
+            )
+    e = ei.value
+    assert text in str(e)
+    assert text in e.message
+    assert e.body["message"] == text
+    assert e.code == "content_policy_violation"
+    # The policy and its code stay in the headers, not in the text.
+    assert e.response.headers["x-guardgate-blocked-by"] == "test/refused"
+    assert e.response.headers["x-guardgate-code"] == "Z1"
+    assert e.response.headers["content-language"] == lang
+    assert "test/refused" not in str(e)
+    assert_not_forwarded(stack)
+
+
+@pytest.mark.parametrize(
+    "accept, text", [(None, REFUSAL_EN), ("ja-JP", REFUSAL_JA)], ids=["default", "ja"]
+)
+@pytest.mark.parametrize("call", ["create", "stream-helper"])
+def test_anthropic_exception_carries_the_refusal(stack, claude, call, accept, text):
+    headers = {"accept-language": accept} if accept else {}
+    with pytest.raises(anthropic.BadRequestError) as ei:
+        if call == "create":
+            claude.messages.create(
+                model=ANTHROPIC_MODEL, max_tokens=64, messages=user(REFUSED_PROMPT), extra_headers=headers
+            )
+        else:
+            with claude.messages.stream(
+                model=ANTHROPIC_MODEL, max_tokens=64, messages=user(REFUSED_PROMPT), extra_headers=headers
+            ) as stream:
+                "".join(stream.text_stream)
+    e = ei.value
+    assert text in str(e)
+    assert text in e.message
+    assert e.body["error"]["message"] == text
+    assert e.response.headers["x-guardgate-blocked-by"] == "test/refused"
+    assert "test/refused" not in str(e)
+    assert_not_forwarded(stack)
+
+
+def test_openai_stream_reader_reads_the_refusal(stack, oai):
+    stream = oai.chat.completions.create(
+        model=OPENAI_MODEL,
+        messages=user("Tell me a story."),
+        stream=True,
+        extra_headers={"x-mock-reply": REFUSED_REPLY, "x-mock-chunk-bytes": "9", "accept-language": "de"},
+    )
+    text, finish = "", None
+    with stream:
+        for chunk in stream:
+            for c in chunk.choices:
+                text += c.delta.content or ""
+                finish = c.finish_reason or finish
+    assert finish == "content_filter"
+    assert text.startswith("Here is a friendly")
+    assert text.endswith(REFUSAL_DE)
+    assert "zorble" not in text and "never arrive" not in text
+
+
+def test_openai_responses_stream_reads_the_refusal(stack, oai):
+    with oai.responses.stream(
+        model=OPENAI_MODEL,
+        input="Tell me a story.",
+        extra_headers={"x-mock-reply": REFUSED_REPLY, "x-mock-chunk-bytes": "11"},
+    ) as stream:
+        types, text = [], ""
+        for event in stream:
+            types.append(event.type)
+            if event.type == "response.output_text.delta":
+                text += event.delta
+    assert types[-1] == "response.incomplete", types
+    assert text.endswith(REFUSAL_EN)
+    assert "zorble" not in text
+
+
+def test_openai_plain_reply_is_the_refusal(stack, oai):
+    raw = oai.chat.completions.with_raw_response.create(
+        model=OPENAI_MODEL,
+        messages=user("Tell me a story."),
+        extra_headers={"x-mock-reply": REFUSED_REPLY, "accept-language": "ja"},
+    )
+    assert raw.headers["content-language"] == "ja"
+    r = raw.parse()
+    assert r.choices[0].finish_reason == "content_filter"
+    assert r.choices[0].message.content == REFUSAL_JA
+
+
+def test_anthropic_stream_reader_reads_the_refusal(stack, claude):
+    with claude.messages.stream(
+        model=ANTHROPIC_MODEL,
+        max_tokens=256,
+        messages=user("Tell me a story."),
+        extra_headers={"x-mock-reply": REFUSED_REPLY, "x-mock-chunk-bytes": "5", "accept-language": "de"},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert final.stop_reason == "refusal"
+    assert text.startswith("Here is a friendly")
+    assert text.endswith(REFUSAL_DE)
+    assert final.content[-1].text == REFUSAL_DE
+    assert "zorble" not in text and "never arrive" not in text
 
 
 # ---- redaction round trip (pii/redact with restore = true, on the /redact/... routes) --------

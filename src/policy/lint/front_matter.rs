@@ -2,6 +2,7 @@
 //! would mislead.
 
 use super::{Findings, LintRule, PolicyDoc};
+use crate::policy::file::REFUSAL_ERROR;
 
 /// The loader rejects the file (TOML syntax, unknown keys, ids, rules, regexes): `serve` would
 /// refuse to start, or a reload would keep the old snapshot. Files that cannot be read, are not
@@ -21,7 +22,7 @@ impl LintRule for FrontMatter {
         let Err(e) = &doc.policy else {
             return;
         };
-        if e.reason.starts_with(DUPLICATE_CODE) {
+        if e.reason.starts_with(DUPLICATE_CODE) || e.reason.starts_with(REFUSAL_ERROR) {
             return;
         }
         let line = e
@@ -88,6 +89,98 @@ impl LintRule for IdPath {
                 doc.line_of("id"),
                 format!("id {:?} does not end in the file name {stem:?}", p.id),
             );
+        }
+    }
+}
+
+/// `[refusal]`: what the loader refuses in it (an empty or overlong text, a malformed language
+/// tag), reported at its key, and a text that names the policy's id or one of its codes. A
+/// refusal is read by the blocked client's user; the id and code are in the `x-guardgate-*`
+/// headers for the developer, and in the text they tell a user how the guard is built.
+pub struct Refusal;
+
+impl Refusal {
+    /// File line of `key` (`message`, `messages.de`) under the `[refusal]` table.
+    fn key_line(doc: &PolicyDoc, key: &str) -> usize {
+        let name = key.rsplit('.').next().unwrap_or(key);
+        let lines: Vec<&str> = doc.front_matter.lines().collect();
+        let Some(start) = lines
+            .iter()
+            .position(|l| l.trim_start().starts_with("[refusal"))
+        else {
+            return 1;
+        };
+        let names_it = |l: &str| {
+            let l = l.trim_start();
+            [name.to_string(), format!("\"{name}\""), format!("'{name}'")]
+                .iter()
+                .any(|n| {
+                    l.strip_prefix(n.as_str())
+                        .is_some_and(|r| r.trim_start().starts_with('='))
+                })
+        };
+        let at = lines[start..]
+            .iter()
+            .position(|l| names_it(l))
+            .map_or(start, |i| start + i);
+        at + 2
+    }
+}
+
+impl LintRule for Refusal {
+    fn name(&self) -> &'static str {
+        "refusal"
+    }
+
+    fn check(&self, doc: &PolicyDoc, out: &mut Findings) {
+        if let Err(e) = &doc.policy {
+            if let Some(rest) = e.reason.strip_prefix(REFUSAL_ERROR) {
+                let key = rest.split(':').next().unwrap_or("");
+                out.error(Self::key_line(doc, key), e.reason.clone());
+            }
+        }
+        let Some(table) = doc.table.as_ref() else {
+            return;
+        };
+        let Some(refusal) = table.get("refusal").and_then(|r| r.as_table()) else {
+            return;
+        };
+        let mut texts: Vec<(String, &str)> = Vec::new();
+        if let Some(m) = refusal.get("message").and_then(|m| m.as_str()) {
+            texts.push(("message".into(), m));
+        }
+        for (tag, m) in refusal
+            .get("messages")
+            .and_then(|m| m.as_table())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(m) = m.as_str() {
+                texts.push((format!("messages.{tag}"), m));
+            }
+        }
+        let id = table
+            .get("id")
+            .and_then(|i| i.as_str())
+            .filter(|i| !i.is_empty());
+        for (key, text) in texts {
+            let named = id
+                .filter(|id| text.contains(id))
+                .map(|id| format!("the policy id {id:?}"))
+                .or_else(|| {
+                    doc.codes
+                        .iter()
+                        .find(|c| !c.code.is_empty() && text.contains(&c.code))
+                        .map(|c| format!("the code {:?}", c.code))
+                });
+            if let Some(what) = named {
+                out.warning(
+                    Self::key_line(doc, &key),
+                    format!(
+                        "refusal.{key} names {what}: the blocked client's user reads it; the id and code are in the x-guardgate-* headers"
+                    ),
+                );
+            }
         }
     }
 }

@@ -89,6 +89,7 @@ pub static RULES: &[&dyn LintRule] = &[
     &front_matter::Thresholds,
     &front_matter::FrontMatter,
     &front_matter::IdPath,
+    &front_matter::Refusal,
     &structure::MissingSection,
     &structure::SectionOrder,
     &structure::OutputFormat,

@@ -111,6 +111,10 @@ fn bad_policies() -> Vec<(&'static str, Bad)> {
             bad(front("[thresholds]\nmin_recall = 90")),
         ),
         (
+            "refusal",
+            bad(front("[refusal]\nmessage = \"Blocked by GT2.a.\"\nlanguage = \"en\"")),
+        ),
+        (
             "id-path",
             Bad {
                 name: "cogs.md",
@@ -387,5 +391,38 @@ fn redact_policies_get_their_own_checks() {
         d.iter()
             .any(|x| x.rule == "front-matter" && x.message.contains("input only")),
         "{d:#?}"
+    );
+}
+
+#[test]
+fn refusal_findings_point_at_their_key() {
+    let at = |extra: &str| -> Vec<(usize, Level, &'static str)> {
+        lint_as("gears.md", &front(extra), None)
+            .into_iter()
+            .map(|d| (d.line, d.level, d.rule))
+            .collect()
+    };
+    // `extra` starts on the fixture's closing `+++` line.
+    let first = CLEAN.lines().skip(1).position(|l| l == "+++").unwrap() + 2;
+    assert_eq!(
+        at("[refusal]\nmessage = \"Nope.\"\nlanguage = \"en\""),
+        vec![]
+    );
+    assert_eq!(
+        at("[refusal]\nmessage = \"Nope.\"\nlanguage = \"english\""),
+        vec![(first + 2, Level::Error, "refusal")]
+    );
+    assert_eq!(
+        at("[refusal]\nmessage = \"Nope.\"\nlanguage = \"en\"\n[refusal.messages]\nfr = \"Non.\"\n\"de-CH\" = \" \""),
+        vec![(first + 5, Level::Error, "refusal")]
+    );
+    assert_eq!(
+        at("[refusal]\nmessage = \"Nope.\"\nlanguage = \"en\"\n[refusal.messages]\nde = \"Verboten: fx/gears\""),
+        vec![(first + 4, Level::Warning, "refusal")]
+    );
+    // An unknown key is the loader's TOML error, at its line.
+    assert_eq!(
+        at("[refusal]\nmessage = \"Nope.\"\nlanguage = \"en\"\ntext = \"x\""),
+        vec![(first + 3, Level::Error, "front-matter")]
     );
 }

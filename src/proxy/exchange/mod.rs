@@ -368,6 +368,27 @@ impl Exchange {
         respond::error(session, self.api(), kind, message, &self.request_id, close).await
     }
 
+    /// Answers a block with `words` in the API's error shape (and their language, when an
+    /// operator configured them, as `Content-Language`).
+    pub async fn refuse_with(
+        &self,
+        session: &mut Session,
+        kind: ErrorKind,
+        words: &super::refusal::Words,
+    ) -> pingora::Result<()> {
+        let language = words.language.as_deref();
+        respond::error_in(
+            session,
+            self.api(),
+            kind,
+            &words.text,
+            language,
+            &self.request_id,
+            false,
+        )
+        .await
+    }
+
     /// A reply that cannot be judged is a classifier failure: counts and logs it, and returns the
     /// route's fail mode, which decides what the client gets (the outcome says which).
     pub fn unclassifiable(&mut self, why: &str) -> FailMode {

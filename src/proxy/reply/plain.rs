@@ -18,6 +18,7 @@ use crate::policy::Bound;
 use crate::proxy::body::{content_codings, decode};
 use crate::proxy::exchange::{Exchange, Judging, Outcome};
 use crate::proxy::forward::UpstreamReply;
+use crate::proxy::refusal::{self, Words};
 use crate::wire::{splice_annotation, Api, ErrorKind, Segment};
 
 /// A reply as read: the API's JSON, or the text segments of a body that is not JSON.
@@ -75,7 +76,7 @@ pub async fn relay(
     let decision = ex.judge(bound, reply.segments(api), Judging::Reply).await;
     let (verdict, annotations) = (decision.verdict.clone(), decision.annotations.clone());
     if verdict != Final::Allow {
-        return withhold(ex, session, up, &verdict, &reply).await;
+        return withhold(ex, session, up, bound, &verdict, &reply).await;
     }
     let mut body = read.raw;
     if !annotations.is_empty() {
@@ -148,11 +149,12 @@ async fn unjudged(
 }
 
 /// A reply a policy withheld: rewritten as the API's filtered answer (`on_block = "replace"`, for a
-/// JSON reply), or the API's error.
+/// JSON reply), or the API's error; a block in the words of its refusal (see `proxy::refusal`).
 async fn withhold(
     ex: &mut Exchange,
     session: &mut Session,
     up: UpstreamReply,
+    bound: &[Bound],
     verdict: &Final,
     reply: &Reply,
 ) -> pingora::Result<()> {
@@ -163,18 +165,31 @@ async fn withhold(
         mut header,
     } = up;
     release(ex, http, &peer).await;
-    let msg = withheld_message(verdict);
+    let words = match verdict {
+        Final::Block { policy_id, .. } => {
+            refusal::for_block(ex.route().map(|r| &**r), session, bound, policy_id, || {
+                withheld_message(verdict)
+            })
+        }
+        _ => Words::plain(withheld_message(verdict)),
+    };
     let style = ex.route().map_or(BlockStyle::Error, |r| r.output.on_block);
     if let (Final::Block { policy_id, code }, BlockStyle::Replace, Reply::Json(reply)) =
         (verdict, style, reply)
     {
-        let body = serde_json::to_vec(&ex.api().blocked_reply(reply, &msg)).unwrap_or_default();
+        let body = ex.api().blocked_reply(reply, &words.text);
+        let body = serde_json::to_vec(&body).unwrap_or_default();
         header.remove_header(&http::header::CONTENT_ENCODING);
         header.remove_header(&http::header::TRANSFER_ENCODING);
         header.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
         header.insert_header("x-guardgate-blocked-by", policy_id.as_str())?;
         if let Some(c) = code {
             header.insert_header("x-guardgate-code", c.as_str())?;
+        }
+        // The upstream's language, if it named one, was the withheld reply's.
+        header.remove_header(&http::header::CONTENT_LANGUAGE);
+        if let Some(l) = &words.language {
+            header.insert_header(http::header::CONTENT_LANGUAGE, l.as_str())?;
         }
         session.write_response_header(Box::new(header)).await?;
         session.write_response_body(Bytes::from(body), true).await?;
@@ -187,7 +202,7 @@ async fn withhold(
         },
         _ => ErrorKind::Unavailable,
     };
-    ex.refuse(session, kind, &msg, false).await
+    ex.refuse_with(session, kind, &words).await
 }
 
 /// The upstream's header with `body` (read whole) behind it.

@@ -22,8 +22,9 @@ use crate::proxy::body::{content_codings, decode};
 use crate::proxy::exchange::{Exchange, Flow, Judging, Outcome};
 use crate::proxy::forward::UpstreamReply;
 use crate::proxy::gateway::Route;
+use crate::proxy::refusal::{self, Words};
 use crate::wire::sse::{SseEvent, SseParser};
-use crate::wire::{segments_of_keys, Api, StreamTracker};
+use crate::wire::{segments_of_keys, Api, Ending, StreamTracker};
 
 pub async fn relay(
     ex: &mut Exchange,
@@ -265,9 +266,9 @@ impl<'a> StreamRelay<'a> {
         self.ex.unclassifiable(why);
         self.ex.outcome = Outcome::FailClosed;
         self.hold.reject();
-        self.cut(&format!(
+        self.cut(Words::plain(format!(
             "guardgate withheld the rest of the upstream reply: {why}"
-        ))
+        )))
         .await
     }
 
@@ -282,7 +283,17 @@ impl<'a> StreamRelay<'a> {
         if verdict != Final::Allow {
             self.hold.reject();
             self.ex.outcome = Outcome::OutputBlocked;
-            self.cut(&withheld_message(&verdict)).await?;
+            let words = match &verdict {
+                Final::Block { policy_id, .. } => refusal::for_block(
+                    Some(&self.route),
+                    self.session,
+                    self.bound,
+                    policy_id,
+                    || withheld_message(&verdict),
+                ),
+                _ => Words::plain(withheld_message(&verdict)),
+            };
+            self.cut(words).await?;
             return Ok(Flow::Answered);
         }
         if annotated {
@@ -329,14 +340,15 @@ impl<'a> StreamRelay<'a> {
         self.session.write_response_body(b, false).await
     }
 
-    /// Ends the stream the way the API ends a filtered reply, or with its error event carrying
-    /// `msg` (`on_block = "error"`).
-    async fn cut(&mut self, msg: &str) -> pingora::Result<()> {
-        let error = match self.route.output.on_block {
-            BlockStyle::Replace => None,
-            BlockStyle::Error => Some(msg),
+    /// Ends the stream the way the API ends a filtered reply (with a configured refusal as its
+    /// last text), or with its error event carrying `words` (`on_block = "error"`). The header
+    /// went out before the verdict, so a refusal's language is in no `Content-Language`.
+    async fn cut(&mut self, words: Words) -> pingora::Result<()> {
+        let how = match self.route.output.on_block {
+            BlockStyle::Replace => Ending::Filtered(words.configured().then_some(&*words.text)),
+            BlockStyle::Error => Ending::Error(&words.text),
         };
-        let ending = self.streams.cut(error);
+        let ending = self.streams.cut(how);
         self.session
             .write_response_body(Bytes::from(ending), false)
             .await?;
@@ -350,7 +362,7 @@ impl<'a> StreamRelay<'a> {
     async fn oversized(&mut self, why: &str) -> pingora::Result<()> {
         if self.ex.unclassifiable(why) == FailMode::Closed {
             self.hold.reject();
-            return self.cut(&unclassifiable_message(why)).await;
+            return self.cut(Words::plain(unclassifiable_message(why))).await;
         }
         if self.hold.has_pending_text() {
             if let Flow::Answered = self.judge_window().await? {
@@ -474,7 +486,7 @@ impl Streams {
         self.released.continues(text);
     }
 
-    fn cut(&self, error_message: Option<&str>) -> Vec<u8> {
-        self.released.cut_after(&self.upstream, error_message)
+    fn cut(&self, how: Ending) -> Vec<u8> {
+        self.released.cut_after(&self.upstream, how)
     }
 }
