@@ -72,6 +72,9 @@ pub struct Exchange {
     pub request_body: Bytes,
     /// The policy snapshot the request is judged against (see [`Exchange::snapshot`]).
     generation: u64,
+    /// The policy profile the request is judged under, and the fail mode it sets (see
+    /// [`Exchange::use_profile`]).
+    profile: Option<(Arc<str>, Option<FailMode>)>,
     ledger: Ledger,
     /// What the request's annotate bindings judged off the request path will find.
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
@@ -90,6 +93,7 @@ impl Exchange {
             outcome: Outcome::Unknown,
             request_body: Bytes::new(),
             generation: 0,
+            profile: None,
             ledger: Ledger::default(),
             late: None,
             finished: false,
@@ -129,8 +133,22 @@ impl Exchange {
     }
 
     fn fail_mode(&self) -> FailMode {
+        if let Some((_, Some(mode))) = &self.profile {
+            return *mode;
+        }
         // The moderation endpoints forward nothing: a failed policy is reported in the answer.
         self.route().map_or(FailMode::Open, |r| r.fail_mode)
+    }
+
+    /// Judges the request under the profile `name` from here on: its records name it, and its
+    /// `fail_mode`, when set, replaces the route's.
+    pub fn use_profile(&mut self, name: Arc<str>, fail_mode: Option<FailMode>) {
+        self.profile = Some((name, fail_mode));
+    }
+
+    /// The policy profile the request is judged under, if profiles are configured.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_ref().map(|(n, _)| &**n)
     }
 
     fn deadline(&self) -> Duration {
@@ -263,6 +281,7 @@ impl Exchange {
                 api,
                 fail_mode: self.fail_mode(),
                 generation: self.generation,
+                profile: self.profile.as_ref().map(|(n, _)| n.clone()),
             },
             direction,
             windows,
@@ -368,6 +387,7 @@ impl Exchange {
             api,
             fail_mode: self.fail_mode(),
             generation: self.generation,
+            profile: self.profile.as_ref().map(|(n, _)| &**n),
         };
         for entry in self.ledger.drain() {
             ledger::write(&self.gw, &filing, &entry);
