@@ -29,7 +29,12 @@
 #   FLOOR_BIN      the pingora_floor example (default target/release/examples/pingora_floor,
 #                  built if missing); SKIP_G=1 skips scenario (g)
 #   BASELINE_BIN   a second guardgate binary (e.g. a build of the previous commit), run as (f)
-#   BASELINE_CONFIG  pass (default: (f) is compared with (c)) or rules (with (d): 20 rules, audit to file)
+#   BASELINE_CONFIG  pass (default: (f) is compared with (c)), rules (with (d): 20 rules, audit to file)
+#                  or profiles: (d) plus a [profiles] file whose one key matcher holds PROFILE_KEYS
+#                  SHA-256 key hashes (the bench request's key among them), its profile binding
+#                  the same 20 rules. With BASELINE_BIN=$GUARDGATE_BIN, (f) - (d) is the cost of
+#                  profile selection (hash the presented key, look it up) on the allow path
+#   PROFILE_KEYS   key hashes in (f)'s profiles file with BASELINE_CONFIG=profiles (default 1000)
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
@@ -101,7 +106,8 @@ BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
 BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
 case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
-case "$BASELINE_CONFIG" in pass | rules) ;; *) die "BASELINE_CONFIG must be pass or rules" ;; esac
+case "$BASELINE_CONFIG" in pass | rules | profiles) ;; *) die "BASELINE_CONFIG must be pass, rules or profiles" ;; esac
+PROFILE_KEYS="${PROFILE_KEYS:-1000}"
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + 10))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -287,9 +293,25 @@ if [ "$SKIP_G" != 1 ]; then
     PIDS+=($!)
     SPID[g]=$!
 fi
+# A profiles file whose key matcher holds $1 hashes: the bench key's (post.lua sends it) and
+# others derived from a counter, so the lookup is one among many.
+profiles_file() { # $1 number of key hashes
+    echo 'unknown_profile = "default"'
+    printf '[[profile]]\nname = "standard"\ndefault = true\npolicies = [{ select = "bench/*" }]\n'
+    printf '[[profile]]\nname = "tenant"\npolicies = [{ select = "bench/*" }]\n'
+    printf '[[match]]\nprofile = "tenant"\napi_key_sha256 = [\n'
+    for i in $(seq 2 "$1"); do echo "sk-bench-other-$i"; done | while read -r k; do
+        printf '  "%s",\n' "$(printf %s "$k" | sha256sum | cut -d' ' -f1)"
+    done
+    printf '  "%s",\n]\n' "$(printf %s sk-bench-not-a-real-key | sha256sum | cut -d' ' -f1)"
+}
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+    elif [ "$BASELINE_CONFIG" = profiles ]; then
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+        profiles_file "$PROFILE_KEYS" >"$WORK/gg-base/profiles.toml"
+        printf '\n[profiles]\nfile = "profiles.toml"\n' >>"$WORK/gg-base/guardgate.toml"
     else
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
     fi
@@ -333,6 +355,13 @@ check "(c) gg-pass" "$URL_C" 1
 check "(d) gg-rules" "$URL_D" 1
 [ "${SKIP_E:-0}" = 1 ] || check "(e) gg-rules-noaudit" "$URL_E" 1
 [ -z "$BASELINE_BIN" ] || check "(f) gg-baseline" "$URL_F" 1
+if [ -n "$BASELINE_BIN" ] && [ "$BASELINE_CONFIG" = profiles ]; then
+    nkeys="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_BASE_ADMIN/admin/policies" | grep -o '"api_keys": *[0-9]*' | tr -dc 0-9)"
+    [ "$nkeys" = "$PROFILE_KEYS" ] || die "(f): expected a key matcher of $PROFILE_KEYS hashes, admin shows ${nkeys:-none}"
+    sleep 0.3
+    grep -q '"profile":"tenant"' "$WORK/gg-base/audit.jsonl" || die "(f): the check request was not judged under the tenant profile"
+    log "(f) selects the tenant profile by key among $nkeys hashes"
+fi
 npol="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_RULES_ADMIN/admin/policies" | grep -o '"bench/[a-z-]*"' | sort -u | wc -l)"
 [ "$npol" -ge 4 ] || die "(d): expected the 4 bench policies to be loaded, admin lists $npol"
 bad="$(curl -sS --max-time 5 -o /dev/null -w '%{http_code}' -X POST -H 'Content-Type: application/json' \
@@ -416,7 +445,7 @@ SCEN+=(c d)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = pass ] && echo c || echo d)), $([ "$BASELINE_CONFIG" = profiles ] && echo "profiles, $PROFILE_KEYS keys" || echo "baseline binary")$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL

@@ -56,7 +56,7 @@ pub fn choose<'p>(
 
 /// The API key as the providers' SDKs send it: `Authorization: Bearer` (OpenAI), `x-api-key`
 /// (Anthropic), `api-key` (Azure OpenAI); the first of these present.
-fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
+pub fn presented_key(headers: &http::HeaderMap) -> Option<&[u8]> {
     if let Some(v) = headers.get(http::header::AUTHORIZATION) {
         let v = v.as_bytes();
         if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
