@@ -351,3 +351,52 @@ async fn the_profiles_file_hot_reloads_and_a_broken_one_keeps_the_last() {
     std::fs::write(&path, mapped("strict")).unwrap();
     assert!(until_tenant(&gw, true).await, "{}", gw.log());
 }
+
+#[tokio::test]
+async fn a_profiles_fail_mode_replaces_the_routes() {
+    let m = mock::start().await;
+    let ms = model_server::start().await;
+    let backend = format!(
+        "\n[[backends]]\nname = \"safeguard\"\nkind = \"remote\"\nbase_url = \"{}\"\nmodel = \"openai/gpt-oss-safeguard-20b\"\nfamily = \"gpt-oss-safeguard\"\ntimeout_ms = 1000\nmax_retries = 0\n",
+        ms.base_url()
+    );
+    let cfg = TestConfig::new(&m.base_url())
+        .route_policies("")
+        .extra(&backend)
+        .extra("\n[profiles]\nfile = \"profiles.toml\"\n");
+    let dir = tempfile::tempdir().unwrap();
+    write_policies(&dir.path().join("policies"), &[("nl.md", NL_POLICY)]);
+    let file = format!(
+        "unknown_profile = \"default\"\n\
+         [[profile]]\nname = \"standard\"\ndefault = true\npolicies = [{{ select = \"test/nl\" }}]\n\
+         [[profile]]\nname = \"lenient\"\nfail_mode = \"open\"\npolicies = [{{ select = \"test/nl\" }}]\n\
+         [[match]]\napi_key_sha256 = [\"{}\"]\nprofile = \"lenient\"\n",
+        sha256_hex(TENANT_KEY)
+    );
+    std::fs::write(dir.path().join("profiles.toml"), file).unwrap();
+    let gw = cfg.launch(dir).await.unwrap_or_else(|e| panic!("{e}"));
+    // The model server answers "[malformed]" with something that is not a verdict: the policy
+    // cannot be judged, and the fail mode decides.
+    let (s, v) = send(&gw, CHAT, &[], "[malformed] hi", None).await;
+    assert_eq!(s, 503, "the route is fail-closed: {v}");
+    let tenant = bearer(TENANT_KEY);
+    let (s, v) = send(
+        &gw,
+        CHAT,
+        &[("authorization", &tenant)],
+        "[malformed] hi",
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "the tenant's profile is fail-open: {v}");
+    assert_eq!(m.state.count(), 1);
+    let audit = gw
+        .audit_until(|a| a.iter().any(|r| r["effect"] == "fail_open"))
+        .await;
+    assert!(
+        audit
+            .iter()
+            .any(|r| r["effect"] == "fail_open" && r["profile"] == "lenient"),
+        "{audit:?}"
+    );
+}
