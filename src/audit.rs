@@ -95,6 +95,9 @@ pub struct AuditRecord<'a> {
     /// A redact binding: spans replaced, by kind (`{"email": 2}`); never the values.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redactions: Option<&'a std::collections::BTreeMap<String, usize>>,
+    /// The policy profile the request was judged under, with `[profiles]`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profile: Option<&'a str>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -110,6 +113,8 @@ pub struct RecordContext<'a> {
     pub generation: u64,
     /// Non-text parts of the judged content that no classifier read.
     pub unclassified_parts: usize,
+    /// The policy profile the request was judged under, with `[profiles]`.
+    pub profile: Option<&'a str>,
 }
 
 fn truncate(s: &str, max: usize) -> Cow<'_, str> {
@@ -299,6 +304,7 @@ impl Auditor {
             input_mode: None,
             hidden_us: None,
             redactions: None,
+            profile: ctx.profile,
         }
     }
 

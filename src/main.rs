@@ -64,6 +64,38 @@ enum Cmd {
     /// Judge one text against policies and print the verdict, code and rationale
     /// (exit 0 allowed, 1 violation, 2 error).
     Classify(guardgate::eval::cli::ClassifyArgs),
+    /// Policy profiles: tools for the profiles file.
+    Profiles {
+        #[command(subcommand)]
+        cmd: ProfilesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ProfilesCmd {
+    /// Read an API key from stdin and print its SHA-256 (hex), for `api_key_sha256` in the
+    /// profiles file. One trailing newline is ignored.
+    HashKey,
+}
+
+/// `profiles hash-key`: the key is read from stdin so it stays out of shell history and `ps`.
+fn hash_key() -> ExitCode {
+    use std::io::Read;
+    let mut key = String::new();
+    if let Err(e) = std::io::stdin().read_to_string(&mut key) {
+        eprintln!("guardgate: cannot read the key from stdin: {e}");
+        return ExitCode::from(2);
+    }
+    let key = key
+        .strip_suffix('\n')
+        .map(|k| k.strip_suffix('\r').unwrap_or(k))
+        .unwrap_or(&key);
+    if key.is_empty() {
+        eprintln!("guardgate: no key on stdin");
+        return ExitCode::from(2);
+    }
+    println!("{}", guardgate::policy::profile::key_sha256_hex(key));
+    ExitCode::SUCCESS
 }
 
 fn init_tracing(json: bool, level: &str) {
@@ -101,6 +133,9 @@ fn main() -> ExitCode {
         }),
         Cmd::Eval(a) => ExitCode::from(guardgate::eval::cli::eval(&a)),
         Cmd::Classify(a) => ExitCode::from(guardgate::eval::cli::classify(&a)),
+        Cmd::Profiles {
+            cmd: ProfilesCmd::HashKey,
+        } => hash_key(),
         Cmd::Serve { config, upgrade } => {
             let level = Config::load(&config)
                 .map(|c| (c.logging.json, c.logging.level))
@@ -137,6 +172,15 @@ fn main() -> ExitCode {
                 for (route, b) in &snap.routes {
                     let ids: Vec<&str> = b.input.iter().map(|x| x.policy.id.as_str()).collect();
                     println!("  route {route}: input policies [{}]", ids.join(", "));
+                }
+                for p in snap.profiles.iter().flat_map(|p| p.list.iter()) {
+                    let ids: Vec<&str> = p
+                        .binding
+                        .input
+                        .iter()
+                        .map(|x| x.policy.id.as_str())
+                        .collect();
+                    println!("  profile {}: input policies [{}]", p.name, ids.join(", "));
                 }
                 ExitCode::SUCCESS
             }

@@ -40,6 +40,11 @@ pub struct Metrics {
     pub background_jobs: IntCounterVec,
     /// Judgement jobs off the request path queued or running.
     pub background_pending: IntGauge,
+    /// Requests by the policy profile they were judged under (names from the profiles file).
+    pub profile_requests: IntCounterVec,
+    /// Requests whose profile could not be determined, by what `unknown_profile` did with them
+    /// (default, refused).
+    pub profile_unknown: IntCounterVec,
 }
 
 /// An error of the gateway itself, counted in `guardgate_errors_total{kind}`.
@@ -250,6 +255,16 @@ impl Metrics {
             "Non-text parts (images, audio, files) of guarded requests, which the text classifiers cannot read",
             &["route"],
         );
+        let profile_requests = m.counter(
+            "guardgate_profile_requests_total",
+            "Guarded requests, by the policy profile they were judged under",
+            &["profile"],
+        );
+        let profile_unknown = m.counter(
+            "guardgate_profile_unknown_total",
+            "Requests no profile matcher placed (or whose trusted header named no profile), by what unknown_profile did: default, refused",
+            &["outcome"],
+        );
         // Make the reload series exist from the start so dashboards and alerts see zeros.
         for result in ["success", "failure", "gated"] {
             reloads.with_label_values(&[result]);
@@ -276,6 +291,8 @@ impl Metrics {
             unclassified_parts,
             background_jobs,
             background_pending,
+            profile_requests,
+            profile_unknown,
         }
     }
 

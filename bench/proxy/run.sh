@@ -42,6 +42,11 @@
 #                  or redact ((c) plus the redact policy bench-pii/redact, restore on; audit off as in
 #                  (c), REDACT_AUDIT=file writes its records: with BASELINE_BIN=$GUARDGATE_BIN, the
 #                  redact action's cost next to (c))
+#                  or profiles: (d) plus a [profiles] file whose one key matcher holds PROFILE_KEYS
+#                  SHA-256 key hashes (the bench request's key among them), its profile binding
+#                  the same 20 rules. With BASELINE_BIN=$GUARDGATE_BIN, (f) - (d) is the cost of
+#                  profile selection (hash the presented key, look it up) on the allow path
+#   PROFILE_KEYS   key hashes in (f)'s profiles file with BASELINE_CONFIG=profiles (default 1000)
 #   BODY_FILE      the request body (default bench/proxy/body.json; body-pii.json has e-mail addresses)
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
@@ -162,7 +167,8 @@ BASELINE_BIN="${BASELINE_BIN:-}"
 BASELINE_CONFIG="${BASELINE_CONFIG:-pass}"
 BASELINE_CAPTURE="${BASELINE_CAPTURE:-none}"
 case "$BASELINE_CAPTURE" in none | flagged | all) ;; *) die "BASELINE_CAPTURE must be none, flagged or all" ;; esac
-case "$BASELINE_CONFIG" in pass | rules | redact) ;; *) die "BASELINE_CONFIG must be pass, rules or redact" ;; esac
+case "$BASELINE_CONFIG" in pass | rules | redact | profiles) ;; *) die "BASELINE_CONFIG must be pass, rules, redact or profiles" ;; esac
+PROFILE_KEYS="${PROFILE_KEYS:-1000}"
 [ -z "$BASELINE_BIN" ] || [ -x "$BASELINE_BIN" ] || die "BASELINE_BIN $BASELINE_BIN is not an executable"
 for p in $(seq "$BASE_PORT" $((BASE_PORT + $([ "$PEERS" = 1 ] && echo 14 || echo 10)))); do
     if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
@@ -348,9 +354,25 @@ if [ "$SKIP_G" != 1 ]; then
     PIDS+=($!)
     SPID[g]=$!
 fi
+# A profiles file whose key matcher holds $1 hashes: the bench key's (post.lua sends it) and
+# others derived from a counter, so the lookup is one among many.
+profiles_file() { # $1 number of key hashes
+    echo 'unknown_profile = "default"'
+    printf '[[profile]]\nname = "standard"\ndefault = true\npolicies = [{ select = "bench/*" }]\n'
+    printf '[[profile]]\nname = "tenant"\npolicies = [{ select = "bench/*" }]\n'
+    printf '[[match]]\nprofile = "tenant"\napi_key_sha256 = [\n'
+    for i in $(seq 2 "$1"); do echo "sk-bench-other-$i"; done | while read -r k; do
+        printf '  "%s",\n' "$(printf %s "$k" | sha256sum | cut -d' ' -f1)"
+    done
+    printf '  "%s",\n]\n' "$(printf %s sk-bench-not-a-real-key | sha256sum | cut -d' ' -f1)"
+}
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+    elif [ "$BASELINE_CONFIG" = profiles ]; then
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+        profiles_file "$PROFILE_KEYS" >"$WORK/gg-base/profiles.toml"
+        printf '\n[profiles]\nfile = "profiles.toml"\n' >>"$WORK/gg-base/guardgate.toml"
     elif [ "$BASELINE_CONFIG" = redact ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" "${REDACT_AUDIT:-off}" $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
     else
@@ -394,6 +416,13 @@ general_settings:
   master_key: sk-bench-not-a-real-key
 EOF
     if [ "${3:-0}" = 1 ]; then
+if [ -n "$BASELINE_BIN" ] && [ "$BASELINE_CONFIG" = profiles ]; then
+    nkeys="$(curl -fsS --max-time 2 "http://127.0.0.1:$P_BASE_ADMIN/admin/policies" | grep -o '"api_keys": *[0-9]*' | tr -dc 0-9)"
+    [ "$nkeys" = "$PROFILE_KEYS" ] || die "(f): expected a key matcher of $PROFILE_KEYS hashes, admin shows ${nkeys:-none}"
+    sleep 0.3
+    grep -q '"profile":"tenant"' "$WORK/gg-base/audit.jsonl" || die "(f): the check request was not judged under the tenant profile"
+    log "(f) selects the tenant profile by key among $nkeys hashes"
+fi
         cat >>"$1/config.yaml" <<EOF
 guardrails:
   - guardrail_name: bench-rules
@@ -601,7 +630,7 @@ declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E"
     [h]="$URL_H" [i]="$URL_I" [j]="$URL_J" [k]="$URL_K")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
     [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" \
-    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($(case "$BASELINE_CONFIG" in rules | profiles) echo d ;; *) echo c ;; esac))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), $([ "$BASELINE_CONFIG" = profiles ] && echo "profiles, $PROFILE_KEYS keys" || echo "baseline binary")$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN XG
 # The guardgate scenario each peer is compared with: the same job, with and without the 20 rules.
 declare -A GG_OF=([h]=c [i]=d [j]=c [k]=d)

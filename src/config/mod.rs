@@ -61,6 +61,10 @@ pub struct Config {
     /// Judgement off the request path (annotate and shadow bindings that need a model).
     #[serde(default)]
     pub background: BackgroundSection,
+    /// Policy profiles chosen per request (`src/policy/profile.rs`); without it each route
+    /// binds its own `policies`.
+    #[serde(default)]
+    pub profiles: Option<ProfilesSection>,
     /// Directory the config file lives in; relative paths inside the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -360,6 +364,14 @@ impl Default for ModerationSection {
     }
 }
 
+/// `[profiles]`: where the profiles file is. It is read and hot-reloaded with the policies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfilesSection {
+    /// Relative to the config file.
+    pub file: PathBuf,
+}
+
 /// What happens to a request that no route guards and `unmatched.allow` does not list.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -578,6 +590,13 @@ impl Config {
         if self.policies.dirs.is_empty() {
             return Err(self.err("policies.dirs", "name at least one directory"));
         }
+        if self
+            .profiles
+            .as_ref()
+            .is_some_and(|p| p.file.as_os_str().is_empty())
+        {
+            return Err(self.err("profiles.file", "empty"));
+        }
         Ok(())
     }
 
@@ -715,6 +734,11 @@ impl Config {
 
     pub fn policy_dirs(&self) -> Vec<PathBuf> {
         self.policies.dirs.iter().map(|d| self.resolve(d)).collect()
+    }
+
+    /// The profiles file, resolved, when `[profiles]` is set.
+    pub fn profiles_file(&self) -> Option<PathBuf> {
+        self.profiles.as_ref().map(|p| self.resolve(&p.file))
     }
 }
 

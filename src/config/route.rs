@@ -201,7 +201,8 @@ impl RouteConfig {
 }
 
 impl RoutePolicy {
-    fn validate(&self) -> Result<(), (&'static str, &'static str)> {
+    /// Checks one selection on its own; errors name the key within it.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, &'static str)> {
         if self.select.trim().is_empty() {
             return Err(("select", "empty"));
         }

@@ -1,5 +1,5 @@
 //! Policies: which files are policies (`discover`), one file (`file`), what `policy lint` checks in
-//! it (`lint`), the live snapshot (`registry`) and what reloads it (`watch`).
+//! it (`lint`), the profiles that bind them per request (`profile`), the live snapshot (`registry`) and what reloads it (`watch`).
 
 pub mod binding;
 mod casefold;
@@ -7,6 +7,7 @@ pub mod discover;
 pub mod file;
 pub mod lint;
 pub mod refusal;
+pub mod profile;
 pub mod registry;
 pub mod watch;
 

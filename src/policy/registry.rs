@@ -13,6 +13,7 @@ use std::time::SystemTime;
 use super::binding::{Action, Direction};
 use super::discover::policy_files_in;
 use super::file::{parse_policy, Policy, PolicyError};
+use super::profile::Profiles;
 use crate::config::RouteConfig;
 use crate::metrics::Metrics;
 
@@ -54,6 +55,9 @@ pub struct Snapshot {
     /// Candidate versions by live policy id.
     pub candidates: BTreeMap<String, Arc<Policy>>,
     pub routes: HashMap<String, RouteBinding>,
+    /// With `[profiles]`: the profiles, bound to the policies above; a request's profile binds
+    /// its policies in place of its route's.
+    pub profiles: Option<Arc<Profiles>>,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -89,6 +93,8 @@ pub trait Capability: Send + Sync {
 pub struct Registry {
     live: ArcSwap<Snapshot>,
     dirs: Vec<PathBuf>,
+    /// The profiles file (`[profiles] file`), read with the policies.
+    profiles: Option<PathBuf>,
     routes: Vec<RouteConfig>,
     /// What the last reloads said, published whole (see [`ReloadOutcome`]).
     outcome: Mutex<ReloadOutcome>,
@@ -120,16 +126,19 @@ impl Registry {
     /// Loads the initial snapshot; fails (and the gateway does not start) if it is invalid.
     pub fn load(
         dirs: Vec<PathBuf>,
+        profiles: Option<PathBuf>,
         routes: Vec<RouteConfig>,
         capability: Arc<dyn Capability>,
         metrics: Arc<Metrics>,
         gate: Option<Arc<dyn Gate>>,
     ) -> Result<Registry, Vec<String>> {
-        let snap = build_snapshot(&dirs, &routes, capability.as_ref(), 1)?;
+        let snap =
+            build_snapshot_with(&dirs, profiles.as_deref(), &routes, capability.as_ref(), 1)?;
         metrics.policy_generation.set(snap.generation as i64);
         Ok(Registry {
             live: ArcSwap::from_pointee(snap),
             dirs,
+            profiles,
             routes,
             outcome: Mutex::default(),
             reload_lock: tokio::sync::Mutex::new(()),
@@ -227,6 +236,16 @@ impl Registry {
                 self.capability.as_ref(),
                 &mut errors,
             );
+            if let Some(old) = snap.profiles.take() {
+                snap.profiles = rebind_profiles(
+                    &old,
+                    &snap.policies,
+                    &snap.candidates,
+                    &self.routes,
+                    self.capability.as_ref(),
+                    &mut errors,
+                );
+            }
             if !errors.is_empty() {
                 return Err(errors);
             }
@@ -246,6 +265,11 @@ impl Registry {
         &self.dirs
     }
 
+    /// The profiles file, when `[profiles]` names one.
+    pub fn profiles_path(&self) -> Option<&std::path::Path> {
+        self.profiles.as_deref()
+    }
+
     /// Rebuilds the snapshot from disk. Returns `Ok(None)` when nothing changed (same hashes), so a
     /// burst of file events does not bump the generation needlessly.
     pub async fn reload(&self, trigger: &str) -> Result<Option<u64>, Vec<String>> {
@@ -253,10 +277,11 @@ impl Registry {
         let current = self.live.load();
         let next_gen = current.generation + 1;
         let dirs = self.dirs.clone();
+        let profiles = self.profiles.clone();
         let routes = self.routes.clone();
         let cap = self.capability.clone();
         let built = tokio::task::spawn_blocking(move || {
-            build_snapshot(&dirs, &routes, cap.as_ref(), next_gen)
+            build_snapshot_with(&dirs, profiles.as_deref(), &routes, cap.as_ref(), next_gen)
         })
         .await
         .map_err(|e| vec![format!("reload task failed: {e}")])?;
@@ -327,7 +352,32 @@ fn same_policies(a: &Snapshot, b: &Snapshot) -> bool {
                 .zip(y.iter())
                 .all(|((ka, pa), (kb, pb))| ka == kb && pa.content_hash == pb.content_hash)
     };
-    same(&a.policies, &b.policies) && same(&a.candidates, &b.candidates)
+    let profiles = |s: &Snapshot| s.profiles.as_ref().map(|p| p.content_hash.clone());
+    same(&a.policies, &b.policies)
+        && same(&a.candidates, &b.candidates)
+        && profiles(a) == profiles(b)
+}
+
+/// The profiles bound again to `policies` (after the reload gate put back a live version).
+fn rebind_profiles(
+    old: &Profiles,
+    policies: &BTreeMap<String, Arc<Policy>>,
+    candidates: &BTreeMap<String, Arc<Policy>>,
+    routes: &[RouteConfig],
+    capability: &dyn Capability,
+    errors: &mut Vec<String>,
+) -> Option<Arc<Profiles>> {
+    let names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+    super::profile::bind(
+        &old.path,
+        old.source.clone(),
+        policies,
+        candidates,
+        &names,
+        capability,
+        errors,
+    )
+    .map(Arc::new)
 }
 
 fn humantime_now() -> String {
@@ -341,6 +391,17 @@ fn humantime_now() -> String {
 /// one reload report shows everything that is wrong.
 pub fn build_snapshot(
     dirs: &[PathBuf],
+    routes: &[RouteConfig],
+    capability: &dyn Capability,
+    generation: u64,
+) -> Result<Snapshot, Vec<String>> {
+    build_snapshot_with(dirs, None, routes, capability, generation)
+}
+
+/// [`build_snapshot`] with the profiles file, read and bound to the same policies.
+pub fn build_snapshot_with(
+    dirs: &[PathBuf],
+    profiles: Option<&std::path::Path>,
     routes: &[RouteConfig],
     capability: &dyn Capability,
     generation: u64,
@@ -411,6 +472,18 @@ pub fn build_snapshot(
         }
     }
     let bindings = bind(&policies, &candidates, routes, capability, &mut errors);
+    let profiles = profiles.and_then(|path| {
+        let names: Vec<String> = routes.iter().map(|r| r.name.clone()).collect();
+        super::profile::load(
+            path,
+            &policies,
+            &candidates,
+            &names,
+            capability,
+            &mut errors,
+        )
+        .map(Arc::new)
+    });
     if !errors.is_empty() {
         return Err(errors);
     }
@@ -420,6 +493,7 @@ pub fn build_snapshot(
         policies,
         candidates,
         routes: bindings,
+        profiles,
     })
 }
 
@@ -433,78 +507,110 @@ pub fn bind(
 ) -> HashMap<String, RouteBinding> {
     let mut bindings = HashMap::new();
     for r in routes {
-        let mut b = RouteBinding::default();
-        for sel in &r.policies {
-            let matched: Vec<&Arc<Policy>> = policies
-                .values()
-                .filter(|p| selects(&sel.select, &p.id))
-                .collect();
-            if matched.is_empty() {
-                errors.push(format!(
-                    "route {:?}: policy selection {:?} matches no loaded policy",
-                    r.name, sel.select
-                ));
-            }
-            for p in matched {
-                // A binding may narrow which backends judge the policy on this route (e.g. rules
-                // only where a model would cost too much or is not trusted to block).
-                let narrow = |p: &Arc<Policy>| match &sel.backends {
-                    Some(names) => Arc::new(Policy {
-                        backends: Some(names.clone()),
-                        ..(**p).clone()
-                    }),
-                    None => p.clone(),
-                };
-                let p = &narrow(p);
-                if p.action == Action::Redact || sel.action == Some(Action::Redact) {
-                    if let Err(why) = bind_redact(r, sel, p, &mut b.redact) {
-                        errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
-                    }
-                    continue;
-                }
-                if let Some(why) = capability.unsupported(p) {
-                    errors.push(format!("route {:?}: policy {}: {why}", r.name, p.id));
-                    continue;
-                }
-                let action = sel.action.unwrap_or(p.action);
-                let sample_rate = sel.sample_rate.unwrap_or(1.0);
-                if sample_rate < 1.0 && action == Action::Block {
-                    errors.push(format!(
-                        "route {:?}: policy {}: sample_rate applies to annotate and shadow bindings \
-                         only; a blocking policy judges every request",
-                        r.name, p.id
-                    ));
-                    continue;
-                }
-                for d in &sel.directions {
-                    if !p.applies_to(*d) {
-                        continue;
-                    }
-                    let list = match d {
-                        Direction::Input => &mut b.input,
-                        Direction::Output => &mut b.output,
-                    };
-                    // A policy selected twice keeps its first binding.
-                    if !list.iter().any(|x| x.policy.id == p.id) {
-                        list.push(Bound {
-                            policy: p.clone(),
-                            action,
-                            candidate: candidates.get(&p.id).map(narrow),
-                            sample_rate,
-                        });
-                    }
-                }
-            }
-        }
+        let label = format!("route {:?}", r.name);
+        let rewrite = match crate::wire::Api::from_name(&r.api) {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "redaction rewrites requests of the chat, completions, responses and messages APIs; \
+                 a {} upload is not rewritten",
+                r.api
+            )),
+        };
+        let b = bind_selections(
+            &label,
+            &r.policies,
+            rewrite,
+            policies,
+            candidates,
+            capability,
+            errors,
+        );
         bindings.insert(r.name.clone(), b);
     }
     bindings
 }
 
-/// A redact policy's binding on route `r`: the request's, on routes of an API whose requests can
-/// be rewritten.
+/// Binds one list of selections (a route's or a profile's); `label` starts its errors. `rewrite`
+/// says whether redact bindings can apply where the selections are used (a profile's: yes; on a
+/// batch-upload route only its input bindings are read).
+pub fn bind_selections(
+    label: &str,
+    selections: &[crate::config::RoutePolicy],
+    rewrite: Result<(), String>,
+    policies: &BTreeMap<String, Arc<Policy>>,
+    candidates: &BTreeMap<String, Arc<Policy>>,
+    capability: &dyn Capability,
+    errors: &mut Vec<String>,
+) -> RouteBinding {
+    let mut b = RouteBinding::default();
+    for sel in selections {
+        let matched: Vec<&Arc<Policy>> = policies
+            .values()
+            .filter(|p| selects(&sel.select, &p.id))
+            .collect();
+        if matched.is_empty() {
+            errors.push(format!(
+                "{label}: policy selection {:?} matches no loaded policy",
+                sel.select
+            ));
+        }
+        for p in matched {
+            // A binding may narrow which backends judge the policy on this route (e.g. rules
+            // only where a model would cost too much or is not trusted to block).
+            let narrow = |p: &Arc<Policy>| match &sel.backends {
+                Some(names) => Arc::new(Policy {
+                    backends: Some(names.clone()),
+                    ..(**p).clone()
+                }),
+                None => p.clone(),
+            };
+            let p = &narrow(p);
+            if p.action == Action::Redact || sel.action == Some(Action::Redact) {
+                if let Err(why) = bind_redact(&rewrite, sel, p, &mut b.redact) {
+                    errors.push(format!("{label}: policy {}: {why}", p.id));
+                }
+                continue;
+            }
+            if let Some(why) = capability.unsupported(p) {
+                errors.push(format!("{label}: policy {}: {why}", p.id));
+                continue;
+            }
+            let action = sel.action.unwrap_or(p.action);
+            let sample_rate = sel.sample_rate.unwrap_or(1.0);
+            if sample_rate < 1.0 && action == Action::Block {
+                errors.push(format!(
+                    "{label}: policy {}: sample_rate applies to annotate and shadow bindings \
+                     only; a blocking policy judges every request",
+                    p.id
+                ));
+                continue;
+            }
+            for d in &sel.directions {
+                if !p.applies_to(*d) {
+                    continue;
+                }
+                let list = match d {
+                    Direction::Input => &mut b.input,
+                    Direction::Output => &mut b.output,
+                };
+                // A policy selected twice keeps its first binding.
+                if !list.iter().any(|x| x.policy.id == p.id) {
+                    list.push(Bound {
+                        policy: p.clone(),
+                        action,
+                        candidate: candidates.get(&p.id).map(narrow),
+                        sample_rate,
+                    });
+                }
+            }
+        }
+    }
+    b
+}
+
+/// A redact policy's binding: the request's, where requests can be rewritten (`rewrite`).
 fn bind_redact(
-    r: &RouteConfig,
+    rewrite: &Result<(), String>,
     sel: &crate::config::RoutePolicy,
     p: &Arc<Policy>,
     list: &mut Vec<Bound>,
@@ -520,13 +626,7 @@ fn bind_redact(
             "is a redact policy: bind it without an action, or with action = \"redact\"".into(),
         );
     }
-    if crate::wire::Api::from_name(&r.api).is_none() {
-        return Err(format!(
-            "redaction rewrites requests of the chat, completions, responses and messages APIs; \
-             a {} upload is not rewritten",
-            r.api
-        ));
-    }
+    rewrite.clone()?;
     if sel.directions.contains(&Direction::Input) && !list.iter().any(|x| x.policy.id == p.id) {
         list.push(Bound {
             policy: p.clone(),

@@ -2,27 +2,30 @@
 //! and SIGHUP. All of them funnel into `Registry::reload`, which is serialised and validating.
 
 use notify::{RecursiveMode, Watcher};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::discover::policy_files_in;
 use super::registry::Registry;
 
-/// (path, modified, len) of every policy file: changes whenever a reload could matter.
-fn fingerprint(dirs: &[PathBuf]) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
-    let mut out = Vec::new();
-    for d in dirs {
-        for p in policy_files_in(d).unwrap_or_default() {
+/// (path, modified, len) of every policy file and the profiles file: changes whenever a reload
+/// could matter.
+fn fingerprint(
+    dirs: &[PathBuf],
+    profiles: Option<&Path>,
+) -> Vec<(PathBuf, Option<SystemTime>, u64)> {
+    let files = dirs
+        .iter()
+        .flat_map(|d| policy_files_in(d).unwrap_or_default())
+        .chain(profiles.map(Path::to_path_buf));
+    files
+        .map(|p| {
             let meta = std::fs::metadata(&p).ok();
-            out.push((
-                p,
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map(|m| m.len()).unwrap_or(0),
-            ));
-        }
-    }
-    out
+            let modified = meta.as_ref().and_then(|m| m.modified().ok());
+            (p, modified, meta.map(|m| m.len()).unwrap_or(0))
+        })
+        .collect()
 }
 
 pub struct WatchOptions {
@@ -38,11 +41,23 @@ pub async fn run(
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<&'static str>(64);
+    let profiles = registry.profiles_path().map(Path::to_path_buf);
     let _watcher = if opts.watch {
         let ev_tx = tx.clone();
+        let dirs = registry.dirs().to_vec();
+        let wanted = profiles.clone();
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             if let Ok(ev) = res {
-                if !ev.kind.is_access() {
+                // The profiles file's directory is the config's, where other files (an audit
+                // log) change all the time: only events on the file itself reload.
+                let relevant = wanted.is_none()
+                    || ev.paths.iter().any(|p| {
+                        dirs.iter().any(|d| p.starts_with(d))
+                            || wanted
+                                .as_ref()
+                                .is_some_and(|w| p.file_name() == w.file_name())
+                    });
+                if !ev.kind.is_access() && relevant {
                     // Full channel means a reload is already pending: dropping is fine.
                     let _ = ev_tx.try_send("watch");
                 }
@@ -53,6 +68,13 @@ pub async fn run(
                 for d in registry.dirs() {
                     if let Err(e) = w.watch(d, RecursiveMode::Recursive) {
                         tracing::warn!(dir = %d.display(), error = %e, "cannot watch policy dir; relying on polling");
+                    }
+                }
+                // The directory, not the file: an editor's or a ConfigMap's swap replaces the
+                // file, and a watch on the old one would see nothing after the first save.
+                if let Some(dir) = profiles.as_deref().and_then(Path::parent) {
+                    if let Err(e) = w.watch(dir, RecursiveMode::NonRecursive) {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch the profiles file's dir; relying on polling");
                     }
                 }
                 Some(w)
@@ -70,7 +92,7 @@ pub async fn run(
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
 
     let dirs = registry.dirs().to_vec();
-    let mut last_fp = fingerprint(&dirs);
+    let mut last_fp = fingerprint(&dirs, profiles.as_deref());
     // The policies were read when the registry was built, before this task (and its watch) began:
     // a file changed in between raised no event and already matches the fingerprint above, so it
     // would never be reloaded. One reload now reads it; with nothing changed it changes nothing.
@@ -103,7 +125,8 @@ pub async fn run(
             _ = hup_fut => ("sighup", None),
             _ = poll.tick(), if opts.poll.is_some() => {
                 let d = dirs.clone();
-                let fp = tokio::task::spawn_blocking(move || fingerprint(&d)).await.unwrap_or_default();
+                let pf = profiles.clone();
+                let fp = tokio::task::spawn_blocking(move || fingerprint(&d, pf.as_deref())).await.unwrap_or_default();
                 if fp == last_fp { continue; }
                 ("poll", Some(fp))
             }
@@ -116,7 +139,8 @@ pub async fn run(
             Some(fp) => fp,
             None => {
                 let d = dirs.clone();
-                tokio::task::spawn_blocking(move || fingerprint(&d))
+                let pf = profiles.clone();
+                tokio::task::spawn_blocking(move || fingerprint(&d, pf.as_deref()))
                     .await
                     .unwrap_or_default()
             }
@@ -154,6 +178,7 @@ mod tests {
         let registry = Arc::new(
             Registry::load(
                 vec![dir.path().to_path_buf()],
+                None,
                 Vec::new(),
                 Arc::new(AnyBackend),
                 Arc::new(Metrics::new()),

@@ -163,10 +163,66 @@ impl AdminApp {
             "loaded_at": humantime::format_rfc3339_millis(snap.loaded_at).to_string(),
             "policies": policies,
             "routes": routes,
+            "profiles": snap.profiles.as_deref().map(profiles_json),
             "last_reload_error": last_error,
             "last_gate_report": gate_report,
         })
     }
+}
+
+/// The profiles as `/admin/policies` shows them. A key matcher shows how many keys it holds, not
+/// their hashes: an unsalted SHA-256 (or a prefix of one) lets whoever reads it test guessed keys
+/// offline, and the admin API's readers need not be trusted with that.
+fn profiles_json(p: &crate::policy::profile::Profiles) -> serde_json::Value {
+    use crate::policy::profile::Selector;
+    let bound = |v: &[crate::policy::Bound]| -> Vec<serde_json::Value> {
+        v.iter()
+            .map(|x| json!({"id": x.policy.id, "version": x.policy.version, "action": x.action}))
+            .collect()
+    };
+    let list: Vec<_> = p
+        .list
+        .iter()
+        .map(|x| {
+            json!({
+                "name": &*x.name,
+                "default": x.default,
+                "fail_mode": x.fail_mode,
+                "input": bound(&x.binding.input),
+                "output": bound(&x.binding.output),
+            })
+        })
+        .collect();
+    let matchers: Vec<_> = p
+        .matchers
+        .iter()
+        .map(|m| {
+            let profile = m.profile.map(|i| &*p.list[i].name);
+            match &m.selector {
+                Selector::Keys(set) => json!({"api_keys": set.len(), "profile": profile}),
+                Selector::Header { name, value } => {
+                    json!({"header": name, "value": value, "profile": profile})
+                }
+                Selector::Model { pattern, prefix } => {
+                    let model = if *prefix {
+                        format!("{pattern}*")
+                    } else {
+                        pattern.clone()
+                    };
+                    json!({"model": model, "profile": profile})
+                }
+                Selector::Route(r) => json!({"route": r, "profile": profile}),
+            }
+        })
+        .collect();
+    json!({
+        "file": p.path.display().to_string(),
+        "hash": p.content_hash,
+        "unknown_profile": p.unknown,
+        "trusted_headers": p.trusted_headers,
+        "profiles": list,
+        "matchers": matchers,
+    })
 }
 
 #[async_trait]

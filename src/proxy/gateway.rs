@@ -121,6 +121,7 @@ impl Gateway {
             Arc::new(crate::eval::gate::CaseGate::new(cascade.clone()));
         let registry = Registry::load(
             config.policy_dirs(),
+            config.profiles_file(),
             config.routes.clone(),
             cascade.clone(),
             metrics.clone(),

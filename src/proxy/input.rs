@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use super::answer::{decoded, non_text_parts, refuse_body, refuse_wire, settle};
 use super::body::{read_body, BodyError};
-use super::exchange::{Exchange, Flow, Judging};
+use super::exchange::{Exchange, Flow, Judging, Outcome};
 use super::gateway::Route;
-use super::{batch, forward, parallel, reply};
+use super::{batch, forward, parallel, profile, reply};
 use crate::config::{Action, Direction, InputMode};
 use crate::decide::Annotations;
 use crate::metrics::BadRequest;
@@ -42,7 +42,31 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
     // window: the client shows the two as one text.
     ex.request_body = raw.clone();
     let snap = ex.snapshot();
-    let binding = snap.routes.get(&route.name);
+    // Model matchers read the parsed body, so then it is parsed before the profile (and with it
+    // the bindings) is known; the parse is used again for judging.
+    let mut early = None;
+    let binding = match snap.profiles.as_deref() {
+        None => snap.routes.get(&route.name),
+        Some(profiles) => {
+            if profiles.uses_model && route.batch.is_none() {
+                match parse(ex, session, &raw) {
+                    Ok(p) => early = Some(p),
+                    Err(e) => return refuse_unreadable(ex, session, e).await,
+                }
+            }
+            let model = early.as_ref().and_then(|(_, p)| p.model.as_deref());
+            match profile::choose(ex, session, &route.name, profiles, model) {
+                Ok(p) => Some(&p.binding),
+                Err(why) => {
+                    ex.outcome = Outcome::NoProfile;
+                    tracing::info!(request_id = %ex.request_id, route = %route.name, reason = why.reason(), "request refused: no policy profile");
+                    return ex
+                        .refuse(session, ErrorKind::Forbidden, why.reason(), false)
+                        .await;
+                }
+            }
+        }
+    };
     let input = binding.map_or(&[][..], |b| b.for_direction(Direction::Input));
     // A batch upload's reply is a file or batch object, not model output (config validation
     // binds no output policy there).
@@ -64,7 +88,7 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         let judged = match route.batch {
             Some(b) => batch::judge(ex, session, &route, b, input, &raw).await?,
             None => {
-                let (segments, at) = match readable(ex, session, &route, &raw, redacting).await? {
+                let (segments, at) = match readable(ex, session, &route, &raw, redacting, early).await? {
                     Flow::Continue((segments, at, redacted)) => {
                         if let Some(b) = redacted {
                             body = b;
@@ -146,21 +170,19 @@ fn settles_now(ex: &Exchange, bound: &[Bound]) -> bool {
 /// The request parsed in the route's wire format, as the segments to judge, and the body the
 /// redact bindings `redacting` rewrote (if they found anything); `Answered` when it was refused
 /// as unreadable, or for parts no classifier can read on a route that refuses them.
+/// `parsed`: the body as already decoded and parsed, if it was.
 async fn readable(
     ex: &mut Exchange,
     session: &mut Session,
     route: &Route,
     raw: &Bytes,
     redacting: &[Bound],
+    parsed: Option<(Bytes, ParsedRequest)>,
 ) -> pingora::Result<Flow<(Vec<Segment>, Judging, Option<Bytes>)>> {
-    let (decoded, parsed) = match parse(ex, session, raw) {
+    let (decoded, parsed) = match parsed.map_or_else(|| parse(ex, session, raw), Ok) {
         Ok(p) => p,
-        Err(Unreadable::Body(e)) => {
-            refuse_body(ex, session, e).await?;
-            return Ok(Flow::Answered);
-        }
-        Err(Unreadable::Wire(e)) => {
-            refuse_wire(ex, session, e).await?;
+        Err(e) => {
+            refuse_unreadable(ex, session, e).await?;
             return Ok(Flow::Answered);
         }
     };
@@ -203,6 +225,18 @@ enum Unreadable {
     Body(BodyError),
     /// It is not a valid request of the route's API.
     Wire(WireError),
+}
+
+/// Answers a request whose body cannot be judged.
+async fn refuse_unreadable(
+    ex: &mut Exchange,
+    session: &mut Session,
+    e: Unreadable,
+) -> pingora::Result<()> {
+    match e {
+        Unreadable::Body(e) => refuse_body(ex, session, e).await,
+        Unreadable::Wire(e) => refuse_wire(ex, session, e).await,
+    }
 }
 
 /// The request body decoded and parsed in the route's wire format.

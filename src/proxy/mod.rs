@@ -16,6 +16,7 @@ pub mod input;
 pub mod moderation;
 pub mod parallel;
 pub mod passthrough;
+pub mod profile;
 pub mod queue;
 pub mod redact;
 pub mod refusal;

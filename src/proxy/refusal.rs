@@ -5,7 +5,7 @@
 use pingora::protocols::http::ServerSession as Session;
 
 use super::routing::Route;
-use crate::policy::refusal::resolve;
+use crate::policy::refusal::{resolve, Refusal};
 use crate::policy::Bound;
 
 /// What a refusal says, and in which language when it is an operator's text.
@@ -32,10 +32,11 @@ impl Words {
     }
 }
 
-/// The words for a block by `policy_id`, one of `bound`, on `route`; `default` is the gateway's
-/// own message.
+/// The words for a block by `policy_id`, one of `bound`, on `route` under the request's profile
+/// refusal `profile`; `default` is the gateway's own message.
 pub fn for_block(
     route: Option<&Route>,
+    profile: Option<&Refusal>,
     session: &Session,
     bound: &[Bound],
     policy_id: &str,
@@ -45,9 +46,6 @@ pub fn for_block(
         .iter()
         .find(|b| b.policy.id == policy_id)
         .and_then(|b| b.policy.refusal.as_ref());
-    // The profile seam: a request's policy profile may carry a refusal, between the policy's and
-    // the route's. Without profiles there is none.
-    let profile = None;
     let route = route.and_then(|r| r.refusal.as_ref());
     let Some(refusal) = resolve(fired, profile, route) else {
         return Words::plain(default());

@@ -50,7 +50,9 @@ impl BackgroundService for Warmer {
             if generation != Some(snap.generation) {
                 generation = Some(snap.generation);
                 let mut bound: Vec<Arc<crate::policy::Policy>> = Vec::new();
-                for b in snap.routes.values() {
+                let profiles = snap.profiles.iter().flat_map(|p| p.list.iter());
+                let bindings = snap.routes.values().chain(profiles.map(|p| &p.binding));
+                for b in bindings {
                     for x in b.input.iter().chain(b.output.iter()) {
                         bound.push(x.policy.clone());
                         bound.extend(x.candidate.clone());

@@ -112,6 +112,7 @@ fn error_body(kind: &ErrorKind, message: &str) -> Value {
         | ErrorKind::PolicyViolation { .. }
         | ErrorKind::UnsupportedMediaType
         | ErrorKind::MethodNotAllowed => "invalid_request_error",
+        ErrorKind::Forbidden => "permission_error",
         ErrorKind::NotFound => "not_found_error",
         ErrorKind::PayloadTooLarge => "request_too_large",
         ErrorKind::RequestTimeout | ErrorKind::GatewayTimeout => "timeout_error",

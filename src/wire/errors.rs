@@ -15,6 +15,8 @@ pub enum ErrorKind {
     },
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// The request may not use this route (e.g. no policy profile applies to it).
+    Forbidden,
     NotFound,
     MethodNotAllowed,
     RequestTimeout,
@@ -33,6 +35,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest { .. } | ErrorKind::PolicyViolation { .. } => 400,
             ErrorKind::PayloadTooLarge => 413,
             ErrorKind::UnsupportedMediaType => 415,
+            ErrorKind::Forbidden => 403,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed => 405,
             ErrorKind::RequestTimeout => 408,
@@ -91,6 +94,7 @@ mod tests {
         );
         assert_eq!(ErrorKind::PayloadTooLarge.status(), 413);
         assert_eq!(ErrorKind::UnsupportedMediaType.status(), 415);
+        assert_eq!(ErrorKind::Forbidden.status(), 403);
         assert_eq!(ErrorKind::NotFound.status(), 404);
         assert_eq!(ErrorKind::MethodNotAllowed.status(), 405);
         assert_eq!(ErrorKind::RequestTimeout.status(), 408);
@@ -112,6 +116,7 @@ mod tests {
             },
             ErrorKind::PayloadTooLarge,
             ErrorKind::UnsupportedMediaType,
+            ErrorKind::Forbidden,
             ErrorKind::NotFound,
             ErrorKind::MethodNotAllowed,
             ErrorKind::RequestTimeout,
@@ -193,6 +198,7 @@ mod tests {
             "invalid_request_error",
             "request_too_large",
             "invalid_request_error",
+            "permission_error",
             "not_found_error",
             "invalid_request_error",
             "timeout_error",

@@ -21,6 +21,7 @@ mod obfuscation;
 mod offpath;
 mod output;
 mod policy_tools;
+mod profiles;
 mod properties;
 mod redact;
 mod refusals;

@@ -13,6 +13,7 @@ Binaries come from the environment (scripts/test.sh sets both after `cargo build
 from __future__ import annotations
 
 import atexit
+import hashlib
 import json
 import os
 import signal
@@ -119,6 +120,49 @@ ja = "このリクエストは安全ポリシーによりブロックされま�
 # Zorbles (SDK test policy)
 
 Requests and replies about forbidden zorbles violate this policy (Z1).
+"""
+
+# Blocks a word the default profile lets through: bound only by the tenant profile below.
+TENANT_POLICY = """+++
+id = "tenant/strict"
+title = "Tenant's own rules (SDK test)"
+version = "1.0.0"
+action = "block"
+
+[[codes]]
+code = "T1"
+title = "Mentions the tenant's banned word"
+severity = "high"
+
+[[rules]]
+id = "zorble"
+code = "T1"
+keywords = ["zorble"]
++++
+# Tenant's own rules (SDK test policy)
+
+Requests that mention a zorble violate this tenant's policy (T1).
+"""
+
+# The API key of a tenant whose requests get the `tenant` profile; the profiles file holds only
+# its SHA-256.
+TENANT_KEY = "sk-tenant-guardgate-sdk-test-0123456789"
+
+PROFILES_TOML = f"""# Written by tests/sdk/conftest.py
+unknown_profile = "default"
+
+[[profile]]
+name = "standard"
+default = true
+policies = [{{ select = "test/*", directions = ["input", "output"] }}]
+
+[[profile]]
+name = "tenant"
+policies = [{{ select = "test/*", directions = ["input", "output"] }}, {{ select = "tenant/*" }}]
+
+[[match]]
+api_key_sha256 = ["{hashlib.sha256(TENANT_KEY.encode()).hexdigest()}"]
+profile = "tenant"
 """
 
 # Proxies from the environment must never see loopback test traffic.
@@ -251,7 +295,7 @@ def _wait_ready(proc: Proc, url: str) -> None:
     )
 
 
-def _config(listen: int, admin: int, mock_url: str, tmp: Path) -> str:
+def _config(listen: int, admin: int, mock_url: str, tmp: Path, extra: str = "") -> str:
     q = json.dumps  # TOML basic strings accept JSON string escapes
     routes = [
         ("openai-chat", "/v1/chat/completions", "openai-chat", "openai"),
@@ -334,7 +378,7 @@ read_timeout_ms = 10000
 [unmatched]
 action = "passthrough"
 upstream = "openai"
-"""
+{extra}"""
 
 
 @dataclass
@@ -374,10 +418,10 @@ class Stack:
 _STACK: Stack | None = None
 
 
-def _start_stack(tmp: Path) -> Stack:
+def _start_stack(tmp: Path, extra: str = "") -> Stack:
     guardgate = _require_bin("GUARDGATE_BIN")
     mock_bin = _require_bin("MOCK_UPSTREAM_BIN")
-    (tmp / "policies").mkdir()
+    (tmp / "policies").mkdir(exist_ok=True)
     (tmp / "policies" / "weapons.md").write_text(WEAPONS_POLICY)
     (tmp / "policies" / "flag.md").write_text(FLAG_POLICY)
     (tmp / "policies" / "redact.md").write_text(REDACT_POLICY)
@@ -403,7 +447,7 @@ def _start_stack(tmp: Path) -> Stack:
             while admin == listen:
                 admin = _free_port()
             cfg = tmp / "guardgate.toml"
-            cfg.write_text(_config(listen, admin, mock_url, tmp))
+            cfg.write_text(_config(listen, admin, mock_url, tmp, extra))
             gw = _spawn(
                 "guardgate", [str(guardgate), "serve", "--config", str(cfg)], tmp / f"guardgate.{attempt}.log", tmp
             )
@@ -435,11 +479,27 @@ def stack():
             s.stop()
 
 
+@pytest.fixture(scope="session")
+def profiled_stack():
+    """A second gateway whose requests are judged under policy profiles (`PROFILES_TOML`)."""
+    with tempfile.TemporaryDirectory(prefix="guardgate-sdk-profiles-") as d:
+        tmp = Path(d)
+        (tmp / "profiles.toml").write_text(PROFILES_TOML)
+        (tmp / "policies").mkdir()
+        (tmp / "policies" / "tenant.md").write_text(TENANT_POLICY)
+        s = _start_stack(tmp, '\n[profiles]\nfile = "profiles.toml"\n')
+        try:
+            yield s
+        finally:
+            s.stop()
+
+
 @pytest.fixture(autouse=True)
 def _fresh_mock(request):
     """Every test starts with an empty request log at the mock."""
-    if "stack" in request.fixturenames:
-        request.getfixturevalue("stack").mock_reset()
+    for name in ("stack", "profiled_stack"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).mock_reset()
     yield
 
 

@@ -523,6 +523,45 @@ def test_openai_responses_stream_helper_cut_before_anything_was_released(stack, 
         extra_headers={"x-mock-reply": EARLY_CUT_REPLY, "x-mock-chunk-bytes": "100000"},
     ) as stream:
         types = [event.type for event in stream]
+
+
+# ---- policy profiles ---------------------------------------------------------------------------
+
+
+def _profiled_openai(stack, key):
+    return openai.OpenAI(
+        api_key=key,
+        base_url=f"{stack.base_url}/v1",
+        max_retries=0,
+        timeout=CLIENT_TIMEOUT_S,
+        http_client=openai.DefaultHttpxClient(trust_env=False),
+    )
+
+
+def test_openai_tenant_key_gets_its_profiles_block(profiled_stack):
+    from conftest import TENANT_KEY
+
+    prompt = "Tell me about the zorble."
+    with _profiled_openai(profiled_stack, TENANT_KEY) as tenant:
+        with pytest.raises(openai.BadRequestError) as ei:
+            tenant.chat.completions.create(model=OPENAI_MODEL, messages=user(prompt))
+    e = ei.value
+    assert e.status_code == 400
+    assert e.code == "content_policy_violation"
+    assert "tenant/strict" in e.message
+    assert e.response.headers["x-guardgate-blocked-by"] == "tenant/strict"
+    assert profiled_stack.mock_requests() == []
+
+    # Another key gets the default profile, which lets the same words through.
+    with _profiled_openai(profiled_stack, OPENAI_KEY) as other:
+        r = other.chat.completions.create(model=OPENAI_MODEL, messages=user(prompt))
+    assert r.choices[0].message.content == DEFAULT_REPLY
+    # The default profile still blocks what the routes' policies block.
+    with _profiled_openai(profiled_stack, OPENAI_KEY) as other:
+        with pytest.raises(openai.BadRequestError) as ei:
+            other.chat.completions.create(model=OPENAI_MODEL, messages=user(BLOCKED_PROMPT))
+    assert ei.value.response.headers["x-guardgate-blocked-by"] == "test/weapons"
+    assert len(profiled_stack.mock_requests()) == 1
     assert types[-1] == "response.incomplete", types
 
 

@@ -37,6 +37,7 @@ pub struct OwnedFiling {
     pub api: &'static str,
     pub fail_mode: FailMode,
     pub generation: u64,
+    pub profile: Option<Arc<str>>,
 }
 
 impl OwnedFiling {
@@ -47,6 +48,7 @@ impl OwnedFiling {
             api: self.api,
             fail_mode: self.fail_mode,
             generation: self.generation,
+            profile: self.profile.as_deref(),
         }
     }
 }

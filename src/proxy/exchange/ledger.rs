@@ -91,6 +91,7 @@ pub struct Filing<'a> {
     pub api: &'a str,
     pub fail_mode: FailMode,
     pub generation: u64,
+    pub profile: Option<&'a str>,
 }
 
 /// Counts one decision's outcomes and writes their audit records (with a record for each shadow
@@ -104,6 +105,7 @@ pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
         fail_mode: filing.fail_mode,
         generation: filing.generation,
         unclassified_parts: entry.unclassified_parts,
+        profile: filing.profile,
     };
     let dir = match entry.direction {
         Direction::Input => "input",

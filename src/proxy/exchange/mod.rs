@@ -22,6 +22,7 @@ use crate::classify::Content;
 use crate::config::{Direction, FailMode};
 use crate::decide::{decide, decide_blocking, Annotations, Decision, Deferred, Split};
 use crate::metrics::{BadRequest, Fault};
+use crate::policy::refusal::Refusal;
 use crate::policy::{Bound, Snapshot};
 use crate::wire::{Api, ErrorKind, Segment};
 use background::{Job, OwnedFiling};
@@ -72,6 +73,9 @@ pub struct Exchange {
     pub request_body: Bytes,
     /// The policy snapshot the request is judged against (see [`Exchange::snapshot`]).
     generation: u64,
+    /// The policy profile the request is judged under, and the fail mode it sets (see
+    /// [`Exchange::use_profile`]).
+    profile: Option<(Arc<str>, Option<FailMode>, Option<Arc<Refusal>>)>,
     ledger: Ledger,
     /// What the request's annotate bindings judged off the request path will find.
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
@@ -92,6 +96,7 @@ impl Exchange {
             outcome: Outcome::Unknown,
             request_body: Bytes::new(),
             generation: 0,
+            profile: None,
             ledger: Ledger::default(),
             late: None,
             redaction: None,
@@ -132,8 +137,32 @@ impl Exchange {
     }
 
     fn fail_mode(&self) -> FailMode {
+        if let Some((_, Some(mode), _)) = &self.profile {
+            return *mode;
+        }
         // The moderation endpoints forward nothing: a failed policy is reported in the answer.
         self.route().map_or(FailMode::Open, |r| r.fail_mode)
+    }
+
+    /// Judges the request under the profile `name` from here on: its records name it, and its
+    /// `fail_mode`, when set, replaces the route's, and its `refusal` words a block.
+    pub fn use_profile(
+        &mut self,
+        name: Arc<str>,
+        fail_mode: Option<FailMode>,
+        refusal: Option<Arc<Refusal>>,
+    ) {
+        self.profile = Some((name, fail_mode, refusal));
+    }
+
+    /// The policy profile the request is judged under, if profiles are configured.
+    pub fn profile(&self) -> Option<&str> {
+        self.profile.as_ref().map(|(n, _, _)| &**n)
+    }
+
+    /// The refusal of the request's profile, if it has one.
+    pub fn profile_refusal(&self) -> Option<&Refusal> {
+        self.profile.as_ref().and_then(|(_, _, r)| r.as_deref())
     }
 
     fn deadline(&self) -> Duration {
@@ -319,6 +348,7 @@ impl Exchange {
                 api,
                 fail_mode: self.fail_mode(),
                 generation: self.generation,
+                profile: self.profile.as_ref().map(|(n, _, _)| n.clone()),
             },
             direction,
             windows,
@@ -478,6 +508,7 @@ impl Exchange {
             api,
             fail_mode: self.fail_mode(),
             generation: self.generation,
+            profile: self.profile.as_ref().map(|(n, _, _)| &**n),
         };
         for entry in self.ledger.drain() {
             ledger::write(&self.gw, &filing, &entry);

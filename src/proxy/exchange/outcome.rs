@@ -29,6 +29,8 @@ pub enum Outcome {
     OutputBlocked,
     /// A moderation endpoint answered with its verdicts.
     Classified,
+    /// Refused because no policy profile applies (`unknown_profile = "refuse"`).
+    NoProfile,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::OutputBlocked => "output_blocked",
             Outcome::Classified => "classified",
+            Outcome::NoProfile => "no_profile",
         }
     }
 }

@@ -167,9 +167,14 @@ async fn withhold(
     release(ex, http, &peer).await;
     let words = match verdict {
         Final::Block { policy_id, .. } => {
-            refusal::for_block(ex.route().map(|r| &**r), session, bound, policy_id, || {
-                withheld_message(verdict)
-            })
+            refusal::for_block(
+                ex.route().map(|r| &**r),
+                ex.profile_refusal(),
+                session,
+                bound,
+                policy_id,
+                || withheld_message(verdict),
+            )
         }
         _ => Words::plain(withheld_message(verdict)),
     };

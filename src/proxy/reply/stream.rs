@@ -286,6 +286,7 @@ impl<'a> StreamRelay<'a> {
             let words = match &verdict {
                 Final::Block { policy_id, .. } => refusal::for_block(
                     Some(&self.route),
+                    self.ex.profile_refusal(),
                     self.session,
                     self.bound,
                     policy_id,
