@@ -91,6 +91,9 @@ pub struct AuditRecord<'a> {
     /// (the two overlapped), in microseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hidden_us: Option<u64>,
+    /// The request's trace (`[telemetry]` on): the trace id of its exported span, 32 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -106,6 +109,7 @@ pub struct RecordContext<'a> {
     pub generation: u64,
     /// Non-text parts of the judged content that no classifier read.
     pub unclassified_parts: usize,
+    pub trace_id: Option<&'a str>,
 }
 
 fn truncate(s: &str, max: usize) -> Cow<'_, str> {
@@ -238,6 +242,7 @@ impl Auditor {
             off_path: false,
             input_mode: None,
             hidden_us: None,
+            trace_id: ctx.trace_id,
         }
     }
 

@@ -33,6 +33,10 @@
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
+#   BASELINE_TELEMETRY 0 (default) or 1: (f) traces every request ([telemetry], sample_ratio 1.0,
+#                  spans exported over OTLP/HTTP to the mock, which answers 200). With
+#                  BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules, (f) is (d) with tracing on:
+#                  the tracing's cost on the allow path, side by side
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
 #                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
 #
@@ -170,6 +174,11 @@ mkdir -p "$WORK/mock" "$WORK/nginx"
             default_type application/json;
             return 200 '$MOCK_BODY';
         }
+        # An OTLP/HTTP collector that accepts everything (an empty ExportTraceServiceResponse).
+        location = /v1/traces {
+            default_type application/x-protobuf;
+            return 200 '';
+        }
         location / { return 404; }
     }
 }
@@ -202,11 +211,15 @@ EOF
 
 # ---- (c), (d), (e) guardgate -------------------------------------------------------------------
 # The capture keys only when capture is on, so a baseline binary older than them reads the config.
+telemetry_lines() { # $1 1 for tracing on
+    [ "$1" != 1 ] || printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nscheduled_delay_ms = 1000\n' "$P_MOCK"
+}
+
 capture_lines() { # $1 capture mode, $2 dir
     [ "$1" = none ] || printf 'capture = "%s"\nstore_path = "%s/review.db"\n' "$1" "$2"
 }
 
-gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture]
+gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture], [$7 tracing]
     mkdir -p "$1"
     cat >"$1/guardgate.toml" <<EOF
 [server]
@@ -232,6 +245,8 @@ $(capture_lines "${6:-none}" "$1")
 
 [logging]
 level = "warn"
+
+$(telemetry_lines "${7:-0}")
 
 [[upstreams]]
 name = "mock"
@@ -289,9 +304,9 @@ if [ "$SKIP_G" != 1 ]; then
 fi
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE" "${BASELINE_TELEMETRY:-0}"
     else
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE" "${BASELINE_TELEMETRY:-0}"
     fi
     start_gg "$WORK/gg-base" f "$BASELINE_BIN"
 fi
@@ -416,7 +431,7 @@ SCEN+=(c d)
 [ -z "$BASELINE_BIN" ] || SCEN+=(f)
 declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E" [f]="$URL_F" [g]="$URL_G")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
-    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" [f]="(f) ($([ "$BASELINE_CONFIG" = rules ] && echo d || echo c)), baseline binary$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")$([ "${BASELINE_TELEMETRY:-0}" != 1 ] || echo ", tracing on")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN
 # Per-round values, space-separated; the tables show their medians.
 declare -A R_ALL

@@ -27,4 +27,5 @@ mod remote;
 mod review;
 mod shadow;
 mod stream_reassembly;
+mod telemetry;
 mod upgrade;

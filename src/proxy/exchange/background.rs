@@ -7,7 +7,7 @@
 //! requests (`server::wait_for_in_flight`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 use super::ledger::{self, Entry, Filing, Timing};
@@ -37,6 +37,7 @@ pub struct OwnedFiling {
     pub api: &'static str,
     pub fail_mode: FailMode,
     pub generation: u64,
+    pub trace: Option<crate::telemetry::Parent>,
 }
 
 impl OwnedFiling {
@@ -47,6 +48,7 @@ impl OwnedFiling {
             api: self.api,
             fail_mode: self.fail_mode,
             generation: self.generation,
+            trace: self.trace.as_ref(),
         }
     }
 }
@@ -66,6 +68,7 @@ pub fn submit(gw: &Arc<Gateway>, job: Job) {
     gw.background.spawn(slot, async move {
         let gw = task_gw;
         let deadline = Instant::now() + job.deadline;
+        let started = job.filing.trace.is_some().then(SystemTime::now);
         let later = decide_deferred(
             &gw.cascade,
             job.deferred,
@@ -83,6 +86,7 @@ pub fn submit(gw: &Arc<Gateway>, job: Job) {
             direction: job.direction,
             windows: job.windows,
             unclassified_parts: job.unclassified_parts,
+            started,
         };
         write(&gw, &place, later, Some(&job.content));
         gw.metrics
@@ -98,6 +102,8 @@ struct Place<'a> {
     direction: Direction,
     windows: Option<u32>,
     unclassified_parts: usize,
+    /// When the job started, for its judgement spans.
+    started: Option<SystemTime>,
 }
 
 /// The records of work that was shed: every outcome says so.
@@ -118,6 +124,7 @@ fn shed(gw: &Gateway, job: Job) {
         direction: job.direction,
         windows: job.windows,
         unclassified_parts: job.unclassified_parts,
+        started: None,
     };
     write(gw, &place, later, None);
 }
@@ -139,6 +146,7 @@ fn write(gw: &Gateway, place: &Place<'_>, later: Later, content: Option<&Content
             unclassified_parts: place.unclassified_parts,
             capture,
             timing,
+            started: place.started,
         };
         ledger::write(gw, &filing, &entry);
     }
