@@ -101,7 +101,6 @@ impl Telemetry {
             .with_max_queue_size(cfg.max_queue_size)
             .with_max_export_batch_size(cfg.max_export_batch_size)
             .with_scheduled_delay(Duration::from_millis(cfg.scheduled_delay_ms))
-            .with_max_export_timeout(timeout)
             .build();
         let processor = BatchSpanProcessor::builder(exporter)
             .with_batch_config(batch)
@@ -275,7 +274,7 @@ impl RequestSpan {
             s.update_name(format!("{method} {path}"));
             s.set_attribute(KeyValue::new("http.route", path.to_string()));
         } else if let Some(name) = e.route {
-            s.update_name(format!("{} {name}", self.method));
+            s.update_name(format!("{method} {name}"));
         }
         if let Some(name) = e.route {
             s.set_attribute(KeyValue::new("guardgate.route", name.to_string()));
