@@ -76,6 +76,7 @@ impl Telemetry {
                 "guardgate_telemetry_spans_exported_total",
                 "Spans the OTLP collector accepted",
             )?,
+            failing: Arc::default(),
         };
         let timeout = Duration::from_millis(cfg.timeout_ms);
         let otlp = opentelemetry_otlp::SpanExporter::builder()
@@ -369,6 +370,9 @@ impl Injector for Outgoing {
 struct Counts {
     errors: IntCounter,
     exported: IntCounter,
+    /// Set while exports fail: a collector that is down is logged once when it goes and once
+    /// when it is back, not once per batch (the counter has every failure).
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The OTLP exporter, run on the export runtime, with its results counted.
@@ -404,11 +408,19 @@ impl SpanExporter for Exporter {
                     .unwrap_or_else(|e| Err(OTelSdkError::InternalFailure(e.to_string()))),
                 None => Err(OTelSdkError::AlreadyShutdown),
             };
+            use std::sync::atomic::Ordering::Relaxed;
             match &res {
-                Ok(()) => counts.exported.inc_by(n),
+                Ok(()) => {
+                    counts.exported.inc_by(n);
+                    if counts.failing.swap(false, Relaxed) {
+                        tracing::info!("tracing: span exports succeed again");
+                    }
+                }
                 Err(e) => {
                     counts.errors.inc();
-                    tracing::warn!(spans = n, error = %e, "tracing: span export failed");
+                    if !counts.failing.swap(true, Relaxed) {
+                        tracing::warn!(spans = n, error = %e, "tracing: span export failed; further failures are only counted (guardgate_telemetry_export_errors_total) until one succeeds");
+                    }
                 }
             }
             res
