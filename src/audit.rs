@@ -98,6 +98,9 @@ pub struct AuditRecord<'a> {
     /// The policy profile the request was judged under, with `[profiles]`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub profile: Option<&'a str>,
+    /// The request's trace (`[telemetry]` on): the trace id of its exported span, 32 hex digits.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<&'a str>,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -115,6 +118,7 @@ pub struct RecordContext<'a> {
     pub unclassified_parts: usize,
     /// The policy profile the request was judged under, with `[profiles]`.
     pub profile: Option<&'a str>,
+    pub trace_id: Option<&'a str>,
 }
 
 fn truncate(s: &str, max: usize) -> Cow<'_, str> {
@@ -305,6 +309,7 @@ impl Auditor {
             hidden_us: None,
             redactions: None,
             profile: ctx.profile,
+            trace_id: ctx.trace_id,
         }
     }
 

@@ -18,5 +18,6 @@ pub mod proxy;
 pub mod redact;
 pub mod review;
 pub mod shadow;
+pub mod telemetry;
 pub mod urlpath;
 pub mod wire;

@@ -51,6 +51,10 @@
 #   BASELINE_CAPTURE none (default), flagged or all: (f)'s [audit] capture, with its review store
 #                  (SQLite) in the temp dir. With BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules,
 #                  (f) is (d) with capture on: the capture's cost on the allow path, side by side
+#   BASELINE_TELEMETRY 0 (default) or 1: (f) traces every request ([telemetry], sample_ratio 1.0,
+#                  spans exported over OTLP/HTTP to the mock, which answers 200). With
+#                  BASELINE_BIN=$GUARDGATE_BIN and BASELINE_CONFIG=rules, (f) is (d) with tracing on:
+#                  the tracing's cost on the allow path, side by side
 #   ROUNDS         run every scenario this many times, interleaved, and report medians (default 1);
 #                  the ratio to nginx is the median of each round's ratio. On a noisy shared VM use 5+.
 #   PEERS=1        add (h)-(k) (default 0: the usual run stays ~100 s); SKIP_PEERS=0 is the same.
@@ -237,6 +241,11 @@ mkdir -p "$WORK/mock" "$WORK/nginx"
             default_type application/json;
             return 200 '$MOCK_BODY';
         }
+        # An OTLP/HTTP collector that accepts everything (an empty ExportTraceServiceResponse).
+        location = /v1/traces {
+            default_type application/x-protobuf;
+            return 200 '';
+        }
         location / { return 404; }
     }
 }
@@ -269,11 +278,15 @@ EOF
 
 # ---- (c), (d), (e) guardgate -------------------------------------------------------------------
 # The capture keys only when capture is on, so a baseline binary older than them reads the config.
+telemetry_lines() { # $1 1 for tracing on
+    [ "$1" != 1 ] || printf '[telemetry]\notlp_endpoint = "http://127.0.0.1:%s/v1/traces"\nscheduled_delay_ms = 1000\n' "$P_MOCK"
+}
+
 capture_lines() { # $1 capture mode, $2 dir
     [ "$1" = none ] || printf 'capture = "%s"\nstore_path = "%s/review.db"\n' "$1" "$2"
 }
 
-gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture]
+gg_config() { # $1 dir, $2 port, $3 admin port, $4 audit sink, $5 route policy lines, [$6 capture], [$7 tracing]
     mkdir -p "$1"
     cat >"$1/guardgate.toml" <<EOF
 [server]
@@ -299,6 +312,8 @@ $(capture_lines "${6:-none}" "$1")
 
 [logging]
 level = "warn"
+
+$(telemetry_lines "${7:-0}")
 
 [[upstreams]]
 name = "mock"
@@ -368,7 +383,7 @@ profiles_file() { # $1 number of key hashes
 }
 if [ -n "$BASELINE_BIN" ]; then
     if [ "$BASELINE_CONFIG" = rules ]; then
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE" "${BASELINE_TELEMETRY:-0}"
     elif [ "$BASELINE_CONFIG" = profiles ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" file "$RULES_SELECT" "$BASELINE_CAPTURE"
         profiles_file "$PROFILE_KEYS" >"$WORK/gg-base/profiles.toml"
@@ -376,7 +391,7 @@ if [ -n "$BASELINE_BIN" ]; then
     elif [ "$BASELINE_CONFIG" = redact ]; then
         gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" "${REDACT_AUDIT:-off}" $'[[routes.policies]]\nselect = "bench-pii/redact"' "$BASELINE_CAPTURE"
     else
-        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE"
+        gg_config "$WORK/gg-base" "$P_BASE" "$P_BASE_ADMIN" off "" "$BASELINE_CAPTURE" "${BASELINE_TELEMETRY:-0}"
     fi
     start_gg "$WORK/gg-base" f "$BASELINE_BIN"
 fi
@@ -630,7 +645,7 @@ declare -A URL=([a]="$URL_A" [b]="$URL_B" [c]="$URL_C" [d]="$URL_D" [e]="$URL_E"
     [h]="$URL_H" [i]="$URL_I" [j]="$URL_J" [k]="$URL_K")
 declare -A LABEL=([a]="(a) direct to mock" [b]="(b) nginx proxy" [c]="(c) guardgate pass" \
     [d]="(d) guardgate 20 rules" [e]="(e) (d), audit off" [g]="(g) pingora floor" \
-    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($(case "$BASELINE_CONFIG" in rules | profiles) echo d ;; *) echo c ;; esac))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), $([ "$BASELINE_CONFIG" = profiles ] && echo "profiles, $PROFILE_KEYS keys" || echo "baseline binary")$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")")
+    [h]="(h) portkey" [i]="(i) portkey 20 regexes" [j]="(j) litellm" [k]="(k) litellm 20 regexes" [f]="(f) ($(case "$BASELINE_CONFIG" in rules | profiles) echo d ;; *) echo c ;; esac))$([ "$BASELINE_CONFIG" = redact ] && echo " + redact"), $([ "$BASELINE_CONFIG" = profiles ] && echo "profiles, $PROFILE_KEYS keys" || echo "baseline binary")$([ "$BASELINE_CAPTURE" = none ] || echo ", capture $BASELINE_CAPTURE")$([ "${BASELINE_TELEMETRY:-0}" != 1 ] || echo ", tracing on")")
 declare -A RPS P50 P99 ERR CPUP CPUU CPUM CSP CSM XN XG
 # The guardgate scenario each peer is compared with: the same job, with and without the 20 rules.
 declare -A GG_OF=([h]=c [i]=d [j]=c [k]=d)

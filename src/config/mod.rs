@@ -5,6 +5,7 @@
 
 mod route;
 pub mod secret;
+mod telemetry;
 mod upstream;
 
 use serde::Deserialize;
@@ -18,6 +19,7 @@ pub use route::{
     RoutePolicy,
 };
 pub use secret::secret_from_env;
+pub use telemetry::TelemetrySection;
 pub use upstream::{UpstreamConfig, UpstreamUrl};
 
 use crate::urlpath::{Endpoint, Pattern};
@@ -65,6 +67,9 @@ pub struct Config {
     /// binds its own `policies`.
     #[serde(default)]
     pub profiles: Option<ProfilesSection>,
+    /// Traces over OTLP; off unless `otlp_endpoint` is set.
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
     /// Directory the config file lives in; relative paths inside the file resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -509,7 +514,10 @@ impl Config {
         let upstreams = self.validate_upstreams()?;
         self.validate_backends()?;
         self.validate_routes(&upstreams)?;
-        self.validate_endpoints(&upstreams)
+        self.validate_endpoints(&upstreams)?;
+        self.telemetry
+            .validate()
+            .map_err(|(key, reason)| self.err(key, reason))
     }
 
     fn validate_listeners(&self) -> Result<(), ConfigError> {

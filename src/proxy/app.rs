@@ -49,6 +49,7 @@ impl GuardApp {
             session.set_keepalive(None);
         }
         let mut ex = Exchange::new(&self.gw);
+        ex.trace(session.req_header_mut());
         let res = self.dispatch(&mut session, target, &mut ex).await;
         ex.finish(
             session.response_written().map(|r| r.status.as_u16()),

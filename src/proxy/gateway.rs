@@ -37,6 +37,8 @@ pub struct Gateway {
     pub shadow: crate::shadow::ShadowStats,
     /// Judgement off the request path: annotate and shadow bindings that need a model.
     pub background: super::queue::Queue,
+    /// Traces over OTLP (`[telemetry]`); off unless configured.
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 impl Gateway {
@@ -136,6 +138,7 @@ impl Gateway {
             .as_deref()
             .and_then(crate::config::secret_from_env);
         let background = super::queue::Queue::new(&config.background, metrics.clone());
+        let telemetry = crate::telemetry::Telemetry::new(&config.telemetry, &metrics)?;
         Ok(Gateway {
             config,
             routes,
@@ -151,6 +154,7 @@ impl Gateway {
             warmed: std::sync::atomic::AtomicBool::new(false),
             shadow: Default::default(),
             background,
+            telemetry,
         })
     }
 }

@@ -30,6 +30,7 @@ impl ProxyHttp for Passthrough {
             session.set_keepalive(None);
         }
         ctx.outcome = Outcome::Passthrough;
+        ctx.trace(session.req_header_mut());
         Ok(false)
     }
 

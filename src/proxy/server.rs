@@ -295,6 +295,9 @@ fn wait_for_in_flight(gw: &Gateway, limit: Duration) {
     if !gw.auditor.drain(left.max(Duration::from_millis(500))) {
         tracing::warn!("audit records still unwritten at exit");
     }
+    // And their spans in the exporter's queue: exported now, or lost with the process.
+    let left = deadline.saturating_duration_since(Instant::now());
+    gw.telemetry.shutdown(left.max(Duration::from_millis(500)));
     if gw.config.backends.iter().any(|b| b.kind() == "local") {
         // mistral.rs sends an answer before it finishes that sequence's step; exiting during the
         // step tears the CUDA driver down under the engine thread (a segfault at exit, seen on an

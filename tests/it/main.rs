@@ -30,4 +30,5 @@ mod remote;
 mod review;
 mod shadow;
 mod stream_reassembly;
+mod telemetry;
 mod upgrade;

@@ -7,7 +7,7 @@
 //! requests (`server::wait_for_in_flight`).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::oneshot;
 
 use super::ledger::{self, Entry, Filing, Timing};
@@ -38,6 +38,7 @@ pub struct OwnedFiling {
     pub fail_mode: FailMode,
     pub generation: u64,
     pub profile: Option<Arc<str>>,
+    pub trace: Option<crate::telemetry::Parent>,
 }
 
 impl OwnedFiling {
@@ -49,6 +50,7 @@ impl OwnedFiling {
             fail_mode: self.fail_mode,
             generation: self.generation,
             profile: self.profile.as_deref(),
+            trace: self.trace.as_ref(),
         }
     }
 }
@@ -68,6 +70,7 @@ pub fn submit(gw: &Arc<Gateway>, job: Job) {
     gw.background.spawn(slot, async move {
         let gw = task_gw;
         let deadline = Instant::now() + job.deadline;
+        let started = job.filing.trace.is_some().then(SystemTime::now);
         let later = decide_deferred(
             &gw.cascade,
             job.deferred,
@@ -85,6 +88,7 @@ pub fn submit(gw: &Arc<Gateway>, job: Job) {
             direction: job.direction,
             windows: job.windows,
             unclassified_parts: job.unclassified_parts,
+            started,
         };
         write(&gw, &place, later, Some(&job.content));
         gw.metrics
@@ -100,6 +104,8 @@ struct Place<'a> {
     direction: Direction,
     windows: Option<u32>,
     unclassified_parts: usize,
+    /// When the job started, for its judgement spans.
+    started: Option<SystemTime>,
 }
 
 /// The records of work that was shed: every outcome says so.
@@ -120,6 +126,7 @@ fn shed(gw: &Gateway, job: Job) {
         direction: job.direction,
         windows: job.windows,
         unclassified_parts: job.unclassified_parts,
+        started: None,
     };
     write(gw, &place, later, None);
 }
@@ -141,6 +148,7 @@ fn write(gw: &Gateway, place: &Place<'_>, later: Later, content: Option<&Content
             unclassified_parts: place.unclassified_parts,
             capture,
             timing,
+            started: place.started,
         };
         ledger::write(gw, &filing, &entry);
     }

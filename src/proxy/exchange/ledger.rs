@@ -21,6 +21,8 @@ pub struct Entry {
     pub capture: Option<std::sync::Arc<crate::review::capture::Capture>>,
     /// How the decision was reached relative to the request path.
     pub timing: Timing,
+    /// When judging started, for the judgement spans (kept only while tracing is on).
+    pub started: Option<std::time::SystemTime>,
 }
 
 /// How a decision was reached relative to the request path.
@@ -92,6 +94,8 @@ pub struct Filing<'a> {
     pub fail_mode: FailMode,
     pub generation: u64,
     pub profile: Option<&'a str>,
+    /// The request's span, when it is traced.
+    pub trace: Option<&'a crate::telemetry::Parent>,
 }
 
 /// Counts one decision's outcomes and writes their audit records (with a record for each shadow
@@ -106,7 +110,11 @@ pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
         generation: filing.generation,
         unclassified_parts: entry.unclassified_parts,
         profile: filing.profile,
+        trace_id: filing.trace.map(|t| t.trace_id.as_str()),
     };
+    if let Some(parent) = filing.trace {
+        spans(gw, parent, &rctx, entry);
+    }
     let dir = match entry.direction {
         Direction::Input => "input",
         Direction::Output => "output",
@@ -200,6 +208,59 @@ pub fn write(gw: &Gateway, filing: &Filing<'_>, entry: &Entry) {
             fail_mode: filing.fail_mode,
         };
         review.record(&at, capture, &decision.outcomes);
+    }
+}
+
+/// One span per judgement of `entry`, the shadow candidates' included, as children of the
+/// request's span.
+fn spans(gw: &Gateway, parent: &crate::telemetry::Parent, rctx: &RecordContext<'_>, entry: &Entry) {
+    let direction = match entry.direction {
+        Direction::Input => "input",
+        Direction::Output => "output",
+    };
+    let timing = match entry.timing {
+        Timing::Inline => "inline",
+        Timing::Parallel { .. } => "parallel",
+        Timing::OffPath | Timing::OffPathCandidates => "off_path",
+    };
+    let live = !matches!(entry.timing, Timing::OffPathCandidates);
+    // Without a start (work that was shed), the span ends now.
+    let started = |o: &Outcome| {
+        entry.started.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .checked_sub(o.latency)
+                .unwrap_or(std::time::UNIX_EPOCH)
+        })
+    };
+    for o in &entry.decision.outcomes {
+        if live {
+            gw.telemetry.judgement(
+                parent,
+                &crate::telemetry::Judgement {
+                    outcome: o,
+                    direction,
+                    effect: o.effect(rctx.fail_mode),
+                    timing,
+                    started: started(o),
+                    windows: entry.windows,
+                    candidate: false,
+                },
+            );
+        }
+        if let Some(c) = candidate_outcome(o) {
+            gw.telemetry.judgement(
+                parent,
+                &crate::telemetry::Judgement {
+                    outcome: &c,
+                    direction,
+                    effect: "candidate",
+                    timing,
+                    started: started(o),
+                    windows: entry.windows,
+                    candidate: true,
+                },
+            );
+        }
     }
 }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::gateway::{Gateway, Route};
 use super::respond;
@@ -81,6 +81,10 @@ pub struct Exchange {
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
     /// What the route's redact bindings did to the request (see `proxy::redact`).
     pub redaction: Option<super::redact::Redacted>,
+    /// The request's span while `[telemetry]` is on (see [`Exchange::trace`]).
+    span: Option<Box<crate::telemetry::RequestSpan>>,
+    /// When the judgement under way started, for its span.
+    judging_since: Option<SystemTime>,
     finished: bool,
     /// Dropped with the exchange, however the request ends.
     _in_flight: InFlight,
@@ -100,8 +104,30 @@ impl Exchange {
             ledger: Ledger::default(),
             late: None,
             redaction: None,
+            span: None,
+            judging_since: None,
             finished: false,
             _in_flight: InFlight::new(&gw.in_flight),
+        }
+    }
+
+    /// Starts the request's span when tracing is on: a child of the caller's `traceparent`, whose
+    /// header in `req` now names the gateway's span for the upstream.
+    pub fn trace(&mut self, req: &mut pingora::http::RequestHeader) {
+        if self.gw.telemetry.is_on() {
+            self.span = self.gw.telemetry.start(req);
+        }
+    }
+
+    /// The trace id of the request's span, when it is traced.
+    pub fn trace_id(&self) -> Option<&str> {
+        self.span.as_ref().map(|s| s.parent.trace_id.as_str())
+    }
+
+    /// Names the policy profile the request is judged under on its span (`guardgate.profile`).
+    pub fn trace_profile(&mut self, name: &str) {
+        if let Some(s) = self.span.as_mut() {
+            s.set_profile(name);
         }
     }
 
@@ -275,8 +301,12 @@ impl Exchange {
         });
     }
 
-    /// When judgement started now must be done by: the route's deadline.
-    pub fn deadline_from_now(&self) -> Instant {
+    /// When judgement started now must be done by: the route's deadline. Called as judgement
+    /// starts, it also notes the start for the judgement spans.
+    pub fn deadline_from_now(&mut self) -> Instant {
+        if self.span.is_some() {
+            self.judging_since = Some(SystemTime::now());
+        }
         Instant::now() + self.deadline()
     }
 
@@ -307,6 +337,13 @@ impl Exchange {
             .auditor
             .review()
             .and_then(|r| r.capture(&decision, content));
+        let started = self.span.as_ref().map(|_| {
+            self.judging_since.take().unwrap_or_else(|| {
+                let longest = decision.outcomes.iter().map(|o| o.latency).max();
+                let now = SystemTime::now();
+                now.checked_sub(longest.unwrap_or_default()).unwrap_or(now)
+            })
+        });
         let entry = Entry {
             direction,
             decision,
@@ -314,6 +351,7 @@ impl Exchange {
             unclassified_parts,
             capture,
             timing,
+            started,
         };
         match at {
             Judging::Window { .. } => self.ledger.window(entry),
@@ -349,6 +387,7 @@ impl Exchange {
                 fail_mode: self.fail_mode(),
                 generation: self.generation,
                 profile: self.profile.as_ref().map(|(n, _, _)| n.clone()),
+                trace: self.span.as_ref().map(|s| s.parent.clone()),
             },
             direction,
             windows,
@@ -459,6 +498,23 @@ impl Exchange {
             metrics.fault(Fault::Proxy);
             tracing::warn!(request_id = %self.request_id, route, error = %e, "request ended with an error");
         }
+        if let Some(span) = self.span.take() {
+            let (_, api) = filed_under(&self.scope);
+            let (route, path) = match &self.scope {
+                Scope::Route(r) => (Some(r.name.as_str()), Some(r.path.as_str())),
+                Scope::Endpoint { name, .. } => (Some(*name), None),
+                Scope::None => (None, None),
+            };
+            span.end(&crate::telemetry::Ending {
+                request_id: &self.request_id,
+                route,
+                path,
+                api,
+                outcome: outcome.as_str(),
+                status,
+                failed: error.is_some(),
+            });
+        }
         tracing::debug!(
             request_id = %self.request_id,
             route,
@@ -509,6 +565,7 @@ impl Exchange {
             fail_mode: self.fail_mode(),
             generation: self.generation,
             profile: self.profile.as_ref().map(|(n, _, _)| &**n),
+            trace: self.span.as_ref().map(|s| &s.parent),
         };
         for entry in self.ledger.drain() {
             ledger::write(&self.gw, &filing, &entry);
