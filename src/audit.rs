@@ -181,6 +181,8 @@ pub fn redaction_record<'a>(
         input_mode: None,
         hidden_us: None,
         redactions: (!counts.is_empty()).then_some(counts),
+        profile: ctx.profile,
+        trace_id: ctx.trace_id,
     }
 }
 

@@ -178,6 +178,7 @@ impl Exchange {
         fail_mode: Option<FailMode>,
         refusal: Option<Arc<Refusal>>,
     ) {
+        self.trace_profile(&name);
         self.profile = Some((name, fail_mode, refusal));
     }
 
@@ -298,6 +299,7 @@ impl Exchange {
             unclassified_parts: 0,
             capture: None,
             timing: Timing::Inline,
+            started: None,
         });
     }
 
@@ -542,6 +544,8 @@ impl Exchange {
             fail_mode: self.fail_mode(),
             generation: self.generation,
             unclassified_parts: 0,
+            profile: self.profile(),
+            trace_id: self.trace_id(),
         };
         let ts = crate::audit::timestamp();
         let counts: Vec<_> = (0..r.policies.len())
