@@ -91,7 +91,8 @@ pub(super) fn find(text: &str, push: &mut impl FnMut(usize, usize)) {
         let mut i = 0;
         while i < groups.len() {
             let mut hit = None;
-            for j in (i + 1..=groups.len()).rev() {
+            // At most five groups (4-4-4-4-3), so a long run of numbers costs linear time.
+            for j in (i + 1..=groups.len().min(i + 5)).rev() {
                 let (start, end) = (groups[i].0, groups[j - 1].1);
                 let span = &text[start..end];
                 let seps: Vec<char> = span.chars().filter(|c| !c.is_ascii_digit()).collect();

@@ -9,6 +9,10 @@
 //! would leave the gateway. No Rust crate ships gitleaks' rules as a library; the rule set is
 //! small enough to keep here with a test per rule. The review store's masking
 //! (`review::mask`) uses the same rules.
+//!
+//! Word boundaries are ASCII ones (`(?-u:\b)`): the tokens are ASCII, and a Unicode `\b` makes
+//! the regex engine leave its DFAs for a much slower one on any text with a non-ASCII
+//! character (measured: 3.6 against ~490 µs per KiB of multilingual chat).
 
 use regex::{Regex, RegexSet};
 use std::sync::LazyLock;
@@ -30,17 +34,17 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "anthropic-api-key",
-        pattern: r"\bsk-ant-(?:api|admin|sid)\d{0,3}-[A-Za-z0-9_-]{16,}",
+        pattern: r"(?-u:\b)sk-ant-(?:api|admin|sid)\d{0,3}-[A-Za-z0-9_-]{16,}",
         group: 0,
     },
     Rule {
         id: "openai-api-key",
-        pattern: r"\bsk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}",
+        pattern: r"(?-u:\b)sk-(?:proj-|svcacct-|admin-|None-)?[A-Za-z0-9_-]{20,}",
         group: 0,
     },
     Rule {
         id: "aws-access-token",
-        pattern: r"\b(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}\b",
+        pattern: r"(?-u:\b)(?:A3T[A-Z0-9]|AKIA|ASIA|ABIA|ACCA)[A-Z0-9]{16}(?-u:\b)",
         group: 0,
     },
     Rule {
@@ -50,22 +54,22 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "github-pat",
-        pattern: r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}\b",
+        pattern: r"(?-u:\b)(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{30,}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "github-fine-grained-pat",
-        pattern: r"\bgithub_pat_[A-Za-z0-9_]{22,}\b",
+        pattern: r"(?-u:\b)github_pat_[A-Za-z0-9_]{22,}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "gitlab-pat",
-        pattern: r"\bglpat-[A-Za-z0-9_-]{20,}\b",
+        pattern: r"(?-u:\b)glpat-[A-Za-z0-9_-]{20,}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "slack-token",
-        pattern: r"\bxox[abposre]-[A-Za-z0-9-]{10,}",
+        pattern: r"(?-u:\b)xox[abposre]-[A-Za-z0-9-]{10,}",
         group: 0,
     },
     Rule {
@@ -75,54 +79,54 @@ pub const RULES: &[Rule] = &[
     },
     Rule {
         id: "gcp-api-key",
-        pattern: r"\bAIza[0-9A-Za-z_-]{35}\b",
+        pattern: r"(?-u:\b)AIza[0-9A-Za-z_-]{35}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "stripe-access-token",
-        pattern: r"\b(?:sk|rk|pk)_(?:live|test|prod)_[A-Za-z0-9]{10,}\b",
+        pattern: r"(?-u:\b)(?:sk|rk|pk)_(?:live|test|prod)_[A-Za-z0-9]{10,}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "huggingface-access-token",
-        pattern: r"\bhf_[A-Za-z0-9]{30,}\b",
+        pattern: r"(?-u:\b)hf_[A-Za-z0-9]{30,}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "npm-access-token",
-        pattern: r"\bnpm_[A-Za-z0-9]{36}\b",
+        pattern: r"(?-u:\b)npm_[A-Za-z0-9]{36}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "sendgrid-api-token",
-        pattern: r"\bSG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}\b",
+        pattern: r"(?-u:\b)SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?-u:\b)",
         group: 0,
     },
     Rule {
         id: "jwt",
-        pattern: r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
+        pattern: r"(?-u:\b)eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}",
         group: 0,
     },
     Rule {
         id: "bearer-token",
-        pattern: r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{12,})",
+        pattern: r"(?i)(?-u:\b)bearer\s+([A-Za-z0-9._~+/=-]{12,})",
         group: 1,
     },
     Rule {
         id: "basic-auth",
-        pattern: r"(?i)\bbasic\s+([A-Za-z0-9+/]{12,}={0,2})",
+        pattern: r"(?i)(?-u:\b)basic\s+([A-Za-z0-9+/]{12,}={0,2})",
         group: 1,
     },
     Rule {
         id: "url-password",
-        pattern: r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]{1,256}:([^/\s@]{1,256})@",
+        pattern: r"(?-u:\b)[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]{1,256}:([^/\s@]{1,256})@",
         group: 1,
     },
     Rule {
         id: "generic-api-key",
         // Names that say "this is a secret" followed by an assignment. Eight characters at least
         // so that `password: yes` and prose ("the token is ...") stay readable.
-        pattern: r#"(?i)\b(?:api[_-]?key|apikey|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?token|auth[_-]?token|token|passw(?:or)?d|pwd)\b["']?\s*(?:=|:|=>)\s*["']?([^\s"',;]{8,})"#,
+        pattern: r#"(?i)(?-u:\b)(?:api[_-]?key|apikey|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?token|auth[_-]?token|token|passw(?:or)?d|pwd)(?-u:\b)["']?\s*(?:=|:|=>)\s*["']?([^\s"',;]{8,})"#,
         group: 1,
     },
 ];

@@ -1,7 +1,8 @@
 //! IBANs (ISO 13616): a country code, two check digits and the country's BBAN, written as one
 //! run or in groups of four separated by single spaces. The length must be the one the SWIFT IBAN
 //! registry gives for the country and the mod-97 check must hold, so a reference number that
-//! merely starts with two letters and two digits is not taken.
+//! merely starts with two letters and two digits is not taken. Lower case is read too
+//! (`de89…`, as people paste it into forms).
 
 use regex::Regex;
 use std::sync::LazyLock;
@@ -105,7 +106,7 @@ const LENGTHS: &[(&str, usize)] = &[
 /// Either one run of 15-34 characters, or the printed form: groups of four after the first,
 /// the last group shorter.
 static CANDIDATE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)\b")
+    Regex::new(r"(?i)(?-u:\b)[A-Z]{2}[0-9]{2}(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?-u:\b)")
         .expect("iban pattern")
 });
 
@@ -144,7 +145,11 @@ pub(super) fn find(text: &str, push: &mut impl FnMut(usize, usize)) {
         let mut end = m.end();
         loop {
             let span = &text[m.start()..end];
-            let compact: Vec<u8> = span.bytes().filter(|b| *b != b' ').collect();
+            let compact: Vec<u8> = span
+                .bytes()
+                .filter(|b| *b != b' ')
+                .map(|b| b.to_ascii_uppercase())
+                .collect();
             if is_iban(&compact) {
                 push(m.start(), end);
                 break;
@@ -175,6 +180,7 @@ mod tests {
             "NO93 8601 1117 947",
             "MT84 MALT 0110 0001 2345 MTLC AST0 01S",
             "BE68 5390 0754 7034",
+            "de89370400440532013000",
         ] {
             let text = format!("IBAN: {iban}, thanks");
             assert_eq!(found(&text), [iban], "{iban}");

@@ -183,9 +183,20 @@ impl Detectors {
     /// then the longer wins; where both are the same span, the more specific kind: credential,
     /// card, IBAN, SSN, IP, e-mail, phone, then a custom pattern).
     pub fn find(&self, text: &str) -> Vec<Found> {
-        let mut all = Vec::new();
+        let mut all: Vec<Found> = Vec::new();
         let scan = Scan::of(text);
-        for &kind in &self.kinds {
+        // Phone numbers last: they are parsed only where no other kind already claims the digits.
+        let phone_last = self
+            .kinds
+            .iter()
+            .filter(|k| **k != Kind::Phone)
+            .chain(self.kinds.iter().filter(|k| **k == Kind::Phone));
+        for &kind in phone_last {
+            let taken: Vec<(usize, usize)> = if kind == Kind::Phone {
+                all.iter().map(|f| (f.start, f.end)).collect()
+            } else {
+                Vec::new()
+            };
             let before = all.len();
             let mut push = |start: usize, end: usize| {
                 all.push(Found {
@@ -198,7 +209,7 @@ impl Detectors {
             match kind {
                 Kind::Email if scan.at => email::find(text, &mut push),
                 Kind::Phone if scan.digits >= phone::MIN_DIGITS => {
-                    phone::find(text, self.region.0, &mut push)
+                    phone::find(text, self.region.0, &taken, &mut push)
                 }
                 Kind::Card if scan.digits >= card::MIN_DIGITS => card::find(text, &mut push),
                 Kind::Iban if scan.digits >= iban::MIN_DIGITS => iban::find(text, &mut push),
@@ -250,7 +261,7 @@ fn char_at(text: &str, i: usize) -> Option<char> {
 /// joins it to a letter or digit, or a `:` or `,` joins it to a digit (`10:30`, `1,299`; a
 /// label such as `Card:` may precede the value).
 fn glued(text: &str, start: usize, end: usize) -> bool {
-    let word = |c: char| c.is_alphanumeric() || c == '_';
+    let word = |c: char| (c.is_alphanumeric() && !unspaced(c)) || c == '_';
     let joins = |joiner: char, beyond: Option<char>| match joiner {
         '.' | '-' | '/' => beyond.is_some_and(|c| c.is_alphanumeric()),
         ':' | ',' => beyond.is_some_and(|c| c.is_ascii_digit()),
@@ -294,6 +305,20 @@ fn last_words(text: &str, start: usize, n: usize) -> Vec<String> {
 /// The last word before byte `start` (see [`last_words`]).
 fn last_word(text: &str, start: usize) -> String {
     last_words(text, start, 1).pop().unwrap_or_default()
+}
+
+/// Whether `c` belongs to a script written without spaces between words (Han, kana, Hangul,
+/// Thai, full-width forms): next to such a letter a value still stands alone
+/// (`電話番号は+1 213 555 0123です`).
+fn unspaced(c: char) -> bool {
+    matches!(c,
+        '\u{0E00}'..='\u{0E7F}'
+        | '\u{3000}'..='\u{30FF}'
+        | '\u{3400}'..='\u{4DBF}'
+        | '\u{4E00}'..='\u{9FFF}'
+        | '\u{AC00}'..='\u{D7AF}'
+        | '\u{F900}'..='\u{FAFF}'
+        | '\u{FF00}'..='\u{FFEF}')
 }
 
 /// The Luhn checksum over ASCII digits.

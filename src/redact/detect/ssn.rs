@@ -9,11 +9,14 @@ use std::sync::LazyLock;
 pub(super) const DIGITS: usize = 9;
 
 static SHAPED: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"\b[0-9]{3}(?:-[0-9]{2}-|[ ][0-9]{2}[ ])[0-9]{4}\b").expect("ssn pattern")
+    Regex::new(r"(?-u:\b)[0-9]{3}(?:-[0-9]{2}-|[ ][0-9]{2}[ ])[0-9]{4}(?-u:\b)")
+        .expect("ssn pattern")
 });
-static BARE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\b[0-9]{9}\b").expect("ssn pattern"));
+static BARE: LazyLock<Regex> =
+    LazyLock::new(|| Regex::new(r"(?-u:\b)[0-9]{9}(?-u:\b)").expect("ssn pattern"));
 static CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)\b(?:ssn|ss#|social[ -]security(?:[ -]n(?:o|umber))?)\b").expect("ssn word")
+    Regex::new(r"(?i)(?-u:\b)(?:ssn|ss#|social[ -]security(?:[ -]n(?:o|umber))?)(?-u:\b)")
+        .expect("ssn word")
 });
 
 /// How far before bare digits the word SSN may be (`SSN (on file): 123456789`).
