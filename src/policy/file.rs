@@ -95,12 +95,12 @@ struct RedactDef {
 }
 
 /// A redact policy's settings, compiled: its detectors (the kinds it names and its rules, each
-/// under its id in upper case as the placeholder's name), and whether the reply is restored.
+/// under its id in upper case as the placeholder's name, and the phone region), and whether the
+/// reply is restored.
 #[derive(Debug, Clone)]
 pub struct Redaction {
     pub detectors: crate::redact::Detectors,
     pub restore: bool,
-    pub phone_region: Option<String>,
 }
 
 /// `[thresholds]` in front matter: minimum quality the policy's case file must show
@@ -485,13 +485,19 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
                 .into(),
         ));
     }
-    if let Some(region) = fm.redact.as_ref().and_then(|r| r.phone_region.as_deref()) {
-        if region.len() != 2 || !region.chars().all(|c| c.is_ascii_uppercase()) {
+    // libphonenumber's own region list decides (a code it does not know would read every
+    // national number wrongly).
+    let region = match fm.redact.as_ref().and_then(|r| r.phone_region.as_deref()) {
+        Some(code) if code.len() != 2 || !code.chars().all(|c| c.is_ascii_uppercase()) => {
             return Err(err(format!(
-                "redact.phone_region {region:?}: a two-letter region code in upper case, e.g. \"US\""
+                "redact.phone_region {code:?}: a two-letter region code in upper case, e.g. \"US\""
             )));
         }
-    }
+        Some(code) => code
+            .parse::<crate::redact::detect::Region>()
+            .map_err(|why| err(format!("redact.phone_region: {why}")))?,
+        None => Default::default(),
+    };
     if fm.redact.is_some() && !redacts {
         return Err(err("[redact] applies to action = \"redact\" only".into()));
     }
@@ -563,7 +569,7 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
             anchored: anchors_to_text_edges(&pattern),
         });
     }
-    let redact = redacts.then(|| redaction(fm.redact.as_ref(), &rules));
+    let redact = redacts.then(|| redaction(fm.redact.as_ref(), &rules, region));
     let rules = RuleSet::new(rules);
     if let Some(r) = &fm.refusal {
         r.validate()
@@ -602,7 +608,11 @@ pub fn parse_policy(path: &Path, bytes: &[u8]) -> Result<Policy, PolicyError> {
 /// (lower-cased) text, so they match here in any case.
 // Other settings the detectors may grow keep their defaults.
 #[allow(clippy::needless_update)]
-fn redaction(def: Option<&RedactDef>, rules: &[Rule]) -> Redaction {
+fn redaction(
+    def: Option<&RedactDef>,
+    rules: &[Rule],
+    region: crate::redact::detect::Region,
+) -> Redaction {
     let kinds = def
         .and_then(|d| d.detect.clone())
         .unwrap_or_else(|| crate::redact::Kind::ALL.to_vec());
@@ -629,10 +639,9 @@ fn redaction(def: Option<&RedactDef>, rules: &[Rule]) -> Redaction {
         detectors: crate::redact::Detectors {
             kinds,
             custom,
-            ..Default::default()
+            region,
         },
         restore: def.is_some_and(|d| d.restore),
-        phone_region: def.and_then(|d| d.phone_region.clone()),
     }
 }
 

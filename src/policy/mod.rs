@@ -6,8 +6,8 @@ mod casefold;
 pub mod discover;
 pub mod file;
 pub mod lint;
-pub mod refusal;
 pub mod profile;
+pub mod refusal;
 pub mod registry;
 pub mod watch;
 

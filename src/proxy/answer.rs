@@ -88,7 +88,14 @@ pub async fn settle(
                 None => format!("Request blocked by guardgate: policy {policy_id}{within}"),
             };
             let route = ex.route().map(|r| &**r);
-            let words = refusal::for_block(route, ex.profile_refusal(), session, bound, &policy_id, default);
+            let words = refusal::for_block(
+                route,
+                ex.profile_refusal(),
+                session,
+                bound,
+                &policy_id,
+                default,
+            );
             let kind = ErrorKind::PolicyViolation {
                 policy: policy_id,
                 code,

@@ -88,15 +88,16 @@ pub async fn serve(ex: &mut Exchange, session: &mut Session) -> pingora::Result<
         let judged = match route.batch {
             Some(b) => batch::judge(ex, session, &route, b, input, &raw).await?,
             None => {
-                let (segments, at) = match readable(ex, session, &route, &raw, redacting, early).await? {
-                    Flow::Continue((segments, at, redacted)) => {
-                        if let Some(b) = redacted {
-                            body = b;
+                let (segments, at) =
+                    match readable(ex, session, &route, &raw, redacting, early).await? {
+                        Flow::Continue((segments, at, redacted)) => {
+                            if let Some(b) = redacted {
+                                body = b;
+                            }
+                            (segments, at)
                         }
-                        (segments, at)
-                    }
-                    Flow::Answered => return Ok(()),
-                };
+                        Flow::Answered => return Ok(()),
+                    };
                 if input.is_empty() {
                     Flow::Continue(Annotations::new())
                 } else if route.input_mode == InputMode::Parallel && !settles_now(ex, input) {

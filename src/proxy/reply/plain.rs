@@ -166,16 +166,14 @@ async fn withhold(
     } = up;
     release(ex, http, &peer).await;
     let words = match verdict {
-        Final::Block { policy_id, .. } => {
-            refusal::for_block(
-                ex.route().map(|r| &**r),
-                ex.profile_refusal(),
-                session,
-                bound,
-                policy_id,
-                || withheld_message(verdict),
-            )
-        }
+        Final::Block { policy_id, .. } => refusal::for_block(
+            ex.route().map(|r| &**r),
+            ex.profile_refusal(),
+            session,
+            bound,
+            policy_id,
+            || withheld_message(verdict),
+        ),
         _ => Words::plain(withheld_message(verdict)),
     };
     let style = ex.route().map_or(BlockStyle::Error, |r| r.output.on_block);
