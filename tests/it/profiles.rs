@@ -400,3 +400,42 @@ async fn a_profiles_fail_mode_replaces_the_routes() {
         "{audit:?}"
     );
 }
+
+/// A profile's refusal words the blocks of its requests when the policy that fired has none; the
+/// default profile, without one, keeps the gateway's message. The policy id stays in the headers.
+#[tokio::test]
+async fn a_profiles_refusal_words_its_blocks() {
+    let file = format!(
+        "{}\n[profile.refusal]\nmessage = \"Not for this workspace.\"\nlanguage = \"en\"\n[profile.refusal.messages]\nde = \"Nicht in diesem Arbeitsbereich.\"\n",
+        profiles_file(&format!(
+            "unknown_profile = \"default\"\n[[match]]\napi_key_sha256 = [\"{}\"]\nprofile = \"strict\"\n",
+            sha256_hex(TENANT_KEY)
+        ))
+    );
+    let (_m, gw) = start(&file).await;
+    let tenant = bearer(TENANT_KEY);
+    let r = client()
+        .post(gw.url(CHAT))
+        .header("authorization", &tenant)
+        .header("accept-language", "de-CH, en;q=0.5")
+        .json(&body(CHAT, "a zorble"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-language"], "de");
+    assert_eq!(r.headers()["x-guardgate-blocked-by"], "test/strict");
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["error"]["message"], "Nicht in diesem Arbeitsbereich.",
+        "{v}"
+    );
+    let (s, v) = send(&gw, CHAT, &[("authorization", &tenant)], "a zorble", None).await;
+    assert_eq!(s, 400);
+    assert_eq!(v["error"]["message"], "Not for this workspace.", "{v}");
+    // The default profile has no refusal: the gateway's own message names the policy.
+    let (s, v) = send(&gw, CHAT, &[], "a pipe bomb", None).await;
+    assert_eq!(s, 400);
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("test/weapons"), "{msg}");
+}

@@ -61,6 +61,13 @@ enum Scope {
     },
 }
 
+/// The policy profile a request is judged under: its name, and the fail mode and refusal it sets.
+struct Chosen {
+    name: Arc<str>,
+    fail_mode: Option<FailMode>,
+    refusal: Option<Arc<Refusal>>,
+}
+
 pub struct Exchange {
     pub gw: Arc<Gateway>,
     pub request_id: String,
@@ -75,7 +82,7 @@ pub struct Exchange {
     generation: u64,
     /// The policy profile the request is judged under, and the fail mode it sets (see
     /// [`Exchange::use_profile`]).
-    profile: Option<(Arc<str>, Option<FailMode>, Option<Arc<Refusal>>)>,
+    profile: Option<Chosen>,
     ledger: Ledger,
     /// What the request's annotate bindings judged off the request path will find.
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
@@ -163,8 +170,8 @@ impl Exchange {
     }
 
     fn fail_mode(&self) -> FailMode {
-        if let Some((_, Some(mode), _)) = &self.profile {
-            return *mode;
+        if let Some(mode) = self.profile.as_ref().and_then(|p| p.fail_mode) {
+            return mode;
         }
         // The moderation endpoints forward nothing: a failed policy is reported in the answer.
         self.route().map_or(FailMode::Open, |r| r.fail_mode)
@@ -179,17 +186,21 @@ impl Exchange {
         refusal: Option<Arc<Refusal>>,
     ) {
         self.trace_profile(&name);
-        self.profile = Some((name, fail_mode, refusal));
+        self.profile = Some(Chosen {
+            name,
+            fail_mode,
+            refusal,
+        });
     }
 
     /// The policy profile the request is judged under, if profiles are configured.
     pub fn profile(&self) -> Option<&str> {
-        self.profile.as_ref().map(|(n, _, _)| &**n)
+        self.profile.as_ref().map(|p| &*p.name)
     }
 
     /// The refusal of the request's profile, if it has one.
     pub fn profile_refusal(&self) -> Option<&Refusal> {
-        self.profile.as_ref().and_then(|(_, _, r)| r.as_deref())
+        self.profile.as_ref().and_then(|p| p.refusal.as_deref())
     }
 
     fn deadline(&self) -> Duration {
@@ -388,7 +399,7 @@ impl Exchange {
                 api,
                 fail_mode: self.fail_mode(),
                 generation: self.generation,
-                profile: self.profile.as_ref().map(|(n, _, _)| n.clone()),
+                profile: self.profile.as_ref().map(|p| p.name.clone()),
                 trace: self.span.as_ref().map(|s| s.parent.clone()),
             },
             direction,
@@ -568,7 +579,7 @@ impl Exchange {
             api,
             fail_mode: self.fail_mode(),
             generation: self.generation,
-            profile: self.profile.as_ref().map(|(n, _, _)| &**n),
+            profile: self.profile.as_ref().map(|p| &*p.name),
             trace: self.span.as_ref().map(|s| &s.parent),
         };
         for entry in self.ledger.drain() {
