@@ -321,7 +321,10 @@ async fn a_model_block_cancels_the_other_pending_model_calls() {
         "the request waited for the held call"
     );
     assert_eq!(m.state.count(), 0);
-    assert_eq!(ms.state.calls.load(Ordering::SeqCst), 2);
+    // test/held's call is cancelled in flight, or, on a loaded machine where test/nl's verdict
+    // came first, before it was sent: either way the request did not wait for it (above).
+    let calls = ms.state.calls.load(Ordering::SeqCst);
+    assert!((1..=2).contains(&calls), "{calls} model calls");
     let audit = gw.audit_wait(2).await;
     assert_eq!(record(&audit, "test/nl").unwrap()["effect"], "blocked");
     assert_eq!(record(&audit, "test/held").unwrap()["effect"], "skipped");

@@ -523,6 +523,7 @@ def test_openai_responses_stream_helper_cut_before_anything_was_released(stack, 
         extra_headers={"x-mock-reply": EARLY_CUT_REPLY, "x-mock-chunk-bytes": "100000"},
     ) as stream:
         types = [event.type for event in stream]
+    assert types[-1] == "response.incomplete", types
 
 
 # ---- policy profiles ---------------------------------------------------------------------------
@@ -562,7 +563,6 @@ def test_openai_tenant_key_gets_its_profiles_block(profiled_stack):
             other.chat.completions.create(model=OPENAI_MODEL, messages=user(BLOCKED_PROMPT))
     assert ei.value.response.headers["x-guardgate-blocked-by"] == "test/weapons"
     assert len(profiled_stack.mock_requests()) == 1
-    assert types[-1] == "response.incomplete", types
 
 
 # ---- Custom refusals: the policy's own words reach the SDKs ----------------------------------
