@@ -156,6 +156,15 @@ impl Placeholders {
         }
     }
 
+    /// `text`, a piece of JSON text (streamed tool-call arguments), with this request's
+    /// placeholders put back JSON-escaped: a placeholder can only sit inside one of its strings.
+    pub fn restore_escaped<'t>(&self, text: &'t str) -> Cow<'t, str> {
+        match self.put_back(text.as_bytes(), true) {
+            Some(b) => Cow::Owned(String::from_utf8(b).unwrap_or_else(|_| text.to_string())),
+            None => Cow::Borrowed(text),
+        }
+    }
+
     /// A JSON document (bytes) with this request's placeholders put back inside its strings,
     /// each original JSON-escaped; `None` when there was none. A placeholder can only be inside
     /// a string (its characters are not JSON syntax), so no parse is needed.

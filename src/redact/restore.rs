@@ -83,7 +83,11 @@ impl StreamRestore {
                 whole.push_str(text);
                 let cut = p.undecided_tail(&whole);
                 let tail = whole.split_off(cut);
-                *text = p.restore(&whole).into_owned();
+                *text = if key.ends_with(crate::wire::JSON_TEXT) {
+                    p.restore_escaped(&whole).into_owned()
+                } else {
+                    p.restore(&whole).into_owned()
+                };
                 if !tail.is_empty() {
                     kept.push((key, tail));
                 }
@@ -190,6 +194,75 @@ mod tests {
             );
             let s = String::from_utf8(out).unwrap();
             assert!(s.ends_with("data: [DONE]\n\n"), "{s}");
+        }
+    }
+
+    /// Tool-call arguments stream as JSON text: an original goes back JSON-escaped, so the
+    /// client's assembled arguments still parse, wherever the placeholder was split. One case
+    /// per API that streams them.
+    #[test]
+    fn streamed_tool_arguments_get_their_values_back_escaped() {
+        let args = r#"{"to": "[EMAIL_1]", "ref": "[Q_1]"}"#;
+        let want = json!({"to": "me@corp.example", "ref": r#"q"\z"#});
+        type Event = fn(&str) -> (Option<&'static str>, Value);
+        let chat: Event = |a| {
+            (
+                None,
+                json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0,
+                "delta": {"tool_calls": [{"index": 0, "function": {"arguments": a}}]}}]}),
+            )
+        };
+        let claude: Event = |a| {
+            (
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 1,
+                "delta": {"type": "input_json_delta", "partial_json": a}}),
+            )
+        };
+        let responses: Event = |a| {
+            (
+                Some("response.function_call_arguments.delta"),
+                json!({"type":
+                "response.function_call_arguments.delta", "output_index": 0, "item_id": "fc_1",
+                "delta": a}),
+            )
+        };
+        let cases: [(Api, Event, fn(&Value) -> Option<&str>); 3] = [
+            (Api::openai_chat(), chat, |v| {
+                v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
+            }),
+            (Api::from_name("anthropic-messages").unwrap(), claude, |v| {
+                v["delta"]["partial_json"].as_str()
+            }),
+            (
+                Api::from_name("openai-responses").unwrap(),
+                responses,
+                |v| v["delta"].as_str(),
+            ),
+        ];
+        for (api, event, read) in cases {
+            for cut in 0..=args.len() {
+                let mut r = StreamRestore::new(api, placeholders());
+                let mut out = Vec::new();
+                for piece in [&args[..cut], &args[cut..]] {
+                    let (name, data) = event(piece);
+                    let mut ev = String::new();
+                    if let Some(n) = name {
+                        ev.push_str(&format!("event: {n}\n"));
+                    }
+                    ev.push_str(&format!("data: {data}\n\n"));
+                    out.extend_from_slice(&r.push(ev.as_bytes()));
+                }
+                out.extend_from_slice(&r.finish());
+                let mut assembled = String::new();
+                for ev in SseParser::new().push(&out) {
+                    let v: Value = serde_json::from_str(ev.data.as_deref().unwrap()).unwrap();
+                    assembled.push_str(read(&v).unwrap_or(""));
+                }
+                let got: Value = serde_json::from_str(&assembled)
+                    .unwrap_or_else(|e| panic!("{}, cut at {cut}: {e}: {assembled}", api.name()));
+                assert_eq!(got, want, "{}, cut at {cut}", api.name());
+            }
         }
     }
 

@@ -87,10 +87,13 @@ impl WireFormat for Messages {
         let Some(delta) = event.get_mut("delta") else {
             return Vec::new();
         };
-        if delta.get("type").and_then(Value::as_str) != Some("text_delta") {
-            return Vec::new();
-        }
-        match delta.get_mut("text") {
+        // Tool input streams as JSON text.
+        let (field, key) = match delta.get("type").and_then(Value::as_str) {
+            Some("text_delta") => ("text", key),
+            Some("input_json_delta") => ("partial_json", format!("{key}{}", super::JSON_TEXT)),
+            _ => return Vec::new(),
+        };
+        match delta.get_mut(field) {
             Some(Value::String(s)) => vec![(key, s)],
             _ => Vec::new(),
         }

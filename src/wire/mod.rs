@@ -70,6 +70,7 @@ pub trait WireFormat: Sync {
     /// The text deltas of one streamed event (its data as JSON), each under its stream key (a
     /// choice, a content block), for rewriting the text the client reads: the redact action's
     /// restore. Empty when the event carries no text delta.
+    /// A key that ends in [`JSON_TEXT`] names a delta of JSON text (tool-call arguments).
     fn delta_texts<'a>(&self, _event: &'a mut Value) -> Vec<(String, &'a mut String)> {
         Vec::new()
     }
@@ -80,6 +81,10 @@ pub trait WireFormat: Sync {
         None
     }
 }
+
+/// The end of a [`WireFormat::delta_texts`] key whose delta is a piece of JSON text (streamed
+/// tool-call arguments) rather than prose: what is put into it must be JSON-escaped.
+pub const JSON_TEXT: &str = "#json";
 
 /// Every API the gateway speaks. The registration line of a new API goes here.
 static REGISTRY: [Api; 4] = [

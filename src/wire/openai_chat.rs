@@ -106,7 +106,37 @@ impl WireFormat for ChatCompletions {
 
     /// `choices[i].delta.content`.
     fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
-        super::choices::choice_texts(event, |c| c.get_mut("delta")?.get_mut("content"))
+        let Some(Value::Array(choices)) = event.get_mut("choices") else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for c in choices {
+            let i = c.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let Some(Value::Object(delta)) = c.get_mut("delta") else {
+                continue;
+            };
+            for (key, v) in delta.iter_mut() {
+                match (key.as_str(), v) {
+                    ("content", Value::String(s)) => out.push((format!("choices[{i}]"), s)),
+                    ("tool_calls", Value::Array(calls)) => {
+                        for call in calls {
+                            let j = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                            if let Some(Value::String(s)) = call
+                                .get_mut("function")
+                                .and_then(|f| f.get_mut("arguments"))
+                            {
+                                out.push((
+                                    format!("choices[{i}].tool_calls[{j}]{}", super::JSON_TEXT),
+                                    s,
+                                ));
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        out
     }
 
     fn stream_state(&self) -> Box<dyn StreamState> {

@@ -93,15 +93,19 @@ impl WireFormat for Responses {
 
     /// `response.output_text.delta`'s `delta`, keyed by output item and content part.
     fn delta_texts<'a>(&self, event: &'a mut Value) -> Vec<(String, &'a mut String)> {
-        if event.get("type").and_then(Value::as_str) != Some("response.output_text.delta") {
-            return Vec::new();
-        }
         let index = |k: &str| event.get(k).and_then(Value::as_u64).unwrap_or(0);
-        let key = format!(
-            "output[{}].content[{}]",
-            index("output_index"),
-            index("content_index")
-        );
+        let key = match event.get("type").and_then(Value::as_str) {
+            Some("response.output_text.delta") => format!(
+                "output[{}].content[{}]",
+                index("output_index"),
+                index("content_index")
+            ),
+            // A function call's arguments stream as JSON text.
+            Some("response.function_call_arguments.delta") => {
+                format!("output[{}]{}", index("output_index"), super::JSON_TEXT)
+            }
+            _ => return Vec::new(),
+        };
         match event.get_mut("delta") {
             Some(Value::String(s)) => vec![(key, s)],
             _ => Vec::new(),
