@@ -1,6 +1,7 @@
 //! Policies: which files are policies (`discover`), one file (`file`), what `policy lint` checks in
-//! it (`lint`), the profiles that bind them per request (`profile`), the live snapshot (`registry`) and what reloads it (`watch`).
+//! it (`lint`), how selections bind them (`bind`), the profiles that bind them per request (`profile`), the live snapshot (`registry`) and what reloads it (`watch`).
 
+pub mod bind;
 pub mod binding;
 mod casefold;
 pub mod discover;

@@ -12,9 +12,9 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::bind::{bind_selections, Capability, RouteBinding};
 use super::binding::FailMode;
 use super::file::Policy;
-use super::registry::{bind_selections, Capability, RouteBinding};
 use crate::config::RoutePolicy;
 
 /// What happens to a request that no matcher places, or whose trusted header names a profile

@@ -7,30 +7,12 @@ use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession as Session;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use super::exchange::Exchange;
-use crate::policy::{Bound, Policy};
+use super::exchange::{Exchange, Redacted};
+use crate::policy::Bound;
 use crate::redact::{Detectors, Placeholders};
 use crate::wire::ParsedRequest;
-
-/// What the redact bindings did to one request.
-#[derive(Debug)]
-pub struct Redacted {
-    pub policies: Vec<Arc<Policy>>,
-    pub placeholders: Arc<Placeholders>,
-    /// Some policy asked for the originals back in the reply.
-    pub restore: bool,
-    pub took: Duration,
-}
-
-impl Redacted {
-    /// The placeholders to put back in the reply, when some policy restores and something was
-    /// replaced.
-    pub fn restorer(&self) -> Option<Arc<Placeholders>> {
-        (self.restore && !self.placeholders.is_empty()).then(|| self.placeholders.clone())
-    }
-}
 
 /// Rewrites the request (`decoded`, the body without its content coding, read as `parsed`) for
 /// the redact bindings `bound`: the body to send upstream, or `None` when nothing was found and

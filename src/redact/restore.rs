@@ -227,7 +227,8 @@ mod tests {
                 "delta": a}),
             )
         };
-        let cases: [(Api, Event, fn(&Value) -> Option<&str>); 3] = [
+        type Read = fn(&Value) -> Option<&str>;
+        let cases: [(Api, Event, Read); 3] = [
             (Api::openai_chat(), chat, |v| {
                 v["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str()
             }),

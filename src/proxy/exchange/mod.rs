@@ -9,6 +9,7 @@
 mod background;
 mod ledger;
 mod outcome;
+mod redacted;
 
 use bytes::Bytes;
 use pingora::protocols::http::ServerSession as Session;
@@ -30,6 +31,7 @@ use ledger::{Entry, Filing, Ledger};
 
 pub use ledger::Timing;
 pub use outcome::Outcome;
+pub use redacted::Redacted;
 
 /// What a phase left to do: go on with a value, or nothing (the client has its answer).
 pub enum Flow<T> {
@@ -87,7 +89,7 @@ pub struct Exchange {
     /// What the request's annotate bindings judged off the request path will find.
     late: Option<tokio::sync::oneshot::Receiver<Annotations>>,
     /// What the route's redact bindings did to the request (see `proxy::redact`).
-    pub redaction: Option<super::redact::Redacted>,
+    pub redaction: Option<Redacted>,
     /// The request's span while `[telemetry]` is on (see [`Exchange::trace`]).
     span: Option<Box<crate::telemetry::RequestSpan>>,
     /// When the judgement under way started, for its span.
