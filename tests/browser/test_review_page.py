@@ -191,6 +191,13 @@ def wait_for(drv, css: str, timeout: float = 10.0):
     return WebDriverWait(drv, timeout).until(ec.presence_of_element_located((By.CSS_SELECTOR, css)))
 
 
+def gone(drv, element, timeout: float = 10.0):
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(drv, timeout).until(ec.staleness_of(element))
+
+
 def test_queue_filter_open_label_export(gateway, browser):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
@@ -213,7 +220,10 @@ def test_queue_filter_open_label_export(gateway, browser):
     # Filter: one policy's violations.
     Select(drv.find_element(By.NAME, "policy")).select_by_visible_text("general/prompt-injection")
     Select(drv.find_element(By.NAME, "verdict")).select_by_visible_text("violation")
+    before = drv.find_element(By.CSS_SELECTOR, "table#queue")
     drv.find_element(By.CSS_SELECTOR, "form.filters button[type=submit]").click()
+    # The filtered queue is a new page with a table of the same id: wait for the old one to go.
+    gone(drv, before)
     wait_for(drv, "table#queue")
     assert "policy=general%2Fprompt-injection" in drv.current_url
     rows = drv.find_elements(By.CSS_SELECTOR, "table#queue tbody tr")
