@@ -149,17 +149,18 @@ impl Placeholders {
 
     /// `text` with this request's placeholders put back.
     pub fn restore<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        match self.put_back(text.as_bytes(), false) {
-            // Placeholders and originals are whole strings, so the result is UTF-8.
-            Some(b) => Cow::Owned(String::from_utf8(b).unwrap_or_else(|_| text.to_string())),
-            None => Cow::Borrowed(text),
-        }
+        self.put_back_text(text, false)
     }
 
     /// `text`, a piece of JSON text (streamed tool-call arguments), with this request's
     /// placeholders put back JSON-escaped: a placeholder can only sit inside one of its strings.
     pub fn restore_escaped<'t>(&self, text: &'t str) -> Cow<'t, str> {
-        match self.put_back(text.as_bytes(), true) {
+        self.put_back_text(text, true)
+    }
+
+    fn put_back_text<'t>(&self, text: &'t str, escaped: bool) -> Cow<'t, str> {
+        match self.put_back(text.as_bytes(), escaped) {
+            // Placeholders and originals are whole strings, so the result is UTF-8.
             Some(b) => Cow::Owned(String::from_utf8(b).unwrap_or_else(|_| text.to_string())),
             None => Cow::Borrowed(text),
         }
