@@ -5,12 +5,14 @@
 # Why patches (each file says more):
 # - mistralrs-core: on CPU, 0.8.1 never evicts its prefix cache (every finished sequence keeps its
 #   KV cache forever), and its CPU attention kernel was the largest cost of prefill. See
-#   docs/MODEL-NOTES.md.
+#   docs/MODEL-NOTES.md. And its EOS list stopped every harmony (gpt-oss) answer at its first
+#   token.
 # - mistralrs-quant: a GGUF model on CPU can keep an F32 copy of its quantised weights for prefill
 #   (3x faster there) while decoding stays on the quantised weights (`weights = "f32-prefill"`);
 #   the copy is stored in the 16-row panels gemm's microkernel reads, so no prefill packs it again;
 #   and decoding steps (up to 8 rows) of Q8_0 weights take a kernel that reads four rows per pass
-#   and prefetches the next four (bit-identical to candle's, ~1.5x faster per token).
+#   and prefetches the next four (bit-identical to candle's, ~1.5x faster per token); and MXFP4
+#   layers (gpt-oss's experts) load on the CPU, where they already had a dequantising forward.
 # - pingora-core: its HTTP/1 client writes a request's header and body separately, so they reach the
 #   upstream as two segments and wake it up twice (a method that sends both in one write); and a
 #   graceful shutdown drops requests still in flight when the grace period ends (a hook that lets
