@@ -125,6 +125,7 @@ fi
 "$ROOT/scripts/patch-deps.sh"
 if [ "${GUARDGATE_SKIP_MODEL:-0}" != 1 ]; then
     "$ROOT/scripts/fetch-default-model.sh"
+    "$ROOT/scripts/fetch-harmony-vocab.sh"
 fi
 
 # ---- Python venv for the SDK suite ---------------------------------------------------------
