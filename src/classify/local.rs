@@ -49,6 +49,9 @@ pub enum ModelSource {
 
 pub use super::backends::local::{ModelDtype as Dtype, WeightsMode};
 
+/// openai-harmony's variable for a local directory of tiktoken vocabularies.
+const TIKTOKEN_ENCODINGS_BASE: &str = "TIKTOKEN_ENCODINGS_BASE";
+
 /// `weights = "auto"` keeps F32 prefill copies of a GGUF file on CPU up to this size (4 GiB of F32
 /// at most).
 const AUTO_F32_MAX_FILE: u64 = 1 << 30;
@@ -131,7 +134,22 @@ impl LocalSettings {
                 }
             }
         }
+        if self.family == Family::GptOssSafeguard {
+            self.harmony_vocab()?;
+        }
         parse_device(&self.device).map(|_| ())
+    }
+
+    /// Where mistral.rs's harmony parser finds `o200k_base.tiktoken` (it reads the directory in
+    /// `TIKTOKEN_ENCODINGS_BASE`): that variable's directory, else the model directory. Without
+    /// either it would download the file from openaipublic.blob.core.windows.net on the first
+    /// request, and its engine thread panics where that host cannot be reached, so this is a
+    /// start-up error instead (scripts/fetch-harmony-vocab.sh puts the file in models/).
+    pub fn harmony_vocab(&self) -> Result<PathBuf, String> {
+        harmony_vocab_dir(
+            std::env::var_os(TIKTOKEN_ENCODINGS_BASE).map(PathBuf::from),
+            &self.source,
+        )
     }
 
     /// Whether a GGUF model keeps F32 copies of its quantised weights for prefill. On CPU,
@@ -182,6 +200,30 @@ fn with_weights_mode<T>(f32_prefill: bool, load: impl FnOnce() -> T) -> T {
         None => std::env::remove_var(VAR),
     }
     out
+}
+
+/// See [`LocalSettings::harmony_vocab`]; `env` is `TIKTOKEN_ENCODINGS_BASE`.
+fn harmony_vocab_dir(env: Option<PathBuf>, source: &ModelSource) -> Result<PathBuf, String> {
+    const FILE: &str = "o200k_base.tiktoken";
+    if let Some(dir) = env {
+        return if dir.join(FILE).is_file() {
+            Ok(dir)
+        } else {
+            Err(format!(
+                "{TIKTOKEN_ENCODINGS_BASE}={} has no {FILE} (scripts/fetch-harmony-vocab.sh \
+                 fetches it)",
+                dir.display()
+            ))
+        };
+    }
+    match source {
+        ModelSource::Safetensors(dir) if dir.join(FILE).is_file() => Ok(dir.clone()),
+        _ => Err(format!(
+            "family = \"gpt-oss-safeguard\" needs {FILE} for the harmony format: copy it into the \
+             model directory or set {TIKTOKEN_ENCODINGS_BASE} to a directory holding it \
+             (scripts/fetch-harmony-vocab.sh fetches it into models/)"
+        )),
+    }
 }
 
 fn parse_device(s: &str) -> Result<mistralrs::Device, String> {
@@ -243,6 +285,12 @@ impl LocalModel {
             if std::env::var_os("RAYON_NUM_THREADS").is_none() {
                 std::env::set_var("RAYON_NUM_THREADS", n.to_string());
             }
+        }
+        if s.family == Family::GptOssSafeguard
+            && std::env::var_os(TIKTOKEN_ENCODINGS_BASE).is_none()
+        {
+            // Read once, by the engine thread on the first request; nothing reads it before.
+            std::env::set_var(TIKTOKEN_ENCODINGS_BASE, s.harmony_vocab()?);
         }
         let device = parse_device(&s.device)?;
         let dtype = match s.dtype {
@@ -377,8 +425,10 @@ impl LocalModel {
         }
     }
 
-    async fn run(&self, p: &Prompt, queue_ms: f64) -> Result<Completion, ClassifyError> {
-        let (constraint, max_len) = self.decoding(p);
+    /// The policy as the system message and the content as the user message; a harmony model's
+    /// chat template also gets the reasoning effort (it renders the system message as the
+    /// developer message, after a system message that states the effort).
+    fn messages(&self, p: &Prompt) -> RequestMessage {
         let mut rb = RequestBuilder::new()
             .add_message(TextMessageRole::System, &p.system)
             .add_message(TextMessageRole::User, &p.user);
@@ -389,6 +439,48 @@ impl LocalModel {
         {
             *reasoning_effort = p.reasoning_effort.filter(|_| self.harmony).map(effort);
         }
+        messages
+    }
+
+    /// The token ids the engine prefills for `p`, through the model's own chat template and
+    /// tokenizer: what a policy costs in prompt tokens, and what tests compare with a reference
+    /// rendering (openai-harmony's, for gpt-oss).
+    pub async fn prompt_tokens(&self, p: &Prompt) -> Result<Vec<u32>, ClassifyError> {
+        let RequestMessage::Chat {
+            messages,
+            reasoning_effort,
+            ..
+        } = self.messages(p)
+        else {
+            return Err(ClassifyError::Backend("not a chat request".into()));
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let sender = self
+            .runner
+            .get_sender(None)
+            .map_err(|e| ClassifyError::Backend(format!("model engine: {e}")))?;
+        sender
+            .send(Request::Tokenize(TokenizationRequest {
+                text: either::Either::Left(messages),
+                tools: None,
+                add_generation_prompt: true,
+                add_special_tokens: false,
+                enable_thinking: None,
+                reasoning_effort,
+                response: tx,
+            }))
+            .await
+            .map_err(|_| ClassifyError::Backend("model engine stopped".into()))?;
+        match rx.recv().await {
+            Some(Ok(ids)) => Ok(ids),
+            Some(Err(e)) => Err(ClassifyError::Backend(format!("tokenizing: {e}"))),
+            None => Err(ClassifyError::Backend("model engine stopped".into())),
+        }
+    }
+
+    async fn run(&self, p: &Prompt, queue_ms: f64) -> Result<Completion, ClassifyError> {
+        let (constraint, max_len) = self.decoding(p);
+        let messages = self.messages(p);
         let mut sampling = SamplingParams::deterministic();
         sampling.max_len = Some(max_len);
         let binary = !self.harmony && p.format == OutputFormat::Binary;
@@ -743,6 +835,28 @@ impl ChatModel for LocalModel {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_harmony_model_finds_its_vocabulary_or_does_not_start() {
+        let model = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        let source = ModelSource::Safetensors(model.path().to_path_buf());
+        let e = harmony_vocab_dir(None, &source).unwrap_err();
+        assert!(e.contains("o200k_base.tiktoken"), "{e}");
+        let e = harmony_vocab_dir(Some(elsewhere.path().into()), &source).unwrap_err();
+        assert!(e.contains("TIKTOKEN_ENCODINGS_BASE"), "{e}");
+        std::fs::write(model.path().join("o200k_base.tiktoken"), "").unwrap();
+        assert_eq!(harmony_vocab_dir(None, &source).unwrap(), model.path());
+        // The variable, when set, is the one place looked at.
+        assert!(harmony_vocab_dir(Some(elsewhere.path().into()), &source).is_err());
+        std::fs::write(elsewhere.path().join("o200k_base.tiktoken"), "").unwrap();
+        assert_eq!(
+            harmony_vocab_dir(Some(elsewhere.path().into()), &source).unwrap(),
+            elsewhere.path()
+        );
+        let gguf = ModelSource::Gguf(model.path().join("m.gguf"));
+        assert!(harmony_vocab_dir(None, &gguf).is_err());
+    }
 
     #[test]
     fn the_answer_probability_is_the_softmax_of_the_two_logits() {
