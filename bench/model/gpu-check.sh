@@ -5,14 +5,19 @@
 #
 #   bench/model/gpu-check.sh STAGE OUTDIR
 #
-# STAGE holds `guardgate`, `model_bench` and `SmolLM2-135M-Instruct.Q8_0.gguf`. Run from the
-# repository root (it reads config/, policies/). It runs, each bounded by a timeout:
+# STAGE holds `guardgate`, `model_bench`, `tiny_gpt_oss` (release/examples),
+# `SmolLM2-135M-Instruct.Q8_0.gguf` and `o200k_base.tiktoken` (scripts/fetch-harmony-vocab.sh). Run
+# from the repository root (it reads config/, policies/). It runs, each bounded by a timeout:
 #   1. model_bench, binary answers (bf16): load, cold, policy prefix reused, cache hit, 4 at once;
 #   2. model_bench, JSON answers (bf16);
 #   3. `guardgate policy test` of teen-safety/dangerous-activities on the GPU;
 #   4. `guardgate serve` on the GPU in front of a loopback mock upstream: a chat request per
 #      verdict, 20 timed /guardgate/v1/classify calls, then SIGTERM, timing the shutdown;
-#   5. SIGTERM while a model answer is in flight, three times: the answer and the exit status.
+#   5. SIGTERM while a model answer is in flight, three times: the answer and the exit status;
+#   6. the gpt-oss architecture on the GPU: the tests' tiny checkpoint (tests/it/gpt_oss.rs, random
+#      weights, MXFP4 experts, a scripted harmony answer) through `guardgate policy test` with
+#      family = "gpt-oss-safeguard", device cuda:0: every case must come back "1" with the
+#      analysis channel as its rationale (mistral.rs's CUDA MXFP4 and sinks kernels, not the CPU's).
 # Everything is written under OUTDIR; the exit status of each step is printed, not fatal.
 set -u
 STAGE="$1"
@@ -29,7 +34,7 @@ step "machine"
 nvidia-smi --query-gpu=name,memory.total,driver_version,compute_cap --format=csv
 sha256sum "$MODEL"
 
-STEPS="${STEPS:-12345}"
+STEPS="${STEPS:-123456}"
 if [[ $STEPS == *1* ]]; then
 step "1. model_bench, binary answers, bf16"
 timeout 180 "$BENCH" --model "$MODEL" --device cuda:0 --dtype bf16 --binary --distinct 20 \
@@ -198,3 +203,50 @@ for i in 1 2 3; do
 done
 kill "$MOCK" 2>/dev/null
 rm -f "$ROOT/config/gpu-check.toml"
+
+if [[ $STEPS == *6* ]]; then
+step "6. the gpt-oss architecture on the GPU (tiny checkpoint)"
+"$STAGE/tiny_gpt_oss" "$WORK/tiny-gpt-oss" --tiktoken "$STAGE/o200k_base.tiktoken" --final 1
+cat >"$ROOT/config/gpu-check-gpt-oss.toml" <<EOF
+[server]
+listen = "127.0.0.1:18610"
+
+[admin]
+listen = "127.0.0.1:18612"
+
+[policies]
+dirs = ["../policies"]
+watch = false
+
+[audit]
+sink = "file"
+path = "$WORK/audit-gpt-oss.jsonl"
+
+[[backends]]
+name = "gpt-oss"
+kind = "local"
+model_path = "$WORK/tiny-gpt-oss"
+family = "gpt-oss-safeguard"
+dtype = "bf16"
+device = "cuda:0"
+max_tokens = 48
+
+[[upstreams]]
+name = "mock"
+base_url = "http://127.0.0.1:18601"
+EOF
+timeout 300 "$GG" policy test policies/teen-safety/dangerous-activities.md --backend gpt-oss \
+    -c config/gpu-check-gpt-oss.toml --report-dir "$OUTDIR/gpt-oss-report" >"$OUTDIR/gpt-oss.txt" 2>&1
+echo "exit status $? (1 = thresholds not met, expected: the scripted answer is always 1)"
+tail -n 8 "$OUTDIR/gpt-oss.txt"
+python3 - "$OUTDIR/gpt-oss-report/report.json" <<'PY'
+import json, sys
+cases = [c for p in json.load(open(sys.argv[1]))["policies"] for c in p["cases"]]
+ok = [c for c in cases if c.get("predicted") is True
+      and c.get("rationale") == "The content asks for nothing harmful."]
+print(f"gpt-oss on the GPU: {len(ok)} of {len(cases)} cases answered 1 with the analysis as rationale")
+for c in [c for c in cases if c not in ok][:3]:
+    print("  not as scripted:", json.dumps(c)[:300])
+PY
+rm -f "$ROOT/config/gpu-check-gpt-oss.toml"
+fi

@@ -8,6 +8,8 @@ pub mod mock;
 pub mod model_server;
 pub mod postgres;
 pub mod raw;
+#[cfg(feature = "local-model")]
+pub mod tiny_gpt_oss;
 
 pub use gateway::*;
 
