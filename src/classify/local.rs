@@ -368,6 +368,11 @@ impl LocalModel {
             // A constraint applies from the first token and would forbid the analysis channel.
             return (Constraint::None, self.max_tokens as usize);
         }
+        if !p.joint.is_empty() {
+            // An entry is its id, the two keys and a code: ~30 tokens of a byte-level BPE.
+            let len = 48 * p.joint.len() + 16;
+            return (Constraint::Regex(super::joint::answer_regex(&p.joint)), len);
+        }
         match p.format {
             OutputFormat::Binary => (Constraint::Regex("[01]".into()), 1),
             // Room for the short rationale the schema asks for plus the keys: 120 characters are
@@ -407,9 +412,15 @@ impl LocalModel {
         // EOS, which is not the chat template's stop token. A stop string (not dropping the
         // stream) lets the sequence finish normally, so it reports usage and its KV cache joins
         // the prefix cache.
-        let json_answer = !self.harmony && p.format == OutputFormat::Json;
-        if json_answer {
-            sampling.stop_toks = Some(StopTokens::Seqs(vec![JSON_ANSWER_END.into()]));
+        let answer_end = match () {
+            _ if self.harmony => None,
+            // A joint answer's entries end in `"}` too; only the last closes two objects.
+            _ if !p.joint.is_empty() => Some(super::joint::JOINT_ANSWER_END),
+            _ if p.format == OutputFormat::Json => Some(JSON_ANSWER_END),
+            _ => None,
+        };
+        if let Some(end) = answer_end {
+            sampling.stop_toks = Some(StopTokens::Seqs(vec![end.into()]));
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let request = Request::Normal(Box::new(NormalRequest {
@@ -494,9 +505,11 @@ impl LocalModel {
                 }
             }
         }
-        if json_answer && stopped_by_stop_string && !text.trim_end().ends_with(JSON_ANSWER_END) {
-            // mistral.rs may cut the stop string from the streamed text.
-            text.push_str(JSON_ANSWER_END);
+        if let Some(end) = answer_end.filter(|_| stopped_by_stop_string) {
+            if !text.trim_end().ends_with(end) {
+                // mistral.rs may cut the stop string from the streamed text.
+                text.push_str(end);
+            }
         }
         if !finished {
             // The engine thread died mid-request (mistral.rs restarts it on the next call). What

@@ -405,6 +405,9 @@ mod tests {
             latency_us: 1,
             preview: String::new(),
             note: None,
+            model_calls: 1,
+            prompt_tokens: None,
+            others: Vec::new(),
         }
     }
 

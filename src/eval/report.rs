@@ -146,6 +146,37 @@ impl Report {
 }
 
 /// The summary table, one row per policy (and derived rows after a rule).
+/// What the cases cost, per policy: model calls and prompt tokens per case (a joint call counts
+/// once for all its policies), and the median latency of a case.
+pub fn cost_table(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<32} {:>5} {:>12} {:>14} {:>8}",
+        "policy", "n", "calls/case", "prompt tok/case", "p50 ms"
+    );
+    for p in &report.policies {
+        let n = p.cases.len().max(1) as f64;
+        let calls: u32 = p.cases.iter().map(|c| c.model_calls).sum();
+        let tokens: u64 = p
+            .cases
+            .iter()
+            .filter_map(|c| c.prompt_tokens)
+            .map(u64::from)
+            .sum();
+        let _ = writeln!(
+            s,
+            "{:<32} {:>5} {:>12.2} {:>14.0} {:>8.1}",
+            p.id,
+            p.cases.len(),
+            calls as f64 / n,
+            tokens as f64 / n,
+            p.latency.p50_ms
+        );
+    }
+    s
+}
+
 pub fn table(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
