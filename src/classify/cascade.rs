@@ -295,7 +295,11 @@ impl Cascade {
             let members: Vec<usize> = open.iter().filter(|o| o.1 == s).map(|o| o.0).collect();
             self.judge_group(s, members, policies, content, deadline)
         });
-        for (k, r) in futures_util::future::join_all(groups).await.into_iter().flatten() {
+        for (k, r) in futures_util::future::join_all(groups)
+            .await
+            .into_iter()
+            .flatten()
+        {
             out[k] = Some(r);
         }
         out.into_iter()
@@ -319,7 +323,9 @@ impl Cascade {
             let fut = st.classifier.classify_joint(&set, content, deadline);
             let r = tokio::time::timeout_at(deadline.into(), fut)
                 .await
-                .unwrap_or_else(|_| Some(set.iter().map(|_| Err(ClassifyError::Deadline)).collect()));
+                .unwrap_or_else(|_| {
+                    Some(set.iter().map(|_| Err(ClassifyError::Deadline)).collect())
+                });
             if r.is_some() {
                 self.latency[s].observe(started.elapsed().as_secs_f64());
             }

@@ -171,7 +171,9 @@ pub fn parse(
                 .and_then(Value::as_str)
                 .map(str::trim)
                 .filter(|c| {
-                    !c.is_empty() && !c.eq_ignore_ascii_case("null") && !c.eq_ignore_ascii_case("none")
+                    !c.is_empty()
+                        && !c.eq_ignore_ascii_case("null")
+                        && !c.eq_ignore_ascii_case("none")
                 })
                 .map(code_token);
             if let Some(c) = &code {
@@ -304,7 +306,9 @@ mod tests {
             Family::Chat,
             Effort::Low,
         );
-        assert!(p.system.starts_with(two.system.strip_suffix(ANSWER).unwrap()));
+        assert!(p
+            .system
+            .starts_with(two.system.strip_suffix(ANSWER).unwrap()));
         assert!(!two.system.contains("Cat policy."));
         // Harmony: the block is the developer message, and the most careful effort wins.
         let mut hi = policy("t/h", &["H1"], "High policy.");
@@ -398,7 +402,10 @@ mod tests {
         let ok = r#"{"t/a": {"violation": 1, "policy_category": "A1"}, "t/b": {"violation": 0, "policy_category": null}, "t/c": {"violation": 0, "policy_category": null}}"#;
         assert!(re.is_match(ok));
         assert!(ok.ends_with(JOINT_ANSWER_END));
-        assert!(!ok[..ok.len() - 2].contains(JOINT_ANSWER_END), "ends only there");
+        assert!(
+            !ok[..ok.len() - 2].contains(JOINT_ANSWER_END),
+            "ends only there"
+        );
         // Every answer the constraint allows parses, with no policy failed.
         let r = parse(ok, None, &parts).unwrap();
         assert!(r.iter().all(Result::is_ok));

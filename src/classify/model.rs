@@ -350,7 +350,12 @@ impl<M: ChatModel> Classifier for ModelClassifier<M> {
                     for _ in policies {
                         self.count_cache("hit");
                     }
-                    return Some(looked.into_iter().map(|(v, _)| Ok(v.expect("all hit"))).collect());
+                    return Some(
+                        looked
+                            .into_iter()
+                            .map(|(v, _)| Ok(v.expect("all hit")))
+                            .collect(),
+                    );
                 }
                 for _ in policies {
                     self.count_cache("miss");
@@ -579,17 +584,28 @@ mod tests {
         let seen = c.model.seen.lock().unwrap()[0].clone();
         assert!(seen.system.find("POLICY t/a").unwrap() < seen.system.find("POLICY t/b").unwrap());
         // Per-policy cache entries: the same set again is no call.
-        let again = c.classify_joint(&[&a, &b], &content, deadline()).await.unwrap();
+        let again = c
+            .classify_joint(&[&a, &b], &content, deadline())
+            .await
+            .unwrap();
         assert!(again.iter().all(|v| v.as_ref().unwrap().cache_hit));
         assert_eq!(c.model.seen.lock().unwrap().len(), 1);
         // One policy the answer misses: that one fails, the others stand, and the set is asked
         // whole although two of its policies are cached.
-        let vs = c.classify_joint(&[&a, &z, &b], &content, deadline()).await.unwrap();
+        let vs = c
+            .classify_joint(&[&a, &z, &b], &content, deadline())
+            .await
+            .unwrap();
         assert_eq!(c.model.seen.lock().unwrap().len(), 2);
-        assert!(c.model.seen.lock().unwrap()[1].system.contains("POLICY t/z"));
+        assert!(c.model.seen.lock().unwrap()[1]
+            .system
+            .contains("POLICY t/z"));
         assert!(vs[0].is_ok() && vs[2].is_ok());
         assert!(matches!(&vs[1], Err(ClassifyError::Backend(m)) if m.contains("no entry for t/z")));
-        assert!(c.classify_joint(&[&a, &a], &content, deadline()).await.is_none());
+        assert!(c
+            .classify_joint(&[&a, &a], &content, deadline())
+            .await
+            .is_none());
     }
 
     #[tokio::test]

@@ -138,7 +138,11 @@ pub async fn decide_blocking(
                 .filter(|&&(i, _)| bound[i].joint)
                 .map(|&(i, _)| i)
                 .collect();
-            let joined = if joined.len() >= 2 { joined } else { Vec::new() };
+            let joined = if joined.len() >= 2 {
+                joined
+            } else {
+                Vec::new()
+            };
             let live = |i: usize| Bound {
                 candidate: None,
                 ..bound[i].clone()
@@ -148,7 +152,10 @@ pub async fn decide_blocking(
                 .filter(|(i, _)| !joined.contains(i))
                 .map(|&(i, sampled)| {
                     Either::Left(async move {
-                        vec![(i, judge(cascade, &live(i), content, deadline, sampled).await)]
+                        vec![(
+                            i,
+                            judge(cascade, &live(i), content, deadline, sampled).await,
+                        )]
                     })
                 })
                 .collect();
@@ -224,9 +231,9 @@ pub async fn decide_deferred(
     let (bindings, candidates): (Vec<_>, Vec<_>) =
         deferred.into_iter().partition(|d| !d.is_candidate());
     // The joint bindings in the sample, in one call when there are two or more.
-    let (joined, bindings): (Vec<_>, Vec<_>) = bindings.into_iter().partition(|d| {
-        matches!(d, Deferred::Binding { bound, sampled: true } if bound.joint)
-    });
+    let (joined, bindings): (Vec<_>, Vec<_>) = bindings
+        .into_iter()
+        .partition(|d| matches!(d, Deferred::Binding { bound, sampled: true } if bound.joint));
     let (joined, bindings) = if joined.len() >= 2 {
         (joined, bindings)
     } else {

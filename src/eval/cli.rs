@@ -312,7 +312,14 @@ pub fn test(a: &TestArgs) -> u8 {
     for (own, (p, cpath, cases)) in work.iter().enumerate() {
         pb.set_message(p.id.clone());
         let results = if a.joint {
-            rt.block_on(run_policy_joint(&cascade, &all, own, cases, &opts, Some(&pb)))
+            rt.block_on(run_policy_joint(
+                &cascade,
+                &all,
+                own,
+                cases,
+                &opts,
+                Some(&pb),
+            ))
         } else {
             // One request with the policy first, so an in-process model caches the policy
             // prefix before the concurrent cases arrive (otherwise each of them would prefill it

@@ -175,7 +175,10 @@ pub fn combined_rows(samples: &[Sample], per_policy: &[PolicyReport]) -> Vec<Pol
                 preview: rs.first().map(|r| r.preview.clone()).unwrap_or_default(),
                 note: None,
                 model_calls: rs.iter().map(|r| r.model_calls).sum(),
-                prompt_tokens: rs.iter().filter_map(|r| r.prompt_tokens).reduce(|a, b| a + b),
+                prompt_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.prompt_tokens)
+                    .reduce(|a, b| a + b),
                 others: Vec::new(),
             });
         }

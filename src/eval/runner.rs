@@ -362,7 +362,10 @@ pub fn limit_cases(cases: Vec<Case>, n: usize) -> Vec<Case> {
         return cases;
     }
     let (bad, good): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(Case::is_violation);
-    let take_bad = n.div_ceil(2).min(bad.len()).max(n.saturating_sub(good.len()));
+    let take_bad = n
+        .div_ceil(2)
+        .min(bad.len())
+        .max(n.saturating_sub(good.len()));
     let take_good = n - take_bad.min(n);
     bad.into_iter()
         .take(take_bad)

@@ -11,6 +11,8 @@ mod support;
 mod adversarial;
 mod gate;
 mod gateway;
+// Several policies in one model call, through the imitation model server.
+mod joint;
 // The remote backend against llama.cpp's server (skips unless installed or required).
 mod llama_server;
 // The real small model through mistral.rs; without the feature there is no in-process backend.
