@@ -92,18 +92,20 @@ for b in backends:
     def cost(pols):
         cases = [c for p in pols for c in p["cases"]]
         mean = lambda xs: sum(xs) / len(cases)
-        calls = mean([c.get("model_calls", 0) for c in cases])
-        toks = mean([c.get("prompt_tokens") or 0 for c in cases])
+        get = lambda k: mean([c.get(k) or 0 for c in cases])
         ms = [c["latency_us"] / 1000 for c in cases]
-        return calls, toks, mean(ms), statistics.median(ms)
+        return [get("model_calls"), get("prompt_tokens"), get("completion_tokens"),
+                get("prefill_ms"), get("decode_ms"), mean(ms)], statistics.median(ms)
     n = len(single)
-    c1, t1, m1, _ = cost(single)
-    cj, tj, mj, pj = cost(joint)
+    s1, _ = cost(single)
+    sj, pj = cost(joint)
     # A case judged for one policy is one policy's share of a request: a request judged against
     # all n costs n times the mean case (its calls one after another, as on a one-sequence
     # engine). No per-policy-mode run judges each case against all n, so that row has no p50.
-    print(f"  per request judged against all {n} policies:")
-    print(f"  {'mode':<12} {'model calls':>12} {'prompt tokens':>14} {'mean ms':>9} {'p50 ms':>9}")
-    print(f"  {'per-policy':<12} {c1 * n:>12.2f} {t1 * n:>14.0f} {m1 * n:>9.1f} {'-':>9}")
-    print(f"  {'joint':<12} {cj:>12.2f} {tj:>14.0f} {mj:>9.1f} {pj:>9.1f}")
+    print(f"  per request judged against all {n} policies (means; p50 of the joint cases):")
+    head = ["model calls", "prompt tok", "answer tok", "prefill ms", "decode ms", "mean ms", "p50 ms"]
+    print("  " + f"{'mode':<12}" + "".join(f"{h:>12}" for h in head))
+    row = lambda name, xs, p50: print("  " + f"{name:<12}" + "".join(f"{x:>12.1f}" for x in xs) + f"{p50:>12}")
+    row("per-policy", [x * n for x in s1], "-")
+    row("joint", sj, f"{pj:.1f}")
 PY

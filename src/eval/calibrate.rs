@@ -407,6 +407,9 @@ mod tests {
             note: None,
             model_calls: 1,
             prompt_tokens: None,
+            completion_tokens: None,
+            prefill_ms: None,
+            decode_ms: None,
             others: Vec::new(),
         }
     }

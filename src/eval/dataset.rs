@@ -179,6 +179,12 @@ pub fn combined_rows(samples: &[Sample], per_policy: &[PolicyReport]) -> Vec<Pol
                     .iter()
                     .filter_map(|r| r.prompt_tokens)
                     .reduce(|a, b| a + b),
+                completion_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.completion_tokens)
+                    .reduce(|a, b| a + b),
+                prefill_ms: rs.iter().filter_map(|r| r.prefill_ms).reduce(|a, b| a + b),
+                decode_ms: rs.iter().filter_map(|r| r.decode_ms).reduce(|a, b| a + b),
                 others: Vec::new(),
             });
         }

@@ -146,31 +146,36 @@ impl Report {
 }
 
 /// The summary table, one row per policy (and derived rows after a rule).
-/// What the cases cost, per policy: model calls and prompt tokens per case (a joint call counts
-/// once for all its policies), and the median latency of a case.
+/// What the cases cost, per policy: model calls, prompt and answer tokens, prefill and decode
+/// time per case (a joint call counts once for all its policies; where the host does not say, 0),
+/// and the median latency of a case.
 pub fn cost_table(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "{:<32} {:>5} {:>12} {:>14} {:>8}",
-        "policy", "n", "calls/case", "prompt tok/case", "p50 ms"
+        "{:<32} {:>5} {:>10} {:>15} {:>14} {:>11} {:>10} {:>8}",
+        "policy",
+        "n",
+        "calls/case",
+        "prompt tok/case",
+        "answer tok/case",
+        "prefill ms",
+        "decode ms",
+        "p50 ms"
     );
     for p in &report.policies {
         let n = p.cases.len().max(1) as f64;
-        let calls: u32 = p.cases.iter().map(|c| c.model_calls).sum();
-        let tokens: u64 = p
-            .cases
-            .iter()
-            .filter_map(|c| c.prompt_tokens)
-            .map(u64::from)
-            .sum();
+        let mean = |f: &dyn Fn(&CaseResult) -> f64| p.cases.iter().map(f).sum::<f64>() / n;
         let _ = writeln!(
             s,
-            "{:<32} {:>5} {:>12.2} {:>14.0} {:>8.1}",
+            "{:<32} {:>5} {:>10.2} {:>15.0} {:>14.1} {:>11.1} {:>10.1} {:>8.1}",
             p.id,
             p.cases.len(),
-            calls as f64 / n,
-            tokens as f64 / n,
+            mean(&|c| c.model_calls as f64),
+            mean(&|c| c.prompt_tokens.unwrap_or(0) as f64),
+            mean(&|c| c.completion_tokens.unwrap_or(0) as f64),
+            mean(&|c| c.prefill_ms.unwrap_or(0.0)),
+            mean(&|c| c.decode_ms.unwrap_or(0.0)),
             p.latency.p50_ms
         );
     }

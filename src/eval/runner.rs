@@ -77,6 +77,14 @@ pub struct CaseResult {
     /// Their prompt tokens, where the backend counts them.
     #[serde(default)]
     pub prompt_tokens: Option<u32>,
+    /// Their answer tokens, where the backend counts them.
+    #[serde(default)]
+    pub completion_tokens: Option<u32>,
+    /// Their time reading the prompt and writing the answer, where the host says.
+    #[serde(default)]
+    pub prefill_ms: Option<f64>,
+    #[serde(default)]
+    pub decode_ms: Option<f64>,
     /// `policy test --joint`: the same call's answers for the other policies, recorded but not
     /// scored (the case is labelled for its own policy only).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -198,7 +206,7 @@ pub async fn run_case(
         .classify(policy, &content, Instant::now() + timeout)
         .await;
     let mut r = scored(case, res.as_ref(), started.elapsed());
-    (r.model_calls, r.prompt_tokens) = cost(res.as_ref().ok().into_iter());
+    cost(&mut r, res.as_ref().ok().into_iter());
     r
 }
 
@@ -218,7 +226,7 @@ pub async fn run_case_joint(
         .classify_joint(policies, &content, Instant::now() + timeout)
         .await;
     let mut r = scored(case, res[own].as_ref(), started.elapsed());
-    (r.model_calls, r.prompt_tokens) = cost(res.iter().filter_map(|v| v.as_ref().ok()));
+    cost(&mut r, res.iter().filter_map(|v| v.as_ref().ok()));
     r.others = policies
         .iter()
         .zip(&res)
@@ -234,10 +242,18 @@ pub async fn run_case_joint(
     r
 }
 
-/// The model calls behind `verdicts` and their prompt tokens: each verdict a model gave (not
-/// from the cache) is a call, except that the verdicts of one joint call are one.
-fn cost<'a>(verdicts: impl Iterator<Item = &'a Verdict>) -> (u32, Option<u32>) {
-    let (mut calls, mut tokens, mut joint) = (0, None::<u32>, false);
+/// Notes on `r` the model calls behind `verdicts` and what they cost: each verdict a model gave
+/// (not from the cache) is a call, except that the verdicts of one joint call are one.
+fn cost<'a>(r: &mut CaseResult, verdicts: impl Iterator<Item = &'a Verdict>) {
+    fn add<T: std::ops::Add<Output = T> + Copy>(sum: &mut Option<T>, x: Option<T>) {
+        if let Some(x) = x {
+            *sum = Some(match *sum {
+                Some(s) => s + x,
+                None => x,
+            });
+        }
+    }
+    let mut joint = false;
     for v in verdicts.filter(|v| v.model.is_some() && !v.cache_hit) {
         if v.joint_with.is_some() {
             if joint {
@@ -245,12 +261,12 @@ fn cost<'a>(verdicts: impl Iterator<Item = &'a Verdict>) -> (u32, Option<u32>) {
             }
             joint = true;
         }
-        calls += 1;
-        if let Some(t) = v.prompt_tokens {
-            tokens = Some(tokens.unwrap_or(0) + t);
-        }
+        r.model_calls += 1;
+        add(&mut r.prompt_tokens, v.prompt_tokens);
+        add(&mut r.completion_tokens, v.completion_tokens);
+        add(&mut r.prefill_ms, v.timing.and_then(|t| t.prefill_ms));
+        add(&mut r.decode_ms, v.timing.and_then(|t| t.decode_ms));
     }
-    (calls, tokens)
 }
 
 /// A case's result from its policy's verdict.
@@ -274,6 +290,9 @@ fn scored(case: &Case, res: Result<&Verdict, &ClassifyError>, latency: Duration)
         note: case.note.clone(),
         model_calls: 0,
         prompt_tokens: None,
+        completion_tokens: None,
+        prefill_ms: None,
+        decode_ms: None,
         others: Vec::new(),
     };
     match res {
