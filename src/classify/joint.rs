@@ -198,6 +198,47 @@ pub fn parse(
 /// How every constrained joint answer ends: the last entry's `}` and the object's.
 pub const JOINT_ANSWER_END: &str = "}}";
 
+/// The texts a constrained joint answer can end with, as stop strings for a host: `}}`, and with
+/// what comes before it (`"}}` after a code, `null}}`). `}}` alone is one token in some
+/// vocabularies, and an engine then matches it as that token only, which a model that writes
+/// `"}` then `}` never produces (SmolLM2 ran on to its token limit after every joint answer);
+/// the longer ends are several tokens, which engines match in the text. None holds a code, so an
+/// engine that cuts the stop string from the text cuts nothing [`restore_end`] cannot put back.
+pub fn answer_ends() -> Vec<String> {
+    [JOINT_ANSWER_END, "\"}}", "null}}"]
+        .map(str::to_string)
+        .to_vec()
+}
+
+/// `text`, an answer a host stopped at one of `ends`, whole again: an engine may cut the stop
+/// string, or the part of it not yet streamed, from the text. Of the ends that make it one JSON
+/// object, the one that overlaps the text's end most is put back; a text that already ends an
+/// object is kept.
+pub fn restore_end(text: &str, ends: &[String]) -> String {
+    let t = text.trim_end();
+    let whole = |s: &str| {
+        first_object(s).is_some_and(|o| o.len() == s.len())
+            && serde_json::from_str::<Value>(s).is_ok()
+    };
+    if whole(t) {
+        return t.to_string();
+    }
+    let mut candidates: Vec<(usize, String)> = ends
+        .iter()
+        .flat_map(|e| {
+            (0..e.len())
+                .filter(|&k| e.is_char_boundary(k) && t.ends_with(&e[..k]))
+                .map(move |k| (k, format!("{t}{}", &e[k..])))
+        })
+        .collect();
+    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates
+        .into_iter()
+        .map(|(_, c)| c)
+        .find(|c| whole(c))
+        .unwrap_or_else(|| t.to_string())
+}
+
 /// The constraint for a host that decodes under a regex: exactly one entry per part, in order,
 /// each naming only that part's codes or null, with one fixed layout (as the single answer's
 /// regex, a schema's free whitespace let a small model fill its budget with newlines). No
@@ -419,6 +460,18 @@ mod tests {
         ] {
             assert!(!re.is_match(bad), "{bad}");
         }
+        // Cut anywhere in its end by a stop string, the answer comes back whole.
+        let ends = answer_ends();
+        for cut in 1..=5 {
+            let text = &ok[..ok.len() - cut];
+            assert_eq!(restore_end(text, &ends), ok, "{text}");
+        }
+        let with_code = r#"{"t/a": {"violation": 1, "policy_category": "A1"}, "t/b": {"violation": 1, "policy_category": "B2"}}"#;
+        for cut in 1..=3 {
+            let text = &with_code[..with_code.len() - cut];
+            assert_eq!(restore_end(text, &ends), with_code, "{text}");
+        }
+        assert_eq!(restore_end(ok, &ends), ok);
         let schema = answer_schema(&parts);
         assert_eq!(schema["required"], serde_json::json!(["t/a", "t/b", "t/c"]));
         assert_eq!(

@@ -412,15 +412,15 @@ impl LocalModel {
         // EOS, which is not the chat template's stop token. A stop string (not dropping the
         // stream) lets the sequence finish normally, so it reports usage and its KV cache joins
         // the prefix cache.
-        let answer_end = match () {
-            _ if self.harmony => None,
+        let answer_ends: Vec<String> = match () {
+            _ if self.harmony => Vec::new(),
             // A joint answer's entries end in `"}` too; only the last closes two objects.
-            _ if !p.joint.is_empty() => Some(super::joint::JOINT_ANSWER_END),
-            _ if p.format == OutputFormat::Json => Some(JSON_ANSWER_END),
-            _ => None,
+            _ if !p.joint.is_empty() => super::joint::answer_ends(),
+            _ if p.format == OutputFormat::Json => vec![JSON_ANSWER_END.into()],
+            _ => Vec::new(),
         };
-        if let Some(end) = answer_end {
-            sampling.stop_toks = Some(StopTokens::Seqs(vec![end.into()]));
+        if !answer_ends.is_empty() {
+            sampling.stop_toks = Some(StopTokens::Seqs(answer_ends.clone()));
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let request = Request::Normal(Box::new(NormalRequest {
@@ -505,11 +505,14 @@ impl LocalModel {
                 }
             }
         }
-        if let Some(end) = answer_end.filter(|_| stopped_by_stop_string) {
-            if !text.trim_end().ends_with(end) {
-                // mistral.rs may cut the stop string from the streamed text.
-                text.push_str(end);
-            }
+        // mistral.rs may cut the stop string from the streamed text.
+        if stopped_by_stop_string && !p.joint.is_empty() {
+            text = super::joint::restore_end(&text, &answer_ends);
+        } else if stopped_by_stop_string
+            && answer_ends.len() == 1
+            && !text.trim_end().ends_with(answer_ends[0].as_str())
+        {
+            text.push_str(&answer_ends[0]);
         }
         if !finished {
             // The engine thread died mid-request (mistral.rs restarts it on the next call). What
