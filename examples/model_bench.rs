@@ -233,6 +233,7 @@ async fn main() -> anyhow::Result<()> {
         reasoning_effort: None,
         format: OutputFormat::Binary,
         codes: Vec::new(),
+        joint: Vec::new(),
     };
     model
         .complete(&warm, Instant::now() + Duration::from_secs(600))

@@ -70,6 +70,10 @@ pub struct AuditRecord<'a> {
     /// Where a model call's time went (queue, prefill, decode), in milliseconds.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model_timing: Option<crate::classify::Timing>,
+    /// Judged in one model call with this many policies in all (`model_call = "joint"`): the
+    /// token counts and timing are that call's, repeated on each of its policies' records.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub joint_with: Option<u32>,
     /// True when the policy's sample rate skipped the model for this request (rules only).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub sampled_out: bool,
@@ -173,6 +177,7 @@ pub fn redaction_record<'a>(
         completion_tokens: None,
         cache_hit: None,
         model_timing: None,
+        joint_with: None,
         sampled_out: false,
         candidate_agrees: None,
         windows: None,
@@ -302,6 +307,7 @@ impl Auditor {
             completion_tokens: v.and_then(|v| v.completion_tokens),
             cache_hit: v.filter(|v| v.model.is_some()).map(|v| v.cache_hit),
             model_timing: v.and_then(|v| v.timing),
+            joint_with: v.and_then(|v| v.joint_with),
             sampled_out: v.is_some_and(|v| v.sampled_out),
             windows: None,
             unclassified_parts: ctx.unclassified_parts,

@@ -96,7 +96,7 @@ impl Cascade {
         content: &Content,
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
-        self.run(policy, content, deadline, false).await
+        self.run(policy, content, deadline, false, 0).await
     }
 
     /// Like [`Cascade::classify`] with the expensive backends left out (a request outside a
@@ -107,7 +107,7 @@ impl Cascade {
         content: &Content,
         deadline: Instant,
     ) -> Result<Verdict, ClassifyError> {
-        let v = self.run(policy, content, deadline, true).await;
+        let v = self.run(policy, content, deadline, true, 0).await;
         self.mark_sampled_out(policy, v)
     }
 
@@ -206,16 +206,19 @@ impl Cascade {
         })
     }
 
+    /// The stages from `from` (an index into `stages`) on.
     async fn run(
         &self,
         policy: &Policy,
         content: &Content,
         deadline: Instant,
         cheap_only: bool,
+        from: usize,
     ) -> Result<Verdict, ClassifyError> {
         let mut last: Option<Verdict> = None;
-        let count = self.usable(policy, cheap_only).count();
-        for (i, (st, latency)) in self.usable(policy, cheap_only).enumerate() {
+        let later = |(s, _): &(&Stage, &Histogram)| self.position(s) >= from;
+        let count = self.usable(policy, cheap_only).filter(later).count();
+        for (i, (st, latency)) in self.usable(policy, cheap_only).filter(later).enumerate() {
             let stage = &st.classifier;
             let started = Instant::now();
             let res = match stage.classify_now(policy, content) {
@@ -235,6 +238,134 @@ impl Cascade {
             last = Some(v);
         }
         last.ok_or(ClassifyError::NoBackend)
+    }
+}
+
+impl Cascade {
+    fn position(&self, s: &Stage) -> usize {
+        self.stages
+            .iter()
+            .position(|x| std::ptr::eq(x, s))
+            .expect("a stage of this cascade")
+    }
+
+    /// Judges `content` against every one of `policies` (`model_call = "joint"`), one result per
+    /// policy in their order. Each policy's rules run first and settle what they settle; the
+    /// policies left for the same expensive stage are judged there in one call when it can
+    /// ([`Classifier::classify_joint`]) and there are two or more of them, else one call each as
+    /// in [`Cascade::classify`]. A joint verdict that its stage's `escalate_band` finds unsure
+    /// goes on to the later stages alone.
+    pub async fn classify_joint(
+        &self,
+        policies: &[&Policy],
+        content: &Content,
+        deadline: Instant,
+    ) -> Vec<Result<Verdict, ClassifyError>> {
+        let mut out: Vec<Option<Result<Verdict, ClassifyError>>> = vec![None; policies.len()];
+        // (policy, the first stage that must be awaited) for what in-place stages left open.
+        let mut open: Vec<(usize, usize)> = Vec::new();
+        for (k, p) in policies.iter().enumerate() {
+            let count = self.usable(p, false).count();
+            let mut last = None;
+            let mut next = None;
+            for (i, (st, latency)) in self.usable(p, false).enumerate() {
+                let started = Instant::now();
+                let Some(v) = st.classifier.classify_now(p, content) else {
+                    next = Some(self.position(st));
+                    break;
+                };
+                latency.observe(started.elapsed().as_secs_f64());
+                if st.settles(&v, i + 1 == count) {
+                    out[k] = Some(Ok(v));
+                    break;
+                }
+                last = Some(v);
+            }
+            if out[k].is_none() {
+                match next {
+                    Some(s) => open.push((k, s)),
+                    None => out[k] = Some(last.ok_or(ClassifyError::NoBackend)),
+                }
+            }
+        }
+        let mut stages: Vec<usize> = open.iter().map(|&(_, s)| s).collect();
+        stages.sort_unstable();
+        stages.dedup();
+        let groups = stages.into_iter().map(|s| {
+            let members: Vec<usize> = open.iter().filter(|o| o.1 == s).map(|o| o.0).collect();
+            self.judge_group(s, members, policies, content, deadline)
+        });
+        for (k, r) in futures_util::future::join_all(groups)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            out[k] = Some(r);
+        }
+        out.into_iter()
+            .map(|r| r.unwrap_or(Err(ClassifyError::NoBackend)))
+            .collect()
+    }
+
+    /// The policies `members` (indices into `policies`) from stage `s` on.
+    async fn judge_group(
+        &self,
+        s: usize,
+        members: Vec<usize>,
+        policies: &[&Policy],
+        content: &Content,
+        deadline: Instant,
+    ) -> Vec<(usize, Result<Verdict, ClassifyError>)> {
+        let st = &self.stages[s];
+        let joint = if members.len() >= 2 {
+            let set: Vec<&Policy> = members.iter().map(|&k| policies[k]).collect();
+            let started = Instant::now();
+            let fut = st.classifier.classify_joint(&set, content, deadline);
+            let r = tokio::time::timeout_at(deadline.into(), fut)
+                .await
+                .unwrap_or_else(|_| {
+                    Some(set.iter().map(|_| Err(ClassifyError::Deadline)).collect())
+                });
+            if r.is_some() {
+                self.latency[s].observe(started.elapsed().as_secs_f64());
+            }
+            r
+        } else {
+            None
+        };
+        let Some(results) = joint else {
+            let each = members.iter().map(|&k| async move {
+                (k, self.run(policies[k], content, deadline, false, s).await)
+            });
+            return futures_util::future::join_all(each).await;
+        };
+        let rest = members.iter().zip(results).map(|(&k, r)| async move {
+            let p = policies[k];
+            let is_last = !self.usable(p, false).any(|(x, _)| self.position(x) > s);
+            match r {
+                Ok(v) if !st.settles(&v, is_last) => {
+                    (k, self.run(p, content, deadline, false, s + 1).await)
+                }
+                other => (k, other),
+            }
+        });
+        futures_util::future::join_all(rest).await
+    }
+
+    /// Lets every expensive backend that would judge all of `policies` prepare for their joint
+    /// prompt (see [`Classifier::warm_joint`]).
+    pub async fn warm_joint(&self, policies: &[&Policy]) {
+        for s in &self.stages {
+            let c = &s.classifier;
+            let judged: Vec<&Policy> = policies
+                .iter()
+                .copied()
+                .filter(|p| c.supports(p) && p.allows_stage(c.name()))
+                .collect();
+            if !c.is_cheap() && judged.len() >= 2 {
+                c.warm_joint(&judged).await;
+            }
+        }
     }
 }
 

@@ -416,6 +416,11 @@ impl LocalModel {
             // A constraint applies from the first token and would forbid the analysis channel.
             return (Constraint::None, self.max_tokens as usize);
         }
+        if !p.joint.is_empty() {
+            // An entry is its id, the two keys and a code: ~30 tokens of a byte-level BPE.
+            let len = 48 * p.joint.len() + 16;
+            return (Constraint::Regex(super::joint::answer_regex(&p.joint)), len);
+        }
         match p.format {
             OutputFormat::Binary => (Constraint::Regex("[01]".into()), 1),
             // Room for the short rationale the schema asks for plus the keys: 120 characters are
@@ -499,9 +504,15 @@ impl LocalModel {
         // EOS, which is not the chat template's stop token. A stop string (not dropping the
         // stream) lets the sequence finish normally, so it reports usage and its KV cache joins
         // the prefix cache.
-        let json_answer = !self.harmony && p.format == OutputFormat::Json;
-        if json_answer {
-            sampling.stop_toks = Some(StopTokens::Seqs(vec![JSON_ANSWER_END.into()]));
+        let answer_ends: Vec<String> = match () {
+            _ if self.harmony => Vec::new(),
+            // A joint answer's entries end in `"}` too; only the last closes two objects.
+            _ if !p.joint.is_empty() => super::joint::answer_ends(),
+            _ if p.format == OutputFormat::Json => vec![JSON_ANSWER_END.into()],
+            _ => Vec::new(),
+        };
+        if !answer_ends.is_empty() {
+            sampling.stop_toks = Some(StopTokens::Seqs(answer_ends.clone()));
         }
         let (tx, mut rx) = tokio::sync::mpsc::channel(64);
         let request = Request::Normal(Box::new(NormalRequest {
@@ -586,9 +597,14 @@ impl LocalModel {
                 }
             }
         }
-        if json_answer && stopped_by_stop_string && !text.trim_end().ends_with(JSON_ANSWER_END) {
-            // mistral.rs may cut the stop string from the streamed text.
-            text.push_str(JSON_ANSWER_END);
+        // mistral.rs may cut the stop string from the streamed text.
+        if stopped_by_stop_string && !p.joint.is_empty() {
+            text = super::joint::restore_end(&text, &answer_ends);
+        } else if stopped_by_stop_string
+            && answer_ends.len() == 1
+            && !text.trim_end().ends_with(answer_ends[0].as_str())
+        {
+            text.push_str(&answer_ends[0]);
         }
         if !finished {
             // The engine thread died mid-request (mistral.rs restarts it on the next call). What

@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cascade;
 pub mod gguf;
 pub mod joined;
+pub mod joint;
 #[cfg(feature = "local-model")]
 pub mod local;
 pub mod model;
@@ -132,6 +133,9 @@ pub struct Verdict {
     pub timing: Option<Timing>,
     /// False when a sampled policy skipped the model for this request (only cheap rules ran).
     pub sampled_out: bool,
+    /// Judged in one model call with this many policies in all (`model_call = "joint"`): the
+    /// token counts and timing are that shared call's, on each of its policies' verdicts.
+    pub joint_with: Option<u32>,
 }
 
 impl Verdict {
@@ -257,4 +261,19 @@ pub trait Classifier: Send + Sync {
     /// Prepares for traffic on `policy` (e.g. fills an in-process model's prefix cache with the
     /// policy text). Called when a policy version goes live; the default does nothing.
     async fn warm(&self, _policy: &Policy) {}
+
+    /// Judges `content` against all of `policies` in one call (see `joint`): one result per
+    /// policy, in `policies`' order. `None` (the default): not supported, and the caller asks
+    /// [`Classifier::classify`] per policy.
+    async fn classify_joint(
+        &self,
+        _policies: &[&Policy],
+        _content: &Content,
+        _deadline: Instant,
+    ) -> Option<Vec<Result<Verdict, ClassifyError>>> {
+        None
+    }
+
+    /// [`Classifier::warm`] for the joint prompt of `policies`.
+    async fn warm_joint(&self, _policies: &[&Policy]) {}
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::cache::VerdictCache;
+use super::joint;
 use super::prompt::{build, Family, Prompt};
 use super::verdict::{parse_answer, split_harmony, VerdictError};
 use super::{Classifier, ClassifyError, Content, Timing, Verdict};
@@ -184,6 +185,7 @@ impl<M: ChatModel> ModelClassifier<M> {
                         timing: c.timing,
                         cache_hit: false,
                         sampled_out: false,
+                        joint_with: None,
                     });
                 }
                 // Reasoning used the whole budget: retry once with less reasoning, then give up
@@ -196,6 +198,72 @@ impl<M: ChatModel> ModelClassifier<M> {
                     _ => return Err(ClassifyError::Backend(VerdictError::Empty.to_string())),
                 },
                 Err(e) => return Err(ClassifyError::Backend(e.to_string())),
+            }
+        }
+    }
+
+    /// One call for `policies` (in [`joint::in_order`]'s order), one result per policy. An
+    /// answer gives no P(violation) per policy (the verdict token's odds are only those of the
+    /// first entry's digit, and a harmony answer's digits follow its reasoning), so the answers
+    /// stand as given: no `violation_threshold` applies, and without a confidence no
+    /// `escalate_band` sends a policy on to the next backend.
+    async fn ask_joint(
+        &self,
+        policies: &[&Policy],
+        content: &Content,
+        deadline: Instant,
+    ) -> Vec<Result<Verdict, ClassifyError>> {
+        let mut prompt = joint::build(policies, content, self.family, self.default_effort);
+        let all = |e: ClassifyError| -> Vec<Result<Verdict, ClassifyError>> {
+            policies.iter().map(|_| Err(e.clone())).collect()
+        };
+        let mut retried = false;
+        loop {
+            let c = match self.model.complete(&prompt, deadline).await {
+                Ok(c) => c,
+                Err(e) => return all(e),
+            };
+            let (analysis, final_text) = match &c.reasoning {
+                Some(r) => (Some(r.clone()), c.text.clone()),
+                None => split_harmony(&c.text),
+            };
+            match joint::parse(&final_text, analysis.as_deref(), &prompt.joint) {
+                Ok(answers) => {
+                    let n = policies.len() as u32;
+                    return answers
+                        .into_iter()
+                        .map(|a| -> Result<Verdict, ClassifyError> {
+                            let a = a.map_err(|e| ClassifyError::Backend(e.to_string()))?;
+                            Ok(Verdict {
+                                violation: a.violation,
+                                code: a.code,
+                                rule_id: None,
+                                confidence: a
+                                    .confidence
+                                    .map(|c| if a.violation { c } else { 1.0 - c }),
+                                rationale: a.rationale,
+                                location: None,
+                                backend: self.name,
+                                model: Some(self.model.model_id().to_string()),
+                                prompt_tokens: c.prompt_tokens,
+                                completion_tokens: c.completion_tokens,
+                                cached_prompt_tokens: c.cached_prompt_tokens,
+                                timing: c.timing,
+                                cache_hit: false,
+                                sampled_out: false,
+                                joint_with: Some(n),
+                            })
+                        })
+                        .collect();
+                }
+                Err(VerdictError::Empty) => match prompt.reasoning_effort.and_then(|e| e.lower()) {
+                    Some(lower) if !retried => {
+                        prompt.reasoning_effort = Some(lower);
+                        retried = true;
+                    }
+                    _ => return all(ClassifyError::Backend(VerdictError::Empty.to_string())),
+                },
+                Err(e) => return all(ClassifyError::Backend(e.to_string())),
             }
         }
     }
@@ -258,6 +326,93 @@ impl<M: ChatModel> Classifier for ModelClassifier<M> {
             ),
             Err(e) => {
                 tracing::warn!(policy = %policy.id, backend = self.name, error = %e, "warm-up failed")
+            }
+        }
+    }
+
+    /// The verdict cache is asked per policy (policy version + content), the key the per-policy
+    /// mode uses: a verdict is one policy's judgement of one content, and a set's key would
+    /// miss whenever rules settle part of a set or another route binds another set. When any
+    /// policy misses, the whole set is asked (not only the misses): with the set's prefix
+    /// cached the call costs the content and the answers either way, while a smaller set's
+    /// prompt would be a prefix the model has not seen.
+    async fn classify_joint(
+        &self,
+        policies: &[&Policy],
+        content: &Content,
+        deadline: Instant,
+    ) -> Option<Vec<Result<Verdict, ClassifyError>>> {
+        let sorted = joint::in_order(policies)?;
+        let slots = match &self.cache {
+            Some(cache) => {
+                let looked: Vec<_> = policies.iter().map(|p| cache.get(p, content)).collect();
+                if looked.iter().all(|(hit, _)| hit.is_some()) {
+                    for _ in policies {
+                        self.count_cache("hit");
+                    }
+                    return Some(
+                        looked
+                            .into_iter()
+                            .map(|(v, _)| Ok(v.expect("all hit")))
+                            .collect(),
+                    );
+                }
+                for _ in policies {
+                    self.count_cache("miss");
+                }
+                Some(looked.into_iter().map(|(_, slot)| slot).collect::<Vec<_>>())
+            }
+            None => None,
+        };
+        let mut answers: Vec<Option<Result<Verdict, ClassifyError>>> = self
+            .ask_joint(&sorted, content, deadline)
+            .await
+            .into_iter()
+            .map(Some)
+            .collect();
+        // Back to the caller's order.
+        let out: Vec<Result<Verdict, ClassifyError>> = policies
+            .iter()
+            .map(|p| {
+                let k = sorted.iter().position(|s| s.id == p.id).expect("same set");
+                answers[k].take().expect("each once")
+            })
+            .collect();
+        if let (Some(cache), Some(slots)) = (&self.cache, slots) {
+            for (slot, v) in slots.into_iter().zip(&out) {
+                if let Ok(v) = v {
+                    cache.put(slot, v);
+                }
+            }
+        }
+        Some(out)
+    }
+
+    async fn warm_joint(&self, policies: &[&Policy]) {
+        if !self.model.wants_warmup() {
+            return;
+        }
+        let Some(sorted) = joint::in_order(policies) else {
+            return;
+        };
+        let content = Content::from_segments(vec![Segment {
+            source: Source::User,
+            text: "warm-up".into(),
+            location: "warmup".into(),
+        }]);
+        let prompt = joint::build(&sorted, &content, self.family, self.default_effort);
+        let ids: Vec<&str> = sorted.iter().map(|p| p.id.as_str()).collect();
+        let started = Instant::now();
+        let deadline = started + std::time::Duration::from_secs(600);
+        match self.model.complete(&prompt, deadline).await {
+            Ok(_) => tracing::info!(
+                policies = %ids.join(","),
+                backend = self.name,
+                ms = started.elapsed().as_millis() as u64,
+                "joint policy prefix warmed"
+            ),
+            Err(e) => {
+                tracing::warn!(policies = %ids.join(","), backend = self.name, error = %e, "joint warm-up failed")
             }
         }
     }
@@ -385,6 +540,72 @@ mod tests {
         other.id = "t/other".into();
         let v = c.classify(&other, &content, deadline()).await.unwrap();
         assert!(!v.violation, "0.3 < the backend's 0.9");
+    }
+
+    fn named(id: &str, code: &str) -> Policy {
+        parse_policy(
+            std::path::Path::new("p.md"),
+            format!("+++\nid = \"{id}\"\ntitle = \"t\"\nversion = \"1\"\n[[codes]]\ncode = \"{code}\"\ntitle = \"x\"\n+++\nPolicy {id}.\n").as_bytes(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_joint_call_fans_out_to_a_verdict_per_policy_in_the_callers_order() {
+        let answer = Completion {
+            text: r#"{"t/a": {"violation": 0, "policy_category": null}, "t/b": {"violation": 1, "policy_category": "B1", "confidence": 0.8}}"#.into(),
+            reasoning: Some("shared".into()),
+            prompt_tokens: Some(500),
+            completion_tokens: Some(30),
+            p_violation: Some(0.99),
+            ..Default::default()
+        };
+        let (c, _, content) = setup(vec![answer.clone(), answer]);
+        let cache = Arc::new(VerdictCache::new(100, std::time::Duration::from_secs(60)));
+        let c = c
+            .with_cache(cache.clone())
+            .with_violation_threshold(Some(0.1), HashMap::new());
+        let (a, b, z) = (named("t/a", "A1"), named("t/b", "B1"), named("t/z", "Z1"));
+        let vs = c
+            .classify_joint(&[&b, &a], &content, deadline())
+            .await
+            .expect("a model backend joins");
+        assert_eq!(c.model.seen.lock().unwrap().len(), 1, "one call");
+        let (vb, va) = (vs[0].as_ref().unwrap(), vs[1].as_ref().unwrap());
+        assert!(vb.violation && vb.code.as_deref() == Some("B1"));
+        // The first digit's odds are not t/a's, and no threshold turns its 0 into a 1.
+        assert!(!va.violation && va.confidence.is_none());
+        assert_eq!(vb.confidence, Some(0.8));
+        for v in [va, vb] {
+            assert_eq!(v.joint_with, Some(2));
+            assert_eq!(v.prompt_tokens, Some(500));
+            assert_eq!(v.rationale.as_deref(), Some("shared"));
+        }
+        let seen = c.model.seen.lock().unwrap()[0].clone();
+        assert!(seen.system.find("POLICY t/a").unwrap() < seen.system.find("POLICY t/b").unwrap());
+        // Per-policy cache entries: the same set again is no call.
+        let again = c
+            .classify_joint(&[&a, &b], &content, deadline())
+            .await
+            .unwrap();
+        assert!(again.iter().all(|v| v.as_ref().unwrap().cache_hit));
+        assert_eq!(c.model.seen.lock().unwrap().len(), 1);
+        // One policy the answer misses: that one fails, the others stand, and the set is asked
+        // whole although two of its policies are cached.
+        let vs = c
+            .classify_joint(&[&a, &z, &b], &content, deadline())
+            .await
+            .unwrap();
+        assert_eq!(c.model.seen.lock().unwrap().len(), 2);
+        assert!(c.model.seen.lock().unwrap()[1]
+            .system
+            .contains("POLICY t/z"));
+        assert!(vs[0].is_ok() && vs[2].is_ok());
+        assert!(matches!(&vs[1], Err(ClassifyError::Backend(m)) if m.contains("no entry for t/z")));
+        assert!(c
+            .classify_joint(&[&a, &a], &content, deadline())
+            .await
+            .is_none());
     }
 
     #[tokio::test]

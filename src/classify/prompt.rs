@@ -25,6 +25,9 @@ pub struct Prompt {
     pub format: OutputFormat,
     /// The policy's codes, the only values `policy_category` may take in a JSON answer.
     pub codes: Vec<String>,
+    /// A joint prompt's policies, in order (empty: one policy): its answer has one entry per
+    /// policy (see `joint`).
+    pub joint: Vec<super::joint::JointPart>,
 }
 
 fn format_reminder(format: OutputFormat) -> &'static str {
@@ -97,6 +100,7 @@ pub fn build(policy: &Policy, content: &Content, family: Family, default_effort:
             reasoning_effort: Some(policy.reasoning_effort.unwrap_or(default_effort)),
             format: policy.output_format,
             codes: codes(policy),
+            joint: Vec::new(),
         },
         // Everything fixed goes in the system message and the user message is only the content
         // between markers: the model's prefix cache then covers all but the content, and each
@@ -111,6 +115,7 @@ pub fn build(policy: &Policy, content: &Content, family: Family, default_effort:
             reasoning_effort: None,
             format: policy.output_format,
             codes: codes(policy),
+            joint: Vec::new(),
         },
     }
 }

@@ -144,8 +144,12 @@ impl RemoteModel {
             b["reasoning_effort"] = json!(e.as_str());
         }
         if self.s.json_schema && p.reasoning_effort.is_none() && p.format == OutputFormat::Json {
-            b["response_format"] =
-                json!({"type": "json_object", "schema": answer_schema(&p.codes)});
+            let schema = if p.joint.is_empty() {
+                answer_schema(&p.codes)
+            } else {
+                super::joint::answer_schema(&p.joint)
+            };
+            b["response_format"] = json!({"type": "json_object", "schema": schema});
         }
         // A harmony answer's digits are mostly in its reasoning; only a plain chat answer's
         // verdict token is read.

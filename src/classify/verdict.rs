@@ -65,7 +65,7 @@ pub fn split_harmony(raw: &str) -> (Option<String>, String) {
     (analysis, final_text.trim().to_string())
 }
 
-fn as_flag(v: &Value) -> Option<bool> {
+pub(super) fn as_flag(v: &Value) -> Option<bool> {
     match v {
         Value::Bool(b) => Some(*b),
         Value::Number(n) => match n.as_f64() {
@@ -96,7 +96,7 @@ fn confidence(v: &Value) -> Option<f32> {
 }
 
 /// The first balanced `{...}` in `s` (models often wrap JSON in prose or code fences).
-fn first_object(s: &str) -> Option<&str> {
+pub(super) fn first_object(s: &str) -> Option<&str> {
     let start = s.find('{')?;
     let mut depth = 0i32;
     let mut in_str = false;
@@ -129,7 +129,7 @@ fn first_object(s: &str) -> Option<&str> {
 /// A model-given code as it may travel: it ends up in `x-guardgate-code(s)` headers and error
 /// messages, and a model can be talked into any string (a control character made the header, and
 /// so the whole reply, fail). Codes are short identifiers (`SH1.a`, `S3`): keep those characters.
-fn code_token(c: &str) -> String {
+pub(super) fn code_token(c: &str) -> String {
     c.chars()
         .filter(|ch| ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '-' | ':' | '/'))
         .take(64)

@@ -15,8 +15,8 @@ use std::path::{Path, PathBuf};
 
 pub use crate::classify::backends::BackendConfig;
 pub use route::{
-    Action, BlockStyle, Direction, FailMode, InputMode, NonTextParts, OutputConfig, RouteConfig,
-    RoutePolicy,
+    Action, BlockStyle, Direction, FailMode, InputMode, ModelCall, NonTextParts, OutputConfig,
+    RouteConfig, RoutePolicy,
 };
 pub use secret::secret_from_env;
 pub use telemetry::TelemetrySection;

@@ -39,6 +39,22 @@ pub struct RouteConfig {
     /// What a blocked client reads when the policy that fired sets no `[refusal]` of its own.
     #[serde(default)]
     pub refusal: Option<Refusal>,
+    /// How a model backend is asked about this route's policies.
+    #[serde(default)]
+    pub model_call: ModelCall,
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelCall {
+    /// One model call per policy.
+    #[default]
+    PerPolicy,
+    /// The policies of one direction that reach the model in one call (`classify::joint`): the
+    /// blocking ones on the request path, the annotate and shadow ones off it. One prefill of the
+    /// content instead of one per policy; the answers carry no P(violation), so
+    /// `violation_threshold` and `escalate_band` do not apply to them.
+    Joint,
 }
 
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]

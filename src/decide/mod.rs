@@ -192,6 +192,58 @@ pub(crate) async fn judge(
     }
 }
 
+/// The live verdicts of `bs` from [`Cascade::classify_joint`] (one model call for those the
+/// model judges), each binding's shadow candidate judged on its own beside it. Every outcome
+/// carries the joint call's latency.
+pub(crate) async fn judge_joint(
+    cascade: &Cascade,
+    bs: &[&Bound],
+    content: &Content,
+    deadline: Instant,
+) -> Vec<Outcome> {
+    let started = Instant::now();
+    let policies: Vec<&Policy> = bs.iter().map(|b| &*b.policy).collect();
+    let live = async {
+        let r = cascade.classify_joint(&policies, content, deadline).await;
+        (r, started.elapsed())
+    };
+    let shadows = join_all(bs.iter().map(|b| async move {
+        match &b.candidate {
+            Some(c) => Some((c.clone(), cascade.classify(c, content, deadline).await)),
+            None => None,
+        }
+    }));
+    let ((results, latency), candidates) = futures_util::join!(live, shadows);
+    bs.iter()
+        .zip(results)
+        .zip(candidates)
+        .map(|((b, result), candidate)| Outcome {
+            policy: b.policy.clone(),
+            action: b.action,
+            result,
+            latency,
+            candidate,
+        })
+        .collect()
+}
+
+/// The joint sets of `bound` as judging forms them: the blocking joint bindings (judged on the
+/// request path) and the other joint ones (off it), each when it has two policies or more. What
+/// the warm-up puts in the model's prefix cache.
+pub fn joint_sets(bound: &[Bound]) -> Vec<Vec<Arc<Policy>>> {
+    let set = |blocking: bool| -> Vec<Arc<Policy>> {
+        bound
+            .iter()
+            .filter(|b| b.joint && (b.action == Action::Block) == blocking)
+            .map(|b| b.policy.clone())
+            .collect()
+    };
+    [set(true), set(false)]
+        .into_iter()
+        .filter(|s| s.len() >= 2)
+        .collect()
+}
+
 /// A uniform draw against `rate`: whether this request is in the sample.
 pub(crate) fn sample(rate: f64) -> bool {
     let r = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
@@ -336,6 +388,7 @@ mod tests {
             action,
             candidate: None,
             sample_rate: 1.0,
+            joint: false,
         }
     }
 
@@ -461,6 +514,7 @@ mod tests {
                 action: Action::Block,
                 candidate: None,
                 sample_rate: 1.0,
+                joint: false,
             }
         };
         let c = cascade(Stub::Slow);

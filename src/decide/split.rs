@@ -4,11 +4,11 @@
 //! bindings the cheap judgements come first: once one blocks, no other model call is started and
 //! the ones already running are dropped (which cancels them), so a rule hit costs no model time.
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, Either};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::time::{Duration, Instant};
 
-use super::{combine, judge, judge_now, sample, Decision, Final, Outcome};
+use super::{combine, judge, judge_joint, judge_now, sample, Decision, Final, Outcome};
 use crate::classify::{Cascade, ClassifyError, Content, Verdict};
 use crate::config::{Action, FailMode};
 use crate::policy::Bound;
@@ -132,27 +132,55 @@ pub async fn decide_blocking(
                 slots[i] = Some(skipped(&bound[i]));
             }
         } else {
+            // The joint bindings in one call; a lone one is asked as in per-policy mode.
+            let joined: Vec<usize> = waiting
+                .iter()
+                .filter(|&&(i, _)| bound[i].joint)
+                .map(|&(i, _)| i)
+                .collect();
+            let joined = if joined.len() >= 2 {
+                joined
+            } else {
+                Vec::new()
+            };
+            let live = |i: usize| Bound {
+                candidate: None,
+                ..bound[i].clone()
+            };
             let mut running: FuturesUnordered<_> = waiting
                 .iter()
-                .map(|&(i, sampled)| async move {
-                    let b = &bound[i];
-                    let live = Bound {
-                        candidate: None,
-                        ..b.clone()
-                    };
-                    (i, judge(cascade, &live, content, deadline, sampled).await)
+                .filter(|(i, _)| !joined.contains(i))
+                .map(|&(i, sampled)| {
+                    Either::Left(async move {
+                        vec![(
+                            i,
+                            judge(cascade, &live(i), content, deadline, sampled).await,
+                        )]
+                    })
                 })
                 .collect();
-            while let Some((i, o)) = running.next().await {
-                let fired = blocks(&o);
-                if bound[i].candidate.is_some() {
-                    deferred.push(Deferred::Candidate {
-                        bound: bound[i].clone(),
-                        live: Box::new(o.result.clone()),
-                        latency: o.latency,
-                    });
+            if !joined.is_empty() {
+                let joined = &joined;
+                running.push(Either::Right(async move {
+                    let lives: Vec<Bound> = joined.iter().map(|&i| live(i)).collect();
+                    let refs: Vec<&Bound> = lives.iter().collect();
+                    let outs = judge_joint(cascade, &refs, content, deadline).await;
+                    joined.iter().copied().zip(outs).collect::<Vec<_>>()
+                }));
+            }
+            while let Some(batch) = running.next().await {
+                let mut fired = false;
+                for (i, o) in batch {
+                    fired |= blocks(&o);
+                    if bound[i].candidate.is_some() {
+                        deferred.push(Deferred::Candidate {
+                            bound: bound[i].clone(),
+                            live: Box::new(o.result.clone()),
+                            latency: o.latency,
+                        });
+                    }
+                    slots[i] = Some(o);
                 }
-                slots[i] = Some(o);
                 if fired {
                     break;
                 }
@@ -202,6 +230,30 @@ pub async fn decide_deferred(
 ) -> Later {
     let (bindings, candidates): (Vec<_>, Vec<_>) =
         deferred.into_iter().partition(|d| !d.is_candidate());
+    // The joint bindings in the sample, in one call when there are two or more.
+    let (joined, bindings): (Vec<_>, Vec<_>) = bindings
+        .into_iter()
+        .partition(|d| matches!(d, Deferred::Binding { bound, sampled: true } if bound.joint));
+    let (joined, bindings) = if joined.len() >= 2 {
+        (joined, bindings)
+    } else {
+        (Vec::new(), joined.into_iter().chain(bindings).collect())
+    };
+    let joined: Vec<Bound> = joined
+        .into_iter()
+        .filter_map(|d| match d {
+            Deferred::Binding { bound, .. } => Some(bound),
+            Deferred::Candidate { .. } => None,
+        })
+        .collect();
+    let joined = async {
+        let refs: Vec<&Bound> = joined.iter().collect();
+        if refs.is_empty() {
+            Vec::new()
+        } else {
+            judge_joint(cascade, &refs, content, deadline).await
+        }
+    };
     let bindings = join_all(bindings.into_iter().map(|d| async move {
         match d {
             Deferred::Binding { bound, sampled } => {
@@ -232,7 +284,8 @@ pub async fn decide_deferred(
             other => other.shed(),
         }
     }));
-    let (bindings, candidates) = futures_util::join!(bindings, candidates);
+    let (mut bindings, joined, candidates) = futures_util::join!(bindings, joined, candidates);
+    bindings.extend(joined);
     Later {
         bindings: combine(bindings, fail_mode),
         candidates: Decision {

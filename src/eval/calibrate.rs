@@ -405,6 +405,12 @@ mod tests {
             latency_us: 1,
             preview: String::new(),
             note: None,
+            model_calls: 1,
+            prompt_tokens: None,
+            completion_tokens: None,
+            prefill_ms: None,
+            decode_ms: None,
+            others: Vec::new(),
         }
     }
 

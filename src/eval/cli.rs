@@ -12,7 +12,7 @@ use super::calibrate::{self, Calibration};
 use super::cases::{cases_path_for, find_cases_for, load_cases, Case};
 use super::dataset;
 use super::report::{self, PolicyReport, Report};
-use super::runner::{build_cascade, run_policy, RunOptions};
+use super::runner::{build_cascade, run_policy, run_policy_joint, RunOptions};
 use crate::policy::lint::{lint_paths, policy_files};
 use crate::policy::{parse_policy, Policy};
 
@@ -84,6 +84,14 @@ pub struct TestArgs {
     /// Failing cases printed per policy.
     #[arg(long, default_value_t = 25)]
     pub max_failures: usize,
+    /// Judge every case against all the given policies in one model call (as a route with
+    /// `model_call = "joint"`); a case is scored for the policy whose case file holds it, and
+    /// the call's answers for the others are recorded in the report unscored.
+    #[arg(long)]
+    pub joint: bool,
+    /// At most N cases per policy: half violating, half allowed, in file order.
+    #[arg(long)]
+    pub limit: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -265,7 +273,13 @@ pub fn test(a: &TestArgs) -> u8 {
                 eprintln!("guardgate: {}: no cases", cpath.display());
                 return 2;
             }
-            Ok(c) => work.push((p, cpath, c)),
+            Ok(c) => {
+                let c = match a.limit {
+                    Some(n) => super::runner::limit_cases(c, n),
+                    None => c,
+                };
+                work.push((p, cpath, c))
+            }
             Err(e) => {
                 eprintln!("guardgate: {e}");
                 return 2;
@@ -291,12 +305,28 @@ pub fn test(a: &TestArgs) -> u8 {
     let mut rep = Report::new("policy-test", &label);
     let rt = runtime();
     let pb = progress(total);
-    for (p, cpath, cases) in &work {
+    let all: Vec<&Policy> = work.iter().map(|w| &w.0).collect();
+    if a.joint {
+        rt.block_on(cascade.warm_joint(&all));
+    }
+    for (own, (p, cpath, cases)) in work.iter().enumerate() {
         pb.set_message(p.id.clone());
-        // One request with the policy first, so an in-process model caches the policy prefix
-        // before the concurrent cases arrive (otherwise each of them would prefill it cold).
-        rt.block_on(cascade.warm(p));
-        let results = rt.block_on(run_policy(&cascade, p, cases, &opts, Some(&pb)));
+        let results = if a.joint {
+            rt.block_on(run_policy_joint(
+                &cascade,
+                &all,
+                own,
+                cases,
+                &opts,
+                Some(&pb),
+            ))
+        } else {
+            // One request with the policy first, so an in-process model caches the policy
+            // prefix before the concurrent cases arrive (otherwise each of them would prefill it
+            // cold).
+            rt.block_on(cascade.warm(p));
+            rt.block_on(run_policy(&cascade, p, cases, &opts, Some(&pb)))
+        };
         rep.policies.push(PolicyReport::from_results(
             &p.id,
             Some(p),
@@ -309,6 +339,15 @@ pub fn test(a: &TestArgs) -> u8 {
         eprintln!("guardgate: {e}");
         return 2;
     }
+    println!(
+        "\ncost ({}):",
+        if a.joint {
+            format!("one call judges all {} policies", all.len())
+        } else {
+            "one call per policy".to_string()
+        }
+    );
+    print!("{}", report::cost_table(&rep));
     let failed: Vec<&PolicyReport> = rep
         .policies
         .iter()

@@ -174,6 +174,18 @@ pub fn combined_rows(samples: &[Sample], per_policy: &[PolicyReport]) -> Vec<Pol
                 latency_us: rs.iter().map(|r| r.latency_us).sum(),
                 preview: rs.first().map(|r| r.preview.clone()).unwrap_or_default(),
                 note: None,
+                model_calls: rs.iter().map(|r| r.model_calls).sum(),
+                prompt_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.prompt_tokens)
+                    .reduce(|a, b| a + b),
+                completion_tokens: rs
+                    .iter()
+                    .filter_map(|r| r.completion_tokens)
+                    .reduce(|a, b| a + b),
+                prefill_ms: rs.iter().filter_map(|r| r.prefill_ms).reduce(|a, b| a + b),
+                decode_ms: rs.iter().filter_map(|r| r.decode_ms).reduce(|a, b| a + b),
+                others: Vec::new(),
             });
         }
         rows.push(PolicyReport::from_results(name, None, "", results));

@@ -146,6 +146,42 @@ impl Report {
 }
 
 /// The summary table, one row per policy (and derived rows after a rule).
+/// What the cases cost, per policy: model calls, prompt and answer tokens, prefill and decode
+/// time per case (a joint call counts once for all its policies; where the host does not say, 0),
+/// and the median latency of a case.
+pub fn cost_table(report: &Report) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<32} {:>5} {:>10} {:>15} {:>14} {:>11} {:>10} {:>8}",
+        "policy",
+        "n",
+        "calls/case",
+        "prompt tok/case",
+        "answer tok/case",
+        "prefill ms",
+        "decode ms",
+        "p50 ms"
+    );
+    for p in &report.policies {
+        let n = p.cases.len().max(1) as f64;
+        let mean = |f: &dyn Fn(&CaseResult) -> f64| p.cases.iter().map(f).sum::<f64>() / n;
+        let _ = writeln!(
+            s,
+            "{:<32} {:>5} {:>10.2} {:>15.0} {:>14.1} {:>11.1} {:>10.1} {:>8.1}",
+            p.id,
+            p.cases.len(),
+            mean(&|c| c.model_calls as f64),
+            mean(&|c| c.prompt_tokens.unwrap_or(0) as f64),
+            mean(&|c| c.completion_tokens.unwrap_or(0) as f64),
+            mean(&|c| c.prefill_ms.unwrap_or(0.0)),
+            mean(&|c| c.decode_ms.unwrap_or(0.0)),
+            p.latency.p50_ms
+        );
+    }
+    s
+}
+
 pub fn table(report: &Report) -> String {
     let mut s = String::new();
     let _ = writeln!(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::cases::Case;
 use crate::classify::backends::{self, BuildContext, ModelLoad};
-use crate::classify::Cascade;
+use crate::classify::{Cascade, ClassifyError, Verdict};
 use crate::config::Config;
 use crate::metrics::Metrics as PromMetrics;
 use crate::policy::Policy;
@@ -70,6 +70,37 @@ pub struct CaseResult {
     pub preview: String,
     #[serde(default)]
     pub note: Option<String>,
+    /// Model calls made for this case (a joint call once, however many policies it judged; a
+    /// cache hit or a rule: none).
+    #[serde(default)]
+    pub model_calls: u32,
+    /// Their prompt tokens, where the backend counts them.
+    #[serde(default)]
+    pub prompt_tokens: Option<u32>,
+    /// Their answer tokens, where the backend counts them.
+    #[serde(default)]
+    pub completion_tokens: Option<u32>,
+    /// Their time reading the prompt and writing the answer, where the host says.
+    #[serde(default)]
+    pub prefill_ms: Option<f64>,
+    #[serde(default)]
+    pub decode_ms: Option<f64>,
+    /// `policy test --joint`: the same call's answers for the other policies, recorded but not
+    /// scored (the case is labelled for its own policy only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<OtherAnswer>,
+}
+
+/// A joint call's answer for a policy the case is not labelled for.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OtherAnswer {
+    pub policy: String,
+    /// `None` when that policy's answer failed.
+    pub predicted: Option<bool>,
+    #[serde(default)]
+    pub code: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
 }
 
 impl CaseResult {
@@ -174,7 +205,73 @@ pub async fn run_case(
     let res = cascade
         .classify(policy, &content, Instant::now() + timeout)
         .await;
-    let latency_us = started.elapsed().as_micros() as u64;
+    let mut r = scored(case, res.as_ref(), started.elapsed());
+    cost(&mut r, res.as_ref().ok().into_iter());
+    r
+}
+
+/// Classifies one case against all of `policies` in one joint call
+/// ([`Cascade::classify_joint`]); the case is scored for `policies[own]`, the others' answers
+/// are kept in `others`.
+pub async fn run_case_joint(
+    cascade: &Cascade,
+    policies: &[&Policy],
+    own: usize,
+    case: &Case,
+    timeout: Duration,
+) -> CaseResult {
+    let content = case.content();
+    let started = Instant::now();
+    let res = cascade
+        .classify_joint(policies, &content, Instant::now() + timeout)
+        .await;
+    let mut r = scored(case, res[own].as_ref(), started.elapsed());
+    cost(&mut r, res.iter().filter_map(|v| v.as_ref().ok()));
+    r.others = policies
+        .iter()
+        .zip(&res)
+        .enumerate()
+        .filter(|(k, _)| *k != own)
+        .map(|(_, (p, v))| OtherAnswer {
+            policy: p.id.clone(),
+            predicted: v.as_ref().ok().map(|v| v.violation),
+            code: v.as_ref().ok().and_then(|v| v.code.clone()),
+            error: v.as_ref().err().map(|e| e.to_string()),
+        })
+        .collect();
+    r
+}
+
+/// Notes on `r` the model calls behind `verdicts` and what they cost: each verdict a model gave
+/// (not from the cache) is a call, except that the verdicts of one joint call are one.
+fn cost<'a>(r: &mut CaseResult, verdicts: impl Iterator<Item = &'a Verdict>) {
+    fn add<T: std::ops::Add<Output = T> + Copy>(sum: &mut Option<T>, x: Option<T>) {
+        if let Some(x) = x {
+            *sum = Some(match *sum {
+                Some(s) => s + x,
+                None => x,
+            });
+        }
+    }
+    let mut joint = false;
+    for v in verdicts.filter(|v| v.model.is_some() && !v.cache_hit) {
+        if v.joint_with.is_some() {
+            if joint {
+                continue;
+            }
+            joint = true;
+        }
+        r.model_calls += 1;
+        add(&mut r.prompt_tokens, v.prompt_tokens);
+        add(&mut r.completion_tokens, v.completion_tokens);
+        add(&mut r.prefill_ms, v.timing.and_then(|t| t.prefill_ms));
+        add(&mut r.decode_ms, v.timing.and_then(|t| t.decode_ms));
+    }
+}
+
+/// A case's result from its policy's verdict.
+fn scored(case: &Case, res: Result<&Verdict, &ClassifyError>, latency: Duration) -> CaseResult {
+    let latency_us = latency.as_micros() as u64;
     let label = case.is_violation();
     let mut r = CaseResult {
         id: case.id.clone(),
@@ -191,6 +288,12 @@ pub async fn run_case(
         latency_us,
         preview: case.preview(160),
         note: case.note.clone(),
+        model_calls: 0,
+        prompt_tokens: None,
+        completion_tokens: None,
+        prefill_ms: None,
+        decode_ms: None,
+        others: Vec::new(),
     };
     match res {
         Ok(v) => {
@@ -201,10 +304,10 @@ pub async fn run_case(
                 (false, false) => Outcome::Tn,
                 (true, false) => Outcome::Fn,
             };
-            r.code = v.code;
-            r.rule_id = v.rule_id;
+            r.code = v.code.clone();
+            r.rule_id = v.rule_id.clone();
             r.backend = Some(v.backend.to_string());
-            r.rationale = v.rationale;
+            r.rationale = v.rationale.clone();
             r.score = v.confidence;
         }
         Err(e) => r.error = Some(e.to_string()),
@@ -240,4 +343,51 @@ pub async fn run_policy(
         .await;
     out.sort_by_key(|(i, _)| *i);
     out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// [`run_policy`] with every case judged against all of `policies` in one call, scored for
+/// `policies[own]` (whose case file `cases` is).
+pub async fn run_policy_joint(
+    cascade: &Cascade,
+    policies: &[&Policy],
+    own: usize,
+    cases: &[Case],
+    opts: &RunOptions,
+    progress: Option<&ProgressBar>,
+) -> Vec<CaseResult> {
+    let futs: Vec<_> = cases
+        .iter()
+        .enumerate()
+        .map(|(i, c)| async move {
+            let r = run_case_joint(cascade, policies, own, c, opts.timeout).await;
+            if let Some(pb) = progress {
+                pb.inc(1);
+            }
+            (i, r)
+        })
+        .collect();
+    let mut out: Vec<(usize, CaseResult)> = stream::iter(futs)
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await;
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+/// At most `n` of `cases`: half of them violating and half allowed (more of one label where the
+/// other runs short), each in file order, so a shortened run still has both labels.
+pub fn limit_cases(cases: Vec<Case>, n: usize) -> Vec<Case> {
+    if cases.len() <= n {
+        return cases;
+    }
+    let (bad, good): (Vec<Case>, Vec<Case>) = cases.into_iter().partition(Case::is_violation);
+    let take_bad = n
+        .div_ceil(2)
+        .min(bad.len())
+        .max(n.saturating_sub(good.len()));
+    let take_good = n - take_bad.min(n);
+    bad.into_iter()
+        .take(take_bad)
+        .chain(good.into_iter().take(take_good))
+        .collect()
 }

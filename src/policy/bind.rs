@@ -18,6 +18,9 @@ pub struct Bound {
     pub candidate: Option<Arc<Policy>>,
     /// Share of requests the expensive (model) backends judge; 1.0 = all.
     pub sample_rate: f64,
+    /// Judged with the direction's other joint bindings in one model call
+    /// (`model_call = "joint"`).
+    pub joint: bool,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -30,6 +33,15 @@ pub struct RouteBinding {
 }
 
 impl RouteBinding {
+    /// The bindings with `call` (a route's or a profile's `model_call`) applied.
+    pub fn model_call(mut self, call: crate::config::ModelCall) -> RouteBinding {
+        let joint = call == crate::config::ModelCall::Joint;
+        for x in self.input.iter_mut().chain(self.output.iter_mut()) {
+            x.joint = joint;
+        }
+        self
+    }
+
     pub fn for_direction(&self, d: Direction) -> &[Bound] {
         match d {
             Direction::Input => &self.input,
@@ -81,7 +93,7 @@ pub fn bind(
             capability,
             errors,
         );
-        bindings.insert(r.name.clone(), b);
+        bindings.insert(r.name.clone(), b.model_call(r.model_call));
     }
     bindings
 }
@@ -156,6 +168,7 @@ pub fn bind_selections(
                         action,
                         candidate: candidates.get(&p.id).map(narrow),
                         sample_rate,
+                        joint: false,
                     });
                 }
             }
@@ -189,6 +202,7 @@ fn bind_redact(
             action: Action::Redact,
             candidate: None,
             sample_rate: 1.0,
+            joint: false,
         });
     }
     Ok(())

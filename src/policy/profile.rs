@@ -71,6 +71,9 @@ pub struct ProfileConfig {
     /// (before the route's).
     #[serde(default)]
     pub refusal: Option<crate::policy::refusal::Refusal>,
+    /// Like a route's `model_call`, for this profile's policies.
+    #[serde(default)]
+    pub model_call: crate::config::ModelCall,
 }
 
 /// One `[[match]]` entry: exactly one selector, and the profile it selects.
@@ -311,7 +314,8 @@ pub fn bind(
             candidates,
             capability,
             errors,
-        );
+        )
+        .model_call(p.model_call);
         list.push(Profile {
             name: Arc::from(p.name.as_str()),
             default: p.default,

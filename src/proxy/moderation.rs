@@ -78,6 +78,7 @@ fn moderation_policies(gw: &Gateway, snap: &Snapshot) -> Vec<Bound> {
             action: Action::Block,
             candidate: None,
             sample_rate: 1.0,
+            joint: false,
         })
         .collect()
 }

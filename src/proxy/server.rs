@@ -44,12 +44,14 @@ struct Warmer {
 impl BackgroundService for Warmer {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut warmed = std::collections::HashSet::new();
+        let mut warmed_sets = std::collections::HashSet::new();
         let mut generation = None;
         loop {
             let snap = self.gw.registry.snapshot();
             if generation != Some(snap.generation) {
                 generation = Some(snap.generation);
                 let mut bound: Vec<Arc<crate::policy::Policy>> = Vec::new();
+                let mut sets = Vec::new();
                 let profiles = snap.profiles.iter().flat_map(|p| p.list.iter());
                 let bindings = snap.routes.values().chain(profiles.map(|p| &p.binding));
                 for b in bindings {
@@ -57,6 +59,8 @@ impl BackgroundService for Warmer {
                         bound.push(x.policy.clone());
                         bound.extend(x.candidate.clone());
                     }
+                    sets.extend(crate::decide::joint_sets(&b.input));
+                    sets.extend(crate::decide::joint_sets(&b.output));
                 }
                 for p in &bound {
                     if !warmed.insert((p.id.clone(), p.content_hash.clone())) {
@@ -64,6 +68,21 @@ impl BackgroundService for Warmer {
                     }
                     tokio::select! {
                         _ = self.gw.cascade.warm(p) => {}
+                        _ = shutdown.changed() => return,
+                    }
+                }
+                for set in &sets {
+                    let mut key: Vec<(String, String)> = set
+                        .iter()
+                        .map(|p| (p.id.clone(), p.content_hash.clone()))
+                        .collect();
+                    key.sort();
+                    if !warmed_sets.insert(key) {
+                        continue;
+                    }
+                    let set: Vec<&crate::policy::Policy> = set.iter().map(|p| &**p).collect();
+                    tokio::select! {
+                        _ = self.gw.cascade.warm_joint(&set) => {}
                         _ = shutdown.changed() => return,
                     }
                 }

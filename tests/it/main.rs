@@ -14,6 +14,8 @@ mod gateway;
 // The gpt-oss architecture on CPU, with a tiny checkpoint the test writes.
 #[cfg(feature = "local-model")]
 mod gpt_oss;
+// Several policies in one model call, through the imitation model server.
+mod joint;
 // The remote backend against llama.cpp's server (skips unless installed or required).
 mod llama_server;
 // The real small model through mistral.rs; without the feature there is no in-process backend.

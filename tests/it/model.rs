@@ -317,6 +317,7 @@ async fn deadline_and_queue_overflow_fail_fast_and_are_counted() {
         action: Action::Block,
         candidate: None,
         sample_rate: 1.0,
+        joint: false,
     }];
     let cascade = Cascade::new(
         vec![guardgate::classify::cascade::Stage::new(Arc::new(c))],
@@ -389,6 +390,7 @@ async fn several_policies_get_one_decision_each() {
             action: Action::Annotate,
             candidate: None,
             sample_rate: 1.0,
+            joint: false,
         })
         .collect();
     let d = decide(
@@ -522,3 +524,56 @@ max_concurrency = 1
 }
 
 const VIOLATING: &str = "I ate a banana and an apple for breakfast.";
+
+/// Two policies in one constrained call: the answer parses into a verdict per policy, and the
+/// second call of the same set finds the set's prefix in the engine's cache (its prefill reads
+/// only the new content, so it takes a fraction of the first, cold one).
+#[tokio::test]
+async fn a_joint_call_parses_and_its_second_call_reuses_the_prefix() {
+    let m = shared();
+    let c = ModelClassifier::new("local:test", m.clone(), Family::Chat, Effort::Low);
+    // Long enough that a cold prefill is clearly slower than one of the content alone.
+    let padding = "Read the whole content before answering, including quoted text.\n".repeat(12);
+    let (bin, js) = (
+        policy(&BINARY.replace("# Fruit policy", &format!("# Fruit policy\n{padding}"))),
+        policy(&JSON_POLICY.replace("# Fruit policy", &format!("# Fruit policy\n{padding}"))),
+    );
+    let mut prefill = Vec::new();
+    for t in [TEXTS[0], TEXTS[3]] {
+        let vs = c
+            .classify_joint(&[&bin, &js], &content(t), far())
+            .await
+            .expect("a model backend joins");
+        assert_eq!(vs.len(), 2);
+        for v in &vs {
+            let v = v
+                .as_ref()
+                .unwrap_or_else(|e| panic!("joint answer for {t:?}: {e}"));
+            assert_eq!(v.joint_with, Some(2));
+            assert_eq!(
+                v.confidence, None,
+                "one JSON answer has no per-policy P(violation)"
+            );
+            if !v.violation {
+                assert_eq!(v.code, None);
+            }
+        }
+        let js_code = vs[1].as_ref().unwrap().code.clone();
+        assert!(
+            js_code.is_none() || ["F1", "F2"].contains(&js_code.as_deref().unwrap()),
+            "{js_code:?}"
+        );
+        let v = vs[0].as_ref().unwrap();
+        assert!(v.prompt_tokens.unwrap() > 200, "{:?}", v.prompt_tokens);
+        // The answer stops where it ends, short of the token budget (48 a policy, plus 16).
+        let answer = v.completion_tokens.unwrap();
+        eprintln!("joint answer tokens: {answer}");
+        assert!(answer < 2 * 48 + 16, "ran on past the answer: {answer} tokens");
+        prefill.push(v.timing.unwrap().prefill_ms.unwrap());
+    }
+    eprintln!("joint prefill, cold then reused: {prefill:?} ms");
+    assert!(
+        prefill[1] < prefill[0] * 0.5,
+        "the second call should reuse the set's prefix: prefill {prefill:?} ms"
+    );
+}

@@ -73,7 +73,7 @@ async fn model_verdicts_block_and_allow_with_audited_reasoning() {
     assert_eq!(r["backend"], "remote:safeguard");
     assert_eq!(r["model"], "openai/gpt-oss-safeguard-20b");
     assert_eq!(r["code"], "X1");
-    assert_eq!(r["prompt_tokens"], 321);
+    assert_eq!(r["prompt_tokens"], model_server::prompt_tokens(&sent));
     assert_eq!(r["policy_version"], "2.0.0");
     assert!(r["rationale"]
         .as_str()

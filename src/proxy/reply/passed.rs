@@ -171,6 +171,7 @@ mod tests {
             action,
             sample_rate: 1.0,
             candidate: None,
+            joint: false,
         };
         assert!(applies(&[bound(Action::Shadow), bound(Action::Annotate)]));
         assert!(!applies(&[bound(Action::Shadow), bound(Action::Block)]));

@@ -8,6 +8,12 @@
 //! (at most 20 s), so a test can look at the gateway while a verdict is outstanding.
 //! `delay_ms` adds a fixed time to every answer: a model server of known speed, for the
 //! benchmarks (`examples/imitation_model.rs`).
+//!
+//! A joint prompt (several policies under `=== POLICY <id> ===` headers, `classify::joint`) gets
+//! one JSON object keyed by policy id, each policy's entry decided as a single prompt's answer
+//! is, from that policy's section; a section that says `SKIP-IN-JOINT` gets no entry (an answer
+//! that misses a policy). `usage.prompt_tokens` is an estimate, a token per 4 characters of the
+//! two messages, so that prompts of different sizes cost differently.
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -142,11 +148,36 @@ async fn handle(
     if user.contains("[malformed]") {
         return Ok(reply(200, "this is not json".into()));
     }
+    let joint = policy_sections(&system);
     let (content, reasoning) = if user.contains("[empty]") {
         (String::new(), "I keep thinking and thinking".to_string())
     } else if user.contains("[prose]") {
         ("The content looks fine to me.".to_string(), String::new())
-    } else if user.contains("forbidden") && system.contains("Forbidden") {
+    } else if !joint.is_empty() {
+        let mut answer = serde_json::Map::new();
+        let mut any = false;
+        for (id, text) in &joint {
+            if text.contains("SKIP-IN-JOINT") {
+                continue;
+            }
+            let v = violates(&user, text);
+            any |= v;
+            answer.insert(
+                id.clone(),
+                if v {
+                    json!({"violation": 1, "policy_category": "X1"})
+                } else {
+                    json!({"violation": 0, "policy_category": null})
+                },
+            );
+        }
+        let reasoning = if any {
+            "SECRET-REASONING: the user asks for forbidden things, which X1 covers."
+        } else {
+            "Nothing here violates."
+        };
+        (Value::Object(answer).to_string(), reasoning.to_string())
+    } else if violates(&user, &system) {
         (
             r#"{"violation": 1, "policy_category": "X1", "confidence": 0.97}"#.to_string(),
             "SECRET-REASONING: the user asks for forbidden things, which X1 covers.".to_string(),
@@ -161,7 +192,42 @@ async fn handle(
         "id": "chatcmpl-model", "object": "chat.completion", "created": 1, "model": v["model"],
         "choices": [{"index": 0, "finish_reason": "stop",
                      "message": {"role": "assistant", "content": content, "reasoning_content": reasoning}}],
-        "usage": {"prompt_tokens": 321, "completion_tokens": 12, "total_tokens": 333}
+        "usage": {"prompt_tokens": prompt_tokens(&v), "completion_tokens": 12,
+                  "total_tokens": prompt_tokens(&v) + 12}
     });
     Ok(reply(200, out.to_string()))
+}
+
+/// How a policy's answer is decided: content that says "forbidden" violates (X1) a policy whose
+/// text mentions "Forbidden".
+fn violates(user: &str, policy: &str) -> bool {
+    user.contains("forbidden") && policy.contains("Forbidden")
+}
+
+/// The prompt tokens this server reports for a request body: one per 4 characters of the
+/// messages, rounded up.
+pub fn prompt_tokens(body: &Value) -> u64 {
+    let chars: usize = body["messages"]
+        .as_array()
+        .map(|ms| {
+            ms.iter()
+                .filter_map(|m| m["content"].as_str())
+                .map(|c| c.chars().count())
+                .sum()
+        })
+        .unwrap_or(0);
+    chars.div_ceil(4) as u64
+}
+
+/// A joint prompt's policies: (id, its section's text) in order; empty for a one-policy prompt.
+pub fn policy_sections(system: &str) -> Vec<(String, String)> {
+    const HEADER: &str = "=== POLICY ";
+    system
+        .split(HEADER)
+        .skip(1)
+        .filter_map(|part| {
+            let (id, text) = part.split_once(" ===")?;
+            Some((id.to_string(), text.to_string()))
+        })
+        .collect()
 }
