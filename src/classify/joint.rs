@@ -231,7 +231,7 @@ pub fn restore_end(text: &str, ends: &[String]) -> String {
                 .map(move |k| (k, format!("{t}{}", &e[k..])))
         })
         .collect();
-    candidates.sort_by(|a, b| b.0.cmp(&a.0));
+    candidates.sort_by_key(|c| std::cmp::Reverse(c.0));
     candidates
         .into_iter()
         .map(|(_, c)| c)
