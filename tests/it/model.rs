@@ -568,7 +568,10 @@ async fn a_joint_call_parses_and_its_second_call_reuses_the_prefix() {
         // The answer stops where it ends, short of the token budget (48 a policy, plus 16).
         let answer = v.completion_tokens.unwrap();
         eprintln!("joint answer tokens: {answer}");
-        assert!(answer < 2 * 48 + 16, "ran on past the answer: {answer} tokens");
+        assert!(
+            answer < 2 * 48 + 16,
+            "ran on past the answer: {answer} tokens"
+        );
         prefill.push(v.timing.unwrap().prefill_ms.unwrap());
     }
     eprintln!("joint prefill, cold then reused: {prefill:?} ms");
