@@ -85,14 +85,29 @@ async fn three_policies_one_call_and_the_same_outcomes_as_one_call_each() {
     for joint in [false, true] {
         let (m, ms, gw) = start(joint, "closed", &three_blocking()).await;
         let mut statuses = Vec::new();
+        let mut calls_after_first = 0;
         for (i, t) in TEXTS.iter().enumerate() {
             statuses.push(send(&gw, t).await);
             let calls = ms.state.calls.load(Ordering::SeqCst);
-            assert_eq!(
-                calls,
-                (i + 1) * if joint { 1 } else { 3 },
-                "joint={joint}: model calls after request {i}"
-            );
+            if joint {
+                assert_eq!(calls, i + 1, "joint: model calls after request {i}");
+            } else {
+                // One call per policy, started together; once a blocking verdict arrives the calls
+                // not yet sent are cancelled, which on a loaded machine can be some of the three.
+                if i == 0 {
+                    assert!(
+                        (1..=3).contains(&calls),
+                        "per-policy: {calls} model calls for the blocked request"
+                    );
+                    calls_after_first = calls;
+                } else {
+                    assert_eq!(
+                        calls,
+                        calls_after_first + 3,
+                        "per-policy: the allowed request"
+                    );
+                }
+            }
         }
         assert_eq!(statuses, [400, 200], "joint={joint}");
         assert_eq!(
