@@ -16,18 +16,10 @@
 
 use serde_json::Value;
 
-use super::prompt::{render_content, Family, Prompt};
+use super::prompt::{render_content, Family, JointPart, Prompt};
 use super::verdict::{as_flag, code_token, first_object, ModelAnswer, OutputFormat, VerdictError};
 use super::Content;
 use crate::policy::{Effort, Policy};
-
-/// One policy of a joint prompt, as the host and the answer parser need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JointPart {
-    pub id: String,
-    /// The only values its `policy_category` may take (with null).
-    pub codes: Vec<String>,
-}
 
 /// `policies` in the order a joint prompt lists them (by id); `None` when two share an id (a
 /// joint answer keyed by id could not tell them apart).

@@ -15,6 +15,14 @@ pub enum Family {
     Chat,
 }
 
+/// One policy of a joint prompt (`super::joint`), as the host and the answer parser need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JointPart {
+    pub id: String,
+    /// The only values its `policy_category` may take (with null).
+    pub codes: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Prompt {
     pub system: String,
@@ -27,7 +35,7 @@ pub struct Prompt {
     pub codes: Vec<String>,
     /// A joint prompt's policies, in order (empty: one policy): its answer has one entry per
     /// policy (see `joint`).
-    pub joint: Vec<super::joint::JointPart>,
+    pub joint: Vec<JointPart>,
 }
 
 fn format_reminder(format: OutputFormat) -> &'static str {
