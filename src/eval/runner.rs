@@ -324,25 +324,11 @@ pub async fn run_policy(
     opts: &RunOptions,
     progress: Option<&ProgressBar>,
 ) -> Vec<CaseResult> {
-    // The futures are built eagerly (not in a stream combinator's closure) so that the returned
-    // future is `Send` for callers inside `async_trait` impls (higher-ranked lifetime inference).
     let futs: Vec<_> = cases
         .iter()
-        .enumerate()
-        .map(|(i, c)| async move {
-            let r = run_case(cascade, policy, c, opts.timeout).await;
-            if let Some(pb) = progress {
-                pb.inc(1);
-            }
-            (i, r)
-        })
+        .map(|c| run_case(cascade, policy, c, opts.timeout))
         .collect();
-    let mut out: Vec<(usize, CaseResult)> = stream::iter(futs)
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
-    out.sort_by_key(|(i, _)| *i);
-    out.into_iter().map(|(_, r)| r).collect()
+    in_case_order(futs, opts, progress).await
 }
 
 /// [`run_policy`] with every case judged against all of `policies` in one call, scored for
@@ -357,9 +343,28 @@ pub async fn run_policy_joint(
 ) -> Vec<CaseResult> {
     let futs: Vec<_> = cases
         .iter()
+        .map(|c| run_case_joint(cascade, policies, own, c, opts.timeout))
+        .collect();
+    in_case_order(futs, opts, progress).await
+}
+
+/// Runs one future per case with up to `opts.concurrency` in flight and returns the results in
+/// case order, advancing `progress` once per case. The futures are built eagerly by the callers
+/// (not in a stream combinator's closure) so that the returned future is `Send` for callers
+/// inside `async_trait` impls (higher-ranked lifetime inference).
+async fn in_case_order<F>(
+    futs: Vec<F>,
+    opts: &RunOptions,
+    progress: Option<&ProgressBar>,
+) -> Vec<CaseResult>
+where
+    F: std::future::Future<Output = CaseResult>,
+{
+    let futs: Vec<_> = futs
+        .into_iter()
         .enumerate()
-        .map(|(i, c)| async move {
-            let r = run_case_joint(cascade, policies, own, c, opts.timeout).await;
+        .map(|(i, f)| async move {
+            let r = f.await;
             if let Some(pb) = progress {
                 pb.inc(1);
             }
