@@ -66,6 +66,15 @@ impl<M: ChatModel + ?Sized> ChatModel for Arc<M> {
     }
 }
 
+/// A completion's reasoning (analysis channel) and final answer, whether the host split the
+/// channels itself or returned the raw harmony text.
+fn channels(c: &Completion) -> (Option<String>, String) {
+    match &c.reasoning {
+        Some(r) => (Some(r.clone()), c.text.clone()),
+        None => split_harmony(&c.text),
+    }
+}
+
 pub struct ModelClassifier<M> {
     name: &'static str,
     model: M,
@@ -141,6 +150,20 @@ impl<M: ChatModel> ModelClassifier<M> {
         }
     }
 
+    /// A verdict from one model call: the backend, the model, and the call's tokens and timing.
+    fn called(&self, c: &Completion, violation: bool) -> Verdict {
+        Verdict {
+            violation,
+            backend: self.name,
+            model: Some(self.model.model_id().to_string()),
+            prompt_tokens: c.prompt_tokens,
+            completion_tokens: c.completion_tokens,
+            cached_prompt_tokens: c.cached_prompt_tokens,
+            timing: c.timing,
+            ..Verdict::default()
+        }
+    }
+
     async fn ask(
         &self,
         policy: &Policy,
@@ -151,10 +174,7 @@ impl<M: ChatModel> ModelClassifier<M> {
         let mut retried = false;
         loop {
             let c = self.model.complete(&prompt, deadline).await?;
-            let (analysis, final_text) = match &c.reasoning {
-                Some(r) => (Some(r.clone()), c.text.clone()),
-                None => split_harmony(&c.text),
-            };
+            let (analysis, final_text) = channels(&c);
             match parse_answer(&final_text, analysis.as_deref(), policy.output_format) {
                 Ok(a) => {
                     let (violation, confidence) = match c.p_violation {
@@ -170,22 +190,12 @@ impl<M: ChatModel> ModelClassifier<M> {
                         ),
                     };
                     return Ok(Verdict {
-                        violation,
                         // A threshold may overrule the answer: an allowed verdict has no code.
                         code: a.code.filter(|_| violation),
                         rule_id: a.rule_ids.into_iter().next(),
                         confidence,
                         rationale: a.rationale,
-                        location: None,
-                        backend: self.name,
-                        model: Some(self.model.model_id().to_string()),
-                        prompt_tokens: c.prompt_tokens,
-                        completion_tokens: c.completion_tokens,
-                        cached_prompt_tokens: c.cached_prompt_tokens,
-                        timing: c.timing,
-                        cache_hit: false,
-                        sampled_out: false,
-                        joint_with: None,
+                        ..self.called(&c, violation)
                     });
                 }
                 // Reasoning used the whole budget: retry once with less reasoning, then give up
@@ -223,10 +233,7 @@ impl<M: ChatModel> ModelClassifier<M> {
                 Ok(c) => c,
                 Err(e) => return all(e),
             };
-            let (analysis, final_text) = match &c.reasoning {
-                Some(r) => (Some(r.clone()), c.text.clone()),
-                None => split_harmony(&c.text),
-            };
+            let (analysis, final_text) = channels(&c);
             match joint::parse(&final_text, analysis.as_deref(), &prompt.joint) {
                 Ok(answers) => {
                     let n = policies.len() as u32;
@@ -235,23 +242,13 @@ impl<M: ChatModel> ModelClassifier<M> {
                         .map(|a| -> Result<Verdict, ClassifyError> {
                             let a = a.map_err(|e| ClassifyError::Backend(e.to_string()))?;
                             Ok(Verdict {
-                                violation: a.violation,
                                 code: a.code,
-                                rule_id: None,
                                 confidence: a
                                     .confidence
                                     .map(|c| if a.violation { c } else { 1.0 - c }),
                                 rationale: a.rationale,
-                                location: None,
-                                backend: self.name,
-                                model: Some(self.model.model_id().to_string()),
-                                prompt_tokens: c.prompt_tokens,
-                                completion_tokens: c.completion_tokens,
-                                cached_prompt_tokens: c.cached_prompt_tokens,
-                                timing: c.timing,
-                                cache_hit: false,
-                                sampled_out: false,
                                 joint_with: Some(n),
+                                ..self.called(&c, a.violation)
                             })
                         })
                         .collect();
