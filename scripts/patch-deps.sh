@@ -6,7 +6,8 @@
 # - mistralrs-core: on CPU, 0.8.1 never evicts its prefix cache (every finished sequence keeps its
 #   KV cache forever), and its CPU attention kernel was the largest cost of prefill. See
 #   docs/MODEL-NOTES.md. And its EOS list stopped every harmony (gpt-oss) answer at its first
-#   token.
+#   token, and a sequence that ended on its first token (a binary verdict) ran one more
+#   decoding step before the next request could start.
 # - mistralrs-quant: a GGUF model on CPU can keep an F32 copy of its quantised weights for prefill
 #   (3x faster there) while decoding stays on the quantised weights (`weights = "f32-prefill"`);
 #   the copy is stored in the 16-row panels gemm's microkernel reads, so no prefill packs it again;

@@ -6,8 +6,10 @@
 
 Reports, like model_bench: the cold request (prompt tokens / prefill time = prompt tok/s), and
 requests whose system message (the policy) was already evaluated: llama-cpp-python keeps the KV
-cache of the previous prompt and only evaluates the tokens after the longest common prefix.
-Then decoding: milliseconds per greedy token after a ~900-token prompt.
+cache of the previous prompt and only evaluates the tokens after the longest common prefix. Then
+the same `--distinct` contents model_bench sends, one after another (the steady state: the median
+of many verdicts, steadier than the five of the reused phase). Then decoding: milliseconds per
+greedy token after a ~900-token prompt.
 """
 import argparse
 import json
@@ -24,7 +26,8 @@ def main() -> None:
     ap.add_argument("--prompts", required=True)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
-    prompts = json.load(open(a.prompts))
+    dump = json.load(open(a.prompts))
+    prompts, distinct = dump["prompts"], dump["distinct"]
 
     t = time.perf_counter()
     llm = Llama(model_path=a.model, n_threads=a.threads, n_threads_batch=a.threads, n_ctx=2048,
@@ -47,6 +50,20 @@ def main() -> None:
         print(f"  prefix reused: {w * 1e3:.0f} ms ({toks} prompt tokens, answer {ans!r})")
     reused.sort()
     print(f"prefix reused: median {reused[len(reused) // 2] * 1e3:.0f} ms")
+    # The distinct contents, in model_bench's order, each after the previous one: the policy's
+    # prefix stays cached (the previous prompt shares it), the content is new from its first token.
+    walls, tokens = [], []
+    t = time.perf_counter()
+    for p in distinct:
+        w, toks, _ = ask(p)
+        walls.append(w)
+        tokens.append(toks)
+    total = time.perf_counter() - t
+    if walls:
+        walls.sort()
+        print(f"{len(walls)} distinct sequential requests: {total:.1f} s ({len(walls) / total:.2f} verdicts/s, "
+              f"median {walls[len(walls) // 2] * 1e3:.0f} ms, min {walls[0] * 1e3:.0f}, max {walls[-1] * 1e3:.0f}); "
+              f"prompts {min(tokens)}-{max(tokens)} tokens")
     # Prompt throughput without any reuse: reset the cache before each of three cold runs.
     colds = []
     for p in prompts[6:9]:
