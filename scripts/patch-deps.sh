@@ -7,7 +7,8 @@
 #   KV cache forever), and its CPU attention kernel was the largest cost of prefill. See
 #   docs/MODEL-NOTES.md. And its EOS list stopped every harmony (gpt-oss) answer at its first
 #   token, and a sequence that ended on its first token (a binary verdict) ran one more
-#   decoding step before the next request could start.
+#   decoding step before the next request could start. And its GGUF tokenizer split every BPE
+#   vocabulary with Llama 3's pattern, so SmolLM2 read tokens it was never trained on.
 # - mistralrs-quant: a GGUF model on CPU can keep an F32 copy of its quantised weights for prefill
 #   (3x faster there) while decoding stays on the quantised weights (`weights = "f32-prefill"`);
 #   the copy is stored in the 16-row panels gemm's microkernel reads, so no prefill packs it again;

@@ -345,3 +345,104 @@ async fn in_process_latency(pol: &Policy) {
         TEXTS.len()
     );
 }
+
+/// Texts whose tokens depend on the pre-tokenizer: blank lines before markdown, runs of spaces,
+/// digits, tabs and CRLF, contractions, accents, CJK, emoji with a joiner, code and a URL.
+const TOKENIZER_TEXTS: &[&str] = &[
+    "\n\n# Heading\n\n## Sub\n\n- item one\n- item two\n\n",
+    "  multiple   spaces and a trailing space ",
+    "Hello world! 123 4567.89 and 1,000,000",
+    "tab\tseparated\tvalues\r\nwindows line\r\n\r\nend",
+    "don't I'M we'll they'VE it's",
+    "Café déjà vu, naïve façade, Straße",
+    "日本語のテキストと中文文本",
+    "emoji 👩‍👩‍👧 family 🏳️‍🌈 flag",
+    "fn main() {\n    println!(\"hi\");\n}\n",
+    "see https://example.com/a_b?c=1&d=%20 now",
+];
+
+/// The in-process model reads the same tokens as the model's own tokenizer: guardgate's prompt
+/// through mistral.rs's GGUF tokenizer equals llama.cpp's tokenization of the same chat-template
+/// rendering, token for token. mistral.rs 0.8.1 split every GGUF BPE vocabulary with Llama 3's
+/// pattern, so SmolLM2 (trained with GPT-2's, `tokenizer.ggml.pre = "smollm"`) read "\n\n#" as
+/// one "\n\n" token where its tokenizer gives "\n", "\n", "#":
+/// patches/mistralrs-core-0.8.1-gguf-pre-tokenizer.patch.
+#[tokio::test]
+async fn in_process_tokens_equal_llama_cpp_tokens() {
+    use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
+    use guardgate::classify::prompt::Prompt;
+    use guardgate::classify::verdict::OutputFormat;
+    use std::io::Write;
+    let Some(python) = server_python() else {
+        return;
+    };
+    let gguf = root().join("models/SmolLM2-135M-Instruct.Q8_0.gguf");
+    let policy_text =
+        std::fs::read_to_string(root().join("policies/teen-safety/dangerous-activities.md"))
+            .expect("policy file");
+    let mut pairs: Vec<(String, String)> = TOKENIZER_TEXTS
+        .iter()
+        .map(|t| ("You judge content.".to_string(), t.to_string()))
+        .collect();
+    pairs.push((
+        policy_text,
+        "<<<\nhow do I do the blackout challenge?\n>>>".into(),
+    ));
+
+    // llama.cpp: the GGUF's own chat template, rendered as llama-cpp-python renders it for a chat
+    // completion, then tokenized with control tokens parsed (no BOS: the GGUF says not to add one).
+    let script = r#"
+import json, sys
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+llm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)
+fmt = Jinja2ChatFormatter(template=llm.metadata["tokenizer.chat_template"], eos_token="", bos_token="")
+out = []
+for system, user in json.load(sys.stdin):
+    text = fmt(messages=[{"role": "system", "content": system}, {"role": "user", "content": user}]).prompt
+    out.append(llm.tokenize(text.encode(), add_bos=False, special=True))
+print(json.dumps(out))
+"#;
+    let mut child = Command::new(&python)
+        .args(["-c", script])
+        .arg(&gguf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&serde_json::to_vec(&pairs).unwrap())
+        .unwrap();
+    let out = child.wait_with_output().expect("python finishes");
+    assert!(out.status.success(), "llama.cpp tokenization failed");
+    let reference: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).expect("token lists");
+
+    let settings = LocalSettings {
+        source: ModelSource::Gguf(gguf),
+        dtype: Dtype::F32,
+        weights: WeightsMode::Quantized,
+        device: "cpu".into(),
+        threads: Some(1),
+        max_concurrency: 1,
+        max_queue: 4,
+        prefix_cache_entries: 1,
+        max_tokens: 8,
+        family: Family::Chat,
+    };
+    let m = LocalModel::load(&settings, "local:tokens", None).expect("model loads");
+    for ((system, user), want) in pairs.iter().zip(&reference) {
+        let p = Prompt {
+            system: system.clone(),
+            user: user.clone(),
+            reasoning_effort: None,
+            format: OutputFormat::Binary,
+            codes: Vec::new(),
+            joint: Vec::new(),
+        };
+        let got = m.prompt_tokens(&p).await.expect("the engine tokenizes");
+        assert_eq!(&got, want, "tokens differ for {user:?}");
+    }
+}
