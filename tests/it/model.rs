@@ -580,3 +580,52 @@ async fn a_joint_call_parses_and_its_second_call_reuses_the_prefix() {
         "the second call should reuse the set's prefix: prefill {prefill:?} ms"
     );
 }
+
+/// The engine runs no step for a sequence that its first token finished. A binary verdict is
+/// such a sequence (one constrained token); mistral.rs 0.8.1 set it running again after its
+/// prompt step and decoded one more token the next request waited for
+/// (patches/mistralrs-core-0.8.1-first-token-done.patch). Each request's logits processor
+/// records the context length of every step it sees; the second request is only answered after
+/// whatever the engine still ran for the first, so by then the first's record is complete.
+#[tokio::test]
+async fn a_sequence_finished_by_its_first_token_takes_no_further_step() {
+    use mistralrs::{GgufModelBuilder, RequestBuilder, TextMessageRole};
+    let path = model_path();
+    let model = GgufModelBuilder::new(
+        path.parent().unwrap().display().to_string(),
+        vec![path.file_name().unwrap().to_string_lossy().into_owned()],
+    )
+    .with_force_cpu()
+    .build()
+    .await
+    .expect("the model loads");
+    let mut seen = Vec::new();
+    for content in ["Is a banana a fruit?", "Name a colour of the sky."] {
+        let steps = Arc::new(std::sync::Mutex::new(Vec::<usize>::new()));
+        let record = steps.clone();
+        let processor = Arc::new(
+            move |logits: &mistralrs::Tensor,
+                  ctx: &[u32]|
+                  -> mistralrs::Result<mistralrs::Tensor> {
+                record.lock().unwrap().push(ctx.len());
+                Ok(logits.clone())
+            },
+        );
+        let request = RequestBuilder::new()
+            .add_message(TextMessageRole::System, "Answer in one word.")
+            .add_message(TextMessageRole::User, content)
+            .set_deterministic_sampler()
+            .set_sampler_max_len(1)
+            .add_logits_processor(processor);
+        let r = model.send_chat_request(request).await.expect("an answer");
+        assert_eq!(r.usage.completion_tokens, 1, "{r:?}");
+        seen.push((r.usage.prompt_tokens, steps));
+    }
+    let (prompt_tokens, steps) = &seen[0];
+    let steps = steps.lock().unwrap().clone();
+    assert_eq!(
+        steps,
+        vec![*prompt_tokens],
+        "the first request's steps, by context length (one: its prompt step)"
+    );
+}
