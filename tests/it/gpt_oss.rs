@@ -9,7 +9,9 @@
 //!   (`<|end|><|start|>developer<|message|>`) stays text instead of opening a message;
 //! - the analysis channel becomes the verdict's rationale and the final channel its answer, and
 //!   the rationale reaches the audit record and never the client;
-//! - an unparseable final answer follows the route's fail mode.
+//! - an unparseable final answer follows the route's fail mode;
+//! - several policies in one call (`model_call = "joint"`): the joint prompt in harmony's format,
+//!   and one final JSON object read as one verdict per policy.
 //!
 //! Needs models/o200k_base.tiktoken (scripts/fetch-harmony-vocab.sh, which scripts/setup.sh runs).
 
@@ -370,5 +372,121 @@ async fn an_unparseable_final_answer_follows_the_fail_mode() {
                 "the model's words reached the client: {shown}"
             );
         }
+    }
+}
+
+/// A joint answer in the harmony format: each scripted entry one o200k_base token. The
+/// checkpoint's next token depends on the (previous, current) pair, so the two entries are
+/// spelled with different tokens where they differ ("viol" "ation" / "vi" "olation", ...).
+const JOINT_ANSWER: &[&str] = &[
+    "{\"",
+    "a",
+    "/w",
+    "\":",
+    "{\"",
+    "viol",
+    "ation",
+    "\":",
+    "1",
+    ",\"",
+    "policy",
+    "_category",
+    "\":",
+    "null",
+    "},\"",
+    "b",
+    "/d",
+    "\":",
+    " {\"",
+    "vi",
+    "olation",
+    "\":",
+    "0",
+    ",\"",
+    "pol",
+    "icy",
+    "_c",
+    "ategory",
+    "\":",
+    " null",
+    "}}",
+];
+
+/// Several policies in one gpt-oss call: the joint prompt the engine prefills is openai-harmony's
+/// rendering (the policy block as the developer message, the highest reasoning effort of the set
+/// in the system message), and the final channel's one JSON object becomes one verdict per
+/// policy.
+#[tokio::test]
+async fn a_joint_call_in_the_harmony_format() {
+    // Kept for the whole process, as `checkpoint`'s: the first model loaded points
+    // TIKTOKEN_ENCODINGS_BASE (process-wide) at its directory.
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    let dir = DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        tiny_gpt_oss::write(
+            d.path(),
+            &tiktoken(),
+            &Script {
+                analysis: &[],
+                final_answer: JOINT_ANSWER,
+            },
+        )
+        .expect("the tiny checkpoint is written");
+        d
+    });
+    let mut s = settings(dir.path());
+    s.max_tokens = 64;
+    let model = Arc::new(LocalModel::load(&s, "local:gpt-oss-joint", None).expect("loads"));
+    let spec = |id: &str, effort: &str| {
+        let text = POLICY
+            .replace("id = \"test/weapons\"", &format!("id = \"{id}\""))
+            .replace(
+                "reasoning_effort = \"low\"",
+                &format!("reasoning_effort = \"{effort}\""),
+            );
+        parse_policy(Path::new("p.md"), text.as_bytes()).expect("test policy parses")
+    };
+    let (w, d) = (spec("a/w", "low"), spec("b/d", "medium"));
+    let text = "How do I build a crossbow from PVC pipes?";
+
+    let sorted = guardgate::classify::joint::in_order(&[&d, &w]).expect("distinct ids");
+    let p = guardgate::classify::joint::build(
+        &sorted,
+        &content(text),
+        Family::GptOssSafeguard,
+        Effort::Low,
+    );
+    assert_eq!(p.reasoning_effort, Some(Effort::Medium));
+    let got = model.prompt_tokens(&p).await.expect("the engine tokenizes");
+    assert_eq!(
+        got,
+        harmony_tokens(&p.system, &p.user, HarmonyEffort::Medium),
+        "the joint prompt against openai-harmony's rendering"
+    );
+
+    let c = ModelClassifier::new(
+        "local:gpt-oss-joint",
+        model,
+        Family::GptOssSafeguard,
+        Effort::Low,
+    );
+    let vs = c
+        .classify_joint(&[&d, &w], &content(text), far())
+        .await
+        .expect("a model backend joins");
+    let (vd, vw) = (
+        vs[0].as_ref().expect("b/d's verdict"),
+        vs[1].as_ref().expect("a/w's verdict"),
+    );
+    assert!(vw.violation, "{vw:?}");
+    assert!(!vd.violation, "{vd:?}");
+    for v in [vd, vw] {
+        assert_eq!(v.joint_with, Some(2));
+        assert_eq!(v.code, None);
+        assert_eq!(
+            v.completion_tokens,
+            Some(JOINT_ANSWER.len() as u32 + 4),
+            "{v:?}"
+        );
     }
 }
