@@ -17,7 +17,7 @@
 use serde_json::Value;
 
 use super::prompt::{render_content, Family, JointPart, Prompt};
-use super::verdict::{as_flag, code_token, first_object, ModelAnswer, OutputFormat, VerdictError};
+use super::verdict::{as_flag, first_object, named_code, ModelAnswer, OutputFormat, VerdictError};
 use super::Content;
 use crate::policy::{Effort, Policy};
 
@@ -159,15 +159,7 @@ pub fn parse(
                     entry.to_string().chars().take(120).collect::<String>()
                 ))
             })?;
-            let code = category
-                .and_then(Value::as_str)
-                .map(str::trim)
-                .filter(|c| {
-                    !c.is_empty()
-                        && !c.eq_ignore_ascii_case("null")
-                        && !c.eq_ignore_ascii_case("none")
-                })
-                .map(code_token);
+            let code = named_code(category);
             if let Some(c) = &code {
                 if !part.codes.iter().any(|k| k == c) {
                     return Err(VerdictError::Unparseable(format!(

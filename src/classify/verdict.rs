@@ -136,6 +136,18 @@ pub(super) fn code_token(c: &str) -> String {
         .collect()
 }
 
+/// The code an answer's `policy_category` (or `category`) names, as a `code_token`; `None` when
+/// it is absent, not a string, empty, "null" or "none".
+pub(super) fn named_code(category: Option<&Value>) -> Option<String> {
+    category
+        .and_then(Value::as_str)
+        .map(str::trim)
+        .filter(|c| {
+            !c.is_empty() && !c.eq_ignore_ascii_case("null") && !c.eq_ignore_ascii_case("none")
+        })
+        .map(code_token)
+}
+
 /// Parses the final answer in `format`; `analysis` (the reasoning channel) becomes the rationale,
 /// and an answer's own `rationale` field only where there is none: a harmony model's final JSON
 /// may summarise, and reviewers audit the reasoning itself.
@@ -157,17 +169,7 @@ pub fn parse_answer(
     if let Some(obj) = first_object(text) {
         if let Ok(v) = serde_json::from_str::<Value>(obj) {
             if let Some(flag) = v.get("violation").and_then(as_flag) {
-                let code = v
-                    .get("policy_category")
-                    .or_else(|| v.get("category"))
-                    .and_then(Value::as_str)
-                    .map(str::trim)
-                    .filter(|c| {
-                        !c.is_empty()
-                            && !c.eq_ignore_ascii_case("null")
-                            && !c.eq_ignore_ascii_case("none")
-                    })
-                    .map(code_token)
+                let code = named_code(v.get("policy_category").or_else(|| v.get("category")))
                     .filter(|c| !c.is_empty());
                 let rule_ids = v
                     .get("rule_ids")

@@ -315,9 +315,10 @@ async fn verdicts_confidence_limits_and_breaker_against_llama_cpp() {
 /// The in-process backend on the same GGUF, policy and texts, for docs/BENCHMARKS.md (printed,
 /// not asserted: the two share the machine's cores with the rest of the suite).
 #[cfg(feature = "local-model")]
-async fn in_process_latency(pol: &Policy) {
-    use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
-    let settings = LocalSettings {
+/// The in-process backend on the same GGUF file as the server, 2 threads like the server's.
+fn in_process_settings() -> guardgate::classify::local::LocalSettings {
+    use guardgate::classify::local::{Dtype, LocalSettings, ModelSource, WeightsMode};
+    LocalSettings {
         source: ModelSource::Gguf(root().join("models/SmolLM2-135M-Instruct.Q8_0.gguf")),
         dtype: Dtype::F32,
         weights: WeightsMode::Auto,
@@ -328,8 +329,12 @@ async fn in_process_latency(pol: &Policy) {
         prefix_cache_entries: 4,
         max_tokens: 96,
         family: Family::Chat,
-    };
-    let m = LocalModel::load(&settings, "local:bench", None).expect("model loads");
+    }
+}
+
+async fn in_process_latency(pol: &Policy) {
+    use guardgate::classify::local::LocalModel;
+    let m = LocalModel::load(&in_process_settings(), "local:bench", None).expect("model loads");
     let c = ModelClassifier::new("local:bench", m, Family::Chat, Effort::Low);
     c.warm(pol).await;
     let mut latencies = Vec::new();
@@ -369,7 +374,7 @@ const TOKENIZER_TEXTS: &[&str] = &[
 /// patches/mistralrs-core-0.8.1-gguf-pre-tokenizer.patch.
 #[tokio::test]
 async fn in_process_tokens_equal_llama_cpp_tokens() {
-    use guardgate::classify::local::{Dtype, LocalModel, LocalSettings, ModelSource, WeightsMode};
+    use guardgate::classify::local::LocalModel;
     use guardgate::classify::prompt::Prompt;
     use guardgate::classify::verdict::OutputFormat;
     use std::io::Write;
@@ -420,19 +425,7 @@ print(json.dumps(out))
     assert!(out.status.success(), "llama.cpp tokenization failed");
     let reference: Vec<Vec<u32>> = serde_json::from_slice(&out.stdout).expect("token lists");
 
-    let settings = LocalSettings {
-        source: ModelSource::Gguf(gguf),
-        dtype: Dtype::F32,
-        weights: WeightsMode::Quantized,
-        device: "cpu".into(),
-        threads: Some(1),
-        max_concurrency: 1,
-        max_queue: 4,
-        prefix_cache_entries: 1,
-        max_tokens: 8,
-        family: Family::Chat,
-    };
-    let m = LocalModel::load(&settings, "local:tokens", None).expect("model loads");
+    let m = LocalModel::load(&in_process_settings(), "local:tokens", None).expect("model loads");
     for ((system, user), want) in pairs.iter().zip(&reference) {
         let p = Prompt {
             system: system.clone(),
