@@ -192,10 +192,24 @@ def wait_for(drv, css: str, timeout: float = 10.0):
 
 
 def gone(drv, element, timeout: float = 10.0):
-    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    WebDriverWait(drv, timeout).until(ec.staleness_of(element))
+    def detached(_):
+        # `expected_conditions.staleness_of` expects StaleElementReferenceException only; when
+        # the page replaces the node during the check, Chrome answers "Node with given id does
+        # not belong to the document" as an unknown error instead, which means the same.
+        try:
+            element.is_enabled()
+            return False
+        except StaleElementReferenceException:
+            return True
+        except WebDriverException as e:
+            if "does not belong to the document" in str(e):
+                return True
+            raise
+
+    WebDriverWait(drv, timeout).until(detached)
 
 
 def test_queue_filter_open_label_export(gateway, browser):
